@@ -1,0 +1,11 @@
+//! iommu-enforcer: keeps IOMMU groups owned by either the kernel or user space, never both.
+//!
+//! Pure parts (no syscalls beyond reading the root paths they are given): [`sysfs`], [`model`],
+//! [`policy`], [`report`]. I/O parts: [`bpf`] (load, attach, ring buffer) and [`daemon`].
+pub mod bpf;
+pub mod cli;
+pub mod daemon;
+pub mod model;
+pub mod policy;
+pub mod report;
+pub mod sysfs;

@@ -1,0 +1,124 @@
+//! Records shared by the eBPF programs (`ebpf/`) and the agent.
+//!
+//! Everything here is `#[repr(C)]` plain data: the eBPF side writes these bytes into the ring
+//! buffer and the agent reads them back, so both sides must agree on layout bit for bit.
+#![no_std]
+
+/// Bytes kept of a kernel device name (`dev->kobj.name`, e.g. `0000:01:00.1`) or driver name.
+pub const NAME_LEN: usize = 48;
+/// Bytes of a task's `comm`, as the kernel stores it (TASK_COMM_LEN).
+pub const COMM_LEN: usize = 16;
+/// `group` value when the program could not tell which IOMMU group the record concerns.
+pub const GROUP_UNKNOWN: i32 = -1;
+
+/// What a record reports. The numbers are part of the ring-buffer ABI.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// fexit `really_probe`: a driver tried to bind a device; `ret` is the probe result.
+    Probe = 1,
+    /// fexit `iommu_device_use_default_domain` (5.19+): the kernel's DMA-ownership check for a
+    /// binding driver; `ret` -16 (EBUSY) is the silent refusal inside a user-owned group.
+    UseDefaultDomain = 2,
+    /// fexit `iommu_group_claim_dma_owner`: user space (VFIO) claims a whole group.
+    GroupClaim = 3,
+    /// fentry `iommu_group_release_dma_owner`.
+    GroupRelease = 4,
+    /// fexit `iommu_device_claim_dma_owner` (6.2+, iommufd cdev path).
+    DeviceClaim = 5,
+    /// fentry `iommu_device_release_dma_owner`.
+    DeviceRelease = 6,
+    /// fentry `device_release_driver_internal`: a bound driver is being unbound.
+    Unbind = 7,
+    /// tp_btf `add_device_to_group`.
+    DeviceAdded = 8,
+    /// tp_btf `remove_device_from_group`.
+    DeviceRemoved = 9,
+    /// kretprobe `vfio_group_fops_open`: `/dev/vfio/N` opened; `rdev` is the char device.
+    VfioGroupOpen = 10,
+    /// kretprobe `vfio_device_fops_cdev_open`: `/dev/vfio/devices/vfioX` opened.
+    VfioCdevOpen = 11,
+}
+
+impl EventKind {
+    pub const fn from_u32(v: u32) -> Option<Self> {
+        Some(match v {
+            1 => Self::Probe,
+            2 => Self::UseDefaultDomain,
+            3 => Self::GroupClaim,
+            4 => Self::GroupRelease,
+            5 => Self::DeviceClaim,
+            6 => Self::DeviceRelease,
+            7 => Self::Unbind,
+            8 => Self::DeviceAdded,
+            9 => Self::DeviceRemoved,
+            10 => Self::VfioGroupOpen,
+            11 => Self::VfioCdevOpen,
+            _ => return None,
+        })
+    }
+}
+
+/// One ring-buffer record.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Event {
+    /// An [`EventKind`] as u32.
+    pub kind: u32,
+    /// Return value of the traced function (0 or a negative errno; 1 for a 5.10 probe success).
+    pub ret: i32,
+    /// Thread id and thread-group id (the user-visible pid) of the task that caused it.
+    pub pid: u32,
+    pub tgid: u32,
+    pub cgroup_id: u64,
+    /// `bpf_ktime_get_ns` at the event.
+    pub ktime_ns: u64,
+    /// IOMMU group id, or [`GROUP_UNKNOWN`].
+    pub group: i32,
+    /// `inode->i_rdev` for VFIO opens, else 0.
+    pub rdev: u32,
+    pub comm: [u8; COMM_LEN],
+    /// Kernel device name, NUL-terminated.
+    pub device: [u8; NAME_LEN],
+    /// Driver name, NUL-terminated (empty when not known).
+    pub driver: [u8; NAME_LEN],
+}
+
+impl Event {
+    pub const fn zeroed() -> Self {
+        Self {
+            kind: 0,
+            ret: 0,
+            pid: 0,
+            tgid: 0,
+            cgroup_id: 0,
+            ktime_ns: 0,
+            group: GROUP_UNKNOWN,
+            rdev: 0,
+            comm: [0; COMM_LEN],
+            device: [0; NAME_LEN],
+            driver: [0; NAME_LEN],
+        }
+    }
+}
+
+/// Field offsets the agent resolves from the running kernel's BTF and hands to the programs as
+/// globals (Rust eBPF cannot emit CO-RE relocations yet; see DESIGN.md section 3).
+/// `u32::MAX` means "not resolved": the program then leaves the field empty.
+pub mod offsets {
+    pub const UNRESOLVED: u32 = u32::MAX;
+}
+
+/// Names of the ring buffer, the loss counter and the offset globals, shared so a rename on one
+/// side cannot silently break the other.
+pub mod names {
+    pub const EVENTS: &str = "EVENTS";
+    pub const LOST: &str = "LOST";
+    pub const OFF_DEVICE_DRIVER: &str = "OFF_DEVICE_DRIVER";
+    pub const OFF_DEVICE_IOMMU_GROUP: &str = "OFF_DEVICE_IOMMU_GROUP";
+    pub const OFF_GROUP_ID: &str = "OFF_GROUP_ID";
+    pub const OFF_INODE_RDEV: &str = "OFF_INODE_RDEV";
+}
+
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for Event {}
