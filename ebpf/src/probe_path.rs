@@ -1,0 +1,65 @@
+//! The driver-core probe path: every bind attempt and its result, the kernel's DMA-ownership
+//! check for binding drivers, and every unbind.
+use aya_ebpf::{
+    macros::{fentry, fexit},
+    programs::{FEntryContext, FExitContext},
+};
+use iommu_enforcer_common::EventKind;
+
+use crate::{kernel, record::emit};
+
+/// `int really_probe(struct device *dev, const struct device_driver *drv)`.
+///
+/// The return value is read from the slot after the last argument: `FExitContext::ret()` uses
+/// `bpf_get_func_ret`, which 5.10 lacks (DESIGN.md section 5). 5.10 returns 1 on success, 6.x 0.
+#[fexit(function = "really_probe")]
+pub fn really_probe_exit(ctx: FExitContext) -> i32 {
+    let dev: *const u8 = ctx.arg(0);
+    let drv: *const u8 = ctx.arg(1);
+    let ret: i64 = ctx.arg(2);
+    // SAFETY: dev and drv are the traced function's arguments, read through probe_read.
+    let group = unsafe { kernel::device_group_id(dev) };
+    emit(EventKind::Probe, ret as i32, group, |ev| unsafe {
+        kernel::read_first_field_name(dev, &mut ev.device);
+        kernel::read_first_field_name(drv, &mut ev.driver);
+    });
+    0
+}
+
+/// `int iommu_device_use_default_domain(struct device *dev)` (5.19+): called from
+/// `pci_dma_configure` while a driver binds. A failure here is the kernel's silent refusal
+/// (-EBUSY when the group is user-owned); successes are not reported, the bind event covers them.
+#[fexit(function = "iommu_device_use_default_domain")]
+pub fn use_default_domain_exit(ctx: FExitContext) -> i32 {
+    let dev: *const u8 = ctx.arg(0);
+    let ret: i64 = ctx.arg(1);
+    if ret == 0 {
+        return 0;
+    }
+    let group = unsafe { kernel::device_group_id(dev) };
+    emit(EventKind::UseDefaultDomain, ret as i32, group, |ev| unsafe {
+        kernel::read_first_field_name(dev, &mut ev.device);
+        // really_probe sets dev->driver before dma_configure runs: the driver being refused.
+        kernel::read_first_field_name(kernel::device_driver(dev), &mut ev.driver);
+    });
+    0
+}
+
+/// `void device_release_driver_internal(struct device *dev, struct device_driver *drv,
+/// struct device *parent)`: every unbind path (sysfs unbind, driver removal, device removal)
+/// goes through it. It does nothing when `drv` is given and is not the bound driver.
+#[fentry(function = "device_release_driver_internal")]
+pub fn release_driver_entry(ctx: FEntryContext) -> i32 {
+    let dev: *const u8 = ctx.arg(0);
+    let drv: *const u8 = ctx.arg(1);
+    let bound = unsafe { kernel::device_driver(dev) };
+    if bound.is_null() || (!drv.is_null() && drv != bound) {
+        return 0;
+    }
+    let group = unsafe { kernel::device_group_id(dev) };
+    emit(EventKind::Unbind, 0, group, |ev| unsafe {
+        kernel::read_first_field_name(dev, &mut ev.device);
+        kernel::read_first_field_name(bound, &mut ev.driver);
+    });
+    0
+}

@@ -1,0 +1,61 @@
+//! VFIO opens: the legacy group node (`/dev/vfio/N`) and the iommufd device cdev
+//! (`/dev/vfio/devices/vfioX`). vfio is a module, which aya's fentry cannot reach (DESIGN.md
+//! section 2), so these are kprobe/kretprobe pairs; the entry stashes the inode's device number
+//! per thread for the return.
+use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid,
+    macros::{kprobe, kretprobe, map},
+    maps::HashMap,
+    programs::{ProbeContext, RetProbeContext},
+};
+use iommu_enforcer_common::EventKind;
+
+use crate::{kernel, record::{emit, NO_GROUP}};
+
+/// pid_tgid -> i_rdev of the node being opened. Opens do not nest within a thread.
+#[map(name = "VFIO_OPENING")]
+static VFIO_OPENING: HashMap<u64, u32> = HashMap::with_max_entries(1024, 0);
+
+#[kprobe(function = "vfio_group_fops_open")]
+pub fn vfio_group_open_entry(ctx: ProbeContext) -> u32 {
+    remember(&ctx)
+}
+
+#[kretprobe(function = "vfio_group_fops_open")]
+pub fn vfio_group_open_exit(ctx: RetProbeContext) -> u32 {
+    report(&ctx, EventKind::VfioGroupOpen)
+}
+
+#[kprobe(function = "vfio_device_fops_cdev_open")]
+pub fn vfio_cdev_open_entry(ctx: ProbeContext) -> u32 {
+    remember(&ctx)
+}
+
+#[kretprobe(function = "vfio_device_fops_cdev_open")]
+pub fn vfio_cdev_open_exit(ctx: RetProbeContext) -> u32 {
+    report(&ctx, EventKind::VfioCdevOpen)
+}
+
+#[inline(always)]
+fn remember(ctx: &ProbeContext) -> u32 {
+    let Some(inode) = ctx.arg::<*const u8>(0) else {
+        return 0;
+    };
+    let rdev = unsafe { kernel::inode_rdev(inode) };
+    let _ = VFIO_OPENING.insert(&bpf_get_current_pid_tgid(), &rdev, 0);
+    0
+}
+
+#[inline(always)]
+fn report(ctx: &RetProbeContext, kind: EventKind) -> u32 {
+    let key = bpf_get_current_pid_tgid();
+    // SAFETY: the value is copied out before the entry is removed.
+    let rdev = match unsafe { VFIO_OPENING.get(&key) } {
+        Some(rdev) => *rdev,
+        None => 0,
+    };
+    let _ = VFIO_OPENING.remove(&key);
+    let ret: i64 = ctx.ret();
+    emit(kind, ret as i32, NO_GROUP, |ev| ev.rdev = rdev);
+    0
+}
