@@ -15,7 +15,7 @@ pub fn group_claim_exit(ctx: FExitContext) -> i32 {
     let group: *const u8 = ctx.arg(0);
     let ret: i64 = ctx.arg(2);
     let id = unsafe { kernel::group_id(group) };
-    emit(EventKind::GroupClaim, ret as i32, id, |_| {});
+    emit(&ctx, EventKind::GroupClaim, ret as i32, id, |_| {});
     0
 }
 
@@ -24,7 +24,7 @@ pub fn group_claim_exit(ctx: FExitContext) -> i32 {
 pub fn group_release_entry(ctx: FEntryContext) -> i32 {
     let group: *const u8 = ctx.arg(0);
     let id = unsafe { kernel::group_id(group) };
-    emit(EventKind::GroupRelease, 0, id, |_| {});
+    emit(&ctx, EventKind::GroupRelease, 0, id, |_| {});
     0
 }
 
@@ -34,7 +34,7 @@ pub fn device_claim_exit(ctx: FExitContext) -> i32 {
     let dev: *const u8 = ctx.arg(0);
     let ret: i64 = ctx.arg(2);
     let id = unsafe { kernel::device_group_id(dev) };
-    emit(EventKind::DeviceClaim, ret as i32, id, |ev| unsafe {
+    emit(&ctx, EventKind::DeviceClaim, ret as i32, id, |ev| unsafe {
         kernel::read_first_field_name(dev, &mut ev.device);
     });
     0
@@ -45,7 +45,7 @@ pub fn device_claim_exit(ctx: FExitContext) -> i32 {
 pub fn device_release_entry(ctx: FEntryContext) -> i32 {
     let dev: *const u8 = ctx.arg(0);
     let id = unsafe { kernel::device_group_id(dev) };
-    emit(EventKind::DeviceRelease, 0, id, |ev| unsafe {
+    emit(&ctx, EventKind::DeviceRelease, 0, id, |ev| unsafe {
         kernel::read_first_field_name(dev, &mut ev.device);
     });
     0

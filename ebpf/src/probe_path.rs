@@ -19,7 +19,7 @@ pub fn really_probe_exit(ctx: FExitContext) -> i32 {
     let ret: i64 = ctx.arg(2);
     // SAFETY: dev and drv are the traced function's arguments, read through probe_read.
     let group = unsafe { kernel::device_group_id(dev) };
-    emit(EventKind::Probe, ret as i32, group, |ev| unsafe {
+    emit(&ctx, EventKind::Probe, ret as i32, group, |ev| unsafe {
         kernel::read_first_field_name(dev, &mut ev.device);
         kernel::read_first_field_name(drv, &mut ev.driver);
     });
@@ -37,7 +37,7 @@ pub fn use_default_domain_exit(ctx: FExitContext) -> i32 {
         return 0;
     }
     let group = unsafe { kernel::device_group_id(dev) };
-    emit(EventKind::UseDefaultDomain, ret as i32, group, |ev| unsafe {
+    emit(&ctx, EventKind::UseDefaultDomain, ret as i32, group, |ev| unsafe {
         kernel::read_first_field_name(dev, &mut ev.device);
         // really_probe sets dev->driver before dma_configure runs: the driver being refused.
         kernel::read_first_field_name(kernel::device_driver(dev), &mut ev.driver);
@@ -57,7 +57,7 @@ pub fn release_driver_entry(ctx: FEntryContext) -> i32 {
         return 0;
     }
     let group = unsafe { kernel::device_group_id(dev) };
-    emit(EventKind::Unbind, 0, group, |ev| unsafe {
+    emit(&ctx, EventKind::Unbind, 0, group, |ev| unsafe {
         kernel::read_first_field_name(dev, &mut ev.device);
         kernel::read_first_field_name(bound, &mut ev.driver);
     });

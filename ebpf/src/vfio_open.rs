@@ -56,6 +56,6 @@ fn report(ctx: &RetProbeContext, kind: EventKind) -> u32 {
     };
     let _ = VFIO_OPENING.remove(&key);
     let ret: i64 = ctx.ret();
-    emit(kind, ret as i32, NO_GROUP, |ev| ev.rdev = rdev);
+    emit(ctx, kind, ret as i32, NO_GROUP, |ev| ev.rdev = rdev);
     0
 }
