@@ -37,11 +37,17 @@ pub fn use_default_domain_exit(ctx: FExitContext) -> i32 {
         return 0;
     }
     let group = unsafe { kernel::device_group_id(dev) };
-    emit(&ctx, EventKind::UseDefaultDomain, ret as i32, group, |ev| unsafe {
-        kernel::read_first_field_name(dev, &mut ev.device);
-        // really_probe sets dev->driver before dma_configure runs: the driver being refused.
-        kernel::read_first_field_name(kernel::device_driver(dev), &mut ev.driver);
-    });
+    emit(
+        &ctx,
+        EventKind::UseDefaultDomain,
+        ret as i32,
+        group,
+        |ev| unsafe {
+            kernel::read_first_field_name(dev, &mut ev.device);
+            // really_probe sets dev->driver before dma_configure runs: the driver being refused.
+            kernel::read_first_field_name(kernel::device_driver(dev), &mut ev.driver);
+        },
+    );
     0
 }
 

@@ -1,6 +1,8 @@
 //! The ring buffer, the loss counter and filling the fields every record carries.
 use aya_ebpf::{
-    helpers::{bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+    },
     macros::map,
     maps::{PerCpuArray, RingBuf},
     EbpfContext,
@@ -20,13 +22,22 @@ static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 /// Reserves a record, lets `fill` write the event-specific fields, and submits it. Counts the
 /// record as lost when the buffer is full.
 #[inline(always)]
-pub fn emit<C: EbpfContext>(ctx: &C, kind: EventKind, ret: i32, group: i32, fill: impl FnOnce(&mut Event)) {
+pub fn emit<C: EbpfContext>(
+    ctx: &C,
+    kind: EventKind,
+    ret: i32,
+    group: i32,
+    fill: impl FnOnce(&mut Event),
+) {
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         if let Some(lost) = LOST.get_ptr_mut(0) {
             // Per-CPU slot: no other writer can race this increment.
             unsafe { *lost += 1 };
         }
-        warn!(ctx, "ring buffer full: a record of kind {} was lost", kind as u32);
+        warn!(
+            ctx,
+            "ring buffer full: a record of kind {} was lost", kind as u32
+        );
         return;
     };
     let ev = entry.as_mut_ptr();

@@ -10,7 +10,10 @@ use aya_ebpf::{
 };
 use iommu_enforcer_common::EventKind;
 
-use crate::{kernel, record::{emit, NO_GROUP}};
+use crate::{
+    kernel,
+    record::{emit, NO_GROUP},
+};
 
 /// pid_tgid -> i_rdev of the node being opened. Opens do not nest within a thread.
 #[map(name = "VFIO_OPENING")]

@@ -1,0 +1,167 @@
+//! What the running kernel offers, probed once at start: BTF, BPF LSM, which probe targets
+//! exist. The capability ladder of DESIGN.md section 2 is decided from this.
+use std::{collections::BTreeSet, fs, path::Path};
+
+use super::{btf::KernelBtf, programs::PROGRAMS};
+
+/// Field offsets handed to the eBPF programs (see common::names).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Offsets {
+    pub device_driver: Option<u32>,
+    pub device_iommu_group: Option<u32>,
+    pub group_id: Option<u32>,
+    pub inode_rdev: Option<u32>,
+}
+
+pub struct Features {
+    /// `uname -r`.
+    pub kernel_release: String,
+    pub btf: Result<KernelBtf, String>,
+    /// Active LSMs in order (`/sys/kernel/security/lsm`), or why they could not be read.
+    pub lsms: Result<Vec<String>, String>,
+    /// Kernel symbols (vmlinux and modules) that kprobe targets need, as found in kallsyms.
+    symbols: BTreeSet<String>,
+}
+
+impl Features {
+    /// Reads the kernel's self-description below the given roots.
+    pub fn probe(sysfs_root: &Path, proc_root: &Path) -> Self {
+        let kernel_release = fs::read_to_string(proc_root.join("sys/kernel/osrelease"))
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_else(|_| "unknown".to_owned());
+        let btf_path = sysfs_root.join("kernel/btf/vmlinux");
+        let btf = match fs::read(&btf_path) {
+            Ok(data) => KernelBtf::parse(&data).map_err(|e| format!("{}: {e}", btf_path.display())),
+            Err(e) => Err(format!(
+                "{}: {e} (the kernel needs CONFIG_DEBUG_INFO_BTF=y)",
+                btf_path.display()
+            )),
+        };
+        let lsm_path = sysfs_root.join("kernel/security/lsm");
+        let lsms = fs::read_to_string(&lsm_path)
+            .map(|s| parse_lsm_list(&s))
+            .map_err(|e| format!("{}: {e} (is securityfs mounted?)", lsm_path.display()));
+        let mut features = Features {
+            kernel_release,
+            btf,
+            lsms,
+            symbols: BTreeSet::new(),
+        };
+        features.refresh_symbols(proc_root);
+        features
+    }
+
+    /// Re-reads kallsyms for the kprobe targets (their module may have loaded since).
+    pub fn refresh_symbols(&mut self, proc_root: &Path) {
+        if let Ok(text) = fs::read_to_string(proc_root.join("kallsyms")) {
+            self.symbols = kprobe_symbols_in(&text);
+        }
+    }
+
+    pub fn has_function(&self, name: &str) -> bool {
+        self.btf.as_ref().is_ok_and(|b| b.has_function(name))
+    }
+
+    pub fn has_tracepoint(&self, name: &str) -> bool {
+        self.btf.as_ref().is_ok_and(|b| b.has_tracepoint(name))
+    }
+
+    pub fn has_symbol(&self, name: &str) -> bool {
+        self.symbols.contains(name)
+    }
+
+    /// BPF LSM programs only run when `bpf` is among the active LSMs: on Debian 5.10 an LSM
+    /// program attaches but never runs without `lsm=...,bpf` (DESIGN.md section 2).
+    pub fn bpf_lsm_active(&self) -> bool {
+        self.lsms
+            .as_ref()
+            .is_ok_and(|l| l.iter().any(|m| m == "bpf"))
+    }
+
+    /// DMA-ownership functions exist from 5.19 on; before that the VFIO notifier BUG()s instead.
+    pub fn has_dma_ownership(&self) -> bool {
+        self.has_function("iommu_device_use_default_domain")
+    }
+
+    pub fn offsets(&self) -> Offsets {
+        let Ok(btf) = &self.btf else {
+            return Offsets::default();
+        };
+        Offsets {
+            device_driver: btf.member_offset("device", "driver"),
+            device_iommu_group: btf.member_offset("device", "iommu_group"),
+            group_id: btf.member_offset("iommu_group", "id"),
+            inode_rdev: btf.member_offset("inode", "i_rdev"),
+        }
+    }
+}
+
+fn parse_lsm_list(s: &str) -> Vec<String> {
+    s.trim()
+        .split(',')
+        .filter(|m| !m.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The kprobe targets named in a kallsyms listing (`addr type name [module]`).
+fn kprobe_symbols_in(kallsyms: &str) -> BTreeSet<String> {
+    let wanted: BTreeSet<&str> = PROGRAMS
+        .iter()
+        .filter(|p| p.may_appear_later())
+        .map(|p| p.target)
+        .collect();
+    kallsyms
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .filter(|name| wanted.contains(name))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lsm_list() {
+        assert_eq!(
+            parse_lsm_list("lockdown,capability,landlock,yama,apparmor,bpf\n"),
+            [
+                "lockdown",
+                "capability",
+                "landlock",
+                "yama",
+                "apparmor",
+                "bpf"
+            ]
+        );
+        assert!(parse_lsm_list("\n").is_empty());
+    }
+
+    #[test]
+    fn kallsyms_module_symbols() {
+        let text = "ffffffffc0a01000 t vfio_group_fops_open\t[vfio]\n\
+                    ffffffff81000000 T _stext\n\
+                    ffffffffc0a02000 t vfio_group_fops_release\t[vfio]\n";
+        let found = kprobe_symbols_in(text);
+        assert!(found.contains("vfio_group_fops_open"));
+        assert!(!found.contains("vfio_device_fops_cdev_open"));
+        assert_eq!(found.len(), 1);
+    }
+
+    #[test]
+    fn missing_btf_and_securityfs_are_reported_not_fatal() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = Features::probe(dir.path(), dir.path());
+        assert!(f
+            .btf
+            .as_ref()
+            .err()
+            .is_some_and(|e| e.contains("CONFIG_DEBUG_INFO_BTF")));
+        assert!(!f.bpf_lsm_active());
+        assert!(!f.has_function("really_probe"));
+        assert_eq!(f.offsets(), Offsets::default());
+        assert_eq!(f.kernel_release, "unknown");
+    }
+}

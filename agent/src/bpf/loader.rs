@@ -1,0 +1,223 @@
+//! Loads the eBPF object, hands it the kernel's field offsets, and attaches each program whose
+//! target the running kernel has. The only module here that makes BPF syscalls.
+use std::collections::BTreeMap;
+
+use aya::{
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::{BtfTracePoint, FEntry, FExit, KProbe, ProgramError},
+    Btf, Ebpf, EbpfLoader,
+};
+use iommu_enforcer_common::{names, offsets::UNRESOLVED};
+
+use super::{
+    features::Features,
+    programs::{Attach, ProgramSpec, PROGRAMS},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("this enforcer was built without its eBPF object: run `cargo xtask build-ebpf` and rebuild, or pass --ebpf-object FILE")]
+    NoObject,
+    #[error("kernel BTF is required for the eBPF programs: {0}")]
+    NoBtf(String),
+    #[error("loading the eBPF object failed: {0}")]
+    Object(#[from] aya::EbpfError),
+    #[error("the eBPF object has no map {0}")]
+    MissingMap(&'static str),
+    #[error("map {0}: {1}")]
+    Map(&'static str, aya::maps::MapError),
+}
+
+/// Where one program stands on this kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProgramStatus {
+    Attached,
+    /// The kernel has no such function or tracepoint (yet, for module functions).
+    Absent,
+    Failed(String),
+}
+
+impl std::fmt::Display for ProgramStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Attached => f.write_str("attached"),
+            Self::Absent => f.write_str("absent"),
+            Self::Failed(why) => write!(f, "failed: {why}"),
+        }
+    }
+}
+
+/// The loaded object and what got attached. Dropping it detaches everything.
+pub struct Loaded {
+    ebpf: Ebpf,
+    btf: Btf,
+    /// By program name.
+    status: BTreeMap<&'static str, ProgramStatus>,
+}
+
+/// Loads `object` (not yet attaching anything).
+pub fn load(object: &[u8], features: &Features) -> Result<Loaded, LoadError> {
+    if object.is_empty() {
+        return Err(LoadError::NoObject);
+    }
+    if let Err(why) = &features.btf {
+        return Err(LoadError::NoBtf(why.clone()));
+    }
+    let btf = Btf::from_sys_fs().map_err(|e| LoadError::NoBtf(e.to_string()))?;
+    let off = features.offsets();
+    let globals = [
+        (
+            names::OFF_DEVICE_DRIVER,
+            off.device_driver.unwrap_or(UNRESOLVED),
+        ),
+        (
+            names::OFF_DEVICE_IOMMU_GROUP,
+            off.device_iommu_group.unwrap_or(UNRESOLVED),
+        ),
+        (names::OFF_GROUP_ID, off.group_id.unwrap_or(UNRESOLVED)),
+        (names::OFF_INODE_RDEV, off.inode_rdev.unwrap_or(UNRESOLVED)),
+    ];
+    let mut loader = EbpfLoader::new();
+    loader.btf(Some(&btf));
+    for (name, value) in &globals {
+        loader.override_global(name, value, true);
+    }
+    let ebpf = loader.load(object)?;
+    Ok(Loaded {
+        ebpf,
+        btf,
+        status: BTreeMap::new(),
+    })
+}
+
+impl Loaded {
+    /// Attaches every program whose target exists; records why the others did not attach.
+    pub fn attach_all(&mut self, features: &Features) {
+        for spec in PROGRAMS {
+            if self.status.get(spec.program) == Some(&ProgramStatus::Attached) {
+                continue;
+            }
+            let status = if !spec.target_present(features) {
+                ProgramStatus::Absent
+            } else {
+                match self.attach(spec) {
+                    Ok(()) => ProgramStatus::Attached,
+                    Err(e) => ProgramStatus::Failed(describe(&e)),
+                }
+            };
+            self.status.insert(spec.program, status);
+        }
+    }
+
+    /// Programs still absent whose target may appear later (a module loading).
+    pub fn waiting_for_targets(&self) -> bool {
+        PROGRAMS.iter().any(|p| {
+            p.may_appear_later() && self.status.get(p.program) == Some(&ProgramStatus::Absent)
+        })
+    }
+
+    fn attach(&mut self, spec: &ProgramSpec) -> Result<(), ProgramError> {
+        let program = self
+            .ebpf
+            .program_mut(spec.program)
+            .ok_or(ProgramError::UnexpectedProgramType)?;
+        match spec.attach {
+            Attach::FEntry => {
+                let p: &mut FEntry = program.try_into()?;
+                p.load(spec.target, &self.btf)?;
+                p.attach()?;
+            }
+            Attach::FExit => {
+                let p: &mut FExit = program.try_into()?;
+                p.load(spec.target, &self.btf)?;
+                p.attach()?;
+            }
+            Attach::TracePoint => {
+                let p: &mut BtfTracePoint = program.try_into()?;
+                p.load(spec.target, &self.btf)?;
+                p.attach()?;
+            }
+            Attach::KProbe | Attach::KRetProbe => {
+                let p: &mut KProbe = program.try_into()?;
+                if p.fd().is_err() {
+                    p.load()?;
+                }
+                p.attach(spec.target, 0)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Status per kernel target, as the capability report shows it: a kprobe/kretprobe pair is
+    /// attached only when both halves are.
+    pub fn report(&self) -> BTreeMap<&'static str, ProgramStatus> {
+        let mut out: BTreeMap<&'static str, ProgramStatus> = BTreeMap::new();
+        for spec in PROGRAMS {
+            let status = self
+                .status
+                .get(spec.program)
+                .cloned()
+                .unwrap_or(ProgramStatus::Absent);
+            match out.get(spec.target) {
+                Some(ProgramStatus::Attached) | None => {
+                    out.insert(spec.target, status);
+                }
+                Some(_) => {}
+            }
+        }
+        out
+    }
+
+    pub fn attached_count(&self) -> usize {
+        self.status
+            .values()
+            .filter(|s| **s == ProgramStatus::Attached)
+            .count()
+    }
+
+    /// The event ring buffer, taken out of the object for the reader.
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, LoadError> {
+        let map = self
+            .ebpf
+            .take_map(names::EVENTS)
+            .ok_or(LoadError::MissingMap(names::EVENTS))?;
+        RingBuf::try_from(map).map_err(|e| LoadError::Map(names::EVENTS, e))
+    }
+
+    /// Records dropped so far because the ring buffer was full, summed over CPUs.
+    pub fn lost_total(&self) -> Result<u64, LoadError> {
+        let map = self
+            .ebpf
+            .map(names::LOST)
+            .ok_or(LoadError::MissingMap(names::LOST))?;
+        let lost: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(map).map_err(|e| LoadError::Map(names::LOST, e))?;
+        let values = lost
+            .get(&0, 0)
+            .map_err(|e| LoadError::Map(names::LOST, e))?;
+        Ok(values.iter().sum())
+    }
+
+    /// aya-log's reader for the programs' own log lines.
+    pub fn logger(&mut self) -> Option<aya_log::EbpfLogger<&'static dyn log::Log>> {
+        aya_log::EbpfLogger::init(&mut self.ebpf).ok()
+    }
+}
+
+/// One line, with the verifier's last words when it refused the program.
+fn describe(e: &ProgramError) -> String {
+    match e {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
+            let log = verifier_log.to_string();
+            let tail: Vec<&str> = log.lines().rev().take(3).collect();
+            format!(
+                "BPF_PROG_LOAD: {io_error}; verifier: {}",
+                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+            )
+        }
+        other => other.to_string(),
+    }
+}

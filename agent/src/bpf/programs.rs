@@ -1,0 +1,129 @@
+//! Which eBPF program attaches where, and what that needs from the kernel. The one table both
+//! the loader and the capability report read.
+use super::features::Features;
+
+/// How a program attaches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attach {
+    FEntry,
+    FExit,
+    /// BTF-typed tracepoint (`tp_btf`).
+    TracePoint,
+    /// kprobe/kretprobe: for module functions, which aya 0.14's fentry cannot resolve.
+    KProbe,
+    KRetProbe,
+}
+
+/// One program in the object.
+#[derive(Clone, Copy, Debug)]
+pub struct ProgramSpec {
+    /// Function name in ebpf/ (the program's name in the object).
+    pub program: &'static str,
+    /// Kernel function or tracepoint it attaches to; also its name in the capability report.
+    pub target: &'static str,
+    pub attach: Attach,
+}
+
+const fn spec(program: &'static str, target: &'static str, attach: Attach) -> ProgramSpec {
+    ProgramSpec {
+        program,
+        target,
+        attach,
+    }
+}
+
+pub const PROGRAMS: &[ProgramSpec] = &[
+    spec("really_probe_exit", "really_probe", Attach::FExit),
+    spec(
+        "use_default_domain_exit",
+        "iommu_device_use_default_domain",
+        Attach::FExit,
+    ),
+    spec(
+        "release_driver_entry",
+        "device_release_driver_internal",
+        Attach::FEntry,
+    ),
+    spec(
+        "group_claim_exit",
+        "iommu_group_claim_dma_owner",
+        Attach::FExit,
+    ),
+    spec(
+        "group_release_entry",
+        "iommu_group_release_dma_owner",
+        Attach::FEntry,
+    ),
+    spec(
+        "device_claim_exit",
+        "iommu_device_claim_dma_owner",
+        Attach::FExit,
+    ),
+    spec(
+        "device_release_entry",
+        "iommu_device_release_dma_owner",
+        Attach::FEntry,
+    ),
+    spec("device_added", "add_device_to_group", Attach::TracePoint),
+    spec(
+        "device_removed",
+        "remove_device_from_group",
+        Attach::TracePoint,
+    ),
+    spec(
+        "vfio_group_open_entry",
+        "vfio_group_fops_open",
+        Attach::KProbe,
+    ),
+    spec(
+        "vfio_group_open_exit",
+        "vfio_group_fops_open",
+        Attach::KRetProbe,
+    ),
+    spec(
+        "vfio_cdev_open_entry",
+        "vfio_device_fops_cdev_open",
+        Attach::KProbe,
+    ),
+    spec(
+        "vfio_cdev_open_exit",
+        "vfio_device_fops_cdev_open",
+        Attach::KRetProbe,
+    ),
+];
+
+impl ProgramSpec {
+    /// Whether the running kernel has this program's target.
+    pub fn target_present(&self, features: &Features) -> bool {
+        match self.attach {
+            Attach::FEntry | Attach::FExit => features.has_function(self.target),
+            Attach::TracePoint => features.has_tracepoint(self.target),
+            Attach::KProbe | Attach::KRetProbe => features.has_symbol(self.target),
+        }
+    }
+
+    /// kprobe targets live in modules (vfio) that may load after the agent starts.
+    pub fn may_appear_later(&self) -> bool {
+        matches!(self.attach, Attach::KProbe | Attach::KRetProbe)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn program_names_are_unique_and_targets_paired() {
+        for (i, a) in PROGRAMS.iter().enumerate() {
+            for b in &PROGRAMS[i + 1..] {
+                assert_ne!(a.program, b.program);
+            }
+        }
+        // Every kprobe has its kretprobe: the entry stashes what the return reports.
+        for p in PROGRAMS.iter().filter(|p| p.attach == Attach::KProbe) {
+            assert!(PROGRAMS
+                .iter()
+                .any(|r| r.attach == Attach::KRetProbe && r.target == p.target));
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! The agent's stdout: one JSON object per line (docs/events.md). Nothing else goes to stdout.
+use std::{
+    collections::BTreeMap,
+    io::{self, Write},
+};
+
+use serde::Serialize;
+
+use crate::model::Owner;
+
+/// One output line.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Line {
+    Capabilities {
+        kernel: String,
+        btf: bool,
+        bpf_lsm: bool,
+        dry_run: bool,
+        programs: BTreeMap<String, String>,
+    },
+    Ready {
+        groups: usize,
+    },
+    Event(EventLine),
+    Verdict {
+        group: String,
+        owner: Owner,
+        viable: bool,
+        reasons: Vec<String>,
+    },
+    Lost {
+        count: u64,
+    },
+    Resync {
+        groups: usize,
+    },
+    Shutdown {
+        signal: String,
+    },
+}
+
+/// A kernel event, as reported.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct EventLine {
+    pub kind: &'static str,
+    pub device: Option<String>,
+    pub driver: Option<String>,
+    pub group: Option<String>,
+    pub ret: i32,
+    pub errno: Option<&'static str>,
+    pub result: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    pub pid: u32,
+    pub tgid: u32,
+    pub comm: String,
+    pub cgroup_id: u64,
+}
+
+/// Writes lines to stdout, one flush per line so a reader sees each event as it happens. A
+/// closed stdout is not a reason to stop guarding the node: write errors are dropped.
+pub fn emit(lines: &[Line]) {
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    for line in lines {
+        if let Ok(json) = serde_json::to_string(line) {
+            let _ = writeln!(out, "{json}");
+        }
+    }
+    let _ = out.flush();
+}

@@ -1,0 +1,22 @@
+//! The daemon's reads of sysfs and procfs: the whole map (at start and on resync) and the
+//! processes holding VFIO files. Problems are logged; a partial map beats no map.
+use std::path::Path;
+
+use log::warn;
+
+use crate::{
+    model::{GroupMap, Holder},
+    sysfs,
+};
+
+pub fn group_map(sysfs_root: &Path) -> Result<GroupMap, sysfs::SysfsError> {
+    let scan = sysfs::scan(sysfs_root)?;
+    for p in &scan.problems {
+        warn!("sysfs: {}", p.message);
+    }
+    Ok(scan.to_map())
+}
+
+pub fn holders(proc_root: &Path, sysfs_root: &Path) -> Vec<Holder> {
+    sysfs::scan_holders(proc_root, sysfs_root).holders
+}

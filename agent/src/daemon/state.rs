@@ -1,0 +1,472 @@
+//! The live node: the group map kept current from kernel events, and which verdicts the agent
+//! has already reported. Pure: the daemon does the I/O and hands results in.
+use std::collections::BTreeMap;
+
+use iommu_enforcer_common::EventKind;
+
+use super::output::{EventLine, Line};
+use crate::{
+    bpf::record::{errno_name, KernelEvent},
+    model::{GroupMap, Holder, Verdict},
+    policy::Policy,
+};
+
+/// How this kernel's `really_probe` says "bound": 1 before 5.13, 0 since (commit ef6dcbdd8eb2,
+/// which also turned probe errors into positive return values).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProbeConvention {
+    OneIsBound,
+    ZeroIsBound,
+}
+
+impl ProbeConvention {
+    /// From a kernel release such as `5.10.0-32-amd64` or `6.12.118+deb13-amd64`.
+    pub fn for_release(release: &str) -> Self {
+        let mut parts = release.split(|c: char| !c.is_ascii_digit());
+        let major: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        let minor: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        if (major, minor) < (5, 13) && major > 0 {
+            Self::OneIsBound
+        } else {
+            Self::ZeroIsBound
+        }
+    }
+
+    fn bound(self, ret: i32) -> bool {
+        match self {
+            Self::OneIsBound => ret == 1,
+            Self::ZeroIsBound => ret == 0,
+        }
+    }
+}
+
+/// What the daemon must do after applying an event, beyond printing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FollowUp {
+    /// Group membership changed: re-read sysfs.
+    pub rescan_sysfs: bool,
+    /// A VFIO node was opened: re-read the holders.
+    pub rescan_holders: bool,
+}
+
+pub struct NodeState {
+    map: GroupMap,
+    policy: Policy,
+    convention: ProbeConvention,
+    /// Open DMA-ownership claims per group (a group claim, or iommufd device claims).
+    claims: BTreeMap<u32, u32>,
+    reported: BTreeMap<u32, Verdict>,
+}
+
+impl NodeState {
+    pub fn new(map: GroupMap, policy: Policy, convention: ProbeConvention) -> Self {
+        Self {
+            map,
+            policy,
+            convention,
+            claims: BTreeMap::new(),
+            reported: BTreeMap::new(),
+        }
+    }
+
+    pub fn map(&self) -> &GroupMap {
+        &self.map
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Verdict lines for every group whose verdict differs from the last one reported (all of
+    /// them the first time).
+    pub fn changed_verdicts(&mut self) -> Vec<Line> {
+        let ids: Vec<u32> = self.map.groups().map(|g| g.id).collect();
+        ids.into_iter()
+            .filter_map(|g| self.verdict_if_changed(g))
+            .collect()
+    }
+
+    fn verdict_if_changed(&mut self, group: u32) -> Option<Line> {
+        let verdict = self.map.verdict(group, &self.policy)?;
+        if self.reported.get(&group) == Some(&verdict) {
+            return None;
+        }
+        self.reported.insert(group, verdict.clone());
+        Some(Line::Verdict {
+            group: group.to_string(),
+            owner: verdict.owner,
+            viable: verdict.viable,
+            reasons: verdict.reasons,
+        })
+    }
+
+    /// Replaces the holders with a fresh proc scan.
+    pub fn set_holders(&mut self, holders: Vec<Holder>) -> Vec<Line> {
+        self.map.set_holders(holders);
+        self.changed_verdicts()
+    }
+
+    /// Replaces the map with a fresh sysfs scan (after lost records or membership changes). The
+    /// claims seen are kept: sysfs does not show them.
+    pub fn resync(&mut self, mut map: GroupMap) -> Vec<Line> {
+        map.set_holders(self.map.all_holders().to_vec());
+        for (&group, &n) in &self.claims {
+            map.record_claim(group, n > 0);
+        }
+        self.reported.retain(|g, _| map.group(*g).is_some());
+        self.map = map;
+        let mut lines = vec![Line::Resync {
+            groups: self.map.groups().count(),
+        }];
+        lines.extend(self.changed_verdicts());
+        lines
+    }
+
+    /// Applies one kernel event; returns the lines to print and what to re-read.
+    /// `vfio_path` is the node a VFIO open concerned, resolved by the caller.
+    pub fn apply(&mut self, ev: &KernelEvent, vfio_path: Option<String>) -> (Vec<Line>, FollowUp) {
+        let mut follow = FollowUp::default();
+        let mut scope = None;
+        let mut path = None;
+        let failed = |ret: i32| ret != 0;
+        let (kind, ok, errno) = match ev.kind {
+            EventKind::Probe => {
+                let bound = self.convention.bound(ev.ret);
+                if bound {
+                    self.map.set_driver(&ev.device, ev.driver.as_deref());
+                }
+                ("bind", bound, probe_errno(self.convention, ev.ret))
+            }
+            EventKind::UseDefaultDomain => ("refusal", false, errno_name(-ev.ret)),
+            EventKind::Unbind => {
+                self.map.set_driver(&ev.device, None);
+                ("unbind", true, None)
+            }
+            EventKind::GroupClaim | EventKind::DeviceClaim => {
+                scope = Some(scope_of(ev.kind));
+                if !failed(ev.ret) {
+                    if let Some(g) = ev.group {
+                        *self.claims.entry(g).or_default() += 1;
+                        self.map.record_claim(g, true);
+                    }
+                }
+                ("claim", !failed(ev.ret), errno_name(-ev.ret))
+            }
+            EventKind::GroupRelease | EventKind::DeviceRelease => {
+                scope = Some(scope_of(ev.kind));
+                if let Some(g) = ev.group {
+                    let n = self.claims.entry(g).or_default();
+                    *n = n.saturating_sub(1);
+                    let still = *n > 0;
+                    self.map.record_claim(g, still);
+                }
+                ("release", true, None)
+            }
+            EventKind::DeviceAdded | EventKind::DeviceRemoved => {
+                follow.rescan_sysfs = true;
+                let kind = if ev.kind == EventKind::DeviceAdded {
+                    "device_added"
+                } else {
+                    "device_removed"
+                };
+                (kind, true, None)
+            }
+            EventKind::VfioGroupOpen | EventKind::VfioCdevOpen => {
+                follow.rescan_holders = !failed(ev.ret);
+                path = vfio_path;
+                ("vfio_open", !failed(ev.ret), errno_name(-ev.ret))
+            }
+        };
+        let group = ev
+            .group
+            .or_else(|| self.map.group_of(&ev.device))
+            .or_else(|| path.as_deref().and_then(super::vfio_nodes::group_of_node));
+        let line = Line::Event(EventLine {
+            kind,
+            device: (!ev.device.is_empty()).then(|| ev.device.clone()),
+            driver: ev.driver.clone(),
+            group: group.map(|g| g.to_string()),
+            ret: ev.ret,
+            errno,
+            result: if ok { "ok" } else { "error" },
+            scope,
+            path,
+            pid: ev.pid,
+            tgid: ev.tgid,
+            comm: ev.comm.clone(),
+            cgroup_id: ev.cgroup_id,
+        });
+        let mut lines = vec![line];
+        if let Some(g) = group {
+            lines.extend(self.verdict_if_changed(g));
+        }
+        (lines, follow)
+    }
+}
+
+fn scope_of(kind: EventKind) -> &'static str {
+    match kind {
+        EventKind::DeviceClaim | EventKind::DeviceRelease => "device",
+        _ => "group",
+    }
+}
+
+/// The errno of a failed probe: negative for driver-core errors, positive for the driver's own
+/// probe errors since 5.13; a 0 before 5.13 is a failure with no reason given.
+fn probe_errno(convention: ProbeConvention, ret: i32) -> Option<&'static str> {
+    match (convention, ret) {
+        (ProbeConvention::ZeroIsBound, r) if r > 0 => errno_name(r),
+        (_, r) if r < 0 => errno_name(-r),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Device, Owner};
+
+    /// The two-function device of the VM test node: .0 on vfio-pci, .1 unbound, group 9.
+    fn node() -> NodeState {
+        let mut map = GroupMap::new();
+        let mut f0 = Device::new("0000:00:05.0", 9);
+        f0.driver = Some("vfio-pci".into());
+        map.add_device(f0);
+        map.add_device(Device::new("0000:00:05.1", 9));
+        let mut n = NodeState::new(map, Policy::default(), ProbeConvention::ZeroIsBound);
+        n.changed_verdicts();
+        n
+    }
+
+    fn event(
+        kind: EventKind,
+        ret: i32,
+        device: &str,
+        driver: Option<&str>,
+        group: Option<u32>,
+    ) -> KernelEvent {
+        KernelEvent {
+            kind,
+            ret,
+            pid: 100,
+            tgid: 100,
+            cgroup_id: 1,
+            ktime_ns: 0,
+            group,
+            rdev: None,
+            comm: "sh".into(),
+            device: device.into(),
+            driver: driver.map(Into::into),
+        }
+    }
+
+    fn event_line(lines: &[Line]) -> &EventLine {
+        match &lines[0] {
+            Line::Event(e) => e,
+            other => panic!("expected an event line, got {other:?}"),
+        }
+    }
+
+    fn verdicts(lines: &[Line]) -> Vec<(String, Owner, bool)> {
+        lines
+            .iter()
+            .filter_map(|l| match l {
+                Line::Verdict {
+                    group,
+                    owner,
+                    viable,
+                    ..
+                } => Some((group.clone(), *owner, *viable)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn probe_conventions_by_release() {
+        assert_eq!(
+            ProbeConvention::for_release("5.10.0-32-amd64"),
+            ProbeConvention::OneIsBound
+        );
+        assert_eq!(
+            ProbeConvention::for_release("5.13.0"),
+            ProbeConvention::ZeroIsBound
+        );
+        assert_eq!(
+            ProbeConvention::for_release("6.1.0-56-amd64"),
+            ProbeConvention::ZeroIsBound
+        );
+        assert_eq!(
+            ProbeConvention::for_release("6.12.118+deb13-amd64"),
+            ProbeConvention::ZeroIsBound
+        );
+    }
+
+    #[test]
+    fn claim_makes_the_group_user_owned_and_release_gives_it_back() {
+        let mut n = node();
+        let (lines, _) = n.apply(&event(EventKind::GroupClaim, 0, "", None, Some(9)), None);
+        let e = event_line(&lines);
+        assert_eq!(
+            (e.kind, e.result, e.scope, e.group.as_deref()),
+            ("claim", "ok", Some("group"), Some("9"))
+        );
+        assert_eq!(verdicts(&lines), [("9".to_string(), Owner::User, true)]);
+        let (lines, _) = n.apply(&event(EventKind::GroupRelease, 0, "", None, Some(9)), None);
+        assert_eq!(event_line(&lines).kind, "release");
+        assert_eq!(verdicts(&lines), [("9".to_string(), Owner::None, true)]);
+    }
+
+    #[test]
+    fn refused_bind_is_reported_and_leaves_the_device_unbound() {
+        let mut n = node();
+        n.apply(&event(EventKind::GroupClaim, 0, "", None, Some(9)), None);
+        let (lines, _) = n.apply(
+            &event(
+                EventKind::UseDefaultDomain,
+                -16,
+                "0000:00:05.1",
+                Some("e1000"),
+                Some(9),
+            ),
+            None,
+        );
+        let e = event_line(&lines);
+        assert_eq!(
+            (e.kind, e.errno, e.result),
+            ("refusal", Some("EBUSY"), "error")
+        );
+        assert_eq!(
+            (e.device.as_deref(), e.driver.as_deref()),
+            (Some("0000:00:05.1"), Some("e1000"))
+        );
+        let (lines, _) = n.apply(
+            &event(
+                EventKind::Probe,
+                -16,
+                "0000:00:05.1",
+                Some("e1000"),
+                Some(9),
+            ),
+            None,
+        );
+        assert_eq!(
+            (event_line(&lines).kind, event_line(&lines).result),
+            ("bind", "error")
+        );
+        assert!(verdicts(&lines).is_empty(), "nothing changed");
+        assert_eq!(
+            n.map()
+                .device("0000:00:05.1")
+                .and_then(|d| d.driver.clone()),
+            None
+        );
+    }
+
+    #[test]
+    fn kernel_bind_then_claim_failure_leaves_a_non_viable_group() {
+        let mut n = node();
+        let (lines, _) = n.apply(
+            &event(EventKind::Probe, 0, "0000:00:05.1", Some("e1000"), Some(9)),
+            None,
+        );
+        assert_eq!(event_line(&lines).result, "ok");
+        assert_eq!(verdicts(&lines), [("9".to_string(), Owner::Kernel, false)]);
+        let (lines, _) = n.apply(&event(EventKind::GroupClaim, -1, "", None, Some(9)), None);
+        let e = event_line(&lines);
+        assert_eq!((e.result, e.errno), ("error", Some("EPERM")));
+        assert!(verdicts(&lines).is_empty());
+        let v = n.map().verdict(9, n.policy()).expect("group 9");
+        assert!(
+            v.reasons.iter().any(|r| r.contains("0000:00:05.1")),
+            "{:?}",
+            v.reasons
+        );
+    }
+
+    #[test]
+    fn unbind_and_rebind_follow_the_driver() {
+        let mut n = node();
+        n.apply(
+            &event(
+                EventKind::Unbind,
+                0,
+                "0000:00:05.0",
+                Some("vfio-pci"),
+                Some(9),
+            ),
+            None,
+        );
+        assert_eq!(
+            n.map()
+                .device("0000:00:05.0")
+                .and_then(|d| d.driver.clone()),
+            None
+        );
+        n.apply(
+            &event(
+                EventKind::Probe,
+                0,
+                "0000:00:05.0",
+                Some("vfio-pci"),
+                Some(9),
+            ),
+            None,
+        );
+        assert_eq!(
+            n.map()
+                .device("0000:00:05.0")
+                .and_then(|d| d.driver.clone())
+                .as_deref(),
+            Some("vfio-pci")
+        );
+    }
+
+    #[test]
+    fn five_ten_probe_returns_one_on_success() {
+        let mut n = node();
+        n.convention = ProbeConvention::OneIsBound;
+        let (lines, _) = n.apply(
+            &event(EventKind::Probe, 1, "0000:00:05.1", Some("e1000"), Some(9)),
+            None,
+        );
+        assert_eq!(event_line(&lines).result, "ok");
+        let (lines, _) = n.apply(
+            &event(EventKind::Probe, 0, "0000:00:05.1", Some("e1000"), Some(9)),
+            None,
+        );
+        assert_eq!(
+            (event_line(&lines).result, event_line(&lines).errno),
+            ("error", None)
+        );
+    }
+
+    #[test]
+    fn vfio_open_names_the_group_from_the_node_and_asks_for_holders() {
+        let mut n = node();
+        let mut ev = event(EventKind::VfioGroupOpen, 0, "", None, None);
+        ev.rdev = Some((245, 0));
+        let (lines, follow) = n.apply(&ev, Some("/dev/vfio/9".into()));
+        let e = event_line(&lines);
+        assert_eq!(
+            (e.kind, e.group.as_deref(), e.path.as_deref()),
+            ("vfio_open", Some("9"), Some("/dev/vfio/9"))
+        );
+        assert!(follow.rescan_holders);
+    }
+
+    #[test]
+    fn membership_changes_ask_for_a_resync() {
+        let mut n = node();
+        let (_, follow) = n.apply(
+            &event(EventKind::DeviceAdded, 0, "0000:00:06.0", None, Some(10)),
+            None,
+        );
+        assert!(follow.rescan_sysfs);
+        let mut map = n.map().clone();
+        map.add_device(Device::new("0000:00:06.0", 10));
+        let lines = n.resync(map);
+        assert!(matches!(lines[0], Line::Resync { groups: 2 }));
+        assert_eq!(verdicts(&lines), [("10".to_string(), Owner::None, true)]);
+    }
+}

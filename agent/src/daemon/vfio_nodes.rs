@@ -1,0 +1,64 @@
+//! Which IOMMU group a VFIO character device stands for: the eBPF programs see the inode's
+//! device number, user space names the node `/dev/vfio/N` after group N.
+use std::{collections::BTreeMap, fs, os::unix::fs::MetadataExt, path::Path};
+
+/// (major, minor) -> path of every node under `<dev_root>/vfio` (group nodes) and
+/// `<dev_root>/vfio/devices` (iommufd cdevs).
+pub fn vfio_nodes(dev_root: &Path) -> BTreeMap<(u32, u32), String> {
+    let mut nodes = BTreeMap::new();
+    for dir in ["vfio", "vfio/devices"] {
+        let Ok(entries) = fs::read_dir(dev_root.join(dir)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            // Follows links: some setups symlink device nodes into place.
+            let Ok(meta) = fs::metadata(entry.path()) else {
+                continue;
+            };
+            if meta.rdev() == 0 {
+                continue;
+            }
+            let rdev = meta.rdev();
+            let key = (libc::major(rdev), libc::minor(rdev));
+            nodes.insert(
+                key,
+                format!("/dev/{dir}/{}", entry.file_name().to_string_lossy()),
+            );
+        }
+    }
+    nodes
+}
+
+/// The group number of a legacy group node path (`/dev/vfio/14` -> 14).
+pub fn group_of_node(path: &str) -> Option<u32> {
+    path.strip_prefix("/dev/vfio/")?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_nodes() {
+        assert_eq!(group_of_node("/dev/vfio/14"), Some(14));
+        assert_eq!(group_of_node("/dev/vfio/vfio"), None);
+        assert_eq!(group_of_node("/dev/vfio/devices/vfio0"), None);
+    }
+
+    #[test]
+    fn finds_character_devices() {
+        // /dev/null is a character device on every Linux machine: stand it in for a vfio node.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let vfio = dir.path().join("vfio");
+        fs::create_dir(&vfio).expect("mkdir");
+        std::os::unix::fs::symlink("/dev/null", vfio.join("7")).expect("symlink");
+        let nodes = vfio_nodes(dir.path());
+        let null = fs::metadata("/dev/null").expect("/dev/null").rdev();
+        assert_eq!(
+            nodes
+                .get(&(libc::major(null), libc::minor(null)))
+                .map(String::as_str),
+            Some("/dev/vfio/7")
+        );
+    }
+}
