@@ -1,7 +1,7 @@
 //! The node agent: probes the kernel, loads and attaches the eBPF programs it supports, scans
 //! sysfs, then keeps the group map current from kernel events, printing one JSON line per event
 //! and per verdict change (docs/events.md). Detaches and exits cleanly on SIGTERM/SIGINT.
-mod output;
+pub mod output;
 mod scan;
 pub mod state;
 mod vfio_nodes;
