@@ -61,12 +61,83 @@ pub struct ReportArgs {
     pub json: bool,
 }
 
-/// `enforcer audit`.
-pub fn audit(_common: &CommonArgs, _args: &ReportArgs) -> u8 {
-    todo!("issue 2: audit")
+/// `enforcer audit`: every group with owner, viability, reasons and why-shared line, the
+/// violations of the policy and what the agent would do. Exit 0 when nothing is wrong, 1 when
+/// violations exist, 2 on error (a bad policy is reported before anything is read).
+pub fn audit(common: &CommonArgs, args: &ReportArgs) -> u8 {
+    let Some((map, problems, policy)) = load(common) else {
+        return EXIT_ERROR;
+    };
+    let audit = crate::report::Audit::new(&map, problems, &policy);
+    if !print(args, &audit, crate::report::Audit::text) {
+        return EXIT_ERROR;
+    }
+    if audit.violations.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_VIOLATIONS
+    }
 }
 
-/// `enforcer groups`.
-pub fn groups(_common: &CommonArgs, _args: &ReportArgs) -> u8 {
-    todo!("issue 2: groups")
+/// `enforcer groups`: the group map alone. Exit 0, 2 on error.
+pub fn groups(common: &CommonArgs, args: &ReportArgs) -> u8 {
+    let Some((map, problems, policy)) = load(common) else {
+        return EXIT_ERROR;
+    };
+    let groups = crate::report::Groups::new(&map, problems, &policy);
+    if print(args, &groups, crate::report::Groups::text) {
+        EXIT_OK
+    } else {
+        EXIT_ERROR
+    }
+}
+
+/// Reads the policy (first: a bad policy stops everything), then sysfs and procfs. Errors are
+/// printed on stderr.
+fn load(
+    common: &CommonArgs,
+) -> Option<(
+    crate::model::GroupMap,
+    Vec<crate::sysfs::ScanProblem>,
+    crate::policy::Policy,
+)> {
+    let policy = match &common.policy {
+        Some(path) => match crate::policy::Policy::load(path) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("enforcer: {e}");
+                return None;
+            }
+        },
+        None => crate::policy::Policy::default(),
+    };
+    let scan = match crate::sysfs::scan(&common.sysfs_root) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("enforcer: {e}");
+            return None;
+        }
+    };
+    let mut map = scan.to_map();
+    let mut problems = scan.problems;
+    let holders = crate::sysfs::scan_holders(&common.proc_root, &common.sysfs_root);
+    map.set_holders(holders.holders);
+    problems.extend(holders.problems);
+    Some((map, problems, policy))
+}
+
+/// Prints `report` as JSON or text; `false` when it could not be serialized.
+fn print<T: serde::Serialize>(args: &ReportArgs, report: &T, text: fn(&T) -> String) -> bool {
+    if args.json {
+        match serde_json::to_string_pretty(report) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("enforcer: cannot serialize the report: {e}");
+                return false;
+            }
+        }
+    } else {
+        print!("{}", text(report));
+    }
+    true
 }

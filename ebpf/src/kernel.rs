@@ -19,15 +19,40 @@ static OFF_GROUP_ID: u32 = UNRESOLVED;
 #[unsafe(no_mangle)]
 static OFF_INODE_RDEV: u32 = UNRESOLVED;
 
+/// `offsetof(struct file, f_inode)`.
+#[unsafe(no_mangle)]
+static OFF_FILE_INODE: u32 = UNRESOLVED;
+/// `offsetof(struct inode, i_sb)`.
+#[unsafe(no_mangle)]
+static OFF_INODE_SB: u32 = UNRESOLVED;
+/// `offsetof(struct inode, i_ino)`.
+#[unsafe(no_mangle)]
+static OFF_INODE_INO: u32 = UNRESOLVED;
+/// `offsetof(struct super_block, s_magic)`.
+#[unsafe(no_mangle)]
+static OFF_SB_MAGIC: u32 = UNRESOLVED;
+/// `offsetof(struct super_block, s_dev)`.
+#[unsafe(no_mangle)]
+static OFF_SB_DEV: u32 = UNRESOLVED;
+/// `offsetof(struct task_struct, mm)`.
+#[unsafe(no_mangle)]
+static OFF_TASK_MM: u32 = UNRESOLVED;
+/// `offsetof(struct task_struct, stack)`.
+#[unsafe(no_mangle)]
+static OFF_TASK_STACK: u32 = UNRESOLVED;
+/// `offsetof(struct mm_struct, exe_file)`.
+#[unsafe(no_mangle)]
+static OFF_MM_EXE_FILE: u32 = UNRESOLVED;
+
 #[inline(always)]
-fn global(g: &'static u32) -> u32 {
+pub fn global(g: &'static u32) -> u32 {
     // Volatile so the compiler cannot fold the default into the code: the loader rewrites .rodata.
     unsafe { core::ptr::read_volatile(g) }
 }
 
 /// Reads `*(T *)(base + off)` from kernel memory.
 #[inline(always)]
-unsafe fn read_at<T>(base: *const u8, off: u32) -> Option<T> {
+pub unsafe fn read_at<T>(base: *const u8, off: u32) -> Option<T> {
     if base.is_null() || off == UNRESOLVED {
         return None;
     }
@@ -74,4 +99,52 @@ pub unsafe fn device_group_id(dev: *const u8) -> i32 {
 #[inline(always)]
 pub unsafe fn inode_rdev(inode: *const u8) -> u32 {
     unsafe { read_at::<u32>(inode, global(&OFF_INODE_RDEV)) }.unwrap_or(0)
+}
+
+/// `file->f_inode`, or null.
+#[inline(always)]
+pub unsafe fn file_inode(file: *const u8) -> *const u8 {
+    unsafe { read_at::<*const u8>(file, global(&OFF_FILE_INODE)) }.unwrap_or(core::ptr::null())
+}
+
+/// `inode->i_ino`.
+#[inline(always)]
+pub unsafe fn inode_ino(inode: *const u8) -> Option<u64> {
+    unsafe { read_at::<u64>(inode, global(&OFF_INODE_INO)) }
+}
+
+/// `inode->i_sb`, or null.
+#[inline(always)]
+pub unsafe fn inode_sb(inode: *const u8) -> *const u8 {
+    unsafe { read_at::<*const u8>(inode, global(&OFF_INODE_SB)) }.unwrap_or(core::ptr::null())
+}
+
+/// `sb->s_magic`.
+#[inline(always)]
+pub unsafe fn sb_magic(sb: *const u8) -> Option<u64> {
+    unsafe { read_at::<u64>(sb, global(&OFF_SB_MAGIC)) }
+}
+
+/// `sb->s_dev` (kernel dev_t).
+#[inline(always)]
+pub unsafe fn sb_dev(sb: *const u8) -> Option<u32> {
+    unsafe { read_at::<u32>(sb, global(&OFF_SB_DEV)) }
+}
+
+/// `task->mm->exe_file->f_inode`: the inode of the task's executable, or null.
+#[inline(always)]
+pub unsafe fn task_exe_inode(task: *const u8) -> *const u8 {
+    let Some(mm) = (unsafe { read_at::<*const u8>(task, global(&OFF_TASK_MM)) }) else {
+        return core::ptr::null();
+    };
+    let Some(exe) = (unsafe { read_at::<*const u8>(mm, global(&OFF_MM_EXE_FILE)) }) else {
+        return core::ptr::null();
+    };
+    unsafe { file_inode(exe) }
+}
+
+/// `task->stack`, or null.
+#[inline(always)]
+pub unsafe fn task_stack(task: *const u8) -> *const u8 {
+    unsafe { read_at::<*const u8>(task, global(&OFF_TASK_STACK)) }.unwrap_or(core::ptr::null())
 }

@@ -4,6 +4,7 @@
 #![no_main]
 
 mod kernel;
+mod lsm_hooks;
 mod ownership;
 mod probe_path;
 mod record;

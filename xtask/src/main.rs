@@ -1,1 +1,136 @@
-fn main() {}
+//! `cargo xtask`: toolchain set-up, the eBPF build and the QEMU test node.
+mod artifacts;
+mod checks;
+mod cpio;
+mod elf;
+mod initramfs;
+mod kernels;
+mod modules;
+mod qemu;
+mod scenarios;
+mod setup;
+mod topology;
+mod util;
+mod vm;
+mod vmtest;
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use crate::util::{say, workspace_root};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "Build, toolchain set-up and the QEMU test node"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what the build and the VM need (idempotent; needs root on a fresh machine).
+    Setup,
+    /// Build the eBPF programs into target/ebpf/iommu-enforcer.bpf.o.
+    BuildEbpf,
+    /// Boot the test node once and print the agent's JSON lines and the final audit JSON.
+    Vm {
+        /// Kernel series to boot.
+        #[arg(long, default_value = "6.1", value_parser = ["5.10", "6.1", "6.12"])]
+        kernel: String,
+        /// Run the agent with --dry-run.
+        #[arg(long)]
+        dry_run: bool,
+        /// Policy file for the agent and the final audit.
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
+        /// Guest script run by busybox sh (default: tests/vm/demo.sh).
+        #[arg(long, value_name = "FILE")]
+        script: Option<PathBuf>,
+        /// Appended to the kernel command line.
+        #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+        cmdline: Option<String>,
+    },
+    /// Every VM scenario on every kernel it applies to.
+    VmTest {
+        /// Only this kernel series.
+        #[arg(long)]
+        kernel: Option<String>,
+        /// Only this scenario.
+        #[arg(long)]
+        scenario: Option<String>,
+        /// Boots run at the same time.
+        #[arg(long, default_value_t = 2)]
+        jobs: usize,
+    },
+    /// The whole test suite: setup if needed, cargo test --workspace, then vm-test.
+    Test,
+}
+
+fn main() -> ExitCode {
+    match real_main() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> Result<bool> {
+    match Cli::parse().command {
+        Cmd::Setup => setup::setup().map(|()| true),
+        Cmd::BuildEbpf => {
+            setup::ensure()?;
+            artifacts::build_ebpf().map(|()| true)
+        }
+        Cmd::Vm {
+            kernel,
+            dry_run,
+            policy,
+            script,
+            cmdline,
+        } => vm::vm(&vm::VmArgs {
+            kernel,
+            dry_run,
+            policy,
+            script,
+            cmdline,
+        }),
+        Cmd::VmTest {
+            kernel,
+            scenario,
+            jobs,
+        } => vmtest::vm_test(&vmtest::Filter {
+            kernel,
+            scenario,
+            jobs,
+        }),
+        Cmd::Test => {
+            setup::ensure()?;
+            // The eBPF object first, so the agent's tests build with it embedded.
+            artifacts::build_ebpf()?;
+            say("test: cargo test --workspace");
+            // Inherited stdout: its closing lines belong in the test log.
+            let status = Command::new("cargo")
+                .args(["test", "--workspace"])
+                .current_dir(workspace_root())
+                .status()?;
+            if !status.success() {
+                say("test: cargo test --workspace failed; skipping the VM scenarios");
+                return Ok(false);
+            }
+            vmtest::vm_test(&vmtest::Filter {
+                kernel: None,
+                scenario: None,
+                jobs: 2,
+            })
+        }
+    }
+}

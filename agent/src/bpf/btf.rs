@@ -159,6 +159,11 @@ impl KernelBtf {
         self.typedefs.contains_key(&format!("btf_trace_{name}"))
     }
 
+    /// `sizeof(struct name)`.
+    pub fn struct_size(&self, name: &str) -> Option<u32> {
+        self.ty(*self.structs.get(name)?).map(|t| t.size_or_type)
+    }
+
     /// Byte offset of `member` in `struct name`, looking through anonymous struct/union members.
     pub fn member_offset(&self, name: &str, member: &str) -> Option<u32> {
         let id = *self.structs.get(name)?;
@@ -272,6 +277,7 @@ mod tests {
         );
         let k = KernelBtf::parse(&btf).expect("parses");
         assert_eq!(k.member_offset("inode", "i_mode"), Some(0));
+        assert_eq!(k.struct_size("inode"), Some(16));
         assert_eq!(k.member_offset("inode", "i_rdev"), Some(12));
         assert_eq!(k.member_offset("inode", "nope"), None);
         assert_eq!(k.member_offset("dentry", "d_name"), None);
@@ -307,5 +313,6 @@ mod tests {
         );
         assert!(k.member_offset("device", "driver").is_some());
         assert!(k.member_offset("inode", "i_rdev").is_some());
+        assert_eq!(k.struct_size("pt_regs"), Some(21 * 8), "x86_64 pt_regs");
     }
 }

@@ -11,6 +11,18 @@ pub struct Offsets {
     pub device_iommu_group: Option<u32>,
     pub group_id: Option<u32>,
     pub inode_rdev: Option<u32>,
+    pub file_inode: Option<u32>,
+    pub inode_sb: Option<u32>,
+    pub inode_ino: Option<u32>,
+    pub sb_magic: Option<u32>,
+    pub sb_dev: Option<u32>,
+    pub task_mm: Option<u32>,
+    pub task_stack: Option<u32>,
+    pub mm_exe_file: Option<u32>,
+    pub regs_orig_ax: Option<u32>,
+    pub regs_si: Option<u32>,
+    pub regs_dx: Option<u32>,
+    pub pt_regs_size: Option<u32>,
 }
 
 pub struct Features {
@@ -92,8 +104,38 @@ impl Features {
             device_iommu_group: btf.member_offset("device", "iommu_group"),
             group_id: btf.member_offset("iommu_group", "id"),
             inode_rdev: btf.member_offset("inode", "i_rdev"),
+            file_inode: btf.member_offset("file", "f_inode"),
+            inode_sb: btf.member_offset("inode", "i_sb"),
+            inode_ino: btf.member_offset("inode", "i_ino"),
+            sb_magic: btf.member_offset("super_block", "s_magic"),
+            sb_dev: btf.member_offset("super_block", "s_dev"),
+            task_mm: btf.member_offset("task_struct", "mm"),
+            task_stack: btf.member_offset("task_struct", "stack"),
+            mm_exe_file: btf.member_offset("mm_struct", "exe_file"),
+            regs_orig_ax: btf.member_offset("pt_regs", "orig_ax"),
+            regs_si: btf.member_offset("pt_regs", "si"),
+            regs_dx: btf.member_offset("pt_regs", "dx"),
+            pt_regs_size: btf.struct_size("pt_regs"),
         }
     }
+
+    /// `bpf_task_pt_regs` exists from 5.15 on; before, the hooks compute `task_pt_regs()`.
+    pub fn has_task_pt_regs_helper(&self) -> bool {
+        release_at_least(&self.kernel_release, (5, 15))
+    }
+
+    /// Whether the LSM hook exists as a BPF LSM attach point (`bpf_lsm_<hook>`).
+    pub fn has_lsm_hook(&self, hook: &str) -> bool {
+        self.has_function(&format!("bpf_lsm_{hook}"))
+    }
+}
+
+/// Whether a release string such as `5.10.0-32-amd64` is at least `(major, minor)`.
+pub fn release_at_least(release: &str, want: (u32, u32)) -> bool {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let major: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let minor: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    (major, minor) >= want
 }
 
 fn parse_lsm_list(s: &str) -> Vec<String> {
@@ -137,6 +179,14 @@ mod tests {
             ]
         );
         assert!(parse_lsm_list("\n").is_empty());
+    }
+
+    #[test]
+    fn releases() {
+        assert!(!release_at_least("5.10.0-32-amd64", (5, 15)));
+        assert!(release_at_least("6.1.0-56-amd64", (5, 15)));
+        assert!(release_at_least("6.12.118+deb13-amd64", (6, 2)));
+        assert!(!release_at_least("unknown", (5, 0)));
     }
 
     #[test]

@@ -4,10 +4,10 @@ use std::collections::BTreeMap;
 
 use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, FEntry, FExit, KProbe, ProgramError},
+    programs::{BtfTracePoint, FEntry, FExit, KProbe, Lsm, ProgramError},
     Btf, Ebpf, EbpfLoader,
 };
-use iommu_enforcer_common::{names, offsets::UNRESOLVED};
+use iommu_enforcer_common::{names, offsets::UNRESOLVED, pt_regs_mode};
 
 use super::{
     features::Features,
@@ -55,8 +55,17 @@ pub struct Loaded {
     status: BTreeMap<&'static str, ProgramStatus>,
 }
 
+/// What the programs are told at load time (frozen: it cannot change while they run).
+#[derive(Clone, Copy, Debug)]
+pub struct Settings {
+    /// Decide and report vetoes, deny nothing.
+    pub dry_run: bool,
+    /// The agent's own tgid, whose writes always pass.
+    pub agent_tgid: u32,
+}
+
 /// Loads `object` (not yet attaching anything).
-pub fn load(object: &[u8], features: &Features) -> Result<Loaded, LoadError> {
+pub fn load(object: &[u8], features: &Features, settings: Settings) -> Result<Loaded, LoadError> {
     if object.is_empty() {
         return Err(LoadError::NoObject);
     }
@@ -65,17 +74,32 @@ pub fn load(object: &[u8], features: &Features) -> Result<Loaded, LoadError> {
     }
     let btf = Btf::from_sys_fs().map_err(|e| LoadError::NoBtf(e.to_string()))?;
     let off = features.offsets();
+    let u = |o: Option<u32>| o.unwrap_or(UNRESOLVED);
+    let regs_mode = if features.has_task_pt_regs_helper() {
+        pt_regs_mode::HELPER
+    } else {
+        pt_regs_mode::STACK
+    };
     let globals = [
-        (
-            names::OFF_DEVICE_DRIVER,
-            off.device_driver.unwrap_or(UNRESOLVED),
-        ),
-        (
-            names::OFF_DEVICE_IOMMU_GROUP,
-            off.device_iommu_group.unwrap_or(UNRESOLVED),
-        ),
-        (names::OFF_GROUP_ID, off.group_id.unwrap_or(UNRESOLVED)),
-        (names::OFF_INODE_RDEV, off.inode_rdev.unwrap_or(UNRESOLVED)),
+        (names::OFF_DEVICE_DRIVER, u(off.device_driver)),
+        (names::OFF_DEVICE_IOMMU_GROUP, u(off.device_iommu_group)),
+        (names::OFF_GROUP_ID, u(off.group_id)),
+        (names::OFF_INODE_RDEV, u(off.inode_rdev)),
+        (names::OFF_FILE_INODE, u(off.file_inode)),
+        (names::OFF_INODE_SB, u(off.inode_sb)),
+        (names::OFF_INODE_INO, u(off.inode_ino)),
+        (names::OFF_SB_MAGIC, u(off.sb_magic)),
+        (names::OFF_SB_DEV, u(off.sb_dev)),
+        (names::OFF_TASK_MM, u(off.task_mm)),
+        (names::OFF_TASK_STACK, u(off.task_stack)),
+        (names::OFF_MM_EXE_FILE, u(off.mm_exe_file)),
+        (names::OFF_REGS_ORIG_AX, u(off.regs_orig_ax)),
+        (names::OFF_REGS_SI, u(off.regs_si)),
+        (names::OFF_REGS_DX, u(off.regs_dx)),
+        (names::PT_REGS_SIZE, u(off.pt_regs_size)),
+        (names::PT_REGS_MODE, regs_mode),
+        (names::AGENT_TGID, settings.agent_tgid),
+        (names::DRY_RUN, u32::from(settings.dry_run)),
     ];
     let mut loader = EbpfLoader::new();
     loader.btf(Some(&btf));
@@ -134,6 +158,11 @@ impl Loaded {
             }
             Attach::TracePoint => {
                 let p: &mut BtfTracePoint = program.try_into()?;
+                p.load(spec.target, &self.btf)?;
+                p.attach()?;
+            }
+            Attach::Lsm => {
+                let p: &mut Lsm = program.try_into()?;
                 p.load(spec.target, &self.btf)?;
                 p.attach()?;
             }
@@ -204,7 +233,8 @@ impl Loaded {
     }
 }
 
-/// One line, with the verifier's last words when it refused the program.
+/// One line, with the verifier's verdict when it refused the program (the full log goes to
+/// the debug log).
 fn describe(e: &ProgramError) -> String {
     match e {
         ProgramError::LoadError {
@@ -212,11 +242,21 @@ fn describe(e: &ProgramError) -> String {
             verifier_log,
         } => {
             let log = verifier_log.to_string();
-            let tail: Vec<&str> = log.lines().rev().take(3).collect();
-            format!(
-                "BPF_PROG_LOAD: {io_error}; verifier: {}",
-                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-            )
+            log::debug!("verifier log:\n{log}");
+            // The statistics lines come last; the reason stands just before them.
+            let reason: Vec<&str> = log
+                .lines()
+                .filter(|l| {
+                    !l.is_empty()
+                        && !l.starts_with("verification time")
+                        && !l.starts_with("stack depth")
+                        && !l.starts_with("processed ")
+                })
+                .rev()
+                .take(2)
+                .collect();
+            let reason: Vec<&str> = reason.into_iter().rev().collect();
+            format!("BPF_PROG_LOAD: {io_error}; verifier: {}", reason.join(" | "))
         }
         other => other.to_string(),
     }

@@ -12,6 +12,8 @@ pub enum Attach {
     /// kprobe/kretprobe: for module functions, which aya 0.14's fentry cannot resolve.
     KProbe,
     KRetProbe,
+    /// BPF LSM hook: runs only where `bpf` is among the active LSMs.
+    Lsm,
 }
 
 /// One program in the object.
@@ -90,6 +92,8 @@ pub const PROGRAMS: &[ProgramSpec] = &[
         "vfio_device_fops_cdev_open",
         Attach::KRetProbe,
     ),
+    spec("file_open", "file_open", Attach::Lsm),
+    spec("file_permission", "file_permission", Attach::Lsm),
 ];
 
 impl ProgramSpec {
@@ -99,6 +103,7 @@ impl ProgramSpec {
             Attach::FEntry | Attach::FExit => features.has_function(self.target),
             Attach::TracePoint => features.has_tracepoint(self.target),
             Attach::KProbe | Attach::KRetProbe => features.has_symbol(self.target),
+            Attach::Lsm => features.has_lsm_hook(self.target),
         }
     }
 

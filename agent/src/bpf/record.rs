@@ -21,6 +21,8 @@ pub struct KernelEvent {
     pub group: Option<u32>,
     /// (major, minor) of the opened VFIO node.
     pub rdev: Option<(u32, u32)>,
+    /// Kind-specific detail (vetoes: watched kind and flags).
+    pub detail: u32,
     pub comm: String,
     pub device: String,
     pub driver: Option<String>,
@@ -45,6 +47,7 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, RecordError> {
         group: (ev.group != GROUP_UNKNOWN && ev.group >= 0).then_some(ev.group as u32),
         // Kernel-internal dev_t: major in the top 12 bits, minor in the low 20.
         rdev: (ev.rdev != 0).then_some((ev.rdev >> 20, ev.rdev & 0xf_ffff)),
+        detail: ev.detail,
         comm: c_string::<COMM_LEN>(&ev.comm),
         device: c_string::<NAME_LEN>(&ev.device),
         driver: (!driver.is_empty()).then_some(driver),

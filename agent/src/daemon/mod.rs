@@ -105,7 +105,11 @@ async fn agent(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
         },
     );
     let object = object_bytes(args)?;
-    let mut loaded = loader::load(&object, &features)?;
+    let settings = loader::Settings {
+        dry_run: args.dry_run,
+        agent_tgid: std::process::id(),
+    };
+    let mut loaded = loader::load(&object, &features, settings)?;
     loaded.attach_all(&features);
     emit(&[capabilities(&features, &loaded, args.dry_run)]);
     for (target, status) in loaded.report() {

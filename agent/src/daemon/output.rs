@@ -54,6 +54,14 @@ pub struct EventLine {
     pub scope: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// Vetoes: the rule that decided, `vetoed` or `would_veto`, and whether the hook could not
+    /// read the written data and failed closed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<&'static str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub fail_closed: bool,
     pub pid: u32,
     pub tgid: u32,
     pub comm: String,

@@ -2,11 +2,14 @@
 //! has already reported. Pure: the daemon does the I/O and hands results in.
 use std::collections::BTreeMap;
 
-use iommu_enforcer_common::EventKind;
+use iommu_enforcer_common::{veto, watched, EventKind};
 
 use super::output::{EventLine, Line};
 use crate::{
-    bpf::record::{errno_name, KernelEvent},
+    bpf::{
+        features::release_at_least,
+        record::{errno_name, KernelEvent},
+    },
     model::{GroupMap, Holder, Verdict},
     policy::Policy,
 };
@@ -22,13 +25,10 @@ pub enum ProbeConvention {
 impl ProbeConvention {
     /// From a kernel release such as `5.10.0-32-amd64` or `6.12.118+deb13-amd64`.
     pub fn for_release(release: &str) -> Self {
-        let mut parts = release.split(|c: char| !c.is_ascii_digit());
-        let major: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-        let minor: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-        if (major, minor) < (5, 13) && major > 0 {
-            Self::OneIsBound
-        } else {
+        if release_at_least(release, (5, 13)) || !release_at_least(release, (1, 0)) {
             Self::ZeroIsBound
+        } else {
+            Self::OneIsBound
         }
     }
 
@@ -128,6 +128,7 @@ impl NodeState {
         let mut follow = FollowUp::default();
         let mut scope = None;
         let mut path = None;
+        let mut veto_of = None;
         let failed = |ret: i32| ret != 0;
         let (kind, ok, errno) = match ev.kind {
             EventKind::Probe => {
@@ -176,6 +177,11 @@ impl NodeState {
                 path = vfio_path;
                 ("vfio_open", !failed(ev.ret), errno_name(-ev.ret))
             }
+            EventKind::Veto => {
+                path = vfio_path;
+                veto_of = Some(Veto::from_detail(ev.detail));
+                ("veto", true, errno_name(-ev.ret))
+            }
         };
         let group = ev
             .group
@@ -191,6 +197,9 @@ impl NodeState {
             result: if ok { "ok" } else { "error" },
             scope,
             path,
+            rule: veto_of.map(|v| v.rule),
+            action: veto_of.map(|v| v.action),
+            fail_closed: veto_of.is_some_and(|v| v.fail_closed),
             pid: ev.pid,
             tgid: ev.tgid,
             comm: ev.comm.clone(),
@@ -201,6 +210,34 @@ impl NodeState {
             lines.extend(self.verdict_if_changed(g));
         }
         (lines, follow)
+    }
+}
+
+/// A veto record's `detail`, spelled out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Veto {
+    rule: &'static str,
+    action: &'static str,
+    fail_closed: bool,
+}
+
+impl Veto {
+    fn from_detail(detail: u32) -> Self {
+        let rule = match detail & veto::KIND_MASK {
+            watched::DRIVER_OVERRIDE => "protected_driver_override",
+            watched::REMOVE => "protected_remove",
+            watched::BIND => "protected_bind",
+            watched::UNBIND => "protected_unbind",
+            watched::NEW_ID => "protected_new_id",
+            watched::DRIVERS_PROBE => "protected_drivers_probe",
+            watched::VFIO_GROUP | watched::VFIO_CDEV => "vfio_open_not_viable",
+            _ => "unknown",
+        };
+        Self {
+            rule,
+            action: if detail & veto::DENIED != 0 { "vetoed" } else { "would_veto" },
+            fail_closed: detail & veto::TARGET_UNKNOWN != 0,
+        }
     }
 }
 
@@ -254,6 +291,7 @@ mod tests {
             ktime_ns: 0,
             group,
             rdev: None,
+            detail: 0,
             comm: "sh".into(),
             device: device.into(),
             driver: driver.map(Into::into),

@@ -1,1 +1,208 @@
-//! placeholder
+//! The node policy and the decisions it implies. Pure: [`Policy::load`] reads one file, the
+//! rest only looks at a [`GroupMap`](crate::model::GroupMap).
+//!
+//! # Policy reference
+//!
+//! The policy is a TOML file (`--policy FILE`, mountable from a ConfigMap). Every key is
+//! optional; unknown keys are errors. An error names the file, line and column
+//! (`policy.toml:7:9: ...`) and `enforcer audit` exits 2 without doing anything else.
+//!
+//! ```toml
+//! # Reserve every group the moment it becomes user-owned: its members get driver_override
+//! # pinned to their user driver (unbound companions to the group's user driver, or "none").
+//! # Default: true.
+//! protect_user_groups = true
+//!
+//! # Extra drivers allowed next to user-owned devices, on top of the drivers that declare
+//! # driver_managed_dma (vfio-pci and its variants *_vfio_pci / *-vfio-pci, pci-stub, pcieport).
+//! # Default: [].
+//! allowed_drivers = ["nvidia_vfio_pci"]
+//!
+//! # Drivers never allowed next to user-owned devices, even if allowed above or by default.
+//! # Setting the key replaces the default list, which holds the bridge hotplug driver that maps
+//! # the bridge's MMIO (a user-owned device could reprogram it by peer-to-peer DMA).
+//! # A driver may not be both allowed and denied. Default: ["shpchp"].
+//! denied_drivers = ["shpchp"]
+//!
+//! # Executables (absolute paths) allowed to write driver_override, bind, unbind, new_id,
+//! # drivers_probe or remove of protected members (the agent's own writes always pass).
+//! # Default: [].
+//! trusted_writers = ["/usr/local/bin/gpu-operator-validator"]
+//!
+//! # Reserved devices, each with the driver it is meant for. Exactly one selector per entry:
+//! #   group  = "14"             every member of IOMMU group 14 (a string or an integer)
+//! #   device = "0000:01:00.0"   one device, by address (DDDD:BB:DD.F)
+//! #   id     = "10de:2204"      every device with this vendor:device (4 hex digits each)
+//! #   class  = "0x0300"         every device whose class code starts with these hex digits
+//! #                             (2, 4 or 6 digits, "0x" optional: "0x03" is any display device)
+//! # driver = the intended driver, or "none" for members that must stay unbound.
+//! # Default driver: "vfio-pci".
+//! # A reserved device reserves its whole group: companions (other members not selected
+//! # themselves) get the same intended driver, except bridges and ports, which may stay
+//! # unbound or on an allowed driver (pcieport). The agent pins driver_override of every
+//! # reserved member to its intended driver, so autoprobe and bind cannot attach anything else.
+//! [[reserve]]
+//! group = "14"
+//! driver = "vfio-pci"
+//!
+//! [[reserve]]
+//! id = "10de:2204"
+//! driver = "vfio-pci"
+//! ```
+use std::path::PathBuf;
+
+use crate::model::driver::{is_allowed_by_default, DEFAULT_DENIED};
+use crate::model::Device;
+
+mod decide;
+mod file;
+
+pub use decide::{
+    intended_driver, pins, reserved_groups, unmatched, violations, Action, Pin, Rule, Violation,
+};
+pub use file::PolicyError;
+
+/// A parsed node policy. [`Policy::default`] is the policy without a file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// The file it was read from, `None` for the default policy.
+    pub source: Option<PathBuf>,
+    pub protect_user_groups: bool,
+    pub allowed_drivers: Vec<String>,
+    pub denied_drivers: Vec<String>,
+    pub trusted_writers: Vec<PathBuf>,
+    pub reserve: Vec<Reserve>,
+}
+
+impl Default for Policy {
+    fn default() -> Policy {
+        Policy {
+            source: None,
+            protect_user_groups: true,
+            allowed_drivers: Vec::new(),
+            denied_drivers: DEFAULT_DENIED.iter().map(|d| d.to_string()).collect(),
+            trusted_writers: Vec::new(),
+            reserve: Vec::new(),
+        }
+    }
+}
+
+impl Policy {
+    /// Whether `driver` may be bound next to user-owned devices: a `driver_managed_dma` driver or
+    /// one in `allowed_drivers`, and not in `denied_drivers`.
+    pub fn allows(&self, driver: &str) -> bool {
+        !self.denies(driver)
+            && (is_allowed_by_default(driver) || self.allowed_drivers.iter().any(|d| d == driver))
+    }
+
+    /// Whether `driver` is in `denied_drivers`.
+    pub fn denies(&self, driver: &str) -> bool {
+        self.denied_drivers.iter().any(|d| d == driver)
+    }
+
+    /// The first reservation that selects `device` itself.
+    pub fn reservation_of(&self, device: &Device) -> Option<&Reserve> {
+        self.reserve.iter().find(|r| r.selector.matches(device))
+    }
+}
+
+/// One `[[reserve]]` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reserve {
+    pub selector: Selector,
+    pub driver: Intended,
+    /// Line of the entry in the policy file (1-based), for messages.
+    pub line: usize,
+}
+
+/// What a `[[reserve]]` entry selects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Selector {
+    /// Every member of this IOMMU group.
+    Group(u32),
+    /// One device by address, `0000:01:00.0` (lowercase).
+    Device(String),
+    /// Every device with this vendor and device ID.
+    Id { vendor: u16, device: u16 },
+    /// Every device whose 24-bit class code starts with these hex digits.
+    Class(ClassPrefix),
+}
+
+impl Selector {
+    /// Whether this selector selects `device` itself.
+    pub fn matches(&self, device: &Device) -> bool {
+        match self {
+            Selector::Group(g) => device.group == *g,
+            Selector::Device(a) => device.address == *a,
+            Selector::Id { vendor, device: id } => {
+                device.vendor == Some(*vendor) && device.device == Some(*id)
+            }
+            Selector::Class(prefix) => device.class.is_some_and(|c| prefix.matches(c)),
+        }
+    }
+}
+
+impl std::fmt::Display for Selector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Selector::Group(g) => write!(f, "group {g}"),
+            Selector::Device(a) => write!(f, "device {a}"),
+            Selector::Id { vendor, device } => write!(f, "id {vendor:04x}:{device:04x}"),
+            Selector::Class(p) => write!(f, "class {p}"),
+        }
+    }
+}
+
+/// A class-code prefix: the first `digits` hex digits of the 6-digit class code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClassPrefix {
+    pub value: u32,
+    /// 2, 4 or 6.
+    pub digits: u8,
+}
+
+impl ClassPrefix {
+    pub fn matches(self, class: u32) -> bool {
+        let shift = 4 * (6 - u32::from(self.digits));
+        (class & 0x00ff_ffff) >> shift == self.value
+    }
+}
+
+impl std::fmt::Display for ClassPrefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "0x{:0width$x}",
+            self.value,
+            width = usize::from(self.digits)
+        )
+    }
+}
+
+/// The driver a reserved device is meant for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Intended {
+    /// Bound to this driver (and `driver_override` pinned to it).
+    Driver(String),
+    /// Unbound, `driver_override` pinned to `none`.
+    Unbound,
+}
+
+impl Intended {
+    /// The `driver_override` value that pins it.
+    pub fn driver_override(&self) -> &str {
+        match self {
+            Intended::Driver(d) => d,
+            Intended::Unbound => "none",
+        }
+    }
+}
+
+impl std::fmt::Display for Intended {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.driver_override())
+    }
+}
+
+#[cfg(test)]
+mod tests;

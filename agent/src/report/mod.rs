@@ -1,1 +1,219 @@
-//! placeholder
+//! The one-shot reports of `enforcer audit` and `enforcer groups`: computed from a group map,
+//! the scan problems and a policy, rendered as text for operators or as one JSON object.
+//!
+//! # JSON shape (`--json`)
+//! ```text
+//! {
+//!   "groups": [{
+//!     "id": "12", "owner": "kernel|user|none|conflict", "viable": false,
+//!     "reasons": ["0000:01:00.1 is bound to snd_hda_intel (kernel DMA) while 0000:01:00.0 is on vfio-pci"],
+//!     "why_shared": "functions of one multifunction device without ACS (0000:01:00)" | null,
+//!     "reserved": false, "claimed": false,
+//!     "holders": [{"pid": 4242, "comm": "qemu", "fd": 17, "path": "/dev/vfio/12", "device": null}],
+//!     "devices": [{"address": "0000:01:00.0", "vendor": "0x10de", "device": "0x2204",
+//!                  "class": "0x030000", "driver": "vfio-pci" | null, "driver_override": null,
+//!                  "bridge": false, "port_type": "endpoint" | null, "acs": "none",
+//!                  "multifunction": true, "parents": ["0000:00:01.0"], "intended": "vfio-pci" | null}],
+//!     "others": [{"name": "AMDI0010:00", "driver": null}]
+//!   }],
+//!   "violations": [{"group": "12", "device": "0000:01:00.1", "driver": "snd_hda_intel",
+//!                   "rule": "split_group", "action": "would_veto", "message": "..."}],
+//!   "pins": [{"group": "14", "device": "0000:02:00.0", "driver_override": "vfio-pci"}],
+//!   "unmatched_reservations": ["group 99 (policy line 7)"],
+//!   "scan_problems": [{"group": "7", "device": "0000:05:00.0", "kind": "vanished",
+//!                      "path": "...", "message": "..."}],
+//!   "enforcement": {"bpf_lsm": null}
+//! }
+//! ```
+//! `enforcer groups --json` prints `{groups, scan_problems}` of the same shape.
+use serde::Serialize;
+
+use crate::model::{Acs, Device, GroupMap, Owner};
+use crate::policy::{self, Pin, Policy, Violation};
+use crate::sysfs::ScanProblem;
+
+mod text;
+
+/// What enforcement is active on the node; filled by the daemon/probe code, `null` fields when
+/// the one-shot audit does not know.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Enforcement {
+    /// `bpf` is in `/sys/kernel/security/lsm`: vetoes can run.
+    pub bpf_lsm: Option<bool>,
+}
+
+/// `enforcer audit`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Audit {
+    pub groups: Vec<GroupReport>,
+    pub violations: Vec<Violation>,
+    pub pins: Vec<Pin>,
+    pub unmatched_reservations: Vec<String>,
+    pub scan_problems: Vec<ScanProblem>,
+    pub enforcement: Enforcement,
+}
+
+/// `enforcer groups`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Groups {
+    pub groups: Vec<GroupReport>,
+    pub scan_problems: Vec<ScanProblem>,
+}
+
+/// One group with its verdict.
+#[derive(Clone, Debug, Serialize)]
+pub struct GroupReport {
+    /// The group number as the kernel spells it: `"14"`.
+    pub id: String,
+    pub owner: Owner,
+    pub viable: bool,
+    pub reasons: Vec<String>,
+    pub why_shared: Option<String>,
+    /// A `[[reserve]]` entry selects a member.
+    pub reserved: bool,
+    /// A user-space DMA-ownership claim is recorded (daemon only).
+    pub claimed: bool,
+    pub holders: Vec<HolderReport>,
+    pub devices: Vec<DeviceReport>,
+    /// Non-PCI members.
+    pub others: Vec<OtherReport>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct HolderReport {
+    pub pid: u32,
+    pub comm: String,
+    pub fd: u32,
+    pub path: String,
+    /// The device behind a cdev; `null` for the group file.
+    pub device: Option<String>,
+}
+
+/// One PCI member, spelled as sysfs spells it.
+#[derive(Clone, Debug, Serialize)]
+pub struct DeviceReport {
+    pub address: String,
+    /// `"0x10de"`.
+    pub vendor: Option<String>,
+    /// `"0x2204"`.
+    pub device: Option<String>,
+    /// `"0x030000"`.
+    pub class: Option<String>,
+    pub driver: Option<String>,
+    pub driver_override: Option<String>,
+    pub bridge: bool,
+    pub port_type: Option<crate::model::PortType>,
+    pub acs: Acs,
+    pub multifunction: bool,
+    pub parents: Vec<String>,
+    /// The driver a reservation (or user-group protection) intends for it.
+    pub intended: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct OtherReport {
+    pub name: String,
+    pub driver: Option<String>,
+}
+
+fn hex(v: Option<u32>, width: usize) -> Option<String> {
+    v.map(|v| format!("0x{v:0width$x}"))
+}
+
+fn device_report(map: &GroupMap, policy: &Policy, d: &Device) -> DeviceReport {
+    DeviceReport {
+        address: d.address.clone(),
+        vendor: hex(d.vendor.map(u32::from), 4),
+        device: hex(d.device.map(u32::from), 4),
+        class: hex(d.class, 6),
+        driver: d.driver.clone(),
+        driver_override: d.driver_override.clone(),
+        bridge: d.bridge,
+        port_type: d.port_type,
+        acs: d.acs,
+        multifunction: d.multifunction,
+        parents: d.parents.clone(),
+        intended: policy::intended_driver(map, policy, &d.address).map(|i| i.to_string()),
+    }
+}
+
+/// Every group of the map with its owner, verdict under `policy` and why-shared line.
+pub fn group_reports(map: &GroupMap, policy: &Policy) -> Vec<GroupReport> {
+    let reserved = policy::reserved_groups(map, policy);
+    map.groups()
+        .filter_map(|g| {
+            let verdict = map.verdict(g.id, policy)?;
+            Some(GroupReport {
+                id: g.id.to_string(),
+                owner: verdict.owner,
+                viable: verdict.viable,
+                reasons: verdict.reasons,
+                why_shared: map.why_shared(g.id),
+                reserved: reserved.contains(&g.id),
+                claimed: map.is_claimed(g.id),
+                holders: map
+                    .holders(g.id)
+                    .map(|h| HolderReport {
+                        pid: h.pid,
+                        comm: h.comm.clone(),
+                        fd: h.fd,
+                        path: h.path.clone(),
+                        device: h.device.clone(),
+                    })
+                    .collect(),
+                devices: g
+                    .devices
+                    .values()
+                    .map(|d| device_report(map, policy, d))
+                    .collect(),
+                others: g
+                    .others
+                    .iter()
+                    .map(|m| OtherReport {
+                        name: m.name.clone(),
+                        driver: m.driver.clone(),
+                    })
+                    .collect(),
+            })
+        })
+        .collect()
+}
+
+impl Audit {
+    /// Computes the audit of `map` under `policy`.
+    pub fn new(map: &GroupMap, scan_problems: Vec<ScanProblem>, policy: &Policy) -> Audit {
+        Audit {
+            groups: group_reports(map, policy),
+            violations: policy::violations(map, policy),
+            pins: policy::pins(map, policy),
+            unmatched_reservations: policy::unmatched(map, policy)
+                .into_iter()
+                .map(|r| format!("{} (policy line {})", r.selector, r.line))
+                .collect(),
+            scan_problems,
+            enforcement: Enforcement::default(),
+        }
+    }
+
+    /// The operator's report.
+    pub fn text(&self) -> String {
+        text::audit(self)
+    }
+}
+
+impl Groups {
+    pub fn new(map: &GroupMap, scan_problems: Vec<ScanProblem>, policy: &Policy) -> Groups {
+        Groups {
+            groups: group_reports(map, policy),
+            scan_problems,
+        }
+    }
+
+    /// The group map as tables.
+    pub fn text(&self) -> String {
+        text::groups(self)
+    }
+}
+
+#[cfg(test)]
+mod tests;

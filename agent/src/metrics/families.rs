@@ -1,0 +1,144 @@
+//! Every metric the agent exports, by name, with its help text and labels (DESIGN.md section 4).
+//! Labels are bounded by the node's hardware and the policy: group, device address, driver,
+//! errno, owner, program. Never pid, comm or cgroup id: those live in the JSON events.
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+
+/// Prefix of every metric name.
+pub const PREFIX: &str = "iommu_enforcer";
+
+/// The registry and the metrics in it. Updated only by [`super::Metrics`].
+pub(super) struct Families {
+    pub registry: Registry,
+    pub violations: IntCounterVec,
+    pub kernel_refusals: IntCounterVec,
+    pub bind_events: IntCounterVec,
+    pub claims: IntCounterVec,
+    pub vfio_opens: IntCounterVec,
+    pub group_owner: IntGaugeVec,
+    pub group_viable: IntGaugeVec,
+    pub reserved_groups: IntGauge,
+    pub reserved_group_viable: IntGaugeVec,
+    pub events_lost: IntCounter,
+    pub resyncs: IntCounter,
+    pub enforcement_active: IntGaugeVec,
+    pub programs_attached: IntGauge,
+    pub program_status: IntGaugeVec,
+    pub build_info: IntGaugeVec,
+    pub dry_run: IntGauge,
+}
+
+fn opts(name: &str, help: &str) -> Opts {
+    Opts::new(name, help).namespace(PREFIX)
+}
+
+impl Families {
+    pub fn new() -> prometheus::Result<Self> {
+        let registry = Registry::new();
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(opts(name, help), labels)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok::<_, prometheus::Error>(c)
+        };
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(opts(name, help), labels)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok::<_, prometheus::Error>(g)
+        };
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::with_opts(opts(name, help))?;
+            registry.register(Box::new(c.clone()))?;
+            Ok::<_, prometheus::Error>(c)
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::with_opts(opts(name, help))?;
+            registry.register(Box::new(g.clone()))?;
+            Ok::<_, prometheus::Error>(g)
+        };
+        let families = Families {
+            violations: counter_vec(
+                "violations_total",
+                "Policy violations by rule and what the agent did: vetoed, would_veto (dry run) or allowed.",
+                &["rule", "action"],
+            )?,
+            kernel_refusals: counter_vec(
+                "kernel_refusals_total",
+                "The kernel refused a driver's DMA use of a device (iommu_device_use_default_domain failed, 5.19+).",
+                &["group", "device", "driver", "errno"],
+            )?,
+            bind_events: counter_vec(
+                "bind_events_total",
+                "Driver bind attempts and unbinds seen by the probes, by driver and result.",
+                &["driver", "kind", "result"],
+            )?,
+            claims: counter_vec(
+                "claims_total",
+                "User-space DMA ownership claims of a group or a device (iommufd), by result.",
+                &["scope", "result"],
+            )?,
+            vfio_opens: counter_vec(
+                "vfio_opens_total",
+                "Opens of /dev/vfio/N or a VFIO device cdev, by group and result.",
+                &["group", "result"],
+            )?,
+            group_owner: gauge_vec(
+                "group_owner",
+                "1 for the group's current owner (kernel, user, none, conflict), 0 for the others.",
+                &["group", "owner"],
+            )?,
+            group_viable: gauge_vec(
+                "group_viable",
+                "1 when every member of the group is unbound or on a driver_managed_dma driver.",
+                &["group"],
+            )?,
+            reserved_groups: gauge(
+                "reserved_groups",
+                "Number of groups the policy reserves for passthrough.",
+            )?,
+            reserved_group_viable: gauge_vec(
+                "reserved_group_viable",
+                "1 when a reserved group is viable; 0 when it is not or was not seen on this node.",
+                &["group"],
+            )?,
+            events_lost: counter(
+                "events_lost_total",
+                "Kernel event records dropped before the agent read them (a sysfs resync follows).",
+            )?,
+            resyncs: counter(
+                "resyncs_total",
+                "Times the group map was re-read from sysfs.",
+            )?,
+            enforcement_active: gauge_vec(
+                "enforcement_active",
+                "1 when the mechanism really enforces: lsm (BPF LSM vetoes) or reservation (driver_override pins).",
+                &["mechanism"],
+            )?,
+            programs_attached: gauge(
+                "programs_attached",
+                "Number of eBPF programs attached, from the capability report.",
+            )?,
+            program_status: gauge_vec(
+                "program_status",
+                "1 for each eBPF program's current status (attached, absent, failed), 0 for the others.",
+                &["program", "status"],
+            )?,
+            build_info: gauge_vec(
+                "build_info",
+                "Always 1: the agent's version and the kernel release it runs on.",
+                &["version", "kernel"],
+            )?,
+            dry_run: gauge(
+                "dry_run",
+                "1 when the agent runs with --dry-run: violations are counted as would_veto, nothing is denied.",
+            )?,
+            registry,
+        };
+        // Series without labels exist from the start, so rate() and alerts see a 0, not nothing.
+        for mechanism in super::MECHANISMS {
+            families
+                .enforcement_active
+                .get_metric_with_label_values(&[mechanism])?
+                .set(0);
+        }
+        Ok(families)
+    }
+}

@@ -1,0 +1,316 @@
+//! Prometheus metrics and the HTTP endpoint that serves them (DESIGN.md section 4).
+//!
+//! Every metric is derived from the agent's own output lines ([`Metrics::observe`]), so the
+//! numbers a dashboard shows and the JSON events a script reads come from one source. Which
+//! line feeds which metric:
+//!
+//! | line | metrics |
+//! |---|---|
+//! | `capabilities` | `build_info`, `dry_run`, `programs_attached`, `program_status`, `enforcement_active{mechanism="lsm"}` |
+//! | `ready` / `shutdown` | readiness of `/readyz` |
+//! | `event` `bind` / `unbind` | `bind_events_total` |
+//! | `event` `refusal` | `kernel_refusals_total` |
+//! | `event` `claim` | `claims_total` |
+//! | `event` `vfio_open` | `vfio_opens_total` |
+//! | `event` `veto` (fields `rule`, `action`) | `violations_total` |
+//! | `verdict` | `group_owner`, `group_viable`, `reserved_group_viable` |
+//! | `lost` | `events_lost_total` |
+//! | `resync` | `resyncs_total` |
+//!
+//! What no line says yet (the reserved groups, whether their pins are in place) comes from
+//! [`Metrics::set_reserved`] and [`Metrics::set_reservation_pinned`].
+mod families;
+mod http;
+mod view;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Mutex, MutexGuard,
+    },
+};
+
+use log::warn;
+use prometheus::{Encoder, TextEncoder};
+
+pub use self::{
+    families::PREFIX,
+    http::{parse_addr, serve, MetricsServer},
+};
+use self::{families::Families, view::View};
+use crate::daemon::output::Line;
+
+/// Content type of the text exposition format served on `/metrics`.
+pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
+
+/// Enforcement mechanisms, the values of `enforcement_active{mechanism}`.
+pub const MECHANISMS: [&str; 2] = ["lsm", "reservation"];
+
+/// Owners a verdict can give, the values of `group_owner{owner}`.
+pub const OWNERS: [&str; 4] = ["kernel", "user", "none", "conflict"];
+
+/// Program statuses, the values of `program_status{status}`.
+pub const PROGRAM_STATUSES: [&str; 3] = ["attached", "absent", "failed"];
+
+/// What a veto event's `action` may be, the values of `violations_total{action}`.
+pub const ACTIONS: [&str; 3] = ["vetoed", "would_veto", "allowed"];
+
+/// Label value for a field the line left null.
+const UNKNOWN: &str = "unknown";
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("cannot build the metrics registry: {0}")]
+    Registry(#[from] prometheus::Error),
+    #[error("--metrics-addr {addr:?}: {reason}; expected IP:PORT, such as 0.0.0.0:9477 or [::]:9477")]
+    Addr { addr: String, reason: String },
+    #[error("--metrics-addr {addr}: cannot listen: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The agent's metrics. Shared (`Arc`) between the daemon, which feeds it lines, and the HTTP
+/// server, which renders it.
+pub struct Metrics {
+    families: Families,
+    ready: AtomicBool,
+    state: Mutex<State>,
+}
+
+/// What the metrics remember between lines, to derive gauges that depend on several lines.
+#[derive(Default)]
+struct State {
+    dry_run: bool,
+    /// `bpf_lsm` true and at least one LSM program attached, per the last capabilities line.
+    lsm_attached_and_running: bool,
+    reserved: BTreeSet<String>,
+    reservation_pinned: bool,
+    /// Viability of every group by its last verdict.
+    viable: BTreeMap<String, bool>,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, MetricsError> {
+        Ok(Metrics {
+            families: Families::new()?,
+            ready: AtomicBool::new(false),
+            state: Mutex::new(State::default()),
+        })
+    }
+
+    /// Updates the metrics from one line the agent printed (or is about to print).
+    pub fn observe(&self, line: &Line) {
+        match serde_json::to_value(line) {
+            Ok(value) => self.observe_value(value),
+            Err(e) => warn!("metrics: cannot read back an output line: {e}"),
+        }
+    }
+
+    /// Updates the metrics from one JSON line in the docs/events.md format, e.g. replayed from a
+    /// recorded agent stdout. Lines that do not parse are skipped with a warning.
+    pub fn observe_json(&self, line: &str) {
+        match serde_json::from_str(line) {
+            Ok(value) => self.observe_value(value),
+            Err(e) => warn!("metrics: skipping a line that is not JSON: {e}"),
+        }
+    }
+
+    fn observe_value(&self, value: serde_json::Value) {
+        let view: View = match serde_json::from_value(value) {
+            Ok(v) => v,
+            Err(e) => {
+                warn!("metrics: skipping a line that does not follow docs/events.md: {e}");
+                return;
+            }
+        };
+        match view {
+            View::Capabilities {
+                kernel,
+                bpf_lsm,
+                dry_run,
+                programs,
+            } => self.capabilities(&kernel, bpf_lsm, dry_run, &programs),
+            View::Ready {} => self.set_ready(true),
+            View::Shutdown {} => self.set_ready(false),
+            View::Event(ev) => self.event(&ev),
+            View::Verdict {
+                group,
+                owner,
+                viable,
+            } => self.verdict(&group, &owner, viable),
+            View::Lost { count } => self.families.events_lost.inc_by(count),
+            View::Resync {} => self.families.resyncs.inc(),
+            View::Other => {}
+        }
+    }
+
+    /// Readiness of `/readyz`. A `ready` line sets it, a `shutdown` line clears it.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// The groups the policy reserves for passthrough (enforcement). A reserved group counts as
+    /// viable only once a verdict said so: one the node does not have is not viable.
+    pub fn set_reserved<I, S>(&self, groups: I)
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let mut state = self.state();
+        state.reserved = groups.into_iter().map(Into::into).collect();
+        self.families.reserved_groups.set(gauge(state.reserved.len()));
+        self.families.reserved_group_viable.reset();
+        for group in &state.reserved {
+            let viable = state.viable.get(group).copied().unwrap_or(false);
+            self.set_gauge(&self.families.reserved_group_viable, &[group], viable);
+        }
+        self.update_enforcement(&state);
+    }
+
+    /// Whether every member of every reserved group has its `driver_override` pin in place.
+    /// `enforcement_active{mechanism="reservation"}` is 1 only when this is true, the agent is
+    /// not in dry run, and at least one group is reserved.
+    pub fn set_reservation_pinned(&self, pinned: bool) {
+        let mut state = self.state();
+        state.reservation_pinned = pinned;
+        self.update_enforcement(&state);
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.families.registry.gather(), &mut buf) {
+            warn!("metrics: cannot encode: {e}");
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain data behind; keep serving it.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn capabilities(
+        &self,
+        kernel: &str,
+        bpf_lsm: bool,
+        dry_run: bool,
+        programs: &BTreeMap<String, String>,
+    ) {
+        let f = &self.families;
+        f.build_info.reset();
+        self.set_gauge(&f.build_info, &[env!("CARGO_PKG_VERSION"), kernel], true);
+        f.dry_run.set(i64::from(dry_run));
+        f.program_status.reset();
+        let mut attached = 0;
+        let mut lsm_attached = false;
+        for (program, report) in programs {
+            let status = view::program_status(report);
+            if status == "attached" {
+                attached += 1;
+                lsm_attached |= view::is_lsm_program(program);
+            }
+            for s in PROGRAM_STATUSES {
+                self.set_gauge(&f.program_status, &[program, s], s == status);
+            }
+        }
+        f.programs_attached.set(gauge(attached));
+        let mut state = self.state();
+        state.dry_run = dry_run;
+        // bpf_lsm says `bpf` is in the active LSM list: without it an attached LSM program
+        // never runs (DESIGN.md section 2), so it enforces nothing.
+        state.lsm_attached_and_running = bpf_lsm && lsm_attached;
+        self.update_enforcement(&state);
+    }
+
+    fn event(&self, ev: &view::EventView) {
+        let f = &self.families;
+        let or_unknown = |v: &Option<String>| v.clone().unwrap_or_else(|| UNKNOWN.to_owned());
+        let result = or_unknown(&ev.result);
+        match ev.kind.as_str() {
+            "bind" | "unbind" => {
+                self.inc(&f.bind_events, &[&or_unknown(&ev.driver), &ev.kind, &result]);
+            }
+            "refusal" => self.inc(
+                &f.kernel_refusals,
+                &[
+                    &or_unknown(&ev.group),
+                    &or_unknown(&ev.device),
+                    &or_unknown(&ev.driver),
+                    &or_unknown(&ev.errno),
+                ],
+            ),
+            "claim" => self.inc(&f.claims, &[&or_unknown(&ev.scope), &result]),
+            "vfio_open" => self.inc(&f.vfio_opens, &[&or_unknown(&ev.group), &result]),
+            "veto" => {
+                let action = match &ev.action {
+                    Some(a) => a.clone(),
+                    // A veto without an action is what the mode makes of it.
+                    None if self.state().dry_run => "would_veto".to_owned(),
+                    None => "vetoed".to_owned(),
+                };
+                if !ACTIONS.contains(&action.as_str()) {
+                    warn!("metrics: veto event with unknown action {action:?} not counted");
+                    return;
+                }
+                self.inc(&f.violations, &[&or_unknown(&ev.rule), &action]);
+            }
+            _ => {}
+        }
+    }
+
+    fn verdict(&self, group: &str, owner: &str, viable: bool) {
+        let f = &self.families;
+        for o in OWNERS {
+            self.set_gauge(&f.group_owner, &[group, o], o == owner);
+        }
+        if !OWNERS.contains(&owner) {
+            warn!("metrics: verdict for group {group} with unknown owner {owner:?}");
+            self.set_gauge(&f.group_owner, &[group, owner], true);
+        }
+        self.set_gauge(&f.group_viable, &[group], viable);
+        let mut state = self.state();
+        state.viable.insert(group.to_owned(), viable);
+        if state.reserved.contains(group) {
+            self.set_gauge(&f.reserved_group_viable, &[group], viable);
+        }
+    }
+
+    fn update_enforcement(&self, state: &State) {
+        let lsm = state.lsm_attached_and_running && !state.dry_run;
+        let reservation =
+            state.reservation_pinned && !state.dry_run && !state.reserved.is_empty();
+        let f = &self.families;
+        self.set_gauge(&f.enforcement_active, &["lsm"], lsm);
+        self.set_gauge(&f.enforcement_active, &["reservation"], reservation);
+    }
+
+    fn inc(&self, vec: &prometheus::IntCounterVec, labels: &[&str]) {
+        match vec.get_metric_with_label_values(labels) {
+            Ok(c) => c.inc(),
+            Err(e) => warn!("metrics: {e}"),
+        }
+    }
+
+    fn set_gauge(&self, vec: &prometheus::IntGaugeVec, labels: &[&str], on: bool) {
+        match vec.get_metric_with_label_values(labels) {
+            Ok(g) => g.set(i64::from(on)),
+            Err(e) => warn!("metrics: {e}"),
+        }
+    }
+}
+
+fn gauge(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,377 @@
+use std::collections::BTreeMap;
+
+use super::*;
+use serde_json::json;
+
+use crate::model::Owner;
+
+fn metrics() -> Metrics {
+    Metrics::new().expect("the registry builds")
+}
+
+fn capabilities(dry_run: bool, bpf_lsm: bool, programs: &[(&str, &str)]) -> Line {
+    Line::Capabilities {
+        kernel: "6.1.0-28-amd64".into(),
+        btf: true,
+        bpf_lsm,
+        dry_run,
+        programs: programs
+            .iter()
+            .map(|(p, s)| (p.to_string(), s.to_string()))
+            .collect::<BTreeMap<_, _>>(),
+    }
+}
+
+/// An `event` line as docs/events.md spells it, with `fields` replacing the defaults. Events are
+/// fed as JSON: the contract the metrics read, whatever fields `EventLine` grows.
+fn event(kind: &str, fields: serde_json::Value) -> String {
+    let mut line = serde_json::json!({
+        "type": "event", "kind": kind, "device": "0000:01:00.1", "driver": "snd_hda_intel",
+        "group": "14", "ret": 0, "errno": null, "result": "ok",
+        "pid": 4242, "tgid": 4242, "comm": "bash", "cgroup_id": 777,
+    });
+    if let (Some(line), Some(fields)) = (line.as_object_mut(), fields.as_object()) {
+        line.extend(fields.clone());
+    }
+    line.to_string()
+}
+
+fn verdict(group: &str, owner: Owner, viable: bool) -> Line {
+    Line::Verdict {
+        group: group.into(),
+        owner,
+        viable,
+        reasons: vec![],
+    }
+}
+
+/// The value of the one sample whose name and labels are exactly `series`.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn registry_builds_and_every_name_has_the_prefix() {
+    let m = metrics();
+    for line in m.render().lines().filter(|l| !l.starts_with('#')) {
+        assert!(line.starts_with("iommu_enforcer_"), "{line}");
+    }
+}
+
+#[test]
+fn refusal_counts_with_group_device_driver_errno_and_no_process_labels() {
+    let m = metrics();
+    let ev = event(
+        "refusal",
+        json!({"ret": -16, "errno": "EBUSY", "result": "error"}),
+    );
+    m.observe_json(&ev);
+    m.observe_json(&ev);
+    let text = m.render();
+    assert_eq!(
+        sample(
+            &text,
+            r#"iommu_enforcer_kernel_refusals_total{device="0000:01:00.1",driver="snd_hda_intel",errno="EBUSY",group="14"}"#
+        ),
+        Some(2.0),
+        "{text}"
+    );
+    assert!(!text.contains("pid"), "{text}");
+    assert!(!text.contains("comm"), "{text}");
+    assert!(!text.contains("cgroup"), "{text}");
+}
+
+#[test]
+fn binds_unbinds_claims_and_vfio_opens() {
+    let m = metrics();
+    m.observe_json(&event("bind", json!({})));
+    m.observe_json(&event(
+        "bind",
+        json!({"ret": -16, "errno": "EBUSY", "result": "error"}),
+    ));
+    m.observe_json(&event("unbind", json!({})));
+    m.observe_json(&event(
+        "claim",
+        json!({"scope": "group", "ret": -1, "errno": "EPERM", "result": "error"}),
+    ));
+    m.observe_json(&event("vfio_open", json!({"path": "/dev/vfio/14"})));
+    m.observe_json(&event("vfio_open", json!({"group": null})));
+    // Releases and membership changes have no counter of their own.
+    m.observe_json(&event("release", json!({"scope": "group"})));
+    m.observe_json(&event("device_added", json!({})));
+
+    let text = m.render();
+    for (series, value) in [
+        (
+            r#"iommu_enforcer_bind_events_total{driver="snd_hda_intel",kind="bind",result="ok"}"#,
+            1.0,
+        ),
+        (
+            r#"iommu_enforcer_bind_events_total{driver="snd_hda_intel",kind="bind",result="error"}"#,
+            1.0,
+        ),
+        (
+            r#"iommu_enforcer_bind_events_total{driver="snd_hda_intel",kind="unbind",result="ok"}"#,
+            1.0,
+        ),
+        (
+            r#"iommu_enforcer_claims_total{result="error",scope="group"}"#,
+            1.0,
+        ),
+        (
+            r#"iommu_enforcer_vfio_opens_total{group="14",result="ok"}"#,
+            1.0,
+        ),
+        (
+            r#"iommu_enforcer_vfio_opens_total{group="unknown",result="ok"}"#,
+            1.0,
+        ),
+    ] {
+        assert_eq!(sample(&text, series), Some(value), "{series} in\n{text}");
+    }
+}
+
+#[test]
+fn verdicts_set_one_owner_series_to_one_and_the_others_to_zero() {
+    let m = metrics();
+    m.observe(&verdict("14", Owner::Kernel, false));
+    m.observe(&verdict("14", Owner::User, true));
+    let text = m.render();
+    for (owner, value) in [("kernel", 0.0), ("user", 1.0), ("none", 0.0), ("conflict", 0.0)] {
+        let series = format!(r#"iommu_enforcer_group_owner{{group="14",owner="{owner}"}}"#);
+        assert_eq!(sample(&text, &series), Some(value), "{series}\n{text}");
+    }
+    assert_eq!(
+        sample(&text, r#"iommu_enforcer_group_viable{group="14"}"#),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn reserved_groups_follow_verdicts_and_default_to_not_viable() {
+    let m = metrics();
+    let text = m.render();
+    assert_eq!(sample(&text, "iommu_enforcer_reserved_groups"), Some(0.0));
+
+    m.observe(&verdict("14", Owner::None, true));
+    m.set_reserved(["14", "15"]);
+    let text = m.render();
+    assert_eq!(sample(&text, "iommu_enforcer_reserved_groups"), Some(2.0));
+    assert_eq!(
+        sample(&text, r#"iommu_enforcer_reserved_group_viable{group="14"}"#),
+        Some(1.0)
+    );
+    // Group 15 had no verdict: not seen on this node, so not viable.
+    assert_eq!(
+        sample(&text, r#"iommu_enforcer_reserved_group_viable{group="15"}"#),
+        Some(0.0)
+    );
+
+    m.observe(&verdict("14", Owner::Conflict, false));
+    m.observe(&verdict("3", Owner::Kernel, false));
+    let text = m.render();
+    assert_eq!(
+        sample(&text, r#"iommu_enforcer_reserved_group_viable{group="14"}"#),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(&text, r#"iommu_enforcer_reserved_group_viable{group="3"}"#),
+        None,
+        "only reserved groups have the series"
+    );
+}
+
+#[test]
+fn capabilities_give_build_info_programs_and_dry_run() {
+    let m = metrics();
+    m.observe(&capabilities(
+        true,
+        false,
+        &[
+            ("really_probe", "attached"),
+            ("iommu_device_use_default_domain", "attached"),
+            ("vfio_group_fops_open", "absent"),
+            ("vfio_device_fops_cdev_open", "failed: Invalid argument (os error 22)"),
+        ],
+    ));
+    let text = m.render();
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(
+        sample(
+            &text,
+            &format!(
+                r#"iommu_enforcer_build_info{{kernel="6.1.0-28-amd64",version="{version}"}}"#
+            )
+        ),
+        Some(1.0)
+    );
+    assert_eq!(sample(&text, "iommu_enforcer_dry_run"), Some(1.0));
+    assert_eq!(sample(&text, "iommu_enforcer_programs_attached"), Some(2.0));
+    assert_eq!(
+        sample(
+            &text,
+            r#"iommu_enforcer_program_status{program="vfio_device_fops_cdev_open",status="failed"}"#
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"iommu_enforcer_program_status{program="vfio_group_fops_open",status="attached"}"#
+        ),
+        Some(0.0)
+    );
+    assert!(!text.contains("os error"), "failure reasons stay out of labels");
+
+    // A later capabilities line (a module loaded, its probes attached) replaces the report.
+    m.observe(&capabilities(
+        true,
+        false,
+        &[
+            ("really_probe", "attached"),
+            ("iommu_device_use_default_domain", "attached"),
+            ("vfio_group_fops_open", "attached"),
+        ],
+    ));
+    let text = m.render();
+    assert_eq!(sample(&text, "iommu_enforcer_programs_attached"), Some(3.0));
+    assert!(!text.contains("vfio_device_fops_cdev_open"), "{text}");
+}
+
+#[test]
+fn lsm_enforcement_needs_bpf_lsm_an_attached_lsm_program_and_no_dry_run() {
+    let lsm = r#"iommu_enforcer_enforcement_active{mechanism="lsm"}"#;
+    let cases = [
+        // Today's agent: no LSM program at all.
+        (false, true, vec![("really_probe", "attached")], 0.0),
+        // The program attaches but bpf is not an active LSM: it would never run.
+        (false, false, vec![("lsm/file_open", "attached")], 0.0),
+        // Dry run decides but denies nothing.
+        (true, true, vec![("lsm/file_open", "attached")], 0.0),
+        (false, true, vec![("lsm/file_open", "failed: EPERM")], 0.0),
+        (false, true, vec![("lsm/file_open", "attached")], 1.0),
+        (false, true, vec![("file_permission", "attached")], 1.0),
+    ];
+    for (dry_run, bpf_lsm, programs, want) in cases {
+        let m = metrics();
+        assert_eq!(sample(&m.render(), lsm), Some(0.0));
+        m.observe(&capabilities(dry_run, bpf_lsm, &programs));
+        assert_eq!(
+            sample(&m.render(), lsm),
+            Some(want),
+            "dry_run {dry_run}, bpf_lsm {bpf_lsm}, {programs:?}"
+        );
+    }
+}
+
+#[test]
+fn reservation_enforcement_needs_pins_reserved_groups_and_no_dry_run() {
+    let series = r#"iommu_enforcer_enforcement_active{mechanism="reservation"}"#;
+    let m = metrics();
+    m.observe(&capabilities(false, false, &[]));
+    m.set_reservation_pinned(true);
+    assert_eq!(sample(&m.render(), series), Some(0.0), "nothing reserved");
+    m.set_reserved(["14"]);
+    assert_eq!(sample(&m.render(), series), Some(1.0));
+    m.observe(&capabilities(true, false, &[]));
+    assert_eq!(sample(&m.render(), series), Some(0.0), "dry run pins nothing");
+    m.observe(&capabilities(false, false, &[]));
+    m.set_reservation_pinned(false);
+    assert_eq!(sample(&m.render(), series), Some(0.0));
+}
+
+#[test]
+fn veto_events_count_as_violations_by_rule_and_action() {
+    let m = metrics();
+    m.observe(&capabilities(true, true, &[]));
+    m.observe_json(&event(
+        "veto",
+        json!({"rule": "protected_bind", "action": "would_veto", "errno": "EPERM"}),
+    ));
+    m.observe_json(&event("veto", json!({"rule": "vfio_open_not_viable"})));
+    m.observe_json(&event("veto", json!({"rule": "x", "action": "shrug"})));
+    let text = m.render();
+    assert_eq!(
+        sample(
+            &text,
+            r#"iommu_enforcer_violations_total{action="would_veto",rule="protected_bind"}"#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"iommu_enforcer_violations_total{action="would_veto",rule="vfio_open_not_viable"}"#
+        ),
+        Some(1.0),
+        "no action in dry run: would_veto"
+    );
+    assert!(!text.contains("shrug"), "actions are a closed set");
+}
+
+#[test]
+fn lost_and_resync_lines_count() {
+    let m = metrics();
+    assert_eq!(sample(&m.render(), "iommu_enforcer_events_lost_total"), Some(0.0));
+    m.observe(&Line::Lost { count: 17 });
+    m.observe(&Line::Resync { groups: 9 });
+    m.observe(&Line::Lost { count: 3 });
+    m.observe(&Line::Resync { groups: 9 });
+    let text = m.render();
+    assert_eq!(sample(&text, "iommu_enforcer_events_lost_total"), Some(20.0));
+    assert_eq!(sample(&text, "iommu_enforcer_resyncs_total"), Some(2.0));
+}
+
+#[test]
+fn ready_and_shutdown_lines_drive_readiness() {
+    let m = metrics();
+    assert!(!m.is_ready());
+    m.observe(&Line::Ready { groups: 3 });
+    assert!(m.is_ready());
+    m.observe(&Line::Shutdown {
+        signal: "SIGTERM".into(),
+    });
+    assert!(!m.is_ready());
+    m.set_ready(true);
+    assert!(m.is_ready());
+}
+
+#[test]
+fn lines_that_break_the_contract_are_skipped() {
+    let m = metrics();
+    let before = m.render();
+    m.observe_json("not json");
+    m.observe_json(r#"{"type":"verdict","group":"1"}"#);
+    m.observe_json(r#"{"type":"something_new","x":1}"#);
+    assert_eq!(m.render(), before);
+}
+
+#[test]
+fn routes() {
+    let m = metrics();
+    let r = http::route("GET", "/metrics", &m);
+    assert_eq!((r.status, r.content_type), (200, CONTENT_TYPE));
+    assert!(r.body.contains("iommu_enforcer_events_lost_total"));
+    assert_eq!(http::route("GET", "/healthz", &m).status, 200);
+    assert_eq!(http::route("GET", "/readyz", &m).status, 503);
+    m.set_ready(true);
+    assert_eq!(http::route("GET", "/readyz?verbose", &m).status, 200);
+    assert_eq!(http::route("GET", "/", &m).status, 404);
+    assert_eq!(http::route("GET", "/metricsx", &m).status, 404);
+    assert_eq!(http::route("POST", "/metrics", &m).status, 405);
+}
+
+#[test]
+fn bad_addresses_are_clear_errors() {
+    for bad in ["9477", "localhost:9477", "0.0.0.0", "0.0.0.0:http", ""] {
+        let e = parse_addr(bad).expect_err(bad).to_string();
+        assert!(e.contains("--metrics-addr"), "{e}");
+        assert!(e.contains("0.0.0.0:9477"), "{e}");
+    }
+    assert!(parse_addr("0.0.0.0:9477").is_ok());
+    assert!(parse_addr("[::]:9477").is_ok());
+    assert!(parse_addr("127.0.0.1:0").is_ok());
+}

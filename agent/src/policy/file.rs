@@ -1,0 +1,317 @@
+//! Reading and checking the policy file.
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{ClassPrefix, Intended, Policy, Reserve, Selector};
+use crate::model::parse_address;
+
+/// Why a policy file could not be used. Displayed as `FILE:LINE:COLUMN: message`.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("{}: cannot read policy: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}:{line}:{column}: {message}", path.display())]
+    Invalid {
+        path: PathBuf,
+        /// 1-based.
+        line: usize,
+        /// 1-based, in characters.
+        column: usize,
+        message: String,
+    },
+}
+
+impl Policy {
+    /// Reads and checks the policy file at `path`.
+    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Policy::parse(&text, path)
+    }
+
+    /// Parses policy `text`; `path` names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
+        let invalid = |span: Range<usize>, message: String| {
+            let (line, column) = line_column(text, span.start);
+            PolicyError::Invalid {
+                path: path.to_path_buf(),
+                line,
+                column,
+                message,
+            }
+        };
+        let raw: RawPolicy = toml::from_str(text).map_err(|e| {
+            let message = e.message().trim().replace('\n', "; ");
+            invalid(e.span().unwrap_or(0..0), message)
+        })?;
+
+        let mut policy = Policy {
+            source: Some(path.to_path_buf()),
+            ..Policy::default()
+        };
+        if let Some(p) = raw.protect_user_groups {
+            policy.protect_user_groups = p;
+        }
+        if let Some(list) = raw.allowed_drivers {
+            policy.allowed_drivers = drivers(list, "allowed_drivers", &invalid)?;
+        }
+        if let Some(list) = raw.denied_drivers {
+            let spans: Vec<Range<usize>> = list.iter().map(Spanned::span).collect();
+            policy.denied_drivers = drivers(list, "denied_drivers", &invalid)?;
+            for (d, span) in policy.denied_drivers.iter().zip(spans) {
+                if policy.allowed_drivers.contains(d) {
+                    return Err(invalid(
+                        span,
+                        format!("driver {d:?} is both in allowed_drivers and in denied_drivers"),
+                    ));
+                }
+            }
+        }
+        for w in raw.trusted_writers.unwrap_or_default() {
+            let span = w.span();
+            let w = w.into_inner();
+            if !w.starts_with('/') {
+                return Err(invalid(
+                    span,
+                    format!("trusted_writers: {w:?} is not an absolute path"),
+                ));
+            }
+            policy.trusted_writers.push(PathBuf::from(w));
+        }
+        for entry in raw.reserve {
+            let span = entry.span();
+            let r = entry.into_inner();
+            let mut selectors = Vec::new();
+            if let Some(g) = r.group {
+                selectors.push((g.span(), Selector::Group(g.into_inner().0)));
+            }
+            if let Some(a) = r.device {
+                let sel = parse_address(a.get_ref())
+                    .map(Selector::Device)
+                    .ok_or_else(|| {
+                        invalid(
+                            a.span(),
+                            format!(
+                                "device {:?} is not a PCI address (DDDD:BB:DD.F, e.g. 0000:01:00.0)",
+                                a.get_ref()
+                            ),
+                        )
+                    })?;
+                selectors.push((a.span(), sel));
+            }
+            if let Some(id) = r.id {
+                let (vendor, device) = parse_id(id.get_ref()).ok_or_else(|| {
+                    invalid(
+                        id.span(),
+                        format!(
+                            "id {:?} is not vendor:device in hex (e.g. 10de:2204)",
+                            id.get_ref()
+                        ),
+                    )
+                })?;
+                selectors.push((id.span(), Selector::Id { vendor, device }));
+            }
+            if let Some(c) = r.class {
+                let prefix = parse_class(c.get_ref()).ok_or_else(|| {
+                    invalid(
+                        c.span(),
+                        format!(
+                            "class {:?} is not a class code prefix of 2, 4 or 6 hex digits (e.g. 0x0300)",
+                            c.get_ref()
+                        ),
+                    )
+                })?;
+                selectors.push((c.span(), Selector::Class(prefix)));
+            }
+            let selector = match selectors.len() {
+                0 => {
+                    return Err(invalid(
+                        span,
+                        "empty reserve selector: set one of group, device, id, class".to_string(),
+                    ))
+                }
+                1 => selectors.remove(0).1,
+                _ => {
+                    return Err(invalid(
+                        selectors[1].0.clone(),
+                        "more than one reserve selector: set only one of group, device, id, class"
+                            .to_string(),
+                    ))
+                }
+            };
+            let driver = match r.driver {
+                None => Intended::Driver("vfio-pci".to_string()),
+                Some(d) if d.get_ref() == "none" => Intended::Unbound,
+                Some(d) => {
+                    let span = d.span();
+                    let d = d.into_inner();
+                    check_driver_name(&d)
+                        .map_err(|why| invalid(span, format!("reserve driver {d:?} {why}")))?;
+                    Intended::Driver(d)
+                }
+            };
+            policy.reserve.push(Reserve {
+                selector,
+                driver,
+                line: line_column(text, span.start).0,
+            });
+        }
+        Ok(policy)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    protect_user_groups: Option<bool>,
+    allowed_drivers: Option<Vec<Spanned<String>>>,
+    denied_drivers: Option<Vec<Spanned<String>>>,
+    trusted_writers: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    reserve: Vec<Spanned<RawReserve>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReserve {
+    group: Option<Spanned<GroupNumber>>,
+    device: Option<Spanned<String>>,
+    id: Option<Spanned<String>>,
+    class: Option<Spanned<String>>,
+    driver: Option<Spanned<String>>,
+}
+
+/// A group number written as `"14"` or `14`.
+struct GroupNumber(u32);
+
+impl<'de> Deserialize<'de> for GroupNumber {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = GroupNumber;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an IOMMU group number such as \"14\"")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<GroupNumber, E> {
+                u32::try_from(v)
+                    .map(GroupNumber)
+                    .map_err(|_| E::custom(format!("group {v} is not an IOMMU group number")))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<GroupNumber, E> {
+                if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(E::custom(format!(
+                        "group {v:?} is not an IOMMU group number"
+                    )));
+                }
+                v.parse()
+                    .map(GroupNumber)
+                    .map_err(|_| E::custom(format!("group {v:?} is not an IOMMU group number")))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn drivers<F>(
+    list: Vec<Spanned<String>>,
+    key: &str,
+    invalid: &F,
+) -> Result<Vec<String>, PolicyError>
+where
+    F: Fn(Range<usize>, String) -> PolicyError,
+{
+    list.into_iter()
+        .map(|d| {
+            let span = d.span();
+            let d = d.into_inner();
+            check_driver_name(&d)
+                .map(|()| d.clone())
+                .map_err(|why| invalid(span, format!("{key}: driver {d:?} {why}")))
+        })
+        .collect()
+}
+
+fn check_driver_name(d: &str) -> Result<(), &'static str> {
+    if d.is_empty() {
+        Err("is empty")
+    } else if d
+        .bytes()
+        .any(|b| b == b'/' || b.is_ascii_whitespace() || b.is_ascii_control())
+    {
+        Err("is not a driver name")
+    } else {
+        Ok(())
+    }
+}
+
+/// `10de:2204` -> (0x10de, 0x2204).
+fn parse_id(s: &str) -> Option<(u16, u16)> {
+    let (v, d) = s.split_once(':')?;
+    let part = |p: &str| {
+        (p.len() == 4 && p.bytes().all(|c| c.is_ascii_hexdigit()))
+            .then(|| u16::from_str_radix(p, 16).ok())?
+    };
+    Some((part(v)?, part(d)?))
+}
+
+/// `0x0300`, `03`, `0x030000` -> a prefix of the 24-bit class code.
+fn parse_class(s: &str) -> Option<ClassPrefix> {
+    let digits = s
+        .strip_prefix("0x")
+        .or_else(|| s.strip_prefix("0X"))
+        .unwrap_or(s);
+    if !matches!(digits.len(), 2 | 4 | 6) || !digits.bytes().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    Some(ClassPrefix {
+        value: u32::from_str_radix(digits, 16).ok()?,
+        digits: u8::try_from(digits.len()).ok()?,
+    })
+}
+
+/// 1-based line and column (in characters) of byte `offset` in `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before.get(line_start..).map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_and_classes() {
+        assert_eq!(parse_id("10de:2204"), Some((0x10de, 0x2204)));
+        assert_eq!(parse_id("10de:220"), None);
+        assert_eq!(parse_id("0x10de:2204"), None);
+        let p = parse_class("0x0300").unwrap();
+        assert!(p.matches(0x030000) && p.matches(0x030001) && !p.matches(0x030200));
+        assert!(parse_class("0x03").unwrap().matches(0x038000));
+        assert!(parse_class("0x040300").unwrap().matches(0x040300));
+        assert_eq!(parse_class("0x3"), None);
+        assert_eq!(parse_class("display"), None);
+    }
+
+    #[test]
+    fn line_and_column() {
+        let text = "a = 1\nbb = \"x\"\n";
+        assert_eq!(line_column(text, 0), (1, 1));
+        assert_eq!(line_column(text, 6), (2, 1));
+        assert_eq!(line_column(text, 11), (2, 6));
+    }
+}

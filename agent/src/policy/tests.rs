@@ -1,0 +1,343 @@
+use std::path::Path;
+
+use super::*;
+use crate::model::{Acs, Device, GroupMap, Holder, PortType};
+
+fn parse(text: &str) -> Result<Policy, PolicyError> {
+    Policy::parse(text, Path::new("node.toml"))
+}
+
+/// `file:line:column: message` of a policy that must not parse.
+fn error(text: &str) -> String {
+    parse(text).expect_err("must be rejected").to_string()
+}
+
+fn dev(address: &str, group: u32, driver: Option<&str>) -> Device {
+    Device {
+        vendor: Some(0x10de),
+        device: Some(0x2204),
+        class: Some(0x030000),
+        driver: driver.map(str::to_string),
+        acs: Acs::None,
+        ..Device::new(address, group)
+    }
+}
+
+fn gpu_audio_split() -> GroupMap {
+    let mut map = GroupMap::new();
+    map.add_device(dev("0000:01:00.0", 12, Some("vfio-pci")));
+    map.add_device(Device {
+        device: Some(0x1aef),
+        class: Some(0x040300),
+        ..dev("0000:01:00.1", 12, Some("snd_hda_intel"))
+    });
+    map
+}
+
+fn held(group: u32) -> Holder {
+    Holder {
+        pid: 4242,
+        comm: "qemu".to_string(),
+        fd: 17,
+        path: format!("/dev/vfio/{group}"),
+        group: Some(group),
+        device: None,
+    }
+}
+
+fn rules(v: &[Violation]) -> Vec<(u32, Option<&str>, &str, &str)> {
+    v.iter()
+        .map(|v| {
+            (
+                v.group,
+                v.device.as_deref(),
+                v.rule.as_str(),
+                v.action.as_str(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn reference_policy_parses() {
+    let p = parse(
+        r#"
+protect_user_groups = false
+allowed_drivers = ["nvidia_vfio_pci"]
+denied_drivers = ["shpchp", "pcieport"]
+trusted_writers = ["/usr/local/bin/gpu-operator-validator"]
+
+[[reserve]]
+group = "14"
+driver = "vfio-pci"
+
+[[reserve]]
+group = 15
+
+[[reserve]]
+device = "0000:01:00.0"
+driver = "none"
+
+[[reserve]]
+id = "10de:2204"
+
+[[reserve]]
+class = "0x0300"
+driver = "nvidia_vfio_pci"
+"#,
+    )
+    .expect("valid");
+    assert!(!p.protect_user_groups);
+    assert_eq!(p.allowed_drivers, vec!["nvidia_vfio_pci"]);
+    assert_eq!(p.denied_drivers, vec!["shpchp", "pcieport"]);
+    assert_eq!(
+        p.trusted_writers,
+        vec![std::path::PathBuf::from(
+            "/usr/local/bin/gpu-operator-validator"
+        )]
+    );
+    let r: Vec<(String, String, usize)> = p
+        .reserve
+        .iter()
+        .map(|r| (r.selector.to_string(), r.driver.to_string(), r.line))
+        .collect();
+    assert_eq!(
+        r,
+        vec![
+            ("group 14".to_string(), "vfio-pci".to_string(), 7),
+            ("group 15".to_string(), "vfio-pci".to_string(), 11),
+            ("device 0000:01:00.0".to_string(), "none".to_string(), 14),
+            ("id 10de:2204".to_string(), "vfio-pci".to_string(), 18),
+            (
+                "class 0x0300".to_string(),
+                "nvidia_vfio_pci".to_string(),
+                21
+            ),
+        ]
+    );
+    assert_eq!(p.reserve[2].driver, Intended::Unbound);
+}
+
+#[test]
+fn empty_file_is_the_default_policy() {
+    let p = parse("").expect("valid");
+    assert_eq!(Policy { source: None, ..p }, Policy::default());
+    assert!(Policy::default().denies("shpchp"));
+    assert!(Policy::default().allows("vfio-pci"));
+    assert!(Policy::default().allows("pcieport"));
+    assert!(!Policy::default().allows("snd_hda_intel"));
+}
+
+#[test]
+fn errors_name_file_line_and_column() {
+    assert_eq!(
+        error("protect_user_groups = true\nalowed_drivers = []\n"),
+        "node.toml:2:1: unknown field `alowed_drivers`, expected one of `protect_user_groups`, \
+         `allowed_drivers`, `denied_drivers`, `trusted_writers`, `reserve`"
+    );
+    assert!(error("[[reserve]]\ngroup = \"1\"\ncolour = \"red\"\n")
+        .starts_with("node.toml:3:1: unknown field `colour`"));
+    assert_eq!(
+        error("[[reserve]]\ndevice = \"01:00.0\"\n"),
+        "node.toml:2:10: device \"01:00.0\" is not a PCI address (DDDD:BB:DD.F, e.g. 0000:01:00.0)"
+    );
+    assert!(
+        error("[[reserve]]\nid = \"10de:22O4\"\n").starts_with("node.toml:2:6: id \"10de:22O4\"")
+    );
+    assert!(error("[[reserve]]\nid = \"10de\"\n").starts_with("node.toml:2:6: "));
+    assert!(error("[[reserve]]\nclass = \"vga\"\n").starts_with("node.toml:2:9: class \"vga\""));
+    assert!(error("x = 1\n\n[[reserve]]\ndriver = \"vfio-pci\"\n")
+        .starts_with("node.toml:1:1: unknown field `x`"));
+    assert_eq!(
+        error("allowed_drivers = []\n\n[[reserve]]\ndriver = \"vfio-pci\"\n"),
+        "node.toml:3:1: empty reserve selector: set one of group, device, id, class"
+    );
+    assert!(error("[[reserve]]\ngroup = \"1\"\nid = \"10de:2204\"\n")
+        .starts_with("node.toml:3:6: more than one reserve selector"));
+    assert!(error("[[reserve]]\ngroup = \"1x\"\n").starts_with("node.toml:2:9: group \"1x\""));
+    assert!(error("[[reserve]]\ngroup = -1\n").starts_with("node.toml:2:9: "));
+    assert!(error("protect_user_groups = \"yes\"\n").starts_with("node.toml:1:23: "));
+    assert!(error("[[reserve]\n").starts_with("node.toml:1:10: "));
+    assert!(error("trusted_writers = [\"validator\"]\n")
+        .starts_with("node.toml:1:20: trusted_writers: \"validator\" is not an absolute path"));
+    assert!(
+        error("allowed_drivers = [\"x\"]\ndenied_drivers = [\"y\", \"x\"]\n")
+            .starts_with("node.toml:2:24: driver \"x\" is both")
+    );
+    assert!(error("[[reserve]]\ngroup = 1\ndriver = \"\"\n").starts_with("node.toml:3:10: "));
+}
+
+#[test]
+fn missing_file_is_an_error_naming_it() {
+    let err = Policy::load(Path::new("/nonexistent/policy.toml")).expect_err("missing");
+    assert!(err
+        .to_string()
+        .starts_with("/nonexistent/policy.toml: cannot read policy"));
+}
+
+#[test]
+fn split_group_without_policy() {
+    let map = gpu_audio_split();
+    let v = violations(&map, &Policy::default());
+    assert_eq!(
+        rules(&v),
+        vec![(12, Some("0000:01:00.1"), "split_group", "would_veto")]
+    );
+    assert_eq!(v[0].driver.as_deref(), Some("snd_hda_intel"));
+    // the same driver allowed by the policy is no split
+    let p = Policy {
+        allowed_drivers: vec!["snd_hda_intel".to_string()],
+        ..Policy::default()
+    };
+    assert!(violations(&map, &p).is_empty());
+    // kernel-owned groups without a user driver are none of the policy's business
+    let mut map = GroupMap::new();
+    map.add_device(dev("0000:02:00.0", 2, Some("nvme")));
+    assert!(violations(&map, &Policy::default()).is_empty());
+}
+
+#[test]
+fn conflict_and_denied_driver() {
+    let mut map = GroupMap::new();
+    map.add_device(Device {
+        bridge: true,
+        port_type: Some(PortType::PcieToPciBridge),
+        ..dev("0000:01:00.0", 5, Some("shpchp"))
+    });
+    map.add_device(dev("0000:02:01.0", 5, Some("vfio-pci")));
+    map.set_holders(vec![held(5)]);
+    let v = violations(&map, &Policy::default());
+    assert_eq!(
+        rules(&v),
+        vec![
+            (5, Some("0000:01:00.0"), "denied_driver", "would_veto"),
+            (5, Some("0000:01:00.0"), "conflict", "report"),
+        ]
+    );
+    assert!(v[1].message.contains("held by qemu (pid 4242)"));
+}
+
+#[test]
+fn reservations_check_every_member_and_plan_pins() {
+    let map = gpu_audio_split();
+    let p = parse("[[reserve]]\nid = \"10de:2204\"\ndriver = \"vfio-pci\"\n").expect("valid");
+    assert_eq!(
+        intended_driver(&map, &p, "0000:01:00.1"),
+        Some(Intended::Driver("vfio-pci".to_string())),
+        "the companion follows the reserved device"
+    );
+    let v = violations(&map, &p);
+    assert_eq!(
+        rules(&v),
+        vec![
+            (12, Some("0000:01:00.1"), "split_group", "would_veto"),
+            (
+                12,
+                Some("0000:01:00.1"),
+                "reserved_wrong_driver",
+                "would_rebind"
+            ),
+            (12, None, "reserved_not_viable", "would_veto"),
+        ]
+    );
+    assert_eq!(
+        v[1].message,
+        "0000:01:00.1 is reserved for vfio-pci but bound to snd_hda_intel"
+    );
+    let pins: Vec<(String, String)> = pins(&map, &p)
+        .into_iter()
+        .map(|p| (p.device, p.driver_override))
+        .collect();
+    assert_eq!(
+        pins,
+        vec![("0000:01:00.0".to_string(), "vfio-pci".to_string())]
+    );
+}
+
+#[test]
+fn reserved_overrides_and_unbound_members() {
+    let mut map = GroupMap::new();
+    map.add_device(Device {
+        driver_override: Some("nvme".to_string()),
+        ..dev("0000:41:00.0", 41, None)
+    });
+    map.add_device(Device {
+        bridge: true,
+        ..dev("0000:40:00.0", 40, Some("pcieport"))
+    });
+    map.add_device(dev("0000:42:00.0", 42, Some("nvme")));
+    let p = parse(
+        "[[reserve]]\ndevice = \"0000:41:00.0\"\n\n[[reserve]]\ngroup = \"40\"\n\n\
+         [[reserve]]\ngroup = 42\ndriver = \"none\"\n\n[[reserve]]\ngroup = 99\n",
+    )
+    .expect("valid");
+    assert_eq!(
+        intended_driver(&map, &p, "0000:40:00.0"),
+        None,
+        "bridges stay"
+    );
+    let v = violations(&map, &p);
+    assert_eq!(
+        rules(&v),
+        vec![
+            (
+                41,
+                Some("0000:41:00.0"),
+                "reserved_wrong_override",
+                "would_pin"
+            ),
+            (
+                42,
+                Some("0000:42:00.0"),
+                "reserved_wrong_driver",
+                "would_rebind"
+            ),
+            (42, None, "reserved_not_viable", "would_veto"),
+        ]
+    );
+    assert_eq!(
+        v[1].message,
+        "0000:42:00.0 is reserved to stay unbound but bound to nvme"
+    );
+    let unmatched: Vec<String> = unmatched(&map, &p)
+        .iter()
+        .map(|r| r.selector.to_string())
+        .collect();
+    assert_eq!(unmatched, vec!["group 99"]);
+}
+
+#[test]
+fn user_groups_are_protected() {
+    let mut map = GroupMap::new();
+    map.add_device(dev("0000:01:00.0", 15, Some("vfio-pci")));
+    map.add_device(dev("0000:01:00.1", 15, None));
+    map.set_holders(vec![held(15)]);
+    let planned: Vec<(String, String)> = pins(&map, &Policy::default())
+        .into_iter()
+        .map(|p| (p.device, p.driver_override))
+        .collect();
+    assert_eq!(
+        planned,
+        vec![
+            ("0000:01:00.0".to_string(), "vfio-pci".to_string()),
+            ("0000:01:00.1".to_string(), "vfio-pci".to_string()),
+        ]
+    );
+    let off = Policy {
+        protect_user_groups: false,
+        ..Policy::default()
+    };
+    assert!(pins(&map, &off).is_empty());
+    assert!(violations(&map, &Policy::default()).is_empty());
+}
+
+#[test]
+fn violations_serialize_with_kernel_spelling() {
+    let v = violations(&gpu_audio_split(), &Policy::default());
+    let json = serde_json::to_value(&v).expect("json");
+    assert_eq!(json[0]["group"], "12");
+    assert_eq!(json[0]["device"], "0000:01:00.1");
+    assert_eq!(json[0]["driver"], "snd_hda_intel");
+    assert_eq!(json[0]["rule"], "split_group");
+    assert_eq!(json[0]["action"], "would_veto");
+}

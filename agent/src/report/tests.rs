@@ -1,0 +1,99 @@
+use super::*;
+use crate::model::{Device, Holder};
+
+fn split_map() -> GroupMap {
+    let mut map = GroupMap::new();
+    map.add_device(Device {
+        vendor: Some(0x10de),
+        device: Some(0x2204),
+        class: Some(0x030000),
+        driver: Some("vfio-pci".to_string()),
+        multifunction: true,
+        ..Device::new("0000:01:00.0", 12)
+    });
+    map.add_device(Device {
+        vendor: Some(0x10de),
+        device: Some(0x1aef),
+        class: Some(0x040300),
+        driver: Some("snd_hda_intel".to_string()),
+        multifunction: true,
+        ..Device::new("0000:01:00.1", 12)
+    });
+    map.add_device(Device::new("0000:02:00.0", 13));
+    map.set_holders(vec![Holder {
+        pid: 4242,
+        comm: "qemu".to_string(),
+        fd: 17,
+        path: "/dev/vfio/13".to_string(),
+        group: Some(13),
+        device: None,
+    }]);
+    map
+}
+
+#[test]
+fn audit_json_shape() {
+    let audit = Audit::new(&split_map(), Vec::new(), &Policy::default());
+    let json = serde_json::to_value(&audit).expect("json");
+    let g = &json["groups"][0];
+    assert_eq!(g["id"], "12");
+    assert_eq!(g["owner"], "kernel");
+    assert_eq!(g["viable"], false);
+    assert_eq!(
+        g["reasons"][0],
+        "0000:01:00.1 is bound to snd_hda_intel (kernel DMA) while 0000:01:00.0 is on vfio-pci"
+    );
+    assert_eq!(
+        g["why_shared"],
+        "functions of one multifunction device (0000:01:00), ACS unknown (config not readable)"
+    );
+    let d = &g["devices"][1];
+    assert_eq!(d["address"], "0000:01:00.1");
+    assert_eq!(d["vendor"], "0x10de");
+    assert_eq!(d["device"], "0x1aef");
+    assert_eq!(d["class"], "0x040300");
+    assert_eq!(d["driver"], "snd_hda_intel");
+    assert!(d["driver_override"].is_null());
+    assert!(json["groups"][1]["devices"][0]["driver"].is_null());
+    assert_eq!(json["groups"][1]["owner"], "user");
+    assert_eq!(json["groups"][1]["holders"][0]["comm"], "qemu");
+
+    let v = &json["violations"][0];
+    assert_eq!(v["group"], "12");
+    assert_eq!(v["device"], "0000:01:00.1");
+    assert_eq!(v["driver"], "snd_hda_intel");
+    assert_eq!(v["rule"], "split_group");
+    assert_eq!(v["action"], "would_veto");
+    assert_eq!(json["scan_problems"], serde_json::json!([]));
+    assert_eq!(json["enforcement"], serde_json::json!({"bpf_lsm": null}));
+    // protected user group 13: its unbound member would be pinned to none
+    assert_eq!(json["pins"][0]["device"], "0000:02:00.0");
+    assert_eq!(json["pins"][0]["driver_override"], "none");
+}
+
+#[test]
+fn audit_text_is_a_table_per_group() {
+    let text = Audit::new(&split_map(), Vec::new(), &Policy::default()).text();
+    assert!(
+        text.contains("IOMMU group 12  owner kernel  not viable\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  DEVICE        ID         CLASS     TYPE    ACS      DRIVER"),
+        "{text}"
+    );
+    assert!(text.contains("  0000:01:00.1  10de:1aef  0x040300  device  unknown  snd_hda_intel"));
+    assert!(text.contains("  not viable: 0000:01:00.1 is bound to snd_hda_intel (kernel DMA)"));
+    assert!(text.contains("held by qemu (pid 4242, /dev/vfio/13)"));
+    assert!(text.contains("split_group  would_veto"));
+    assert!(text.ends_with("2 groups, 1 not viable, 1 violations, 0 scan problems\n"));
+}
+
+#[test]
+fn groups_json_is_the_map_alone() {
+    let groups = Groups::new(&split_map(), Vec::new(), &Policy::default());
+    let json = serde_json::to_value(&groups).expect("json");
+    assert_eq!(json["groups"].as_array().map(Vec::len), Some(2));
+    assert!(json.get("violations").is_none());
+    assert!(!groups.text().contains("not viable:"));
+}

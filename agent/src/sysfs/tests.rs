@@ -1,0 +1,343 @@
+//! Reading small sysfs trees laid out as the kernel does, made by hand in a tempdir (for the
+//! odd cases) and by the `iommu-fixtures` crate (for the field situations).
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+
+use super::config::tests::config;
+use super::*;
+use crate::model::PortType;
+
+/// A hand-made sysfs tree under `<tempdir>/sys`.
+struct Tree {
+    _dir: tempfile::TempDir,
+    sys: PathBuf,
+}
+
+/// `../` as many times as `rel` (a directory relative to the root) has components.
+fn up(rel: &str) -> String {
+    "../".repeat(rel.split('/').count())
+}
+
+impl Tree {
+    fn new() -> Tree {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sys = dir.path().join("sys");
+        std::fs::create_dir_all(sys.join("kernel/iommu_groups")).expect("mkdir");
+        std::fs::create_dir_all(sys.join("bus/pci/devices")).expect("mkdir");
+        Tree { _dir: dir, sys }
+    }
+
+    fn write(&self, rel: &str, contents: impl AsRef<[u8]>) {
+        let path = self.sys.join(rel);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, contents).expect("write");
+    }
+
+    /// A symlink at `rel` to `target` (relative to the root), written as a relative link.
+    fn link(&self, rel: &str, target: &str) {
+        let path = self.sys.join(rel);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        let dir = rel.rsplit_once('/').map_or("", |(d, _)| d);
+        symlink(format!("{}{target}", up(dir)), path).expect("symlink");
+    }
+
+    /// A PCI device at `devices/<path>` (the last component is its address) in `group`.
+    fn device(&self, path: &str, group: u32, class: u32, driver: Option<&str>, cfg: Option<&[u8]>) {
+        let addr = path.rsplit('/').next().expect("address");
+        let dir = format!("devices/{path}");
+        self.write(&format!("{dir}/vendor"), "0x10de\n");
+        self.write(&format!("{dir}/device"), "0x2204\n");
+        self.write(&format!("{dir}/class"), format!("0x{class:06x}\n"));
+        self.write(&format!("{dir}/driver_override"), "(null)\n");
+        if let Some(c) = cfg {
+            self.write(&format!("{dir}/config"), c);
+        }
+        if let Some(d) = driver {
+            std::fs::create_dir_all(self.sys.join("bus/pci/drivers").join(d)).expect("mkdir");
+            self.link(&format!("{dir}/driver"), &format!("bus/pci/drivers/{d}"));
+        }
+        self.link(&format!("bus/pci/devices/{addr}"), &dir);
+        self.link(
+            &format!("{dir}/iommu_group"),
+            &format!("kernel/iommu_groups/{group}"),
+        );
+        self.link(&format!("kernel/iommu_groups/{group}/devices/{addr}"), &dir);
+    }
+}
+
+fn device<'a>(scan: &'a Scan, addr: &str) -> &'a Device {
+    scan.devices
+        .iter()
+        .find(|d| d.address == addr)
+        .unwrap_or_else(|| panic!("{addr} not scanned"))
+}
+
+#[test]
+fn reads_members_parents_drivers_and_config() {
+    let t = Tree::new();
+    let root_port = config(0x01, Some(4), Some(0x001d));
+    let gpu = config(0x80, Some(0), None);
+    t.device(
+        "pci0000:00/0000:00:01.0",
+        1,
+        0x060400,
+        Some("pcieport"),
+        Some(&root_port),
+    );
+    t.device(
+        "pci0000:00/0000:00:01.0/0000:01:00.0",
+        12,
+        0x030000,
+        Some("vfio-pci"),
+        Some(&gpu),
+    );
+    t.device(
+        "pci0000:00/0000:00:01.0/0000:01:00.1",
+        12,
+        0x040300,
+        None,
+        Some(&gpu[..64]),
+    );
+    t.write(
+        "devices/pci0000:00/0000:00:01.0/0000:01:00.1/driver_override",
+        "vfio-pci\n",
+    );
+
+    let scan = scan(&t.sys).expect("scan");
+    assert!(scan.problems.is_empty(), "{:?}", scan.problems);
+    assert_eq!(scan.groups.iter().copied().collect::<Vec<_>>(), vec![1, 12]);
+
+    let port = device(&scan, "0000:00:01.0");
+    assert!(port.bridge);
+    assert_eq!(port.port_type, Some(PortType::RootPort));
+    assert_eq!(port.acs, Acs::Enabled);
+    assert!(port.parents.is_empty());
+    assert_eq!(port.driver.as_deref(), Some("pcieport"));
+
+    let gpu = device(&scan, "0000:01:00.0");
+    assert_eq!(
+        (gpu.vendor, gpu.device, gpu.class),
+        (Some(0x10de), Some(0x2204), Some(0x030000))
+    );
+    assert_eq!(gpu.group, 12);
+    assert!(!gpu.bridge && gpu.multifunction);
+    assert_eq!(gpu.port_type, Some(PortType::Endpoint));
+    assert_eq!(gpu.acs, Acs::None);
+    assert_eq!(gpu.parents, vec!["0000:00:01.0"]);
+    assert_eq!(gpu.driver.as_deref(), Some("vfio-pci"));
+    assert_eq!(gpu.driver_override, None, "(null) means unset");
+
+    let audio = device(&scan, "0000:01:00.1");
+    assert_eq!(audio.driver, None);
+    assert_eq!(audio.driver_override.as_deref(), Some("vfio-pci"));
+    assert_eq!(audio.acs, Acs::Unknown, "64-byte config: non-root read");
+    assert_eq!(audio.port_type, None);
+    assert!(audio.multifunction, "header type is in the first 64 bytes");
+}
+
+#[test]
+fn without_config_multifunction_comes_from_sibling_functions() {
+    let t = Tree::new();
+    t.device("pci0000:00/0000:00:02.0", 2, 0x030000, None, None);
+    t.device("pci0000:00/0000:00:02.1", 2, 0x040300, None, None);
+    t.device("pci0000:00/0000:00:03.0", 3, 0x020000, None, None);
+    let scan = scan(&t.sys).expect("scan");
+    assert!(device(&scan, "0000:00:02.0").multifunction);
+    assert!(!device(&scan, "0000:00:03.0").multifunction);
+    assert_eq!(device(&scan, "0000:00:03.0").acs, Acs::Unknown);
+}
+
+#[test]
+fn vanished_unreadable_and_non_pci_members_are_problems() {
+    let t = Tree::new();
+    t.device("pci0000:00/0000:00:02.0", 2, 0x020000, Some("e1000e"), None);
+    // removed between readdir and readlink: the group still links to it
+    t.link(
+        "kernel/iommu_groups/7/devices/0000:05:00.0",
+        "devices/pci0000:00/0000:05:00.0",
+    );
+    // an unreadable vendor file (a directory: EISDIR even for root)
+    t.device("pci0000:00/0000:00:03.0", 3, 0x020000, None, None);
+    let vendor = t.sys.join("devices/pci0000:00/0000:00:03.0/vendor");
+    std::fs::remove_file(&vendor).expect("rm");
+    std::fs::create_dir(&vendor).expect("mkdir");
+    // a platform device in a group
+    t.write("devices/platform/AMDI0010:00/uevent", "");
+    std::fs::create_dir_all(t.sys.join("bus/platform/drivers/i2c_designware")).expect("mkdir");
+    t.link(
+        "devices/platform/AMDI0010:00/driver",
+        "bus/platform/drivers/i2c_designware",
+    );
+    t.link(
+        "kernel/iommu_groups/4/devices/AMDI0010:00",
+        "devices/platform/AMDI0010:00",
+    );
+
+    let scan = scan(&t.sys).expect("scan");
+    assert_eq!(
+        scan.groups.iter().copied().collect::<Vec<_>>(),
+        vec![2, 3, 4, 7]
+    );
+    let kinds: Vec<(Option<u32>, Option<&str>, ProblemKind)> = scan
+        .problems
+        .iter()
+        .map(|p| (p.group, p.device.as_deref(), p.kind))
+        .collect();
+    assert!(kinds.contains(&(Some(7), Some("0000:05:00.0"), ProblemKind::Vanished)));
+    assert!(kinds.contains(&(Some(3), Some("0000:00:03.0"), ProblemKind::Unreadable)));
+    assert!(kinds.contains(&(Some(4), Some("AMDI0010:00"), ProblemKind::NotPci)));
+    assert!(scan
+        .problems
+        .iter()
+        .all(|p| p.message.contains(&*p.path.to_string_lossy())));
+
+    // the unreadable device is kept with what could be read
+    let nic = device(&scan, "0000:00:03.0");
+    assert_eq!((nic.vendor, nic.device), (None, Some(0x2204)));
+    assert_eq!(scan.others.len(), 1);
+    assert_eq!(scan.others[0].driver.as_deref(), Some("i2c_designware"));
+
+    let map = scan.to_map();
+    assert_eq!(map.group(7).map(|g| g.len()), Some(0));
+    assert_eq!(map.group(4).map(|g| g.len()), Some(1));
+}
+
+#[test]
+fn missing_groups_directory_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let err = scan(dir.path()).expect_err("no kernel/iommu_groups");
+    assert!(err.to_string().contains("kernel/iommu_groups"), "{err}");
+}
+
+#[test]
+fn read_device_follows_bus_links() {
+    let t = Tree::new();
+    t.device(
+        "pci0000:00/0000:00:01.0",
+        1,
+        0x060400,
+        Some("pcieport"),
+        None,
+    );
+    t.device(
+        "pci0000:00/0000:00:01.0/0000:01:00.0",
+        12,
+        0x030000,
+        None,
+        None,
+    );
+    let (dev, problems) = read_device(&t.sys, "0000:01:00.0").expect("read");
+    assert!(problems.is_empty());
+    assert_eq!(dev.group, 12);
+    assert_eq!(dev.parents, vec!["0000:00:01.0"]);
+    assert!(matches!(
+        read_device(&t.sys, "0000:09:00.0"),
+        Err(SysfsError::Vanished { .. })
+    ));
+}
+
+/// Builds a named fixture into a tempdir.
+pub(crate) fn fixture(name: &str) -> (tempfile::TempDir, iommu_fixtures::Node) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = iommu_fixtures::fixture(name).unwrap_or_else(|| panic!("no fixture {name}"));
+    let node = iommu_fixtures::build(spec, dir.path()).expect("fixture builds");
+    (dir, node)
+}
+
+#[test]
+fn fixture_switch_without_acs() {
+    let (_d, node) = fixture("switch-without-acs");
+    let scan = scan(&node.sysfs).expect("scan");
+    assert!(scan.problems.is_empty(), "{:?}", scan.problems);
+    let down = device(&scan, "0000:02:08.0");
+    assert_eq!(down.port_type, Some(PortType::DownstreamPort));
+    assert_eq!(down.acs, Acs::None);
+    assert!(down.bridge);
+    assert_eq!(device(&scan, "0000:02:10.0").acs, Acs::Enabled);
+    assert_eq!(
+        device(&scan, "0000:03:00.0").parents,
+        vec!["0000:00:01.0", "0000:01:00.0", "0000:02:08.0"]
+    );
+    assert_eq!(
+        device(&scan, "0000:01:00.0").port_type,
+        Some(PortType::UpstreamPort)
+    );
+}
+
+#[test]
+fn fixture_acs_unknown_reads_as_unprivileged() {
+    let (_d, node) = fixture("acs-unknown");
+    let scan = scan(&node.sysfs).expect("scan");
+    let down = device(&scan, "0000:02:08.0");
+    assert_eq!(down.acs, Acs::Unknown);
+    assert_eq!(down.port_type, None, "the PCIe capability is past 64 bytes");
+    assert!(down.bridge, "class 0x0604 still says bridge");
+}
+
+#[test]
+fn fixture_conventional_devices_have_no_acs() {
+    let (_d, node) = fixture("user-group-hotplug-bridge");
+    let scan = scan(&node.sysfs).expect("scan");
+    let nic = device(&scan, "0000:02:01.0");
+    assert_eq!(nic.port_type, None);
+    assert_eq!(nic.acs, Acs::None);
+    assert_eq!(
+        device(&scan, "0000:01:00.0").port_type,
+        Some(PortType::PcieToPciBridge)
+    );
+}
+
+#[test]
+fn fixture_holders_of_group_files_and_cdevs() {
+    let (_d, node) = fixture("held-vfio-group");
+    let found = scan_holders(&node.proc, &node.sysfs);
+    assert!(found.problems.is_empty(), "{:?}", found.problems);
+    type Seen<'a> = (u32, &'a str, u32, Option<u32>, Option<&'a str>);
+    let mut holders: Vec<Seen> = found
+        .holders
+        .iter()
+        .map(|h| (h.pid, h.comm.as_str(), h.fd, h.group, h.device.as_deref()))
+        .collect();
+    holders.sort();
+    assert_eq!(
+        holders,
+        vec![
+            (5150, "qemu-system-x86", 4, Some(30), None),
+            (6001, "cloud-hyperviso", 10, Some(41), Some("0000:41:00.0")),
+        ]
+    );
+}
+
+#[test]
+fn processes_that_vanish_are_skipped() {
+    let (_d, node) = fixture("viable-passthrough");
+    // a process whose comm is gone (exited after readdir), one without fd/, a non-pid entry
+    let ghost = node.proc.join("777/fd");
+    std::fs::create_dir_all(&ghost).expect("mkdir");
+    symlink("/dev/vfio/15", ghost.join("3")).expect("symlink");
+    std::fs::create_dir_all(node.proc.join("778")).expect("mkdir");
+    std::fs::create_dir_all(node.proc.join("self")).expect("mkdir");
+    let found = scan_holders(&node.proc, &node.sysfs);
+    assert!(found.problems.is_empty(), "{:?}", found.problems);
+    let pids: Vec<u32> = found.holders.iter().map(|h| h.pid).collect();
+    assert_eq!(pids, vec![4242]);
+}
+
+#[test]
+fn unknown_cdev_and_missing_proc_are_problems() {
+    let (_d, node) = fixture("viable-passthrough");
+    let fd = node.proc.join("900/fd");
+    std::fs::create_dir_all(&fd).expect("mkdir");
+    symlink("/dev/vfio/devices/vfio7", fd.join("5")).expect("symlink");
+    std::fs::write(node.proc.join("900/comm"), "qemu\n").expect("write");
+    let found = scan_holders(&node.proc, &node.sysfs);
+    assert!(found
+        .problems
+        .iter()
+        .any(|p| p.kind == ProblemKind::Unresolved && p.message.contains("vfio7")));
+
+    let missing = scan_holders(Path::new("/nonexistent/proc"), &node.sysfs);
+    assert!(missing.holders.is_empty());
+    assert_eq!(missing.problems.len(), 1);
+    assert_eq!(missing.problems[0].kind, ProblemKind::Vanished);
+}

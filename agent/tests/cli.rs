@@ -1,0 +1,476 @@
+//! `enforcer audit` and `enforcer groups` run as a user would, on every named fixture.
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+const ENFORCER: &str = env!("CARGO_BIN_EXE_enforcer");
+
+/// A named fixture built into its own tempdir.
+struct Node {
+    _dir: tempfile::TempDir,
+    node: iommu_fixtures::Node,
+}
+
+fn fixture(name: &str) -> Node {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = iommu_fixtures::fixture(name).unwrap_or_else(|| panic!("no fixture {name}"));
+    let node = iommu_fixtures::build(spec, dir.path()).expect("fixture builds");
+    Node { _dir: dir, node }
+}
+
+fn policy(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/policies")
+        .join(name)
+}
+
+impl Node {
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(ENFORCER)
+            .args(args)
+            .arg("--sysfs-root")
+            .arg(&self.node.sysfs)
+            .arg("--proc-root")
+            .arg(&self.node.proc)
+            .output()
+            .expect("enforcer runs")
+    }
+
+    /// `enforcer <args> --json`: exit code and the parsed object.
+    fn json(&self, args: &[&str]) -> (i32, Value) {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let out = self.run(&all);
+        let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "not JSON ({e}): {}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (code(&out), json)
+    }
+
+    fn audit(&self) -> (i32, Value) {
+        self.json(&["audit"])
+    }
+
+    fn audit_with(&self, policy_file: &str) -> (i32, Value) {
+        let p = policy(policy_file);
+        self.json(&["audit", "--policy", p.to_str().expect("utf-8 path")])
+    }
+
+    fn text(&self, args: &[&str]) -> (i32, String) {
+        let out = self.run(args);
+        (
+            code(&out),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+}
+
+fn code(out: &Output) -> i32 {
+    out.status.code().expect("exited")
+}
+
+fn group<'a>(json: &'a Value, id: &str) -> &'a Value {
+    json["groups"]
+        .as_array()
+        .and_then(|g| g.iter().find(|g| g["id"] == id))
+        .unwrap_or_else(|| panic!("no group {id} in {json:#}"))
+}
+
+fn device<'a>(group: &'a Value, address: &str) -> &'a Value {
+    group["devices"]
+        .as_array()
+        .and_then(|d| d.iter().find(|d| d["address"] == address))
+        .unwrap_or_else(|| panic!("no device {address} in {group:#}"))
+}
+
+/// `(group, device, driver, rule, action)` of every violation.
+fn violations(json: &Value) -> Vec<(String, String, String, String, String)> {
+    let s = |v: &Value| v.as_str().unwrap_or("-").to_string();
+    json["violations"]
+        .as_array()
+        .expect("violations")
+        .iter()
+        .map(|v| {
+            (
+                s(&v["group"]),
+                s(&v["device"]),
+                s(&v["driver"]),
+                s(&v["rule"]),
+                s(&v["action"]),
+            )
+        })
+        .collect()
+}
+
+fn v(
+    group: &str,
+    device: &str,
+    driver: &str,
+    rule: &str,
+    action: &str,
+) -> (String, String, String, String, String) {
+    (
+        group.into(),
+        device.into(),
+        driver.into(),
+        rule.into(),
+        action.into(),
+    )
+}
+
+#[test]
+fn consumer_gpu_audio_split() {
+    let n = fixture("consumer-gpu-audio-split");
+    let (code, json) = n.audit();
+    assert_eq!(code, 1, "a split group is a violation");
+    let g = group(&json, "12");
+    assert_eq!(g["owner"], "kernel");
+    assert_eq!(g["viable"], false);
+    assert_eq!(
+        g["reasons"][0],
+        "0000:0a:00.1 is bound to snd_hda_intel (kernel DMA) while 0000:0a:00.0 is on vfio-pci"
+    );
+    assert_eq!(g["reasons"].as_array().map(Vec::len), Some(3));
+    assert_eq!(
+        g["why_shared"],
+        "functions of one multifunction device without ACS (0000:0a:00)"
+    );
+    let gpu = device(g, "0000:0a:00.0");
+    assert_eq!(gpu["vendor"], "0x10de");
+    assert_eq!(gpu["device"], "0x2204");
+    assert_eq!(gpu["class"], "0x030000");
+    assert_eq!(gpu["driver"], "vfio-pci");
+    assert!(gpu["driver_override"].is_null());
+    assert_eq!(
+        violations(&json),
+        vec![
+            v(
+                "12",
+                "0000:0a:00.1",
+                "snd_hda_intel",
+                "split_group",
+                "would_veto"
+            ),
+            v(
+                "12",
+                "0000:0a:00.2",
+                "xhci_hcd",
+                "split_group",
+                "would_veto"
+            ),
+            v(
+                "12",
+                "0000:0a:00.3",
+                "nvidia-gpu",
+                "split_group",
+                "would_veto"
+            ),
+        ]
+    );
+    assert_eq!(json["enforcement"]["bpf_lsm"], Value::Null);
+    assert_eq!(json["scan_problems"], serde_json::json!([]));
+
+    let (code, text) = n.text(&["audit"]);
+    assert_eq!(code, 1);
+    assert!(
+        text.contains("IOMMU group 12  owner kernel  not viable\n"),
+        "{text}"
+    );
+    assert!(text.contains("why shared: functions of one multifunction device without ACS"));
+    assert!(text.contains("0000:0a:00.1  10de:1aef  0x040300  endpoint  none  snd_hda_intel"));
+    assert!(text.contains("split_group"));
+}
+
+#[test]
+fn consumer_gpu_reserved_for_vfio() {
+    let n = fixture("consumer-gpu-audio-split");
+    let (code, json) = n.audit_with("reserve-gpu.toml");
+    assert_eq!(code, 1);
+    let found = violations(&json);
+    for companion in [
+        ("0000:0a:00.1", "snd_hda_intel"),
+        ("0000:0a:00.2", "xhci_hcd"),
+    ] {
+        assert!(found.contains(&v(
+            "12",
+            companion.0,
+            companion.1,
+            "reserved_wrong_driver",
+            "would_rebind"
+        )));
+    }
+    assert!(found.contains(&v("12", "-", "-", "reserved_not_viable", "would_veto")));
+    assert_eq!(group(&json, "12")["reserved"], true);
+    assert_eq!(
+        device(group(&json, "12"), "0000:0a:00.1")["intended"],
+        "vfio-pci"
+    );
+    assert_eq!(json["pins"][0]["device"], "0000:0a:00.0");
+    assert_eq!(json["pins"][0]["driver_override"], "vfio-pci");
+}
+
+#[test]
+fn eight_gpu_server() {
+    let n = fixture("eight-gpu-server");
+    let (code, json) = n.audit();
+    assert_eq!(code, 0, "{json:#}");
+    assert_eq!(json["groups"].as_array().map(Vec::len), Some(42));
+    for id in ["38", "39"] {
+        let g = group(&json, id);
+        assert_eq!(g["owner"], "user");
+        assert_eq!(g["viable"], true);
+        assert_eq!(g["holders"][0]["pid"], 31337);
+        assert_eq!(g["holders"][0]["comm"], "qemu-system-x86");
+    }
+    let h100 = group(&json, "8");
+    assert_eq!(h100["owner"], "kernel");
+    assert_eq!(device(h100, "0000:12:00.0")["driver"], "nvidia");
+    assert!(h100["why_shared"].is_null());
+    assert_eq!(
+        device(group(&json, "4"), "0000:11:00.0")["acs"],
+        "enabled",
+        "downstream ports have ACS"
+    );
+    assert!(violations(&json).is_empty());
+}
+
+#[test]
+fn switch_without_acs() {
+    let n = fixture("switch-without-acs");
+    let (code, json) = n.audit();
+    assert_eq!(
+        code, 0,
+        "pcieport is allowed next to user-owned devices by default"
+    );
+    let g = group(&json, "3");
+    assert_eq!(g["owner"], "user");
+    assert_eq!(g["viable"], true);
+    assert_eq!(
+        g["why_shared"],
+        "behind 0000:02:08.0 (downstream port) without ACS"
+    );
+    assert_eq!(device(g, "0000:02:08.0")["acs"], "none");
+    assert_eq!(device(group(&json, "4"), "0000:02:10.0")["acs"], "enabled");
+
+    // the seed thread's stricter list vetoes the port driver
+    let (code, json) = n.audit_with("strict-bridges.toml");
+    assert_eq!(code, 1);
+    assert_eq!(
+        violations(&json),
+        vec![v(
+            "3",
+            "0000:02:08.0",
+            "pcieport",
+            "denied_driver",
+            "would_veto"
+        )]
+    );
+    assert_eq!(group(&json, "3")["viable"], false);
+}
+
+#[test]
+fn user_group_hotplug_bridge() {
+    let n = fixture("user-group-hotplug-bridge");
+    let (code, json) = n.audit();
+    assert_eq!(code, 1);
+    let g = group(&json, "5");
+    assert_eq!(g["owner"], "conflict");
+    assert_eq!(g["viable"], false);
+    assert_eq!(
+        violations(&json),
+        vec![
+            v("5", "0000:01:00.0", "shpchp", "denied_driver", "would_veto"),
+            v("5", "0000:01:00.0", "shpchp", "conflict", "report"),
+        ]
+    );
+    assert!(g["why_shared"]
+        .as_str()
+        .is_some_and(|w| w.contains("0000:01:00.0 (PCIe-to-PCI bridge)")));
+}
+
+#[test]
+fn viable_passthrough() {
+    let n = fixture("viable-passthrough");
+    let (code, json) = n.audit();
+    assert_eq!(code, 0, "{json:#}");
+    let g = group(&json, "15");
+    assert_eq!(g["owner"], "user");
+    assert_eq!(g["viable"], true);
+    assert_eq!(g["reasons"], serde_json::json!([]));
+    assert_eq!(device(g, "0000:01:00.1")["driver_override"], "vfio-pci");
+    assert!(device(g, "0000:01:00.0")["driver_override"].is_null());
+
+    let (code, json) = n.audit_with("reserve-viable.toml");
+    assert_eq!(code, 0, "{json:#}");
+    assert_eq!(group(&json, "15")["reserved"], true);
+    assert_eq!(json["pins"].as_array().map(Vec::len), Some(1));
+
+    // a policy for other nodes matches nothing here and is not a violation
+    let (code, json) = n.audit_with("reserve-gpu.toml");
+    assert_eq!(code, 0);
+    assert_eq!(
+        json["unmatched_reservations"][0],
+        "id 10de:2204 (policy line 2)"
+    );
+}
+
+#[test]
+fn held_vfio_group() {
+    let n = fixture("held-vfio-group");
+    let (code, json) = n.audit();
+    assert_eq!(code, 0, "{json:#}");
+    let legacy = group(&json, "30");
+    assert_eq!(legacy["owner"], "user");
+    assert_eq!(legacy["holders"][0]["path"], "/dev/vfio/30");
+    let cdev = group(&json, "41");
+    assert_eq!(cdev["owner"], "user");
+    assert_eq!(cdev["holders"][0]["pid"], 6001);
+    assert_eq!(cdev["holders"][0]["comm"], "cloud-hyperviso");
+    assert_eq!(cdev["holders"][0]["device"], "0000:41:00.0");
+    assert_eq!(cdev["holders"][0]["path"], "/dev/vfio/devices/vfio0");
+}
+
+#[test]
+fn vanished_device() {
+    let n = fixture("vanished-device");
+    let (code, json) = n.audit();
+    assert_eq!(code, 0, "a scan problem is shown, not a violation");
+    let problems = json["scan_problems"].as_array().expect("scan_problems");
+    let vanished: Vec<(&str, &str)> = problems
+        .iter()
+        .filter(|p| p["kind"] == "vanished")
+        .filter_map(|p| Some((p["group"].as_str()?, p["device"].as_str()?)))
+        .collect();
+    assert_eq!(vanished, vec![("7", "0000:05:00.1"), ("8", "0000:06:00.0")]);
+    assert_eq!(group(&json, "8")["devices"], serde_json::json!([]));
+    assert_eq!(
+        group(&json, "7")["devices"].as_array().map(Vec::len),
+        Some(1)
+    );
+
+    let (_, text) = n.text(&["audit"]);
+    assert!(text.contains("Scan problems (2):"), "{text}");
+    assert!(text.contains("0000:05:00.1: vanished during the scan"));
+}
+
+#[test]
+fn nonpci_in_group() {
+    let n = fixture("nonpci-in-group");
+    let (code, json) = n.audit();
+    assert_eq!(code, 0);
+    let not_pci: Vec<&str> = json["scan_problems"]
+        .as_array()
+        .expect("scan_problems")
+        .iter()
+        .filter(|p| p["kind"] == "not_pci")
+        .filter_map(|p| p["device"].as_str())
+        .collect();
+    assert_eq!(not_pci, vec!["AMDI0010:00", "AMDI0010:01", "AMDI0010:02"]);
+    let g = group(&json, "3");
+    assert_eq!(g["others"][0]["name"], "AMDI0010:00");
+    assert_eq!(g["others"][0]["driver"], "i2c_designware");
+    assert_eq!(g["owner"], "kernel");
+    assert_eq!(group(&json, "14")["owner"], "kernel");
+}
+
+#[test]
+fn acs_unknown() {
+    let n = fixture("acs-unknown");
+    let (code, json) = n.audit();
+    assert_eq!(code, 0);
+    let g = group(&json, "3");
+    assert_eq!(device(g, "0000:02:08.0")["acs"], "unknown");
+    assert_eq!(
+        g["why_shared"],
+        "behind 0000:02:08.0 (bridge), ACS unknown (config not readable)"
+    );
+}
+
+#[test]
+fn unbound_companion() {
+    let n = fixture("unbound-companion");
+    let (code, json) = n.audit();
+    assert_eq!(code, 0);
+    let g = group(&json, "12");
+    assert_eq!(g["viable"], true);
+    assert_eq!(g["owner"], "none");
+    assert!(device(g, "0000:01:00.1")["driver"].is_null());
+}
+
+#[test]
+fn groups_on_every_fixture() {
+    for (name, _) in iommu_fixtures::FIXTURES {
+        let n = fixture(name);
+        let (code, json) = n.json(&["groups"]);
+        assert_eq!(code, 0, "{name}");
+        assert!(
+            json["groups"].as_array().is_some_and(|g| !g.is_empty()),
+            "{name}"
+        );
+        assert!(json.get("violations").is_none(), "{name}");
+        let (code, text) = n.text(&["groups"]);
+        assert_eq!(code, 0, "{name}");
+        assert!(text.starts_with("IOMMU group "), "{name}: {text}");
+        // and audit never fails to run
+        let (code, _) = n.audit();
+        assert!(code == 0 || code == 1, "{name}");
+    }
+}
+
+#[test]
+fn bad_policies_exit_2_naming_file_line_and_column() {
+    let n = fixture("viable-passthrough");
+    for (file, at, what) in [
+        (
+            "bad-unknown-key.toml",
+            "2:1",
+            "unknown field `alowed_drivers`",
+        ),
+        ("bad-address.toml", "2:10", "is not a PCI address"),
+        ("bad-id.toml", "2:6", "is not vendor:device"),
+        ("bad-class.toml", "2:9", "is not a class code prefix"),
+        ("bad-empty-selector.toml", "3:1", "empty reserve selector"),
+        ("bad-syntax.toml", "1:10", "invalid table header"),
+    ] {
+        let path = policy(file);
+        for command in ["audit", "groups"] {
+            let out = n.run(&[command, "--policy", path.to_str().expect("utf-8"), "--json"]);
+            assert_eq!(code(&out), 2, "{file}");
+            assert!(out.stdout.is_empty(), "{file}: nothing else is done");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let prefix = format!("{}:{at}: ", path.display());
+            assert!(stderr.contains(&prefix), "{file}: {stderr}");
+            assert!(stderr.contains(what), "{file}: {stderr}");
+        }
+    }
+    let out = n.run(&["audit", "--policy", "/nonexistent/policy.toml"]);
+    assert_eq!(code(&out), 2);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/policy.toml"));
+}
+
+#[test]
+fn reference_policy_is_valid() {
+    let n = fixture("consumer-gpu-audio-split");
+    let (code, json) = n.audit_with("reference.toml");
+    assert_eq!(code, 1);
+    assert_eq!(group(&json, "12")["reserved"], true);
+}
+
+#[test]
+fn unreadable_sysfs_root_exits_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for command in ["audit", "groups"] {
+        let out = Command::new(ENFORCER)
+            .args([command, "--sysfs-root"])
+            .arg(dir.path())
+            .output()
+            .expect("runs");
+        assert_eq!(code(&out), 2);
+        assert!(String::from_utf8_lossy(&out.stderr).contains("kernel/iommu_groups"));
+    }
+}

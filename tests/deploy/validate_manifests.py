@@ -1,0 +1,235 @@
+#!/usr/bin/env python3
+"""Offline checks of deploy/: renders the kustomize base and overlays, validates every object
+against the Kubernetes API schemas (kubernetes-validate, strict: unknown fields are errors) and
+the ServiceMonitor and PrometheusRule against the prometheus-operator CRD schemas vendored in
+tests/deploy/schemas (see SOURCE.md there), then checks what the agent and the alert rules rely
+on: ports, probes, args, the audit overlay's --dry-run, and that the PrometheusRule carries
+exactly the groups of dashboards/alerts.yaml.
+
+Run through tests/deploy/validate.sh (it makes the venv). `--write-rule` regenerates
+deploy/base/prometheusrule.yaml from dashboards/alerts.yaml.
+"""
+import argparse
+import copy
+import pathlib
+import subprocess
+import sys
+
+import jsonschema
+import kubernetes_validate
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+ALERTS = ROOT / "dashboards/alerts.yaml"
+RULE = ROOT / "deploy/base/prometheusrule.yaml"
+SCHEMAS = ROOT / "tests/deploy/schemas"
+KUSTOMIZATIONS = {"base": ROOT / "deploy/base", "audit": ROOT / "deploy/overlays/audit"}
+# Oldest Kubernetes the manifests target (securityContext.appArmorProfile is 1.30+), and the
+# newest schemas kubernetes-validate bundles.
+K8S_VERSIONS = ["1.30", kubernetes_validate.latest_version()]
+CRDS = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): "monitoring.coreos.com_servicemonitors.yaml",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): "monitoring.coreos.com_prometheusrules.yaml",
+}
+METRICS_PORT = 9477
+
+RULE_HEADER = """\
+# GENERATED from dashboards/alerts.yaml by `tests/deploy/validate.sh --write-rule`: edit that
+# file, not this one. tests/deploy/validate.sh fails when the two differ.
+apiVersion: monitoring.coreos.com/v1
+kind: PrometheusRule
+metadata:
+  name: iommu-enforcer
+spec:
+"""
+
+failures = []
+passes = [0]
+
+
+def fail(msg):
+    failures.append(msg)
+    print(f"FAIL {msg}")
+
+
+def ok(msg):
+    passes[0] += 1
+    print(f"ok   {msg}")
+
+
+def render(kustomize, path):
+    out = subprocess.run(kustomize + [str(path)], check=True, capture_output=True, text=True)
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+def strict(schema):
+    """A CRD schema as `kubectl apply --validate=strict` reads it: an object with `properties`
+    and no `additionalProperties` or x-kubernetes-preserve-unknown-fields takes no other keys."""
+    schema = copy.deepcopy(schema)
+
+    def walk(node):
+        if isinstance(node, dict):
+            if (
+                "properties" in node
+                and "additionalProperties" not in node
+                and not node.get("x-kubernetes-preserve-unknown-fields")
+            ):
+                node["additionalProperties"] = False
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(schema)
+    return schema
+
+
+def crd_schema(filename, version):
+    crd = yaml.safe_load((SCHEMAS / filename).read_text())
+    for v in crd["spec"]["versions"]:
+        if v["name"] == version:
+            schema = strict(v["schema"]["openAPIV3Schema"])
+            # The CRD schema leaves metadata to the API server; check the part we write.
+            schema["properties"]["metadata"] = {"type": "object"}
+            return schema
+    raise KeyError(f"{filename} has no version {version}")
+
+
+def validate_object(name, doc):
+    key = (doc.get("apiVersion"), doc.get("kind"))
+    what = f"{name}: {doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
+    if key in CRDS:
+        schema = crd_schema(CRDS[key], key[0].split("/")[1])
+        errors = sorted(
+            jsonschema.Draft7Validator(schema).iter_errors(doc), key=lambda e: list(e.path)
+        )
+        if errors:
+            for e in errors:
+                fail(f"{what}: {'/'.join(map(str, e.path))}: {e.message}")
+        else:
+            ok(f"{what} matches the {CRDS[key]} schema (strict)")
+        return
+    for version in K8S_VERSIONS:
+        try:
+            kubernetes_validate.validate(doc, version, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            fail(f"{what} (Kubernetes {version}): {'/'.join(map(str, e.path))}: {e.message}")
+            return
+        except kubernetes_validate.SchemaNotFoundError:
+            fail(f"{what}: no schema for {key} in Kubernetes {version}")
+            return
+    ok(f"{what} valid for Kubernetes {', '.join(K8S_VERSIONS)} (strict)")
+
+
+def find(docs, kind, name=None):
+    found = [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+    if len(found) != 1:
+        raise SystemExit(f"expected one {kind} {name or ''}, found {len(found)}")
+    return found[0]
+
+
+def check_base(docs):
+    ds = find(docs, "DaemonSet", "iommu-enforcer")
+    pod = ds["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    args = c["args"]
+    checks = {
+        "the agent listens on 0.0.0.0:9477": "--metrics-addr" in args
+        and args[args.index("--metrics-addr") + 1] == f"0.0.0.0:{METRICS_PORT}",
+        "the policy comes from the ConfigMap mount": "--policy" in args
+        and args[args.index("--policy") + 1] == "/etc/iommu-enforcer/policy.toml"
+        and any(m["mountPath"] == "/etc/iommu-enforcer" for m in c["volumeMounts"]),
+        "procfs is read at /host/proc": "--proc-root" in args
+        and args[args.index("--proc-root") + 1] == "/host/proc",
+        "the base enforces (no --dry-run)": "--dry-run" not in args,
+        "container port 9477 is named metrics": {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}
+        in c["ports"],
+        "readiness probe is /readyz": c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"},
+        "liveness probe is /healthz": c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"},
+        "hostPID is on": pod.get("hostPID") is True,
+        "not privileged, no CAP_SYS_ADMIN": not c["securityContext"].get("privileged")
+        and "SYS_ADMIN" not in c["securityContext"]["capabilities"]["add"]
+        and c["securityContext"]["capabilities"]["drop"] == ["ALL"],
+        "GPU nodes only": pod["nodeSelector"].get("nvidia.com/gpu.present") == "true",
+        "no control-plane toleration": not any(
+            "control-plane" in t.get("key", "") or "master" in t.get("key", "") for t in pod["tolerations"]
+        ),
+        "every mount has a volume": {m["name"] for m in c["volumeMounts"]} <= {v["name"] for v in pod["volumes"]},
+    }
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    for path in ["/sys", "/sys/kernel/security", "/sys/fs/bpf", "/sys/kernel/btf", "/host/proc", "/dev/vfio"]:
+        checks[f"{path} is mounted"] = path in mounts
+    checks["/sys/kernel/btf is read-only"] = mounts.get("/sys/kernel/btf", {}).get("readOnly") is True
+    cm_name = next(v["configMap"]["name"] for v in pod["volumes"] if "configMap" in v)
+    checks["the policy ConfigMap exists"] = any(
+        d["kind"] == "ConfigMap" and d["metadata"]["name"] == cm_name and "policy.toml" in d["data"] for d in docs
+    )
+    svc = find(docs, "Service", "iommu-enforcer")
+    checks["Service port 9477 is named metrics"] = any(
+        p["name"] == "metrics" and p["port"] == METRICS_PORT for p in svc["spec"]["ports"]
+    )
+    pod_labels = ds["spec"]["template"]["metadata"]["labels"]
+    checks["Service selects the agent pods"] = all(pod_labels.get(k) == v for k, v in svc["spec"]["selector"].items())
+    sm = find(docs, "ServiceMonitor", "iommu-enforcer")
+    checks["ServiceMonitor selects the Service"] = all(
+        svc["metadata"]["labels"].get(k) == v for k, v in sm["spec"]["selector"]["matchLabels"].items()
+    )
+    checks["ServiceMonitor scrapes the metrics port at /metrics"] = [
+        (e["port"], e["path"]) for e in sm["spec"]["endpoints"]
+    ] == [("metrics", "/metrics")]
+    # The alert rules match job="iommu-enforcer": the operator names the job after the Service.
+    checks["the scrape job is named iommu-enforcer"] = svc["metadata"]["name"] == "iommu-enforcer"
+    ns = {d["metadata"].get("namespace") for d in docs if d["kind"] != "Namespace"}
+    checks["everything lives in namespace iommu-enforcer"] = ns == {"iommu-enforcer"}
+    for what, good in checks.items():
+        (ok if good else fail)(f"base: {what}")
+
+    rule = find(docs, "PrometheusRule", "iommu-enforcer")
+    alerts = yaml.safe_load(ALERTS.read_text())
+    if rule["spec"]["groups"] == alerts["groups"]:
+        ok("PrometheusRule groups are identical to dashboards/alerts.yaml")
+    else:
+        fail("PrometheusRule groups differ from dashboards/alerts.yaml: run tests/deploy/validate.sh --write-rule")
+
+
+def check_audit(base, audit):
+    args = find(audit, "DaemonSet", "iommu-enforcer")["spec"]["template"]["spec"]["containers"][0]["args"]
+    (ok if args.count("--dry-run") == 1 else fail)("audit overlay: the agent runs with --dry-run")
+    # The overlay changes the agent's args and nothing else that matters.
+    strip = lambda docs: [
+        d if d["kind"] != "DaemonSet" else {**d, "spec": {**d["spec"], "template": None}} for d in docs
+    ]
+    (ok if strip(base) == strip(audit) else fail)("audit overlay: every other object equals the base's")
+
+
+def write_rule():
+    body = ALERTS.read_text()
+    lines = [line for line in body.splitlines() if not line.startswith("#")]
+    RULE.write_text(RULE_HEADER + "".join(f"  {line}\n" if line else "\n" for line in lines))
+    print(f"wrote {RULE.relative_to(ROOT)}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kustomize", default="kubectl kustomize", help="command that renders a kustomization")
+    parser.add_argument("--write-rule", action="store_true", help="regenerate the PrometheusRule and exit")
+    args = parser.parse_args()
+    if args.write_rule:
+        write_rule()
+        return 0
+    kustomize = args.kustomize.split()
+    rendered = {}
+    for name, path in KUSTOMIZATIONS.items():
+        rendered[name] = render(kustomize, path)
+        ok(f"{name}: {' '.join(kustomize)} {path.relative_to(ROOT)} rendered {len(rendered[name])} objects")
+        for doc in rendered[name]:
+            validate_object(name, doc)
+    check_base(rendered["base"])
+    check_audit(rendered["base"], rendered["audit"])
+    print(f"deploy: {passes[0]} passed, {len(failures)} failed")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

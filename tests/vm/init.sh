@@ -1,0 +1,85 @@
+#!/bin/busybox sh
+# /init of the iommu-enforcer test node (tests/vm/README.md). PID 1: it never exits (that would
+# panic the kernel); it ends with poweroff -f. Settings come from /etc/vm.env, written per boot by
+# cargo xtask. Results go to the host over /dev/ttyS1, apart from the kernel console on ttyS0,
+# as sections opened by `@@vm:<name>` lines.
+/bin/busybox mkdir -p /proc /sys /dev /tmp /run /sbin /usr/bin /usr/sbin
+/bin/busybox --install -s
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+export HOME=/root
+
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts
+mount -t devpts devpts /dev/pts
+mount -t securityfs securityfs /sys/kernel/security
+mount -t tracefs tracefs /sys/kernel/tracing
+mount -t debugfs debugfs /sys/kernel/debug
+mount -t bpf bpf /sys/fs/bpf
+
+. /etc/vm.env
+
+log() { echo "vm-init: [$(cut -d" " -f1 /proc/uptime) s] $*" > /dev/console; }
+CH=/dev/ttyS1
+# Raw: no \n -> \r\n translation, no echo of what we write.
+stty -F $CH raw -echo 2>/dev/null
+section() { printf '\n@@vm:%s\n' "$*" > $CH; }
+# True while $1 runs (a zombie counts as gone: nobody reaps it until we wait).
+alive() { [ -e /proc/$1/stat ] && ! grep -q '^[0-9]* ([^)]*) Z' /proc/$1/stat; }
+
+ip link set lo up 2>/dev/null
+log "kernel $(uname -r); cmdline: $(cat /proc/cmdline)"
+log "lsm: $(cat /sys/kernel/security/lsm 2>/dev/null)"
+for m in $VM_BOOT_MODULES; do
+	modprobe $m || log "modprobe $m FAILED"
+done
+[ -e /dev/vfio/vfio ] || log "no /dev/vfio/vfio after loading vfio"
+
+log "starting: enforcer $VM_AGENT_ARGS"
+enforcer $VM_AGENT_ARGS > /tmp/agent.out 2> /tmp/agent.err &
+agent=$!
+ready=no
+i=0
+while [ $i -lt $((VM_READY_TIMEOUT * 5)) ]; do
+	if grep -q '"type" *: *"ready"' /tmp/agent.out 2>/dev/null; then ready=yes; break; fi
+	alive $agent || break
+	sleep 0.2
+	i=$((i + 1))
+done
+log "agent ready: $ready"
+
+log "running the script"
+cd /root
+timeout $VM_SCRIPT_TIMEOUT sh /scenario.sh > /tmp/script.out 2>&1
+script_rc=$?
+cd /
+log "script exit code $script_rc"
+
+# Let the agent drain its ring buffer before asking it to stop.
+sleep 2
+kill -TERM $agent 2>/dev/null
+i=0
+while alive $agent && [ $i -lt 50 ]; do sleep 0.2; i=$((i + 1)); done
+alive $agent && { log "agent ignored SIGTERM for 10 s: killing it"; kill -KILL $agent; }
+wait $agent
+agent_rc=$?
+log "agent exit code $agent_rc"
+
+enforcer audit --json $VM_AUDIT_ARGS > /tmp/audit.json 2> /tmp/audit.err
+audit_rc=$?
+
+section "begin ready=$ready"
+section "events"
+cat /tmp/agent.out > $CH
+section "audit rc=$audit_rc"
+cat /tmp/audit.json > $CH
+section "agent-stderr rc=$agent_rc"
+cat /tmp/agent.err /tmp/audit.err > $CH
+section "script rc=$script_rc"
+cat /tmp/script.out > $CH
+section "end"
+sync
+log "powering off"
+poweroff -f
+sleep 30

@@ -1,0 +1,95 @@
+# Helpers for guest scripts: `. /lib/vm/lib.sh`. Every action prints what it did and how it ended,
+# so the script output (target/vm/runs/<run>/script.out) reads as a transcript.
+# `fact KEY VALUE` lines (`@fact KEY=VALUE`) are read by the host-side checks.
+
+fact() { echo "@fact $1=$2"; }
+
+pcidev() { echo /sys/bus/pci/devices/$1; }
+group_of() { basename "$(readlink $(pcidev $1)/iommu_group)"; }
+driver_of() {
+	if [ -e $(pcidev $1)/driver ]; then basename "$(readlink $(pcidev $1)/driver)"; else echo none; fi
+}
+
+# errno name of the last failed write, from the shell's message (busybox prints strerror).
+errname() {
+	case "$1" in
+	*"busy"*) echo EBUSY ;;
+	*"not permitted"*) echo EPERM ;;
+	*"No such device"*) echo ENODEV ;;
+	*"Invalid argument"*) echo EINVAL ;;
+	*"No such file"*) echo ENOENT ;;
+	*) echo "?" ;;
+	esac
+}
+
+# write VALUE FILE: prints the outcome; sets LAST_ERR to ok or the errno name.
+write() {
+	err=$( { echo "$1" > "$2"; } 2>&1 )
+	if [ -z "$err" ]; then
+		LAST_ERR=ok
+		echo "+ echo '$1' > $2: ok"
+		return 0
+	fi
+	LAST_ERR=$(errname "$err")
+	echo "+ echo '$1' > $2: FAILED: $err ($LAST_ERR)"
+	return 1
+}
+
+# bind_vfio DEV: the way a device plugin hands a device to vfio-pci.
+bind_vfio() {
+	write vfio-pci $(pcidev $1)/driver_override
+	write $1 /sys/bus/pci/drivers_probe
+	echo "  $1 is on $(driver_of $1)"
+}
+
+unbind() {
+	[ -e $(pcidev $1)/driver ] && write $1 $(pcidev $1)/driver/unbind
+	return 0
+}
+
+clear_override() { write "" $(pcidev $1)/driver_override; }
+
+step() {
+	echo "+ $*"
+	"$@"
+	rc=$?
+	echo "  -> exit code $rc"
+	return $rc
+}
+
+# hold GROUP [DEVICE]: claim the group with vfio-holder in the background, as a VM would, and wait
+# until it holds it (0) or gave up (1). HOLDER_PID is the holder.
+hold() {
+	out=/tmp/holder.$1.out
+	vfio-holder "$@" > $out 2>&1 &
+	HOLDER_PID=$!
+	i=0
+	while [ $i -lt 100 ]; do
+		if grep -q "^held group" $out; then
+			sed 's/^/  holder: /' $out
+			return 0
+		fi
+		if ! kill -0 $HOLDER_PID 2>/dev/null || grep -q "failed" $out; then
+			wait $HOLDER_PID
+			HOLDER_RC=$?
+			sed 's/^/  holder: /' $out
+			echo "  holder exit code $HOLDER_RC"
+			return 1
+		fi
+		sleep 0.1
+		i=$((i + 1))
+	done
+	echo "  holder did not report within 10 s"
+	sed 's/^/  holder: /' $out
+	return 1
+}
+
+release() {
+	kill $HOLDER_PID 2>/dev/null
+	wait $HOLDER_PID 2>/dev/null
+	echo "+ released (holder $HOLDER_PID ended)"
+}
+
+show() {
+	for d in "$@"; do echo "  $d: group $(group_of $d), driver $(driver_of $d)"; done
+}

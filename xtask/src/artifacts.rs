@@ -1,0 +1,93 @@
+//! Builds what goes into the guest: the eBPF object, and static `enforcer` and `vfio-holder`
+//! binaries (the guest has no libc, only busybox).
+use std::fs;
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::util::{clean_cargo_env, run, say, target_dir, workspace_root};
+
+/// Where the agent's build.rs looks for the eBPF object.
+pub fn ebpf_object() -> PathBuf {
+    target_dir().join("ebpf/iommu-enforcer.bpf.o")
+}
+
+/// `cargo xtask build-ebpf`: builds ebpf/ on nightly for bpfel-unknown-none with BTF and copies the
+/// object to `target/ebpf/iommu-enforcer.bpf.o`.
+pub fn build_ebpf() -> Result<()> {
+    let dir = workspace_root().join("ebpf");
+    if !dir.join("Cargo.toml").is_file() {
+        bail!("{} has no Cargo.toml: nothing to build", dir.display());
+    }
+    say("build-ebpf: building the eBPF programs (nightly, bpfel-unknown-none, build-std=core)");
+    let mut cmd = Command::new("cargo");
+    clean_cargo_env(&mut cmd)
+        .args([
+            "+nightly",
+            "build",
+            "--release",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+        ])
+        .current_dir(&dir)
+        // A parent `cargo run` pins the stable toolchain through this; `+nightly` must win.
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env(
+            "RUSTFLAGS",
+            r#"--cfg=bpf_target_arch="x86_64" -Cdebuginfo=2 -Clink-arg=--btf"#,
+        );
+    run(&mut cmd).context("building the eBPF programs failed")?;
+    let built = dir.join("target/bpfel-unknown-none/release/iommu-enforcer-ebpf");
+    let dest = ebpf_object();
+    if let Some(parent) = dest.parent() {
+        fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    fs::copy(&built, &dest)
+        .with_context(|| format!("copying {} to {}", built.display(), dest.display()))?;
+    say(format!(
+        "build-ebpf: {} ({} bytes)",
+        dest.display(),
+        fs::metadata(&dest)?.len()
+    ));
+    Ok(())
+}
+
+/// Static binaries for the guest.
+pub struct GuestBins {
+    pub enforcer: PathBuf,
+    pub holder: PathBuf,
+}
+
+/// Builds `enforcer` (with the eBPF object embedded) and `vfio-holder` statically linked, in their
+/// own target dir so that the crt-static flags never invalidate the workspace's normal builds.
+pub fn build_guest_bins() -> Result<GuestBins> {
+    const TRIPLE: &str = "x86_64-unknown-linux-gnu";
+    let dir = target_dir().join("vm/static");
+    say("vm: building static enforcer and vfio-holder for the guest");
+    let mut cmd = Command::new("cargo");
+    clean_cargo_env(&mut cmd)
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "iommu-enforcer",
+            "-p",
+            "vfio-holder",
+            "--target",
+            TRIPLE,
+        ])
+        .arg("--target-dir")
+        .arg(&dir)
+        .current_dir(workspace_root())
+        // With an explicit --target these flags reach only the target binaries, not build scripts.
+        .env("RUSTFLAGS", "-C target-feature=+crt-static");
+    run(&mut cmd).context("building the guest binaries failed")?;
+    let release = dir.join(TRIPLE).join("release");
+    Ok(GuestBins {
+        enforcer: release.join("enforcer"),
+        holder: release.join("vfio-holder"),
+    })
+}

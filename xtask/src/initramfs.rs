@@ -1,0 +1,171 @@
+//! The guest initramfs: a per-kernel base archive (busybox, enforcer, vfio-holder, /init, modules)
+//! plus a small per-boot archive (script, policy, settings). The kernel unpacks concatenated
+//! archives in order, so a boot only pays for its own few files.
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::artifacts::GuestBins;
+use crate::cpio::Cpio;
+use crate::elf;
+use crate::kernels::Kernel;
+use crate::modules;
+use crate::topology;
+use crate::util::{run, say, target_dir, workspace_root};
+
+/// Modules the guest needs; their dependencies come along. Missing ones (built in, or merged into
+/// another module on this kernel) are skipped.
+const MODULES: &[&str] = &[
+    "vfio",
+    "vfio_iommu_type1",
+    "vfio_pci",
+    "vfio_pci_core",
+    "irqbypass",
+    "vfio_virqfd",
+    "pci_stub",
+    "e1000",
+    "virtio",
+    "virtio_ring",
+    "virtio_pci",
+    "virtio_pci_modern_dev",
+    "virtio_pci_legacy_dev",
+    "virtio_net",
+];
+/// Loaded by /init before the agent starts: what a VFIO node has.
+const BOOT_MODULES: &str = "vfio vfio_iommu_type1 vfio_pci";
+const BUSYBOX: &str = "/bin/busybox";
+pub const GUEST_POLICY: &str = "/etc/iommu-enforcer/policy.toml";
+
+fn read_static(path: &Path, what: &str) -> Result<Vec<u8>> {
+    let data = fs::read(path).with_context(|| format!("reading {what} at {}", path.display()))?;
+    if elf::is_dynamic(&data).with_context(|| format!("{what} at {}", path.display()))? {
+        bail!(
+            "{what} at {} is dynamically linked; the guest has no libc (install busybox-static)",
+            path.display()
+        );
+    }
+    Ok(data)
+}
+
+fn gzip(cpio: Vec<u8>, dest: &Path) -> Result<()> {
+    let raw = dest.with_extension("");
+    fs::write(&raw, cpio).with_context(|| format!("writing {}", raw.display()))?;
+    let _ = fs::remove_file(dest);
+    run(Command::new("gzip").args(["-n", "-f", "-6"]).arg(&raw))
+}
+
+/// Builds `target/vm/initramfs/<series>/base.cpio.gz`.
+pub fn base(kernel: &Kernel, bins: &GuestBins) -> Result<PathBuf> {
+    let dir = target_dir().join("vm/initramfs").join(&kernel.series);
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let vm = workspace_root().join("tests/vm");
+    let mut a = Cpio::new();
+    for d in [
+        "proc", "sys", "dev", "tmp", "run", "root", "etc", "bin", "sbin", "usr/bin", "usr/sbin",
+        "mnt", "var",
+    ] {
+        a.dir(d);
+    }
+    // The kernel opens /dev/console for /init before devtmpfs is mounted.
+    a.char_device("dev/console", 0o600, 5, 1);
+    a.file(
+        "bin/busybox",
+        0o755,
+        &read_static(Path::new(BUSYBOX), "busybox")?,
+    );
+    a.file(
+        "bin/enforcer",
+        0o755,
+        &read_static(&bins.enforcer, "enforcer")?,
+    );
+    a.file(
+        "bin/vfio-holder",
+        0o755,
+        &read_static(&bins.holder, "vfio-holder")?,
+    );
+    let init = vm.join("init.sh");
+    a.file(
+        "init",
+        0o755,
+        &fs::read(&init).with_context(|| format!("reading {}", init.display()))?,
+    );
+    let lib = vm.join("lib.sh");
+    a.file(
+        "lib/vm/lib.sh",
+        0o644,
+        &fs::read(&lib).with_context(|| format!("reading {}", lib.display()))?,
+    );
+
+    let mods = modules::collect(kernel, MODULES)?;
+    let root = format!("lib/modules/{}", kernel.release);
+    for m in &mods {
+        a.file(&format!("{root}/{}", m.path), 0o644, &m.data);
+    }
+    a.file(
+        &format!("{root}/modules.dep"),
+        0o644,
+        modules::modules_dep(&mods).as_bytes(),
+    );
+    let names: Vec<&str> = mods.iter().map(|m| m.name.as_str()).collect();
+    say(format!(
+        "initramfs: kernel {} ({}): modules {}",
+        kernel.series,
+        kernel.release,
+        names.join(" ")
+    ));
+
+    let dest = dir.join("base.cpio.gz");
+    gzip(a.finish(), &dest)?;
+    Ok(dest)
+}
+
+/// What one boot runs.
+pub struct BootFiles<'a> {
+    pub script: &'a [u8],
+    pub policy: Option<&'a [u8]>,
+    pub dry_run: bool,
+    pub series: &'a str,
+}
+
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// Writes `<out>/initramfs.cpio.gz`: the base archive followed by this boot's files.
+pub fn for_boot(base: &Path, files: &BootFiles, out: &Path) -> Result<PathBuf> {
+    let mut agent_args = Vec::new();
+    if files.dry_run {
+        agent_args.push("--dry-run".to_string());
+    }
+    let mut audit_args = Vec::new();
+    let mut a = Cpio::new();
+    if let Some(policy) = files.policy {
+        a.file(GUEST_POLICY, 0o644, policy);
+        for args in [&mut agent_args, &mut audit_args] {
+            args.push("--policy".to_string());
+            args.push(GUEST_POLICY.to_string());
+        }
+    }
+    let mut env = String::from("# Written by cargo xtask for this boot; sourced by /init.\n");
+    env.push_str(&format!("VM_KERNEL_SERIES={}\n", quote(files.series)));
+    env.push_str(&format!("VM_AGENT_ARGS={}\n", quote(&agent_args.join(" "))));
+    env.push_str(&format!("VM_AUDIT_ARGS={}\n", quote(&audit_args.join(" "))));
+    env.push_str(&format!("VM_BOOT_MODULES={}\n", quote(BOOT_MODULES)));
+    env.push_str("VM_READY_TIMEOUT=120\nVM_SCRIPT_TIMEOUT=180\n");
+    for (var, addr, _) in topology::ADDRESSES {
+        env.push_str(&format!("export {var}={addr}\n"));
+    }
+    a.file("etc/vm.env", 0o644, env.as_bytes());
+    a.file("scenario.sh", 0o755, files.script);
+
+    fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let overlay = out.join("boot.cpio.gz");
+    gzip(a.finish(), &overlay)?;
+    let mut bytes = fs::read(base).with_context(|| format!("reading {}", base.display()))?;
+    bytes.extend(fs::read(&overlay)?);
+    let dest = out.join("initramfs.cpio.gz");
+    fs::write(&dest, bytes).with_context(|| format!("writing {}", dest.display()))?;
+    Ok(dest)
+}

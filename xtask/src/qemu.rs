@@ -1,0 +1,235 @@
+//! Boots the test node under QEMU TCG (KVM hangs on this machine, DESIGN.md section 5) and reads
+//! back what the guest sent on its second serial port, kept apart from the kernel console.
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use crate::kernels::Kernel;
+use crate::topology;
+
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+
+pub struct Boot<'a> {
+    pub kernel: &'a Kernel,
+    pub initrd: &'a Path,
+    /// Appended to the kernel command line.
+    pub cmdline: Option<&'a str>,
+    /// Where console.log, channel.log and qemu.log go.
+    pub out: &'a Path,
+}
+
+/// How the boot ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ending {
+    /// /init sent everything and powered off.
+    Completed,
+    /// The console shows a kernel BUG/Oops/panic; the first such line.
+    Crashed(String),
+    /// Killed after BOOT_TIMEOUT.
+    TimedOut,
+    /// QEMU stopped before /init finished, without a crash on the console.
+    Incomplete,
+}
+
+/// What the guest sent back, split by its `@@vm:` section markers.
+#[derive(Debug, Default)]
+pub struct Channel {
+    pub ready: bool,
+    pub events: Vec<String>,
+    pub audit: String,
+    pub audit_rc: Option<i32>,
+    pub agent_stderr: String,
+    pub agent_rc: Option<i32>,
+    pub script: String,
+    pub script_rc: Option<i32>,
+    pub ended: bool,
+}
+
+pub struct Outcome {
+    pub ending: Ending,
+    pub elapsed: Duration,
+    pub channel: Channel,
+    pub console: PathBuf,
+}
+
+fn cmdline(extra: Option<&str>) -> String {
+    // panic=-1 plus -no-reboot: a panic ends QEMU at once. oops=panic turns a BUG (the 5.10
+    // notifier's BUG_ON) into that panic, so a crashed guest stops instead of hanging until the
+    // timeout; the BUG's own lines are already on the console by then.
+    let mut c = String::from("console=ttyS0 intel_iommu=on panic=-1 oops=panic rdinit=/init");
+    if let Some(extra) = extra.filter(|e| !e.trim().is_empty()) {
+        c.push(' ');
+        c.push_str(extra.trim());
+    }
+    c
+}
+
+pub fn boot(b: &Boot) -> Result<Outcome> {
+    fs::create_dir_all(b.out).with_context(|| format!("creating {}", b.out.display()))?;
+    let console = b.out.join("console.log");
+    let channel = b.out.join("channel.log");
+    let qemu_log = b.out.join("qemu.log");
+    for f in [&console, &channel] {
+        let _ = fs::remove_file(f);
+    }
+    let log =
+        fs::File::create(&qemu_log).with_context(|| format!("creating {}", qemu_log.display()))?;
+    let mut cmd = Command::new("qemu-system-x86_64");
+    cmd.args([
+        "-accel",
+        "tcg",
+        "-machine",
+        "q35,kernel-irqchip=split",
+        "-m",
+        "1024",
+        "-smp",
+        "1",
+    ])
+    .args([
+        "-nodefaults",
+        "-display",
+        "none",
+        "-vga",
+        "none",
+        "-no-reboot",
+    ])
+    .arg("-kernel")
+    .arg(&b.kernel.vmlinuz)
+    .arg("-initrd")
+    .arg(b.initrd)
+    .args(["-append", &cmdline(b.cmdline)])
+    // ttyS0: kernel console; ttyS1: the guest's clean channel back to us.
+    .arg("-serial")
+    .arg(format!("file:{}", console.display()))
+    .arg("-serial")
+    .arg(format!("file:{}", channel.display()))
+    .args(topology::qemu_args())
+    .stdin(Stdio::null())
+    .stdout(log.try_clone()?)
+    .stderr(log);
+    fs::write(b.out.join("qemu.cmdline"), format!("{cmd:?}\n"))?;
+    let start = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .context("cannot start qemu-system-x86_64 (run `cargo xtask setup`)")?;
+    let timed_out = loop {
+        if child.try_wait()?.is_some() {
+            break false;
+        }
+        if start.elapsed() > BOOT_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            break true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let elapsed = start.elapsed();
+    let console_text =
+        String::from_utf8_lossy(&fs::read(&console).unwrap_or_default()).into_owned();
+    let channel = parse_channel(&String::from_utf8_lossy(
+        &fs::read(&channel).unwrap_or_default(),
+    ));
+    let ending = if let Some(line) = crash_line(&console_text) {
+        Ending::Crashed(line)
+    } else if timed_out {
+        Ending::TimedOut
+    } else if channel.ended {
+        Ending::Completed
+    } else {
+        Ending::Incomplete
+    };
+    Ok(Outcome {
+        ending,
+        elapsed,
+        channel,
+        console,
+    })
+}
+
+/// The first console line that shows the kernel crashed.
+pub fn crash_line(console: &str) -> Option<String> {
+    const MARKS: &[&str] = &[
+        "kernel BUG at",
+        "BUG: ",
+        "Oops:",
+        "invalid opcode:",
+        "general protection fault",
+        "Kernel panic",
+    ];
+    console
+        .lines()
+        .find(|l| MARKS.iter().any(|m| l.contains(m)))
+        .map(|l| l.trim().to_string())
+}
+
+fn rc(header: &str) -> Option<i32> {
+    header
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("rc="))
+        .and_then(|v| v.parse().ok())
+}
+
+/// Splits the channel at its `@@vm:<section> [k=v..]` lines (written by tests/vm/init.sh).
+pub fn parse_channel(text: &str) -> Channel {
+    let mut ch = Channel::default();
+    let mut section = String::new();
+    for raw in text.lines() {
+        let line = raw.trim_end_matches('\r');
+        if let Some(header) = line.strip_prefix("@@vm:") {
+            section = header.split_whitespace().next().unwrap_or("").to_string();
+            match section.as_str() {
+                "begin" => ch.ready = header.contains("ready=yes"),
+                "audit" => ch.audit_rc = rc(header),
+                "agent-stderr" => ch.agent_rc = rc(header),
+                "script" => ch.script_rc = rc(header),
+                "end" => ch.ended = true,
+                _ => {}
+            }
+            continue;
+        }
+        let push = |s: &mut String| {
+            s.push_str(line);
+            s.push('\n');
+        };
+        match section.as_str() {
+            "events" if !line.trim().is_empty() => ch.events.push(line.to_string()),
+            "audit" => push(&mut ch.audit),
+            "agent-stderr" => push(&mut ch.agent_stderr),
+            "script" => push(&mut ch.script),
+            _ => {}
+        }
+    }
+    ch
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_sections_are_split_and_carriage_returns_dropped() {
+        let text = "noise\n\n@@vm:begin ready=yes\n\n@@vm:events\n{\"type\":\"ready\"}\r\n\n@@vm:audit rc=1\n{}\n\n@@vm:agent-stderr rc=0\nlog\n\n@@vm:script rc=3\n@fact group=8\n\n@@vm:end\n";
+        let ch = parse_channel(text);
+        assert!(ch.ready && ch.ended);
+        assert_eq!(ch.events, vec!["{\"type\":\"ready\"}"]);
+        assert_eq!(
+            (ch.audit_rc, ch.agent_rc, ch.script_rc),
+            (Some(1), Some(0), Some(3))
+        );
+        assert_eq!(ch.audit.trim(), "{}");
+        assert!(ch.script.contains("@fact group=8"));
+    }
+
+    #[test]
+    fn a_bug_on_the_console_is_a_crash() {
+        let console = "[ 1.0] ok\n[ 9.1] kernel BUG at drivers/vfio/vfio.c:698!\n[ 9.2] invalid opcode: 0000 [#1] SMP\n";
+        assert_eq!(
+            crash_line(console).as_deref(),
+            Some("[ 9.1] kernel BUG at drivers/vfio/vfio.c:698!")
+        );
+        assert_eq!(crash_line("[ 1.0] DMAR: IOMMU enabled\n"), None);
+    }
+}

@@ -1,0 +1,146 @@
+//! `cargo xtask setup`: everything the eBPF build and the VM test node need on a fresh Debian
+//! bookworm machine. Each step checks first, so running it again is cheap and changes nothing.
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::kernels;
+use crate::util::{probe, run, say};
+
+/// Debian packages the VM needs on the host: QEMU, a static busybox for the guest, xz to unpack
+/// 6.12's `.ko.xz` modules, gzip for the initramfs, and the keyring the kernel sources are signed with.
+const VM_PACKAGES: &[&str] = &[
+    "qemu-system-x86",
+    "busybox-static",
+    "xz-utils",
+    "gzip",
+    "debian-archive-keyring",
+];
+/// bpf-linker must link the LLVM major rustc uses (22): Debian bookworm-security ships it.
+const LLVM_PACKAGES: &[&str] = &["llvm-22-dev", "libllvm22"];
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+pub fn setup() -> Result<()> {
+    let mut apt = Apt::default();
+    rust_src()?;
+    apt.ensure(VM_PACKAGES)?;
+    bpf_linker(&mut apt)?;
+    kernels::ensure_all()?;
+    say("setup: done");
+    Ok(())
+}
+
+/// Quick check used by the other commands: true when `setup` has nothing left to do.
+pub fn is_complete() -> bool {
+    has_rust_src()
+        && bpf_linker_ok()
+        && VM_PACKAGES.iter().all(|p| installed(p))
+        && kernels::SERIES
+            .iter()
+            .all(|s| kernels::Kernel::cached(s).is_some())
+}
+
+/// Runs `setup` when something is missing, so the README's two commands are the whole set-up.
+pub fn ensure() -> Result<()> {
+    if is_complete() {
+        return Ok(());
+    }
+    say("setup: something is missing, running `cargo xtask setup` first");
+    setup()
+}
+
+fn has_rust_src() -> bool {
+    probe(Command::new("rustup").args([
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        "nightly",
+    ]))
+    .is_some_and(|out| out.lines().any(|l| l.trim().starts_with("rust-src")))
+}
+
+fn rust_src() -> Result<()> {
+    if has_rust_src() {
+        say("setup: nightly rust-src is installed");
+        return Ok(());
+    }
+    say("setup: adding rust-src to the nightly toolchain (build-std for bpfel-unknown-none needs it)");
+    run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"])).context(
+        "could not add rust-src to the nightly toolchain: check that `rustup toolchain list` shows a \
+         nightly toolchain and that static.rust-lang.org is reachable",
+    )
+}
+
+fn bpf_linker_ok() -> bool {
+    probe(Command::new("bpf-linker").arg("--version"))
+        .is_some_and(|v| v.contains(BPF_LINKER_VERSION))
+}
+
+fn bpf_linker(apt: &mut Apt) -> Result<()> {
+    if bpf_linker_ok() {
+        say(format!(
+            "setup: bpf-linker {BPF_LINKER_VERSION} is installed"
+        ));
+        return Ok(());
+    }
+    apt.ensure(LLVM_PACKAGES)?;
+    say(format!(
+        "setup: building bpf-linker {BPF_LINKER_VERSION} against Debian's LLVM 22 (about a minute)"
+    ));
+    // Its default feature is llvm-23, which does not build against LLVM 22.
+    run(Command::new("cargo")
+        .args([
+            "install",
+            "--locked",
+            &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+        ])
+        .args(["--no-default-features", "--features", "llvm-22"])
+        .env("LLVM_PREFIX", "/usr/lib/llvm-22"))
+    .context("building bpf-linker failed")?;
+    if !bpf_linker_ok() {
+        bail!("bpf-linker was installed but `bpf-linker --version` does not say {BPF_LINKER_VERSION}: is ~/.cargo/bin on PATH?");
+    }
+    Ok(())
+}
+
+fn installed(pkg: &str) -> bool {
+    probe(Command::new("dpkg-query").args(["-W", "-f=${Status}", pkg]))
+        .is_some_and(|s| s.trim() == "install ok installed")
+}
+
+/// The machine's apt, updated at most once per run and only when something must be installed.
+#[derive(Default)]
+struct Apt {
+    updated: bool,
+}
+
+impl Apt {
+    fn ensure(&mut self, packages: &[&str]) -> Result<()> {
+        let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
+        if missing.is_empty() {
+            say(format!("setup: installed: {}", packages.join(" ")));
+            return Ok(());
+        }
+        if !is_root() {
+            bail!(
+                "these Debian packages are missing and installing them needs root: {}",
+                missing.join(" ")
+            );
+        }
+        if !self.updated {
+            say("setup: apt-get update");
+            run(Command::new("apt-get").args(["update", "-q"]))?;
+            self.updated = true;
+        }
+        say(format!("setup: installing {}", missing.join(" ")));
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-q"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"))
+    }
+}
+
+fn is_root() -> bool {
+    probe(Command::new("id").arg("-u")).is_some_and(|u| u.trim() == "0")
+}

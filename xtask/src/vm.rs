@@ -1,0 +1,149 @@
+//! `cargo xtask vm`: one boot of the test node with a script, printing what the agent reported.
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::artifacts::{self, GuestBins};
+use crate::initramfs::{self, BootFiles};
+use crate::kernels::Kernel;
+use crate::qemu::{self, Ending, Outcome};
+use crate::setup;
+use crate::util::{say, target_dir, workspace_root};
+
+/// Everything that is the same for every boot: setup done, eBPF object and static binaries built.
+pub fn prepare() -> Result<GuestBins> {
+    setup::ensure()?;
+    artifacts::build_ebpf()?;
+    artifacts::build_guest_bins()
+}
+
+pub fn runs_dir(label: &str) -> PathBuf {
+    target_dir().join("vm/runs").join(label)
+}
+
+/// One boot: initramfs for this script, QEMU, and the outputs saved under `out`.
+pub fn boot_once(
+    kernel: &Kernel,
+    base: &Path,
+    files: &BootFiles,
+    cmdline: Option<&str>,
+    out: &Path,
+) -> Result<Outcome> {
+    let _ = fs::remove_dir_all(out);
+    let initrd = initramfs::for_boot(base, files, out)?;
+    let outcome = qemu::boot(&qemu::Boot {
+        kernel,
+        initrd: &initrd,
+        cmdline,
+        out,
+    })?;
+    let ch = &outcome.channel;
+    let mut events = ch.events.join("\n");
+    if !events.is_empty() {
+        events.push('\n');
+    }
+    fs::write(out.join("events.jsonl"), events)?;
+    fs::write(out.join("audit.json"), &ch.audit)?;
+    fs::write(out.join("agent.stderr"), &ch.agent_stderr)?;
+    fs::write(out.join("script.out"), &ch.script)?;
+    Ok(outcome)
+}
+
+/// A one-line description of how a boot ended, or None when it completed.
+pub fn ending_problem(outcome: &Outcome) -> Option<String> {
+    match &outcome.ending {
+        Ending::Completed => None,
+        Ending::Crashed(line) => Some(format!("guest crashed: {line}")),
+        Ending::TimedOut => Some(format!(
+            "guest timed out after {} s and was killed",
+            qemu::BOOT_TIMEOUT.as_secs()
+        )),
+        Ending::Incomplete => {
+            Some("guest stopped before /init finished (no crash on the console)".to_string())
+        }
+    }
+}
+
+pub struct VmArgs {
+    pub kernel: String,
+    pub dry_run: bool,
+    pub policy: Option<PathBuf>,
+    pub script: Option<PathBuf>,
+    pub cmdline: Option<String>,
+}
+
+/// Returns whether the guest completed without crashing.
+pub fn vm(args: &VmArgs) -> Result<bool> {
+    let bins = prepare()?;
+    let kernel = Kernel::get(&args.kernel)?;
+    let base = initramfs::base(&kernel, &bins)?;
+    let script_path = args
+        .script
+        .clone()
+        .unwrap_or_else(|| workspace_root().join("tests/vm/demo.sh"));
+    let script = fs::read(&script_path)
+        .with_context(|| format!("reading script {}", script_path.display()))?;
+    let policy = match &args.policy {
+        Some(p) => Some(fs::read(p).with_context(|| format!("reading policy {}", p.display()))?),
+        None => None,
+    };
+    let files = BootFiles {
+        script: &script,
+        policy: policy.as_deref(),
+        dry_run: args.dry_run,
+        series: &kernel.series,
+    };
+    let out = runs_dir(&format!("vm-{}", kernel.series));
+    say(format!(
+        "vm: booting kernel {} ({}) under QEMU TCG with {} (timeout {} s)",
+        kernel.series,
+        kernel.release,
+        script_path.display(),
+        qemu::BOOT_TIMEOUT.as_secs()
+    ));
+    let outcome = boot_once(&kernel, &base, &files, args.cmdline.as_deref(), &out)?;
+    let ch = &outcome.channel;
+    for line in ch.script.lines() {
+        eprintln!("guest| {line}");
+    }
+    // stdout: the agent's lines exactly as written, then the audit JSON.
+    for line in &ch.events {
+        println!("{line}");
+    }
+    let audit = ch.audit.trim();
+    if !audit.is_empty() {
+        println!("{audit}");
+    }
+    if ch.ended {
+        say(format!(
+            "vm: {:.1} s; agent ready: {}; script exit code {}; audit exit code {}",
+            outcome.elapsed.as_secs_f64(),
+            if ch.ready { "yes" } else { "NO" },
+            ch.script_rc.map_or("?".to_string(), |r| r.to_string()),
+            ch.audit_rc.map_or("?".to_string(), |r| r.to_string()),
+        ));
+    } else {
+        say(format!(
+            "vm: {:.1} s; the guest sent nothing back",
+            outcome.elapsed.as_secs_f64()
+        ));
+    }
+    say(format!("vm: console log {}", outcome.console.display()));
+    say(format!(
+        "vm: agent stderr {}",
+        out.join("agent.stderr").display()
+    ));
+    say(format!(
+        "vm: script output {}, events {}",
+        out.join("script.out").display(),
+        out.join("events.jsonl").display()
+    ));
+    match ending_problem(&outcome) {
+        Some(p) => {
+            say(format!("vm: {p}"));
+            Ok(false)
+        }
+        None => Ok(true),
+    }
+}

@@ -1,0 +1,208 @@
+//! `cargo xtask vm-test`: every scenario on every kernel it applies to, two boots at a time (the
+//! machine has two cores and each TCG guest keeps one busy).
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use crate::checks::Checker;
+use crate::initramfs::{self, BootFiles};
+use crate::kernels::{self, Kernel};
+use crate::scenarios::{Scenario, LSM_BPF, SCENARIOS};
+use crate::util::{say, workspace_root};
+use crate::vm::{self, ending_problem};
+
+struct Job {
+    scenario: &'static Scenario,
+    series: &'static str,
+    cmdline: Option<&'static str>,
+}
+
+impl Job {
+    fn label(&self) -> String {
+        match self.cmdline {
+            Some(LSM_BPF) => format!("{}@{}+lsm-bpf", self.scenario.name, self.series),
+            Some(other) => format!(
+                "{}@{}+{}",
+                self.scenario.name,
+                self.series,
+                other.replace([' ', '=', ','], "_")
+            ),
+            None => format!("{}@{}", self.scenario.name, self.series),
+        }
+    }
+}
+
+struct Outcome {
+    label: String,
+    series: &'static str,
+    problems: Vec<String>,
+    elapsed: Duration,
+}
+
+pub struct Filter {
+    pub kernel: Option<String>,
+    pub scenario: Option<String>,
+    pub jobs: usize,
+}
+
+/// Returns whether every boot passed.
+pub fn vm_test(filter: &Filter) -> Result<bool> {
+    let started = Instant::now();
+    let bins = vm::prepare()?;
+    let jobs: Vec<Job> = SCENARIOS
+        .iter()
+        .flat_map(|s| {
+            s.boots.iter().map(move |(series, cmdline)| Job {
+                scenario: s,
+                series,
+                cmdline: *cmdline,
+            })
+        })
+        .filter(|j| filter.kernel.as_deref().is_none_or(|k| k == j.series))
+        .filter(|j| {
+            filter
+                .scenario
+                .as_deref()
+                .is_none_or(|n| n == j.scenario.name)
+        })
+        .collect();
+    let mut bases: HashMap<&str, (Kernel, PathBuf)> = HashMap::new();
+    for series in kernels::SERIES {
+        if jobs.iter().any(|j| j.series == *series) {
+            let kernel = Kernel::get(series)?;
+            let base = initramfs::base(&kernel, &bins)?;
+            bases.insert(series, (kernel, base));
+        }
+    }
+    say(format!(
+        "vm-test: {} boots, {} at a time",
+        jobs.len(),
+        filter.jobs.max(1)
+    ));
+
+    let queue = Mutex::new(
+        jobs.iter()
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>(),
+    );
+    let results = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..filter.jobs.max(1) {
+            // The guard is consumed inside and_then, so the queue is unlocked while a boot runs.
+            scope.spawn(|| {
+                while let Some(job) = queue.lock().ok().and_then(|mut q| q.pop()) {
+                    let outcome = run_one(job, &bases);
+                    let status = if outcome.problems.is_empty() {
+                        "PASS"
+                    } else {
+                        "FAIL"
+                    };
+                    eprintln!(
+                        "{status} {} ({:.1} s)",
+                        outcome.label,
+                        outcome.elapsed.as_secs_f64()
+                    );
+                    for p in &outcome.problems {
+                        eprintln!("    {p}");
+                    }
+                    if let Ok(mut r) = results.lock() {
+                        r.push(outcome);
+                    }
+                }
+            });
+        }
+    });
+    let results = results.into_inner().unwrap_or_default();
+
+    let mut per_kernel: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    for r in &results {
+        let e = per_kernel.entry(r.series).or_default();
+        if r.problems.is_empty() {
+            e.0 += 1;
+        } else {
+            e.1 += 1;
+        }
+    }
+    let failed: Vec<&Outcome> = results.iter().filter(|r| !r.problems.is_empty()).collect();
+    if !failed.is_empty() {
+        println!("failed boots (outputs under target/vm/runs/<name>/):");
+        for r in &failed {
+            println!(
+                "  {}: {}",
+                r.label,
+                r.problems.first().map(String::as_str).unwrap_or("")
+            );
+        }
+    }
+    println!(
+        "vm-test wall time: {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    for series in kernels::SERIES {
+        if let Some((p, f)) = per_kernel.get(series) {
+            println!("kernel {series}: {p} passed, {f} failed");
+        }
+    }
+    let passed = results.len() - failed.len();
+    println!("{passed} passed, {} failed", failed.len());
+    Ok(failed.is_empty() && !results.is_empty())
+}
+
+fn run_one(job: &Job, bases: &HashMap<&str, (Kernel, PathBuf)>) -> Outcome {
+    let label = job.label();
+    let started = Instant::now();
+    let problems = match boot_and_check(job, &label, bases) {
+        Ok(p) => p,
+        Err(e) => vec![format!("{e:#}")],
+    };
+    Outcome {
+        label,
+        series: job.series,
+        problems,
+        elapsed: started.elapsed(),
+    }
+}
+
+fn boot_and_check(
+    job: &Job,
+    label: &str,
+    bases: &HashMap<&str, (Kernel, PathBuf)>,
+) -> Result<Vec<String>> {
+    let (kernel, base) = bases.get(job.series).context("kernel not prepared")?;
+    let script_path = workspace_root()
+        .join("tests/vm/scenarios")
+        .join(format!("{}.sh", job.scenario.name));
+    let script =
+        fs::read(&script_path).with_context(|| format!("reading {}", script_path.display()))?;
+    let files = BootFiles {
+        script: &script,
+        policy: None,
+        dry_run: job.scenario.dry_run,
+        series: job.series,
+    };
+    let out = vm::runs_dir(label);
+    let outcome = vm::boot_once(kernel, base, &files, job.cmdline, &out)?;
+    // A crash or timeout makes every other finding noise: report it alone.
+    if let Some(p) = ending_problem(&outcome) {
+        return Ok(vec![format!(
+            "{p} (console: {})",
+            outcome.console.display()
+        )]);
+    }
+    let mut c = Checker::new(job.series, job.cmdline, &outcome.channel);
+    if !outcome.channel.ready {
+        c.problems.push(format!(
+            "agent never printed its ready line (stderr: {})",
+            out.join("agent.stderr").display()
+        ));
+    }
+    c.common();
+    (job.scenario.check)(&mut c);
+    Ok(c.problems)
+}
