@@ -5,6 +5,7 @@
 pub mod bpf;
 pub mod cli;
 pub mod daemon;
+pub mod enforce;
 pub mod metrics;
 pub mod model;
 pub mod policy;

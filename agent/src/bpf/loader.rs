@@ -204,6 +204,19 @@ impl Loaded {
             .count()
     }
 
+    /// Takes a map out of the object (the enforcer owns the LSM maps).
+    pub fn take_map(&mut self, name: &str) -> Option<aya::maps::Map> {
+        self.ebpf.take_map(name)
+    }
+
+    /// Whether both LSM hooks are attached.
+    pub fn lsm_attached(&self) -> bool {
+        PROGRAMS
+            .iter()
+            .filter(|p| p.attach == Attach::Lsm)
+            .all(|p| self.status.get(p.program) == Some(&ProgramStatus::Attached))
+    }
+
     /// The event ring buffer, taken out of the object for the reader.
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>, LoadError> {
         let map = self

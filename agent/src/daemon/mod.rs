@@ -27,6 +27,7 @@ use crate::{
         record,
     },
     cli::{CommonArgs, DaemonArgs, EXIT_ERROR, EXIT_OK},
+    enforce::{self, lsm_maps::LsmMaps, Enforcer},
     policy::Policy,
 };
 
@@ -112,6 +113,14 @@ async fn agent(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
     let mut loaded = loader::load(&object, &features, settings)?;
     loaded.attach_all(&features);
     emit(&[capabilities(&features, &loaded, args.dry_run)]);
+    if !features.bpf_lsm_active() {
+        warn!("BPF LSM is not active on this kernel: vetoes are unavailable; reservation still protects reserved groups");
+    }
+    let lsm_maps = if loaded.lsm_attached() {
+        Some(LsmMaps::take(&mut loaded)?)
+    } else {
+        None
+    };
     for (target, status) in loaded.report() {
         info!("{target}: {status}");
     }
@@ -120,9 +129,11 @@ async fn agent(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
 
     let map = scan::group_map(&common.sysfs_root)?;
     let convention = ProbeConvention::for_release(&features.kernel_release);
+    let mut enforcer = Enforcer::new(&common.sysfs_root, Path::new(DEV_ROOT), args.dry_run, lsm_maps, &policy);
     let mut node = NodeState::new(map, policy, convention);
     let mut lines = node.set_holders(scan::holders(&common.proc_root, &common.sysfs_root));
     lines.extend(node.changed_verdicts());
+    lines.extend(enforcer.apply(&mut node));
     lines.push(Line::Ready {
         groups: node.map().groups().count(),
     });
@@ -143,7 +154,7 @@ async fn agent(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
             guard = events.readable_mut() => {
                 let mut guard = guard?;
                 guard.clear_ready();
-                drain(guard.get_inner_mut(), &mut node, &mut nodes, common);
+                drain(guard.get_inner_mut(), &mut node, &mut enforcer, &mut nodes, common);
             }
             guard = async {
                 match ebpf_logger.as_mut() {
@@ -161,12 +172,12 @@ async fn agent(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
                     // Records were dropped: say how many, then rebuild the map from sysfs.
                     emit(&[Line::Lost { count: lost - lost_seen }]);
                     lost_seen = lost;
-                    follow_up(&mut node, FollowUp { rescan_sysfs: true, rescan_holders: true }, common);
+                    follow_up(&mut node, &mut enforcer, FollowUp { rescan_sysfs: true, rescan_holders: true }, common);
                 } else {
-                    follow_up(&mut node, FollowUp { rescan_sysfs: false, rescan_holders: true }, common);
+                    follow_up(&mut node, &mut enforcer, FollowUp { rescan_sysfs: false, rescan_holders: true }, common);
                 }
                 // Belt and braces: a wakeup raced with clear_ready must not strand records.
-                drain(events.get_mut(), &mut node, &mut nodes, common);
+                drain(events.get_mut(), &mut node, &mut enforcer, &mut nodes, common);
             }
             _ = module_retry.tick(), if loaded.waiting_for_targets() => {
                 features.refresh_symbols(&common.proc_root);
@@ -200,6 +211,7 @@ fn watch<T: std::os::fd::AsRawFd>(ring: T) -> anyhow::Result<AsyncFd<T>> {
 fn drain(
     ring: &mut RingBuf<MapData>,
     node: &mut NodeState,
+    enforcer: &mut Enforcer,
     nodes: &mut BTreeMap<(u32, u32), String>,
     common: &CommonArgs,
 ) {
@@ -228,12 +240,14 @@ fn drain(
         follow.rescan_holders |= f.rescan_holders;
     }
     emit(&out);
-    follow_up(node, follow, common);
+    follow_up(node, enforcer, follow, common);
 }
 
-fn follow_up(node: &mut NodeState, follow: FollowUp, common: &CommonArgs) {
+/// Re-reads what the events say changed, then lets the enforcer catch up with the node.
+fn follow_up(node: &mut NodeState, enforcer: &mut Enforcer, follow: FollowUp, common: &CommonArgs) {
     let mut lines = Vec::new();
     if follow.rescan_sysfs {
+        enforcer.forget_inodes();
         match scan::group_map(&common.sysfs_root) {
             Ok(map) => lines.extend(node.resync(map)),
             Err(e) => warn!("resync from sysfs failed, keeping the live map: {e}"),
@@ -242,11 +256,17 @@ fn follow_up(node: &mut NodeState, follow: FollowUp, common: &CommonArgs) {
     if follow.rescan_holders {
         lines.extend(node.set_holders(scan::holders(&common.proc_root, &common.sysfs_root)));
     }
+    lines.extend(enforcer.apply(node));
     emit(&lines);
 }
 
 fn capabilities(features: &Features, loaded: &Loaded, dry_run: bool) -> Line {
+    let status = enforce::status(features.bpf_lsm_active(), loaded.lsm_attached(), dry_run);
     Line::Capabilities {
+        enforcement: BTreeMap::from([
+            ("lsm".to_string(), status.lsm),
+            ("reservation".to_string(), status.reservation),
+        ]),
         kernel: features.kernel_release.clone(),
         btf: features.btf.is_ok(),
         bpf_lsm: features.bpf_lsm_active(),

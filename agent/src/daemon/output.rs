@@ -18,6 +18,8 @@ pub enum Line {
         bpf_lsm: bool,
         dry_run: bool,
         programs: BTreeMap<String, String>,
+        /// Per mechanism (`lsm`, `reservation`): `active`, `dry_run` or `unavailable: why`.
+        enforcement: BTreeMap<String, String>,
     },
     Ready {
         groups: usize,
@@ -62,6 +64,9 @@ pub struct EventLine {
     pub action: Option<&'static str>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub fail_closed: bool,
+    /// Reservations: the driver a member sits on instead of the intended one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bound_to: Option<String>,
     pub pid: u32,
     pub tgid: u32,
     pub comm: String,

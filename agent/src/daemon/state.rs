@@ -100,6 +100,14 @@ impl NodeState {
         })
     }
 
+    /// Records a `driver_override` the agent wrote.
+    pub fn set_driver_override(&mut self, device: &str, value: Option<&str>) -> Vec<Line> {
+        match self.map.set_driver_override(device, value) {
+            Some(group) => self.verdict_if_changed(group).into_iter().collect(),
+            None => Vec::new(),
+        }
+    }
+
     /// Replaces the holders with a fresh proc scan.
     pub fn set_holders(&mut self, holders: Vec<Holder>) -> Vec<Line> {
         self.map.set_holders(holders);
@@ -200,6 +208,7 @@ impl NodeState {
             rule: veto_of.map(|v| v.rule),
             action: veto_of.map(|v| v.action),
             fail_closed: veto_of.is_some_and(|v| v.fail_closed),
+            bound_to: None,
             pid: ev.pid,
             tgid: ev.tgid,
             comm: ev.comm.clone(),

@@ -164,6 +164,7 @@ impl Policy {
             policy.reserve.push(Reserve {
                 selector,
                 driver,
+                rebind: r.rebind.unwrap_or(false),
                 line: line_column(text, span.start).0,
             });
         }
@@ -190,6 +191,7 @@ struct RawReserve {
     id: Option<Spanned<String>>,
     class: Option<Spanned<String>>,
     driver: Option<Spanned<String>>,
+    rebind: Option<bool>,
 }
 
 /// A group number written as `"14"` or `14`.

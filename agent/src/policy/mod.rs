@@ -37,6 +37,8 @@
 //! #                             (2, 4 or 6 digits, "0x" optional: "0x03" is any display device)
 //! # driver = the intended driver, or "none" for members that must stay unbound.
 //! # Default driver: "vfio-pci".
+//! # rebind = true: a member bound to another driver is unbound from it and probed again, so
+//! #   it takes the intended driver; default false: it is reported (reserved_wrong_driver).
 //! # A reserved device reserves its whole group: companions (other members not selected
 //! # themselves) get the same intended driver, except bridges and ports, which may stay
 //! # unbound or on an allowed driver (pcieport). The agent pins driver_override of every
@@ -111,6 +113,9 @@ impl Policy {
 pub struct Reserve {
     pub selector: Selector,
     pub driver: Intended,
+    /// Unbind members that sit on another driver so they take the intended one (default:
+    /// report them and leave them).
+    pub rebind: bool,
     /// Line of the entry in the policy file (1-based), for messages.
     pub line: usize,
 }

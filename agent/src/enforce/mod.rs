@@ -1,0 +1,239 @@
+//! Enforcement: keep reserved and user-owned groups viable. Reservation pins every protected
+//! member's `driver_override` (so autoprobe and `bind` cannot attach anything else); the LSM
+//! hooks veto the writes and VFIO opens that would break a group, fed from the maps here.
+//! In dry-run nothing is written or denied: the same decisions are reported as `would_*`.
+pub mod lsm_maps;
+pub mod plan;
+pub mod sysfs_files;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fs,
+    path::{Path, PathBuf},
+};
+
+use iommu_enforcer_common::{watched, WatchedFile, ADDR_LEN};
+use log::{info, warn};
+
+use self::{
+    lsm_maps::{address_key, Content, LsmMaps},
+    plan::{Plan, Reservation},
+    sysfs_files::{bus_files, device_files, exe_key, node_rdev, InodeCache},
+};
+use crate::{
+    bpf::record::errno_name,
+    daemon::{
+        output::{EventLine, Line},
+        state::NodeState,
+    },
+    policy::Policy,
+};
+
+/// Whether each mechanism enforces, as the capabilities line and metrics report it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    /// `active`, `dry_run`, or `unavailable: <why>`.
+    pub lsm: String,
+    /// `active` or `dry_run`.
+    pub reservation: String,
+}
+
+pub struct Enforcer {
+    sysfs: PathBuf,
+    dev: PathBuf,
+    dry_run: bool,
+    lsm: Option<LsmMaps>,
+    inodes: InodeCache,
+    trusted: BTreeMap<(u64, u64), u8>,
+    /// Reservation outcomes already reported, so a standing decision is said once.
+    reported: BTreeSet<String>,
+}
+
+impl Enforcer {
+    pub fn new(sysfs: &Path, dev: &Path, dry_run: bool, lsm: Option<LsmMaps>, policy: &Policy) -> Self {
+        let mut trusted = BTreeMap::new();
+        for path in &policy.trusted_writers {
+            match exe_key(path) {
+                Ok(key) => {
+                    trusted.insert(key, 1);
+                }
+                Err(e) => warn!("trusted writer {}: {e}; not trusted until the agent restarts", path.display()),
+            }
+        }
+        Self {
+            sysfs: sysfs.to_path_buf(),
+            dev: dev.to_path_buf(),
+            dry_run,
+            lsm,
+            inodes: InodeCache::default(),
+            trusted,
+            reported: BTreeSet::new(),
+        }
+    }
+
+    /// Devices came or went: their sysfs inodes are new.
+    pub fn forget_inodes(&mut self) {
+        self.inodes.clear();
+    }
+
+    /// Brings reservations and the LSM maps in line with the node; returns what it did.
+    pub fn apply(&mut self, node: &mut NodeState) -> Vec<Line> {
+        let plan = Plan::compute(node.map(), node.policy());
+        let mut lines = Vec::new();
+        for r in &plan.reservations {
+            lines.extend(self.reserve(node, r));
+        }
+        if self.lsm.is_some() {
+            let content = self.content(&plan, node);
+            if let Some(lsm) = self.lsm.as_mut() {
+                lsm.sync(&content);
+            }
+        }
+        lines
+    }
+
+    /// Carries out (or, dry-run, reports) one reservation. Standing decisions are reported
+    /// once; changes every time they happen.
+    fn reserve(&mut self, node: &mut NodeState, r: &Reservation) -> Vec<Line> {
+        let (kind, group, device, value, from) = match r {
+            Reservation::Pin { group, device, value, .. } => ("pin", *group, device, value, None),
+            Reservation::Rebind { group, device, value, from } => ("rebind", *group, device, value, Some(from)),
+            Reservation::Blocked { group, device, value, from } => {
+                ("reservation_blocked", *group, device, value, Some(from))
+            }
+        };
+        let (action, result) = match r {
+            Reservation::Blocked { .. } => ("report", Ok(())),
+            Reservation::Pin { .. } if self.dry_run => ("would_pin", Ok(())),
+            Reservation::Rebind { .. } if self.dry_run => ("would_rebind", Ok(())),
+            Reservation::Pin { probe, .. } => (
+                "pinned",
+                sysfs_files::pin(&self.sysfs, device, value).and_then(|()| {
+                    if *probe {
+                        sysfs_files::probe(&self.sysfs, device)
+                    } else {
+                        Ok(())
+                    }
+                }),
+            ),
+            Reservation::Rebind { .. } => (
+                "rebound",
+                sysfs_files::pin(&self.sysfs, device, value)
+                    .and_then(|()| sysfs_files::rebind(&self.sysfs, device)),
+            ),
+        };
+        let changed = result.is_ok() && matches!(action, "pinned" | "rebound");
+        let mut lines = Vec::new();
+        if changed {
+            info!("{action} {device} (group {group}) to {value}");
+            lines.extend(node.set_driver_override(device, Some(value)));
+        } else {
+            let key = format!("{kind}:{device}:{value}:{}", result.is_ok());
+            if !self.reported.insert(key) {
+                return lines;
+            }
+        }
+        if let Err(e) = &result {
+            warn!("{kind} {device} to {value}: {e}");
+        }
+        let os_errno = result.as_ref().err().and_then(|e| e.raw_os_error());
+        let pid = std::process::id();
+        lines.insert(
+            0,
+            Line::Event(EventLine {
+                kind,
+                device: Some(device.clone()),
+                driver: Some(value.clone()),
+                group: Some(group.to_string()),
+                ret: os_errno.map_or(0, |e| -e),
+                errno: os_errno.and_then(errno_name),
+                result: if result.is_ok() { "ok" } else { "error" },
+                scope: None,
+                path: None,
+                rule: Some("reservation"),
+                action: Some(action),
+                fail_closed: false,
+                bound_to: from.cloned(),
+                pid,
+                tgid: pid,
+                comm: "enforcer".into(),
+                cgroup_id: 0,
+            }),
+        );
+        lines
+    }
+
+    fn content(&mut self, plan: &Plan, node: &NodeState) -> Content {
+        let mut c = Content {
+            trusted_exe: self.trusted.clone(),
+            ..Content::default()
+        };
+        for (address, p) in &plan.protected {
+            let key = address_key(address);
+            c.protected.insert(key, p.group);
+            if let (Some(v), Some(d)) = (p.vendor, p.device) {
+                c.protected_ids.insert((u32::from(v) << 16) | u32::from(d), p.group);
+            }
+            for (path, kind) in device_files(&self.sysfs, address) {
+                if let Some(ino) = self.inodes.ino(&path) {
+                    c.watched.insert(ino, WatchedFile { kind, group: p.group, device: key });
+                }
+            }
+        }
+        if !plan.protected.is_empty() {
+            for (path, kind) in bus_files(&self.sysfs) {
+                if let Some(ino) = self.inodes.ino(&path) {
+                    c.watched.insert(ino, WatchedFile { kind, group: u32::MAX, device: [0; ADDR_LEN] });
+                }
+            }
+        }
+        for &group in &plan.not_viable {
+            if let Some(rdev) = node_rdev(&self.dev.join("vfio").join(group.to_string())) {
+                c.vfio_deny.insert(rdev, WatchedFile { kind: watched::VFIO_GROUP, group, device: [0; ADDR_LEN] });
+            }
+            for (device, cdev) in self.cdevs(node, group) {
+                if let Some(rdev) = node_rdev(&self.dev.join("vfio/devices").join(&cdev)) {
+                    c.vfio_deny.insert(
+                        rdev,
+                        WatchedFile { kind: watched::VFIO_CDEV, group, device: address_key(&device) },
+                    );
+                }
+            }
+        }
+        c
+    }
+
+    /// (device, `vfioX`) of the group's members that have an iommufd cdev.
+    fn cdevs(&self, node: &NodeState, group: u32) -> Vec<(String, String)> {
+        let Some(g) = node.map().group(group) else {
+            return Vec::new();
+        };
+        g.devices
+            .keys()
+            .flat_map(|address| {
+                let dir = self.sysfs.join("bus/pci/devices").join(address).join("vfio-dev");
+                fs::read_dir(dir)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(move |e| (address.clone(), e.file_name().to_string_lossy().into_owned()))
+            })
+            .collect()
+    }
+}
+
+/// What enforces on this node, honestly: the LSM only where `bpf` is an active LSM and both
+/// hooks attached.
+pub fn status(bpf_lsm_active: bool, lsm_attached: bool, dry_run: bool) -> Status {
+    let lsm = if !bpf_lsm_active {
+        "unavailable: bpf is not among the active LSMs (boot with lsm=...,bpf)".to_string()
+    } else if !lsm_attached {
+        "unavailable: the LSM hooks did not attach".to_string()
+    } else if dry_run {
+        "dry_run".to_string()
+    } else {
+        "active".to_string()
+    };
+    let reservation = if dry_run { "dry_run" } else { "active" }.to_string();
+    Status { lsm, reservation }
+}
