@@ -68,7 +68,8 @@ pub fn audit(common: &CommonArgs, args: &ReportArgs) -> u8 {
     let Some((map, problems, policy)) = load(common) else {
         return EXIT_ERROR;
     };
-    let audit = crate::report::Audit::new(&map, problems, &policy);
+    let mut audit = crate::report::Audit::new(&map, problems, &policy);
+    audit.enforcement = crate::report::Enforcement::probe(&common.sysfs_root);
     if !print(args, &audit, crate::report::Audit::text) {
         return EXIT_ERROR;
     }

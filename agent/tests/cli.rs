@@ -453,6 +453,27 @@ fn bad_policies_exit_2_naming_file_line_and_column() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/policy.toml"));
 }
 
+/// The agent itself (no subcommand) reads the policy before it touches the kernel: a bad one
+/// stops it with exit 2 and the location, and no JSON line is written.
+#[test]
+fn agent_refuses_a_bad_policy_before_anything_else() {
+    let n = fixture("viable-passthrough");
+    let path = policy("bad-address.toml");
+    let out = Command::new(ENFORCER)
+        .args(["--policy", path.to_str().expect("utf-8"), "--metrics-addr", "127.0.0.1:0"])
+        .arg("--sysfs-root")
+        .arg(&n.node.sysfs)
+        .output()
+        .expect("enforcer runs");
+    assert_eq!(code(&out), 2);
+    assert!(out.stdout.is_empty(), "no event line: nothing was attached");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("{}:2:10: ", path.display())), "{stderr}");
+    let override_of = n.node.sysfs.join("bus/pci/devices/0000:01:00.0/driver_override");
+    let value = std::fs::read_to_string(&override_of).expect("the GPU's override");
+    assert_eq!(value, "(null)\n", "nothing was pinned");
+}
+
 #[test]
 fn reference_policy_is_valid() {
     let n = fixture("consumer-gpu-audio-split");

@@ -27,11 +27,14 @@ fn metrics_healthz_readyz_and_404_over_tcp() {
     assert_eq!(r.header("content-type"), Some(CONTENT_TYPE));
     assert_eq!(CONTENT_TYPE, "text/plain; version=0.0.4");
     assert_eq!(
-        r.header("content-length").and_then(|l| l.parse::<usize>().ok()),
+        r.header("content-length")
+            .and_then(|l| l.parse::<usize>().ok()),
         Some(r.body.len())
     );
     assert!(
-        r.body.lines().any(|l| l == "iommu_enforcer_events_lost_total 5"),
+        r.body
+            .lines()
+            .any(|l| l == "iommu_enforcer_events_lost_total 5"),
         "{}",
         r.body
     );
@@ -73,9 +76,7 @@ async fn bad_or_busy_addresses_fail_at_bind_with_a_clear_error() {
         .await
         .expect("binds");
     let busy = held.local_addr().to_string();
-    let e = serve(&busy, metrics)
-        .await
-        .expect_err("the port is taken");
+    let e = serve(&busy, metrics).await.expect_err("the port is taken");
     assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse, "{e}");
     assert!(e.to_string().contains(&busy), "{e}");
 }

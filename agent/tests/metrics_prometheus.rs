@@ -42,9 +42,14 @@ const RECORDED_DATA: &[&str] = &[
     "Groups not viable per node",
     "Reserved groups",
     "Reserved groups that are not viable",
+    "Reservation pins",
 ];
 /// Alerts the recorded lines must fire (rules without `for`).
-const RECORDED_ALERTS: &[&str] = &["IommuEnforcerVeto", "IommuKernelRefusals", "IommuEnforcerEventsLost"];
+const RECORDED_ALERTS: &[&str] = &[
+    "IommuEnforcerVeto",
+    "IommuKernelRefusals",
+    "IommuEnforcerEventsLost",
+];
 
 /// A Prometheus child process, killed and reaped on drop.
 struct Prometheus {
@@ -81,7 +86,10 @@ impl Prometheus {
         let log = std::fs::File::create(dir.join("prometheus.log")).expect("log file");
         let child = Command::new(binary)
             .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
             .arg(format!("--web.listen-address={addr}"))
             .arg("--log.level=warn")
             .stdin(Stdio::null())
@@ -119,7 +127,10 @@ impl Prometheus {
     /// An instant query; its result vector.
     fn query(&self, expr: &str) -> Vec<Value> {
         let json = self.api(&format!("/api/v1/query?query={}", encode(expr)));
-        json["data"]["result"].as_array().cloned().unwrap_or_default()
+        json["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 }
 
@@ -152,7 +163,11 @@ fn regex_escape(s: &str) -> String {
             let special = ".+*?()|[]{}^$\\".contains(c);
             // PromQL strings need the backslash itself escaped.
             let prefix: &[char] = if special { &['\\', '\\'] } else { &[] };
-            prefix.iter().copied().chain(std::iter::once(c)).collect::<Vec<_>>()
+            prefix
+                .iter()
+                .copied()
+                .chain(std::iter::once(c))
+                .collect::<Vec<_>>()
         })
         .collect()
 }
@@ -184,7 +199,9 @@ fn every_dashboard_query_and_alert_rule_works_against_a_real_prometheus() {
         }
     }
     prom.wait_for("three scrapes", |p| {
-        p.query("count_over_time(iommu_enforcer_build_info[1m]) >= 3").len() == 1
+        p.query("count_over_time(iommu_enforcer_build_info[1m]) >= 3")
+            .len()
+            == 1
     });
 
     // The node variable: label_values(iommu_enforcer_build_info, instance).
@@ -205,7 +222,12 @@ fn every_dashboard_query_and_alert_rule_works_against_a_real_prometheus() {
         expect.extend(RECORDED_DATA.iter().map(|s| s.to_string()));
     }
     if let Ok(extra) = std::env::var("IOMMU_ENFORCER_EXPECT_DATA") {
-        expect.extend(extra.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()));
+        expect.extend(
+            extra
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty()),
+        );
     }
     let mut with_data = BTreeSet::new();
     for (title, expr) in dashboard_queries() {
@@ -230,7 +252,9 @@ fn every_dashboard_query_and_alert_rule_works_against_a_real_prometheus() {
             .collect();
         !all.is_empty()
             && all.iter().all(|r| {
-                r["lastEvaluation"].as_str().is_some_and(|t| !t.starts_with("0001-"))
+                r["lastEvaluation"]
+                    .as_str()
+                    .is_some_and(|t| !t.starts_with("0001-"))
             })
     });
     let rules = prom.api("/api/v1/rules");
@@ -242,7 +266,7 @@ fn every_dashboard_query_and_alert_rule_works_against_a_real_prometheus() {
             names.push(name.to_owned());
         }
     }
-    assert_eq!(names.len(), 11, "{names:?}");
+    assert_eq!(names.len(), 12, "{names:?}");
 
     if external.is_none() {
         prom.wait_for("the recorded lines' alerts to fire", |p| {

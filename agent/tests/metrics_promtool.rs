@@ -36,7 +36,10 @@ fn rendered_metrics_pass_promtool_check_metrics() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success() && said.trim().is_empty(), "promtool check metrics:\n{said}\n---\n{text}");
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool check metrics:\n{said}\n---\n{text}"
+    );
 
     // What the recorded lines must have produced, by name.
     for series in [
@@ -50,7 +53,10 @@ fn rendered_metrics_pass_promtool_check_metrics() {
         "iommu_enforcer_events_lost_total 3",
         "iommu_enforcer_resyncs_total 1",
     ] {
-        assert!(text.lines().any(|l| l == series), "missing {series} in\n{text}");
+        assert!(
+            text.lines().any(|l| l == series),
+            "missing {series} in\n{text}"
+        );
     }
 }
 
@@ -75,6 +81,42 @@ fn alert_rules_pass_promtool_check_and_unit_tests() {
             args.join(" "),
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// The `iommu_enforcer_*` names in `text`.
+fn names_in(text: &str) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("iommu_enforcer_") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        out.insert(tail[..end].to_owned());
+        rest = &tail[end..];
+    }
+    out
+}
+
+#[test]
+fn every_metric_name_in_the_dashboard_and_alerts_is_exported() {
+    let exported: std::collections::BTreeSet<String> = fed_metrics()
+        .render()
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect();
+    for file in ["dashboards/iommu-enforcer.json", "dashboards/alerts.yaml"] {
+        let text = std::fs::read_to_string(root().join(file)).expect(file);
+        let used = names_in(&text);
+        assert!(!used.is_empty(), "{file} uses no metric");
+        let unknown: Vec<_> = used.difference(&exported).collect();
+        assert!(
+            unknown.is_empty(),
+            "{file} uses names the agent does not export: {unknown:?}"
         );
     }
 }

@@ -18,8 +18,8 @@ pub struct Protected {
 /// What to do about one member's `driver_override` and driver.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reservation {
-    /// Write the intended value to `driver_override`; `probe` when the member is unbound and
-    /// meant for a driver, so it binds to it now rather than at the next rescan.
+    /// Write the intended value to `driver_override`; `probe` when a reserved member is unbound
+    /// and meant for a driver, so it binds to it now rather than at the next rescan.
     Pin { group: u32, device: String, value: String, probe: bool },
     /// The member sits on another driver: pin, unbind it, and probe it again.
     Rebind { group: u32, device: String, value: String, from: String },
@@ -95,7 +95,11 @@ impl Plan {
                         });
                     }
                     None if dev.driver_override.as_deref() != Some(value.as_str()) => {
-                        let probe = dev.driver.is_none() && matches!(intended, Intended::Driver(_));
+                        // Reserved members are readied for passthrough; members of a group that
+                        // is merely user-owned are pinned and otherwise left as they are.
+                        let probe = dev.driver.is_none()
+                            && matches!(intended, Intended::Driver(_))
+                            && reserved.contains(&group);
                         plan.reservations.push(Reservation::Pin { group, device, value, probe });
                     }
                     None => {}
@@ -175,6 +179,17 @@ mod tests {
     }
 
     #[test]
+    fn unbound_reserved_members_are_probed_onto_their_driver() {
+        let mut map = split_gpu();
+        map.set_driver("0000:01:00.0", None);
+        let plan = Plan::compute(&map, &policy("[[reserve]]\ngroup = 12\n"));
+        assert!(matches!(&plan.reservations[0], Reservation::Pin { probe: true, .. }));
+        let none = policy("[[reserve]]\ndevice = \"0000:01:00.0\"\ndriver = \"none\"\n");
+        let plan = Plan::compute(&map, &none);
+        assert!(matches!(&plan.reservations[0], Reservation::Pin { probe: false, value, .. } if value == "none"));
+    }
+
+    #[test]
     fn rebind_when_the_policy_says_so() {
         let plan = Plan::compute(&split_gpu(), &policy("[[reserve]]\ngroup = 12\nrebind = true\n"));
         assert!(matches!(&plan.reservations[1], Reservation::Rebind { from, .. } if from == "snd_hda_intel"));
@@ -199,8 +214,8 @@ mod tests {
         assert_eq!(plan.protected.keys().collect::<Vec<_>>(), ["0000:01:00.0", "0000:01:00.1"]);
         assert_eq!(plan.reservations.len(), 2, "{:?}", plan.reservations);
         assert!(
-            matches!(&plan.reservations[1], Reservation::Pin { value, probe: true, .. } if value == "vfio-pci"),
-            "the unbound companion follows the group's user driver and is probed: {:?}",
+            matches!(&plan.reservations[1], Reservation::Pin { value, probe: false, .. } if value == "vfio-pci"),
+            "the unbound companion is pinned to the group's user driver, not bound: {:?}",
             plan.reservations[1]
         );
         map.set_driver_override("0000:01:00.0", Some("vfio-pci"));

@@ -10,6 +10,7 @@ pub const PREFIX: &str = "iommu_enforcer";
 pub(super) struct Families {
     pub registry: Registry,
     pub violations: IntCounterVec,
+    pub reservation_actions: IntCounterVec,
     pub kernel_refusals: IntCounterVec,
     pub bind_events: IntCounterVec,
     pub claims: IntCounterVec,
@@ -59,6 +60,11 @@ impl Families {
                 "violations_total",
                 "Policy violations by rule and what the agent did: vetoed, would_veto (dry run) or allowed.",
                 &["rule", "action"],
+            )?,
+            reservation_actions: counter_vec(
+                "reservation_actions_total",
+                "Reservation decisions on group members: pin, rebind (pinned, rebound, would_pin, would_rebind) or reservation_blocked (report), by result.",
+                &["kind", "action", "result"],
             )?,
             kernel_refusals: counter_vec(
                 "kernel_refusals_total",

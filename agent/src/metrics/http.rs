@@ -23,10 +23,11 @@ const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Parses `--metrics-addr`: an IP address and a port. Checked at start so a typo is an error
 /// on the command line, not a silent lack of metrics.
 pub fn parse_addr(addr: &str) -> Result<SocketAddr, MetricsError> {
-    addr.parse().map_err(|e: std::net::AddrParseError| MetricsError::Addr {
-        addr: addr.to_owned(),
-        reason: e.to_string(),
-    })
+    addr.parse()
+        .map_err(|e: std::net::AddrParseError| MetricsError::Addr {
+            addr: addr.to_owned(),
+            reason: e.to_string(),
+        })
 }
 
 /// A listening metrics endpoint. Bind first (errors surface at start, the bound address is

@@ -6,19 +6,20 @@
 //!
 //! | line | metrics |
 //! |---|---|
-//! | `capabilities` | `build_info`, `dry_run`, `programs_attached`, `program_status`, `enforcement_active{mechanism="lsm"}` |
+//! | `capabilities` | `build_info`, `dry_run`, `programs_attached`, `program_status`, `enforcement_active` (its `enforcement` map) |
 //! | `ready` / `shutdown` | readiness of `/readyz` |
 //! | `event` `bind` / `unbind` | `bind_events_total` |
 //! | `event` `refusal` | `kernel_refusals_total` |
 //! | `event` `claim` | `claims_total` |
 //! | `event` `vfio_open` | `vfio_opens_total` |
 //! | `event` `veto` (fields `rule`, `action`) | `violations_total` |
+//! | `event` `pin` / `rebind` / `reservation_blocked` | `reservation_actions_total`; a failed pin holds `enforcement_active{mechanism="reservation"}` at 0 |
 //! | `verdict` | `group_owner`, `group_viable`, `reserved_group_viable` |
 //! | `lost` | `events_lost_total` |
 //! | `resync` | `resyncs_total` |
 //!
-//! What no line says yet (the reserved groups, whether their pins are in place) comes from
-//! [`Metrics::set_reserved`] and [`Metrics::set_reservation_pinned`].
+//! What no line says (the set of groups the policy reserves) comes from
+//! [`Metrics::set_reserved`].
 mod families;
 mod http;
 mod view;
@@ -34,11 +35,11 @@ use std::{
 use log::warn;
 use prometheus::{Encoder, TextEncoder};
 
+use self::{families::Families, view::View};
 pub use self::{
     families::PREFIX,
     http::{parse_addr, serve, MetricsServer},
 };
-use self::{families::Families, view::View};
 use crate::daemon::output::Line;
 
 /// Content type of the text exposition format served on `/metrics`.
@@ -56,6 +57,11 @@ pub const PROGRAM_STATUSES: [&str; 3] = ["attached", "absent", "failed"];
 /// What a veto event's `action` may be, the values of `violations_total{action}`.
 pub const ACTIONS: [&str; 3] = ["vetoed", "would_veto", "allowed"];
 
+/// Reservation event kinds and their actions, the values of `reservation_actions_total`.
+pub const RESERVATION_KINDS: [&str; 3] = ["pin", "rebind", "reservation_blocked"];
+pub const RESERVATION_ACTIONS: [&str; 5] =
+    ["pinned", "rebound", "would_pin", "would_rebind", "report"];
+
 /// Label value for a field the line left null.
 const UNKNOWN: &str = "unknown";
 
@@ -63,7 +69,9 @@ const UNKNOWN: &str = "unknown";
 pub enum MetricsError {
     #[error("cannot build the metrics registry: {0}")]
     Registry(#[from] prometheus::Error),
-    #[error("--metrics-addr {addr:?}: {reason}; expected IP:PORT, such as 0.0.0.0:9477 or [::]:9477")]
+    #[error(
+        "--metrics-addr {addr:?}: {reason}; expected IP:PORT, such as 0.0.0.0:9477 or [::]:9477"
+    )]
     Addr { addr: String, reason: String },
     #[error("--metrics-addr {addr}: cannot listen: {source}")]
     Bind {
@@ -85,10 +93,13 @@ pub struct Metrics {
 #[derive(Default)]
 struct State {
     dry_run: bool,
-    /// `bpf_lsm` true and at least one LSM program attached, per the last capabilities line.
-    lsm_attached_and_running: bool,
+    /// The LSM hooks veto, per the last capabilities line.
+    lsm_active: bool,
+    /// Reservation pins are written (not dry run), per the last capabilities line.
+    reservation_mode_active: bool,
     reserved: BTreeSet<String>,
-    reservation_pinned: bool,
+    /// Devices whose last pin or rebind failed: their group is not held by its pin.
+    failed_pins: BTreeSet<String>,
     /// Viability of every group by its last verdict.
     viable: BTreeMap<String, bool>,
 }
@@ -133,7 +144,8 @@ impl Metrics {
                 bpf_lsm,
                 dry_run,
                 programs,
-            } => self.capabilities(&kernel, bpf_lsm, dry_run, &programs),
+                enforcement,
+            } => self.capabilities(&kernel, bpf_lsm, dry_run, &programs, enforcement.as_ref()),
             View::Ready {} => self.set_ready(true),
             View::Shutdown {} => self.set_ready(false),
             View::Event(ev) => self.event(&ev),
@@ -157,8 +169,11 @@ impl Metrics {
         self.ready.load(Ordering::Relaxed)
     }
 
-    /// The groups the policy reserves for passthrough (enforcement). A reserved group counts as
-    /// viable only once a verdict said so: one the node does not have is not viable.
+    /// The groups the policy reserves for passthrough, as the enforcer planned them; call again
+    /// whenever the plan changes. A reserved group counts as viable only once a verdict said
+    /// so: one the node does not have is not viable. `enforcement_active{mechanism=
+    /// "reservation"}` is 1 only while this set is not empty, the agent is not in dry run, and
+    /// no pin failed.
     pub fn set_reserved<I, S>(&self, groups: I)
     where
         I: IntoIterator<Item = S>,
@@ -166,21 +181,14 @@ impl Metrics {
     {
         let mut state = self.state();
         state.reserved = groups.into_iter().map(Into::into).collect();
-        self.families.reserved_groups.set(gauge(state.reserved.len()));
+        self.families
+            .reserved_groups
+            .set(gauge(state.reserved.len()));
         self.families.reserved_group_viable.reset();
         for group in &state.reserved {
             let viable = state.viable.get(group).copied().unwrap_or(false);
             self.set_gauge(&self.families.reserved_group_viable, &[group], viable);
         }
-        self.update_enforcement(&state);
-    }
-
-    /// Whether every member of every reserved group has its `driver_override` pin in place.
-    /// `enforcement_active{mechanism="reservation"}` is 1 only when this is true, the agent is
-    /// not in dry run, and at least one group is reserved.
-    pub fn set_reservation_pinned(&self, pinned: bool) {
-        let mut state = self.state();
-        state.reservation_pinned = pinned;
         self.update_enforcement(&state);
     }
 
@@ -204,6 +212,7 @@ impl Metrics {
         bpf_lsm: bool,
         dry_run: bool,
         programs: &BTreeMap<String, String>,
+        enforcement: Option<&BTreeMap<String, String>>,
     ) {
         let f = &self.families;
         f.build_info.reset();
@@ -225,9 +234,13 @@ impl Metrics {
         f.programs_attached.set(gauge(attached));
         let mut state = self.state();
         state.dry_run = dry_run;
-        // bpf_lsm says `bpf` is in the active LSM list: without it an attached LSM program
-        // never runs (DESIGN.md section 2), so it enforces nothing.
-        state.lsm_attached_and_running = bpf_lsm && lsm_attached;
+        // The agent's own word per mechanism (`active`, `dry_run`, `unavailable: why`) when the
+        // line has it; else what the line implies. Either way bpf_lsm must say `bpf` is an
+        // active LSM: without it an attached LSM program never runs (DESIGN.md section 2).
+        let said =
+            |mechanism: &str| enforcement.map(|e| e.get(mechanism).is_some_and(|s| s == "active"));
+        state.lsm_active = said("lsm").unwrap_or(lsm_attached) && bpf_lsm && !dry_run;
+        state.reservation_mode_active = said("reservation").unwrap_or(true) && !dry_run;
         self.update_enforcement(&state);
     }
 
@@ -237,7 +250,10 @@ impl Metrics {
         let result = or_unknown(&ev.result);
         match ev.kind.as_str() {
             "bind" | "unbind" => {
-                self.inc(&f.bind_events, &[&or_unknown(&ev.driver), &ev.kind, &result]);
+                self.inc(
+                    &f.bind_events,
+                    &[&or_unknown(&ev.driver), &ev.kind, &result],
+                );
             }
             "refusal" => self.inc(
                 &f.kernel_refusals,
@@ -250,6 +266,24 @@ impl Metrics {
             ),
             "claim" => self.inc(&f.claims, &[&or_unknown(&ev.scope), &result]),
             "vfio_open" => self.inc(&f.vfio_opens, &[&or_unknown(&ev.group), &result]),
+            kind @ ("pin" | "rebind" | "reservation_blocked") => {
+                let action = ev.action.as_deref().unwrap_or(UNKNOWN);
+                if !RESERVATION_ACTIONS.contains(&action) {
+                    warn!("metrics: {kind} event with unknown action {action:?} not counted");
+                    return;
+                }
+                self.inc(&f.reservation_actions, &[kind, action, &result]);
+                if kind != "reservation_blocked" {
+                    let device = or_unknown(&ev.device);
+                    let mut state = self.state();
+                    if result == "ok" {
+                        state.failed_pins.remove(&device);
+                    } else {
+                        state.failed_pins.insert(device);
+                    }
+                    self.update_enforcement(&state);
+                }
+            }
             "veto" => {
                 let action = match &ev.action {
                     Some(a) => a.clone(),
@@ -285,9 +319,11 @@ impl Metrics {
     }
 
     fn update_enforcement(&self, state: &State) {
-        let lsm = state.lsm_attached_and_running && !state.dry_run;
-        let reservation =
-            state.reservation_pinned && !state.dry_run && !state.reserved.is_empty();
+        let lsm = state.lsm_active && !state.dry_run;
+        let reservation = state.reservation_mode_active
+            && !state.dry_run
+            && !state.reserved.is_empty()
+            && state.failed_pins.is_empty();
         let f = &self.families;
         self.set_gauge(&f.enforcement_active, &["lsm"], lsm);
         self.set_gauge(&f.enforcement_active, &["reservation"], reservation);

@@ -9,17 +9,25 @@ fn metrics() -> Metrics {
     Metrics::new().expect("the registry builds")
 }
 
-fn capabilities(dry_run: bool, bpf_lsm: bool, programs: &[(&str, &str)]) -> Line {
-    Line::Capabilities {
-        kernel: "6.1.0-28-amd64".into(),
-        btf: true,
-        bpf_lsm,
-        dry_run,
-        programs: programs
-            .iter()
-            .map(|(p, s)| (p.to_string(), s.to_string()))
-            .collect::<BTreeMap<_, _>>(),
-    }
+/// A `capabilities` line without the `enforcement` map (as an agent before it printed one).
+fn capabilities(dry_run: bool, bpf_lsm: bool, programs: &[(&str, &str)]) -> String {
+    let programs: BTreeMap<&str, &str> = programs.iter().copied().collect();
+    json!({
+        "type": "capabilities", "kernel": "6.1.0-28-amd64", "btf": true,
+        "bpf_lsm": bpf_lsm, "dry_run": dry_run, "programs": programs,
+    })
+    .to_string()
+}
+
+/// A `capabilities` line with the agent's own `enforcement` map.
+fn capabilities_saying(dry_run: bool, bpf_lsm: bool, lsm: &str, reservation: &str) -> String {
+    json!({
+        "type": "capabilities", "kernel": "6.1.0-28-amd64", "btf": true,
+        "bpf_lsm": bpf_lsm, "dry_run": dry_run,
+        "programs": {"really_probe": "attached", "file_open": "attached"},
+        "enforcement": {"lsm": lsm, "reservation": reservation},
+    })
+    .to_string()
 }
 
 /// An `event` line as docs/events.md spells it, with `fields` replacing the defaults. Events are
@@ -139,7 +147,12 @@ fn verdicts_set_one_owner_series_to_one_and_the_others_to_zero() {
     m.observe(&verdict("14", Owner::Kernel, false));
     m.observe(&verdict("14", Owner::User, true));
     let text = m.render();
-    for (owner, value) in [("kernel", 0.0), ("user", 1.0), ("none", 0.0), ("conflict", 0.0)] {
+    for (owner, value) in [
+        ("kernel", 0.0),
+        ("user", 1.0),
+        ("none", 0.0),
+        ("conflict", 0.0),
+    ] {
         let series = format!(r#"iommu_enforcer_group_owner{{group="14",owner="{owner}"}}"#);
         assert_eq!(sample(&text, &series), Some(value), "{series}\n{text}");
     }
@@ -186,14 +199,17 @@ fn reserved_groups_follow_verdicts_and_default_to_not_viable() {
 #[test]
 fn capabilities_give_build_info_programs_and_dry_run() {
     let m = metrics();
-    m.observe(&capabilities(
+    m.observe_json(&capabilities(
         true,
         false,
         &[
             ("really_probe", "attached"),
             ("iommu_device_use_default_domain", "attached"),
             ("vfio_group_fops_open", "absent"),
-            ("vfio_device_fops_cdev_open", "failed: Invalid argument (os error 22)"),
+            (
+                "vfio_device_fops_cdev_open",
+                "failed: Invalid argument (os error 22)",
+            ),
         ],
     ));
     let text = m.render();
@@ -201,9 +217,7 @@ fn capabilities_give_build_info_programs_and_dry_run() {
     assert_eq!(
         sample(
             &text,
-            &format!(
-                r#"iommu_enforcer_build_info{{kernel="6.1.0-28-amd64",version="{version}"}}"#
-            )
+            &format!(r#"iommu_enforcer_build_info{{kernel="6.1.0-28-amd64",version="{version}"}}"#)
         ),
         Some(1.0)
     );
@@ -223,10 +237,13 @@ fn capabilities_give_build_info_programs_and_dry_run() {
         ),
         Some(0.0)
     );
-    assert!(!text.contains("os error"), "failure reasons stay out of labels");
+    assert!(
+        !text.contains("os error"),
+        "failure reasons stay out of labels"
+    );
 
     // A later capabilities line (a module loaded, its probes attached) replaces the report.
-    m.observe(&capabilities(
+    m.observe_json(&capabilities(
         true,
         false,
         &[
@@ -257,7 +274,7 @@ fn lsm_enforcement_needs_bpf_lsm_an_attached_lsm_program_and_no_dry_run() {
     for (dry_run, bpf_lsm, programs, want) in cases {
         let m = metrics();
         assert_eq!(sample(&m.render(), lsm), Some(0.0));
-        m.observe(&capabilities(dry_run, bpf_lsm, &programs));
+        m.observe_json(&capabilities(dry_run, bpf_lsm, &programs));
         assert_eq!(
             sample(&m.render(), lsm),
             Some(want),
@@ -267,25 +284,117 @@ fn lsm_enforcement_needs_bpf_lsm_an_attached_lsm_program_and_no_dry_run() {
 }
 
 #[test]
-fn reservation_enforcement_needs_pins_reserved_groups_and_no_dry_run() {
+fn reservation_enforcement_needs_reserved_groups_no_dry_run_and_no_failed_pin() {
     let series = r#"iommu_enforcer_enforcement_active{mechanism="reservation"}"#;
     let m = metrics();
-    m.observe(&capabilities(false, false, &[]));
-    m.set_reservation_pinned(true);
+    m.observe_json(&capabilities_saying(
+        false,
+        false,
+        "unavailable: no bpf",
+        "active",
+    ));
     assert_eq!(sample(&m.render(), series), Some(0.0), "nothing reserved");
     m.set_reserved(["14"]);
     assert_eq!(sample(&m.render(), series), Some(1.0));
-    m.observe(&capabilities(true, false, &[]));
-    assert_eq!(sample(&m.render(), series), Some(0.0), "dry run pins nothing");
-    m.observe(&capabilities(false, false, &[]));
-    m.set_reservation_pinned(false);
-    assert_eq!(sample(&m.render(), series), Some(0.0));
+
+    // A pin that failed: the group is not held by its pin until a later pin succeeds.
+    let pin = |result: &str| {
+        event(
+            "pin",
+            json!({"device": "0000:01:00.1", "driver": "vfio-pci", "rule": "reservation",
+                   "action": "pinned", "result": result}),
+        )
+    };
+    m.observe_json(&pin("error"));
+    assert_eq!(sample(&m.render(), series), Some(0.0), "a pin failed");
+    m.observe_json(&pin("ok"));
+    assert_eq!(sample(&m.render(), series), Some(1.0));
+    m.observe_json(&event(
+        "reservation_blocked",
+        json!({"device": "0000:01:00.2", "driver": "vfio-pci", "rule": "reservation",
+               "action": "report", "bound_to": "xhci_hcd"}),
+    ));
+    let text = m.render();
+    assert_eq!(
+        sample(&text, series),
+        Some(1.0),
+        "a blocked member shows as not viable, not as a failed pin"
+    );
+    for (labels, n) in [
+        (r#"action="pinned",kind="pin",result="error""#, 1.0),
+        (r#"action="pinned",kind="pin",result="ok""#, 1.0),
+        (
+            r#"action="report",kind="reservation_blocked",result="ok""#,
+            1.0,
+        ),
+    ] {
+        let s = format!("iommu_enforcer_reservation_actions_total{{{labels}}}");
+        assert_eq!(sample(&text, &s), Some(n), "{s}\n{text}");
+    }
+
+    // Dry run pins nothing; the agent's own word says so too.
+    m.observe_json(&capabilities_saying(
+        true,
+        false,
+        "unavailable: no bpf",
+        "dry_run",
+    ));
+    m.observe_json(&event(
+        "pin",
+        json!({"device": "0000:01:00.1", "driver": "vfio-pci", "rule": "reservation",
+               "action": "would_pin"}),
+    ));
+    assert_eq!(sample(&m.render(), series), Some(0.0), "dry run");
+    m.set_reserved(Vec::<String>::new());
+    m.observe_json(&capabilities_saying(
+        false,
+        false,
+        "unavailable: no bpf",
+        "active",
+    ));
+    assert_eq!(
+        sample(&m.render(), series),
+        Some(0.0),
+        "nothing reserved any more"
+    );
+}
+
+#[test]
+fn lsm_enforcement_follows_the_agents_own_word_but_never_beyond_the_line() {
+    let series = r#"iommu_enforcer_enforcement_active{mechanism="lsm"}"#;
+    for (dry_run, bpf_lsm, said, want) in [
+        (false, true, "active", 1.0),
+        (true, true, "dry_run", 0.0),
+        (
+            false,
+            false,
+            "unavailable: bpf is not among the active LSMs",
+            0.0,
+        ),
+        (
+            false,
+            true,
+            "unavailable: the LSM hooks did not attach",
+            0.0,
+        ),
+        // Contradictions resolve to "not active".
+        (false, false, "active", 0.0),
+        (true, true, "active", 0.0),
+    ] {
+        let m = metrics();
+        m.observe_json(&capabilities_saying(dry_run, bpf_lsm, said, "active"));
+        assert_eq!(
+            sample(&m.render(), series),
+            Some(want),
+            "dry_run {dry_run}, bpf_lsm {bpf_lsm}, {said}"
+        );
+    }
 }
 
 #[test]
 fn veto_events_count_as_violations_by_rule_and_action() {
     let m = metrics();
-    m.observe(&capabilities(true, true, &[]));
+    m.observe_json(&capabilities(true, true, &[]));
     m.observe_json(&event(
         "veto",
         json!({"rule": "protected_bind", "action": "would_veto", "errno": "EPERM"}),
@@ -315,13 +424,19 @@ fn veto_events_count_as_violations_by_rule_and_action() {
 #[test]
 fn lost_and_resync_lines_count() {
     let m = metrics();
-    assert_eq!(sample(&m.render(), "iommu_enforcer_events_lost_total"), Some(0.0));
+    assert_eq!(
+        sample(&m.render(), "iommu_enforcer_events_lost_total"),
+        Some(0.0)
+    );
     m.observe(&Line::Lost { count: 17 });
     m.observe(&Line::Resync { groups: 9 });
     m.observe(&Line::Lost { count: 3 });
     m.observe(&Line::Resync { groups: 9 });
     let text = m.render();
-    assert_eq!(sample(&text, "iommu_enforcer_events_lost_total"), Some(20.0));
+    assert_eq!(
+        sample(&text, "iommu_enforcer_events_lost_total"),
+        Some(20.0)
+    );
     assert_eq!(sample(&text, "iommu_enforcer_resyncs_total"), Some(2.0));
 }
 

@@ -18,6 +18,9 @@ pub(super) enum View {
         dry_run: bool,
         #[serde(default)]
         programs: BTreeMap<String, String>,
+        /// Per mechanism: `active`, `dry_run` or `unavailable: <why>`.
+        #[serde(default)]
+        enforcement: Option<BTreeMap<String, String>>,
     },
     Ready {},
     Event(EventView),

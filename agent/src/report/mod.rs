@@ -22,7 +22,7 @@
 //!   "unmatched_reservations": ["group 99 (policy line 7)"],
 //!   "scan_problems": [{"group": "7", "device": "0000:05:00.0", "kind": "vanished",
 //!                      "path": "...", "message": "..."}],
-//!   "enforcement": {"bpf_lsm": null}
+//!   "enforcement": {"bpf_lsm": true|false|null, "vetoes": "available"|"unavailable: ..."|null}
 //! }
 //! ```
 //! `enforcer groups --json` prints `{groups, scan_problems}` of the same shape.
@@ -34,12 +34,37 @@ use crate::sysfs::ScanProblem;
 
 mod text;
 
-/// What enforcement is active on the node; filled by the daemon/probe code, `null` fields when
-/// the one-shot audit does not know.
+/// What enforcement the node can have; `null` fields when the one-shot audit does not know.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Enforcement {
     /// `bpf` is in `/sys/kernel/security/lsm`: vetoes can run.
     pub bpf_lsm: Option<bool>,
+    /// `available`, or `unavailable: <why>`: whether the agent can veto on this node.
+    pub vetoes: Option<String>,
+}
+
+impl Enforcement {
+    /// From the active LSM list under a sysfs root (`kernel/security/lsm`).
+    pub fn probe(sysfs_root: &std::path::Path) -> Self {
+        let path = sysfs_root.join("kernel/security/lsm");
+        match std::fs::read_to_string(&path) {
+            Ok(list) => {
+                let bpf = list.trim().split(',').any(|m| m == "bpf");
+                Enforcement {
+                    bpf_lsm: Some(bpf),
+                    vetoes: Some(if bpf {
+                        "available".to_string()
+                    } else {
+                        "unavailable: bpf is not among the active LSMs (boot with lsm=...,bpf)".to_string()
+                    }),
+                }
+            }
+            Err(e) => Enforcement {
+                bpf_lsm: None,
+                vetoes: Some(format!("unknown: {}: {e}", path.display())),
+            },
+        }
+    }
 }
 
 /// `enforcer audit`.

@@ -165,6 +165,9 @@ pub(super) fn audit(a: &Audit) -> String {
         }
     }
     problems(&mut out, &a.scan_problems);
+    if let Some(vetoes) = &a.enforcement.vetoes {
+        let _ = writeln!(out, "\nVetoes (BPF LSM): {vetoes}");
+    }
     let not_viable = a.groups.iter().filter(|g| !g.viable).count();
     let _ = writeln!(
         out,

@@ -53,14 +53,13 @@ pub fn recorded_lines() -> Vec<String> {
         .collect()
 }
 
-/// A registry fed with [`recorded_lines`], groups 14 and 15 reserved and pinned.
+/// A registry fed with [`recorded_lines`], groups 14 and 15 reserved.
 pub fn fed_metrics() -> Arc<Metrics> {
     let metrics = Arc::new(Metrics::new().expect("the registry builds"));
     for line in recorded_lines() {
         metrics.observe_json(&line);
     }
     metrics.set_reserved(["14", "15"]);
-    metrics.set_reservation_pinned(true);
     metrics
 }
 
