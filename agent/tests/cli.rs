@@ -475,6 +475,20 @@ fn agent_refuses_a_bad_policy_before_anything_else() {
 }
 
 #[test]
+fn agent_refuses_a_bad_metrics_address_before_loading_anything() {
+    let n = fixture("viable-passthrough");
+    let out = Command::new(ENFORCER)
+        .args(["--metrics-addr", "not-an-address"])
+        .arg("--sysfs-root")
+        .arg(&n.node.sysfs)
+        .output()
+        .expect("enforcer runs");
+    assert_eq!(code(&out), 2);
+    assert!(out.stdout.is_empty(), "no capabilities line: nothing was loaded");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not-an-address"));
+}
+
+#[test]
 fn reference_policy_is_valid() {
     let n = fixture("consumer-gpu-audio-split");
     let (code, json) = n.audit_with("reference.toml");

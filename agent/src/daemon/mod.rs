@@ -1,14 +1,14 @@
 //! The node agent: probes the kernel, loads and attaches the eBPF programs it supports, scans
 //! sysfs, then keeps the group map current from kernel events, printing one JSON line per event
 //! and per verdict change (docs/events.md). Detaches and exits cleanly on SIGTERM/SIGINT.
+mod live;
 pub mod output;
 mod scan;
 pub mod state;
 mod vfio_nodes;
 
-use std::{collections::BTreeMap, path::Path, time::Duration};
+use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
 
-use aya::maps::{MapData, RingBuf};
 use log::{error, info, warn};
 use tokio::{
     io::{unix::AsyncFd, Interest},
@@ -16,7 +16,8 @@ use tokio::{
 };
 
 use self::{
-    output::{emit, Line},
+    live::Live,
+    output::{Line, Sink},
     state::{FollowUp, NodeState, ProbeConvention},
 };
 use crate::{
@@ -24,10 +25,10 @@ use crate::{
         self,
         features::Features,
         loader::{self, Loaded},
-        record,
     },
     cli::{CommonArgs, DaemonArgs, EXIT_ERROR, EXIT_OK},
     enforce::{self, lsm_maps::LsmMaps, Enforcer},
+    metrics::{Metrics, MetricsServer},
     policy::Policy,
 };
 
@@ -85,26 +86,14 @@ fn object_bytes(args: &DaemonArgs) -> anyhow::Result<std::borrow::Cow<'static, [
 }
 
 async fn agent(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow::Result<()> {
+    // The endpoint first: a bad --metrics-addr is an error before anything is attached.
+    let metrics = Arc::new(Metrics::new()?);
+    let server = MetricsServer::bind(&args.metrics_addr, Arc::clone(&metrics)).await?;
+    info!("metrics on http://{}/metrics", server.local_addr());
+    let sink = Sink::new(Some(Arc::clone(&metrics)));
+
     let mut features = Features::probe(&common.sysfs_root, &common.proc_root);
-    info!(
-        "kernel {}: BTF {}, BPF LSM {}, DMA-ownership functions {}",
-        features.kernel_release,
-        if features.btf.is_ok() {
-            "present"
-        } else {
-            "missing"
-        },
-        if features.bpf_lsm_active() {
-            "active"
-        } else {
-            "inactive"
-        },
-        if features.has_dma_ownership() {
-            "present (5.19+)"
-        } else {
-            "absent (pre-5.19: a mixed group BUG()s the kernel)"
-        },
-    );
+    log_features(&features);
     let object = object_bytes(args)?;
     let settings = loader::Settings {
         dry_run: args.dry_run,
@@ -112,7 +101,10 @@ async fn agent(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
     };
     let mut loaded = loader::load(&object, &features, settings)?;
     loaded.attach_all(&features);
-    emit(&[capabilities(&features, &loaded, args.dry_run)]);
+    sink.emit(&[capabilities(&features, &loaded, args.dry_run)]);
+    for (target, status) in loaded.report() {
+        info!("{target}: {status}");
+    }
     if !features.bpf_lsm_active() {
         warn!("BPF LSM is not active on this kernel: vetoes are unavailable; reservation still protects reserved groups");
     }
@@ -121,31 +113,31 @@ async fn agent(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
     } else {
         None
     };
-    for (target, status) in loaded.report() {
-        info!("{target}: {status}");
-    }
     // Must stay alive, or the programs' log lines are dropped (DESIGN.md section 5).
     let mut ebpf_logger = loaded.logger().map(watch).transpose()?;
+    let mut events = watch(loaded.take_events()?)?;
 
     let map = scan::group_map(&common.sysfs_root)?;
-    let convention = ProbeConvention::for_release(&features.kernel_release);
-    let mut enforcer = Enforcer::new(&common.sysfs_root, Path::new(DEV_ROOT), args.dry_run, lsm_maps, &policy);
-    let mut node = NodeState::new(map, policy, convention);
-    let mut lines = node.set_holders(scan::holders(&common.proc_root, &common.sysfs_root));
-    lines.extend(node.changed_verdicts());
-    lines.extend(enforcer.apply(&mut node));
-    lines.push(Line::Ready {
-        groups: node.map().groups().count(),
+    let dev_root = PathBuf::from(DEV_ROOT);
+    let enforcer = Enforcer::new(&common.sysfs_root, &dev_root, args.dry_run, lsm_maps, &policy);
+    let node = NodeState::new(map, policy, ProbeConvention::for_release(&features.kernel_release));
+    let mut live = Live::new(node, enforcer, sink, common.sysfs_root.clone(), common.proc_root.clone(), dev_root);
+    live.sink.emit(&live.node.changed_verdicts());
+    live.follow_up(FollowUp {
+        rescan_sysfs: false,
+        rescan_holders: true,
     });
-    emit(&lines);
+    live.sink.emit(&[Line::Ready {
+        groups: live.node.map().groups().count(),
+    }]);
+    metrics.set_ready(true);
+    let server = tokio::spawn(server.run());
 
-    let mut events = watch(loaded.take_events()?)?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
     let mut module_retry = tokio::time::interval(MODULE_RETRY);
     let mut lost_seen = loaded.lost_total().unwrap_or(0);
-    let mut nodes = vfio_nodes::vfio_nodes(Path::new(DEV_ROOT));
 
     let signal_name = loop {
         tokio::select! {
@@ -154,7 +146,7 @@ async fn agent(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
             guard = events.readable_mut() => {
                 let mut guard = guard?;
                 guard.clear_ready();
-                drain(guard.get_inner_mut(), &mut node, &mut enforcer, &mut nodes, common);
+                live.drain(guard.get_inner_mut());
             }
             guard = async {
                 match ebpf_logger.as_mut() {
@@ -167,17 +159,16 @@ async fn agent(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
                 guard.clear_ready();
             }
             _ = housekeeping.tick() => {
+                // Closing a VFIO file produces no event: holders are re-read here.
                 let lost = loaded.lost_total().unwrap_or(lost_seen);
                 if lost > lost_seen {
-                    // Records were dropped: say how many, then rebuild the map from sysfs.
-                    emit(&[Line::Lost { count: lost - lost_seen }]);
+                    live.lost(lost - lost_seen);
                     lost_seen = lost;
-                    follow_up(&mut node, &mut enforcer, FollowUp { rescan_sysfs: true, rescan_holders: true }, common);
                 } else {
-                    follow_up(&mut node, &mut enforcer, FollowUp { rescan_sysfs: false, rescan_holders: true }, common);
+                    live.follow_up(FollowUp { rescan_sysfs: false, rescan_holders: true });
                 }
-                // Belt and braces: a wakeup raced with clear_ready must not strand records.
-                drain(events.get_mut(), &mut node, &mut enforcer, &mut nodes, common);
+                // A wakeup raced with clear_ready must not strand records.
+                live.drain(events.get_mut());
             }
             _ = module_retry.tick(), if loaded.waiting_for_targets() => {
                 features.refresh_symbols(&common.proc_root);
@@ -185,18 +176,35 @@ async fn agent(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
                 loaded.attach_all(&features);
                 if loaded.attached_count() != before {
                     info!("module probes attached after their module loaded");
-                    emit(&[capabilities(&features, &loaded, args.dry_run)]);
+                    live.sink.emit(&[capabilities(&features, &loaded, args.dry_run)]);
                 }
             }
         }
     };
+    metrics.set_ready(false);
+    server.abort();
     drop(events);
     drop(loaded); // detaches every program
-    emit(&[Line::Shutdown {
+    live.sink.emit(&[Line::Shutdown {
         signal: signal_name.to_owned(),
     }]);
     info!("{signal_name}: programs detached, exiting");
     Ok(())
+}
+
+fn log_features(features: &Features) {
+    let word = |yes: bool, a: &'static str, b: &'static str| if yes { a } else { b };
+    info!(
+        "kernel {}: BTF {}, BPF LSM {}, DMA-ownership functions {}",
+        features.kernel_release,
+        word(features.btf.is_ok(), "present", "missing"),
+        word(features.bpf_lsm_active(), "active", "inactive"),
+        word(
+            features.has_dma_ownership(),
+            "present (5.19+)",
+            "absent (pre-5.19: a mixed group BUG()s the kernel)"
+        ),
+    );
 }
 
 /// Registers a ring buffer (events or aya-log's) with the runtime for readiness.
@@ -205,59 +213,6 @@ fn watch<T: std::os::fd::AsRawFd>(ring: T) -> anyhow::Result<AsyncFd<T>> {
     // which is after the AsyncFd that wraps them.
     unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
         .map_err(|e| anyhow::anyhow!("epoll registration failed: {e}"))
-}
-
-/// Reads every record in the ring buffer, applies it to the node, prints the resulting lines.
-fn drain(
-    ring: &mut RingBuf<MapData>,
-    node: &mut NodeState,
-    enforcer: &mut Enforcer,
-    nodes: &mut BTreeMap<(u32, u32), String>,
-    common: &CommonArgs,
-) {
-    let mut follow = FollowUp::default();
-    let mut out = Vec::new();
-    while let Some(item) = ring.next() {
-        let ev = match record::decode(&item) {
-            Ok(ev) => ev,
-            Err(e) => {
-                warn!("dropping a malformed ring-buffer record: {e}");
-                continue;
-            }
-        };
-        let path = ev.rdev.map(|rdev| {
-            if !nodes.contains_key(&rdev) {
-                *nodes = vfio_nodes::vfio_nodes(Path::new(DEV_ROOT));
-            }
-            nodes
-                .get(&rdev)
-                .cloned()
-                .unwrap_or_else(|| format!("char {}:{}", rdev.0, rdev.1))
-        });
-        let (lines, f) = node.apply(&ev, path);
-        out.extend(lines);
-        follow.rescan_sysfs |= f.rescan_sysfs;
-        follow.rescan_holders |= f.rescan_holders;
-    }
-    emit(&out);
-    follow_up(node, enforcer, follow, common);
-}
-
-/// Re-reads what the events say changed, then lets the enforcer catch up with the node.
-fn follow_up(node: &mut NodeState, enforcer: &mut Enforcer, follow: FollowUp, common: &CommonArgs) {
-    let mut lines = Vec::new();
-    if follow.rescan_sysfs {
-        enforcer.forget_inodes();
-        match scan::group_map(&common.sysfs_root) {
-            Ok(map) => lines.extend(node.resync(map)),
-            Err(e) => warn!("resync from sysfs failed, keeping the live map: {e}"),
-        }
-    }
-    if follow.rescan_holders {
-        lines.extend(node.set_holders(scan::holders(&common.proc_root, &common.sysfs_root)));
-    }
-    lines.extend(enforcer.apply(node));
-    emit(&lines);
 }
 
 fn capabilities(features: &Features, loaded: &Loaded, dry_run: bool) -> Line {

@@ -2,11 +2,12 @@
 use std::{
     collections::BTreeMap,
     io::{self, Write},
+    sync::Arc,
 };
 
 use serde::Serialize;
 
-use crate::model::Owner;
+use crate::{metrics::Metrics, model::Owner};
 
 /// One output line.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -73,15 +74,37 @@ pub struct EventLine {
     pub cgroup_id: u64,
 }
 
-/// Writes lines to stdout, one flush per line so a reader sees each event as it happens. A
-/// closed stdout is not a reason to stop guarding the node: write errors are dropped.
-pub fn emit(lines: &[Line]) {
-    let stdout = io::stdout();
-    let mut out = stdout.lock();
-    for line in lines {
-        if let Ok(json) = serde_json::to_string(line) {
-            let _ = writeln!(out, "{json}");
-        }
+/// Where output lines go: stdout, one flush per line so a reader sees each event as it happens,
+/// and the metrics, which are derived from the same lines. A closed stdout is not a reason to
+/// stop guarding the node: write errors are dropped.
+#[derive(Clone, Default)]
+pub struct Sink {
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl Sink {
+    pub fn new(metrics: Option<Arc<Metrics>>) -> Self {
+        Self { metrics }
     }
-    let _ = out.flush();
+
+    pub fn emit(&self, lines: &[Line]) {
+        if lines.is_empty() {
+            return;
+        }
+        let stdout = io::stdout();
+        let mut out = stdout.lock();
+        for line in lines {
+            if let Ok(json) = serde_json::to_string(line) {
+                let _ = writeln!(out, "{json}");
+            }
+            if let Some(m) = &self.metrics {
+                m.observe(line);
+            }
+        }
+        let _ = out.flush();
+    }
+
+    pub fn metrics(&self) -> Option<&Metrics> {
+        self.metrics.as_deref()
+    }
 }

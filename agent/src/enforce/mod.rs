@@ -47,6 +47,8 @@ pub struct Enforcer {
     trusted: BTreeMap<(u64, u64), u8>,
     /// Reservation outcomes already reported, so a standing decision is said once.
     reported: BTreeSet<String>,
+    /// Groups the policy reserved at the last [`Enforcer::apply`].
+    reserved: BTreeSet<u32>,
 }
 
 impl Enforcer {
@@ -68,7 +70,13 @@ impl Enforcer {
             inodes: InodeCache::default(),
             trusted,
             reported: BTreeSet::new(),
+            reserved: BTreeSet::new(),
         }
+    }
+
+    /// Groups the policy reserves, as of the last [`Enforcer::apply`].
+    pub fn reserved(&self) -> &BTreeSet<u32> {
+        &self.reserved
     }
 
     /// Devices came or went: their sysfs inodes are new.
@@ -79,6 +87,7 @@ impl Enforcer {
     /// Brings reservations and the LSM maps in line with the node; returns what it did.
     pub fn apply(&mut self, node: &mut NodeState) -> Vec<Line> {
         let plan = Plan::compute(node.map(), node.policy());
+        self.reserved.clone_from(&plan.reserved);
         let mut lines = Vec::new();
         for r in &plan.reservations {
             lines.extend(self.reserve(node, r));

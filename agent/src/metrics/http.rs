@@ -41,9 +41,9 @@ pub struct MetricsServer {
 impl MetricsServer {
     pub async fn bind(addr: &str, metrics: Arc<Metrics>) -> Result<Self, MetricsError> {
         let parsed = parse_addr(addr)?;
-        let bind_err = |source| MetricsError::Bind {
+        let bind_err = |error| MetricsError::Bind {
             addr: addr.to_owned(),
-            source,
+            error,
         };
         let listener = TcpListener::bind(parsed).await.map_err(bind_err)?;
         let local_addr = listener.local_addr().map_err(bind_err)?;
@@ -85,7 +85,7 @@ impl MetricsServer {
 pub async fn serve(addr: &str, metrics: Arc<Metrics>) -> io::Result<()> {
     let server = MetricsServer::bind(addr, metrics).await.map_err(|e| {
         let kind = match &e {
-            MetricsError::Bind { source, .. } => source.kind(),
+            MetricsError::Bind { error, .. } => error.kind(),
             _ => io::ErrorKind::InvalidInput,
         };
         io::Error::new(kind, e)

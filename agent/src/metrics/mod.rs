@@ -73,12 +73,9 @@ pub enum MetricsError {
         "--metrics-addr {addr:?}: {reason}; expected IP:PORT, such as 0.0.0.0:9477 or [::]:9477"
     )]
     Addr { addr: String, reason: String },
-    #[error("--metrics-addr {addr}: cannot listen: {source}")]
-    Bind {
-        addr: String,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The cause is in the message, not chained: `{:#}` would print it twice.
+    #[error("--metrics-addr {addr}: cannot listen: {error}")]
+    Bind { addr: String, error: std::io::Error },
 }
 
 /// The agent's metrics. Shared (`Arc`) between the daemon, which feeds it lines, and the HTTP
@@ -102,6 +99,9 @@ struct State {
     failed_pins: BTreeSet<String>,
     /// Viability of every group by its last verdict.
     viable: BTreeMap<String, bool>,
+    /// Kernel release and program names of the last capabilities line.
+    kernel: Option<String>,
+    programs: BTreeSet<String>,
 }
 
 impl Metrics {
@@ -180,11 +180,18 @@ impl Metrics {
         S: Into<String>,
     {
         let mut state = self.state();
-        state.reserved = groups.into_iter().map(Into::into).collect();
+        let reserved: BTreeSet<String> = groups.into_iter().map(Into::into).collect();
+        // Remove only what left, never reset: a scrape in between would see no series at all.
+        for gone in state.reserved.difference(&reserved) {
+            let _ = self
+                .families
+                .reserved_group_viable
+                .remove_label_values(&[gone]);
+        }
+        state.reserved = reserved;
         self.families
             .reserved_groups
             .set(gauge(state.reserved.len()));
-        self.families.reserved_group_viable.reset();
         for group in &state.reserved {
             let viable = state.viable.get(group).copied().unwrap_or(false);
             self.set_gauge(&self.families.reserved_group_viable, &[group], viable);
@@ -215,10 +222,24 @@ impl Metrics {
         enforcement: Option<&BTreeMap<String, String>>,
     ) {
         let f = &self.families;
-        f.build_info.reset();
-        self.set_gauge(&f.build_info, &[env!("CARGO_PKG_VERSION"), kernel], true);
+        let mut state = self.state();
+        // Series of a previous capabilities line that this one no longer has are removed, not
+        // reset: a scrape in between must not see the families empty.
+        let version = env!("CARGO_PKG_VERSION");
+        if let Some(old) = state.kernel.replace(kernel.to_owned()) {
+            if old != kernel {
+                let _ = f.build_info.remove_label_values(&[version, &old]);
+            }
+        }
+        self.set_gauge(&f.build_info, &[version, kernel], true);
         f.dry_run.set(i64::from(dry_run));
-        f.program_status.reset();
+        let now: BTreeSet<String> = programs.keys().cloned().collect();
+        for gone in state.programs.difference(&now) {
+            for s in PROGRAM_STATUSES {
+                let _ = f.program_status.remove_label_values(&[gone, s]);
+            }
+        }
+        state.programs = now;
         let mut attached = 0;
         let mut lsm_attached = false;
         for (program, report) in programs {
@@ -232,7 +253,6 @@ impl Metrics {
             }
         }
         f.programs_attached.set(gauge(attached));
-        let mut state = self.state();
         state.dry_run = dry_run;
         // The agent's own word per mechanism (`active`, `dry_run`, `unavailable: why`) when the
         // line has it; else what the line implies. Either way bpf_lsm must say `bpf` is an

@@ -194,6 +194,15 @@ fn reserved_groups_follow_verdicts_and_default_to_not_viable() {
         None,
         "only reserved groups have the series"
     );
+
+    m.set_reserved(["14"]);
+    let text = m.render();
+    assert_eq!(sample(&text, "iommu_enforcer_reserved_groups"), Some(1.0));
+    assert_eq!(
+        sample(&text, r#"iommu_enforcer_reserved_group_viable{group="15"}"#),
+        None,
+        "a group no longer reserved loses its series"
+    );
 }
 
 #[test]
