@@ -90,6 +90,9 @@ async fn agent(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
     let metrics = Arc::new(Metrics::new()?);
     let server = MetricsServer::bind(&args.metrics_addr, Arc::clone(&metrics)).await?;
     info!("metrics on http://{}/metrics", server.local_addr());
+    // Serve /healthz at once; /readyz says 503 until the first scan is done.
+    let server = tokio::spawn(server.run());
+    raise_memlock_limit();
     let sink = Sink::new(Some(Arc::clone(&metrics)));
 
     let mut features = Features::probe(&common.sysfs_root, &common.proc_root);
@@ -131,7 +134,6 @@ async fn agent(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
         groups: live.node.map().groups().count(),
     }]);
     metrics.set_ready(true);
-    let server = tokio::spawn(server.run());
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -190,6 +192,22 @@ async fn agent(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
     }]);
     info!("{signal_name}: programs detached, exiting");
     Ok(())
+}
+
+/// Before 5.11 BPF maps and programs are charged against RLIMIT_MEMLOCK, whose default (64 KiB
+/// or 8 MiB) is too small for the ring buffer; later kernels use memory cgroups and ignore it.
+fn raise_memlock_limit() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit only reads the struct passed by reference.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+        warn!(
+            "cannot raise RLIMIT_MEMLOCK ({}): loading may fail on kernels before 5.11",
+            std::io::Error::last_os_error()
+        );
+    }
 }
 
 fn log_features(features: &Features) {

@@ -38,6 +38,10 @@ pub enum Line {
     Resync {
         groups: usize,
     },
+    /// A group left the node (its last device was removed).
+    GroupRemoved {
+        group: String,
+    },
     Shutdown {
         signal: String,
     },

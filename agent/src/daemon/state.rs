@@ -121,11 +121,20 @@ impl NodeState {
         for (&group, &n) in &self.claims {
             map.record_claim(group, n > 0);
         }
+        let gone: Vec<u32> = self
+            .reported
+            .keys()
+            .filter(|g| map.group(**g).is_none())
+            .copied()
+            .collect();
         self.reported.retain(|g, _| map.group(*g).is_some());
         self.map = map;
         let mut lines = vec![Line::Resync {
             groups: self.map.groups().count(),
         }];
+        lines.extend(gone.into_iter().map(|g| Line::GroupRemoved {
+            group: g.to_string(),
+        }));
         lines.extend(self.changed_verdicts());
         lines
     }
@@ -515,5 +524,8 @@ mod tests {
         let lines = n.resync(map);
         assert!(matches!(lines[0], Line::Resync { groups: 2 }));
         assert_eq!(verdicts(&lines), [("10".to_string(), Owner::None, true)]);
+        let lines = n.resync(GroupMap::new());
+        assert!(lines.contains(&Line::GroupRemoved { group: "9".into() }), "{lines:?}");
+        assert!(lines.contains(&Line::GroupRemoved { group: "10".into() }), "{lines:?}");
     }
 }

@@ -17,6 +17,7 @@
 //! | `verdict` | `group_owner`, `group_viable`, `reserved_group_viable` |
 //! | `lost` | `events_lost_total` |
 //! | `resync` | `resyncs_total` |
+//! | `group_removed` | drops the group's `group_owner` and `group_viable` series |
 //!
 //! What no line says (the set of groups the policy reserves) comes from
 //! [`Metrics::set_reserved`].
@@ -156,6 +157,7 @@ impl Metrics {
             } => self.verdict(&group, &owner, viable),
             View::Lost { count } => self.families.events_lost.inc_by(count),
             View::Resync {} => self.families.resyncs.inc(),
+            View::GroupRemoved { group } => self.group_removed(&group),
             View::Other => {}
         }
     }
@@ -336,6 +338,16 @@ impl Metrics {
         if state.reserved.contains(group) {
             self.set_gauge(&f.reserved_group_viable, &[group], viable);
         }
+    }
+
+    /// A group left the node (hot-unplug): its series go with it.
+    fn group_removed(&self, group: &str) {
+        let f = &self.families;
+        for o in OWNERS {
+            let _ = f.group_owner.remove_label_values(&[group, o]);
+        }
+        let _ = f.group_viable.remove_label_values(&[group]);
+        self.state().viable.remove(group);
     }
 
     fn update_enforcement(&self, state: &State) {

@@ -142,6 +142,22 @@ fn binds_unbinds_claims_and_vfio_opens() {
 }
 
 #[test]
+fn a_removed_group_takes_its_series_along() {
+    let m = metrics();
+    m.observe(&verdict("14", Owner::User, true));
+    m.observe(&verdict("15", Owner::Kernel, true));
+    m.observe(&Line::GroupRemoved { group: "14".into() });
+    let text = m.render();
+    assert_eq!(sample(&text, r#"iommu_enforcer_group_viable{group="14"}"#), None, "{text}");
+    assert_eq!(
+        sample(&text, r#"iommu_enforcer_group_owner{group="14",owner="user"}"#),
+        None,
+        "{text}"
+    );
+    assert_eq!(sample(&text, r#"iommu_enforcer_group_viable{group="15"}"#), Some(1.0));
+}
+
+#[test]
 fn verdicts_set_one_owner_series_to_one_and_the_others_to_zero() {
     let m = metrics();
     m.observe(&verdict("14", Owner::Kernel, false));

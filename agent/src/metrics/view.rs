@@ -33,6 +33,9 @@ pub(super) enum View {
         count: u64,
     },
     Resync {},
+    GroupRemoved {
+        group: String,
+    },
     Shutdown {},
     #[serde(other)]
     Other,
