@@ -8,7 +8,11 @@ pub const EXIT_VIOLATIONS: u8 = 1;
 pub const EXIT_ERROR: u8 = 2;
 
 #[derive(Parser, Debug)]
-#[command(name = "enforcer", version, about = "Watches and guards IOMMU group ownership")]
+#[command(
+    name = "enforcer",
+    version,
+    about = "Watches and guards IOMMU group ownership"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub common: CommonArgs,

@@ -460,7 +460,12 @@ fn agent_refuses_a_bad_policy_before_anything_else() {
     let n = fixture("viable-passthrough");
     let path = policy("bad-address.toml");
     let out = Command::new(ENFORCER)
-        .args(["--policy", path.to_str().expect("utf-8"), "--metrics-addr", "127.0.0.1:0"])
+        .args([
+            "--policy",
+            path.to_str().expect("utf-8"),
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
         .arg("--sysfs-root")
         .arg(&n.node.sysfs)
         .output()
@@ -468,8 +473,14 @@ fn agent_refuses_a_bad_policy_before_anything_else() {
     assert_eq!(code(&out), 2);
     assert!(out.stdout.is_empty(), "no event line: nothing was attached");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(&format!("{}:2:10: ", path.display())), "{stderr}");
-    let override_of = n.node.sysfs.join("bus/pci/devices/0000:01:00.0/driver_override");
+    assert!(
+        stderr.contains(&format!("{}:2:10: ", path.display())),
+        "{stderr}"
+    );
+    let override_of = n
+        .node
+        .sysfs
+        .join("bus/pci/devices/0000:01:00.0/driver_override");
     let value = std::fs::read_to_string(&override_of).expect("the GPU's override");
     assert_eq!(value, "(null)\n", "nothing was pinned");
 }
@@ -484,7 +495,10 @@ fn agent_refuses_a_bad_metrics_address_before_loading_anything() {
         .output()
         .expect("enforcer runs");
     assert_eq!(code(&out), 2);
-    assert!(out.stdout.is_empty(), "no capabilities line: nothing was loaded");
+    assert!(
+        out.stdout.is_empty(),
+        "no capabilities line: nothing was loaded"
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("not-an-address"));
 }
 

@@ -28,7 +28,7 @@ pub enum EventKind {
     DeviceClaim = 5,
     /// fentry `iommu_device_release_dma_owner`.
     DeviceRelease = 6,
-    /// fentry `device_release_driver_internal`: a bound driver is being unbound.
+    /// fentry `pci_device_remove`: a bound driver is being unbound from a PCI device.
     Unbind = 7,
     /// tp_btf `add_device_to_group`.
     DeviceAdded = 8,

@@ -122,7 +122,11 @@ pub fn file_permission(ctx: LsmContext) -> i32 {
             if !read_written(&mut data) {
                 // The data is out of reach (io_uring, several iovecs, compat syscalls): fail
                 // closed while anything is protected.
-                let unknown = WatchedFile { kind: w.kind, group: NO_GROUP as u32, device: [0; ADDR_LEN] };
+                let unknown = WatchedFile {
+                    kind: w.kind,
+                    group: NO_GROUP as u32,
+                    device: [0; ADDR_LEN],
+                };
                 return decide(&ctx, &unknown, 0, veto::TARGET_UNKNOWN);
             }
             let group = if w.kind == watched::NEW_ID {
@@ -132,7 +136,17 @@ pub fn file_permission(ctx: LsmContext) -> i32 {
             };
             match group {
                 Some(group) => {
-                    let target = WatchedFile { kind: w.kind, group, device: data };
+                    // new_id names IDs, not a device: the group says which one is protected.
+                    let device = if w.kind == watched::NEW_ID {
+                        [0; ADDR_LEN]
+                    } else {
+                        data
+                    };
+                    let target = WatchedFile {
+                        kind: w.kind,
+                        group,
+                        device,
+                    };
                     decide(&ctx, &target, 0, 0)
                 }
                 None => 0,
@@ -169,7 +183,13 @@ fn trusted_writer() -> bool {
     }) else {
         return false;
     };
-    unsafe { TRUSTED_EXE.get(&ExeKey { dev: dev as u64, ino }) }.is_some()
+    unsafe {
+        TRUSTED_EXE.get(&ExeKey {
+            dev: dev as u64,
+            ino,
+        })
+    }
+    .is_some()
 }
 
 /// The user registers the current syscall entered with.
@@ -178,7 +198,9 @@ fn syscall_regs() -> *const u8 {
     if global(&PT_REGS_MODE) == pt_regs_mode::HELPER {
         // 5.15+. The verifier never sees this branch on older kernels: PT_REGS_MODE is a frozen
         // constant there, and the helper would not exist.
-        unsafe { gen::bpf_task_pt_regs(bpf_get_current_task_btf() as *mut task_struct) as *const u8 }
+        unsafe {
+            gen::bpf_task_pt_regs(bpf_get_current_task_btf() as *mut task_struct) as *const u8
+        }
     } else {
         let size = global(&PT_REGS_SIZE);
         let stack = unsafe { kernel::task_stack(bpf_get_current_task() as *const u8) };
@@ -220,11 +242,16 @@ fn read_written(out: &mut [u8; ADDR_LEN]) -> bool {
         _ => return false,
     };
     // Unsigned 64-bit clamp: the verifier needs a size bounded in [0, ADDR_LEN].
-    let n: u64 = if len > ADDR_LEN as u64 { ADDR_LEN as u64 } else { len };
+    let n: u64 = if len > ADDR_LEN as u64 {
+        ADDR_LEN as u64
+    } else {
+        len
+    };
     if n == 0 {
         return true;
     }
-    let rc = unsafe { gen::bpf_probe_read_user(out.as_mut_ptr() as *mut _, n as u32, buf as *const _) };
+    let rc =
+        unsafe { gen::bpf_probe_read_user(out.as_mut_ptr() as *mut _, n as u32, buf as *const _) };
     if rc != 0 {
         return false;
     }

@@ -51,15 +51,15 @@ pub fn use_default_domain_exit(ctx: FExitContext) -> i32 {
     0
 }
 
-/// `void device_release_driver_internal(struct device *dev, struct device_driver *drv,
-/// struct device *parent)`: every unbind path (sysfs unbind, driver removal, device removal)
-/// goes through it. It does nothing when `drv` is given and is not the bound driver.
-#[fentry(function = "device_release_driver_internal")]
-pub fn release_driver_entry(ctx: FEntryContext) -> i32 {
+/// `pci_device_remove(struct device *dev)`: the PCI bus's remove callback, run for every unbind
+/// of a bound PCI device (sysfs unbind, driver removal, device removal) while `dev->driver` is
+/// still set. (`device_release_driver_internal` is inlined on Debian 5.10, so it cannot be the
+/// hook on every kernel.)
+#[fentry(function = "pci_device_remove")]
+pub fn pci_remove_entry(ctx: FEntryContext) -> i32 {
     let dev: *const u8 = ctx.arg(0);
-    let drv: *const u8 = ctx.arg(1);
     let bound = unsafe { kernel::device_driver(dev) };
-    if bound.is_null() || (!drv.is_null() && drv != bound) {
+    if bound.is_null() {
         return 0;
     }
     let group = unsafe { kernel::device_group_id(dev) };

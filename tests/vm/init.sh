@@ -5,7 +5,7 @@
 # as sections opened by `@@vm:<name>` lines.
 /bin/busybox mkdir -p /proc /sys /dev /tmp /run /sbin /usr/bin /usr/sbin
 /bin/busybox --install -s
-export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin:/usr/local/bin
 export HOME=/root
 
 mount -t proc proc /proc
@@ -37,8 +37,14 @@ done
 [ -e /dev/vfio/vfio ] || log "no /dev/vfio/vfio after loading vfio"
 
 log "starting: enforcer $VM_AGENT_ARGS"
+: > /tmp/agent.out
 enforcer $VM_AGENT_ARGS > /tmp/agent.out 2> /tmp/agent.err &
 agent=$!
+# Stream the agent's lines as they come, so that a crash (5.10's BUG) still leaves what the agent
+# saw before it on the host.
+section "events"
+tail -n +1 -f /tmp/agent.out > $CH &
+forwarder=$!
 ready=no
 i=0
 while [ $i -lt $((VM_READY_TIMEOUT * 5)) ]; do
@@ -69,9 +75,11 @@ log "agent exit code $agent_rc"
 enforcer audit --json $VM_AUDIT_ARGS > /tmp/audit.json 2> /tmp/audit.err
 audit_rc=$?
 
-section "begin ready=$ready"
-section "events"
-cat /tmp/agent.out > $CH
+# busybox tail -f polls once a second: let it reach the end of the file.
+sleep 1.5
+kill $forwarder
+wait $forwarder 2>/dev/null
+section "status ready=$ready"
 section "audit rc=$audit_rc"
 cat /tmp/audit.json > $CH
 section "agent-stderr rc=$agent_rc"

@@ -61,6 +61,7 @@ step() {
 # until it holds it (0) or gave up (1). HOLDER_PID is the holder.
 hold() {
 	out=/tmp/holder.$1.out
+	: > $out
 	vfio-holder "$@" > $out 2>&1 &
 	HOLDER_PID=$!
 	i=0

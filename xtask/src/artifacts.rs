@@ -59,14 +59,21 @@ pub fn build_ebpf() -> Result<()> {
 pub struct GuestBins {
     pub enforcer: PathBuf,
     pub holder: PathBuf,
+    /// Guest tools of tests/vm/tools (`sysfs-write`, `open-bench`), when that crate exists.
+    pub tools: Vec<(String, PathBuf)>,
 }
 
-/// Builds `enforcer` (with the eBPF object embedded) and `vfio-holder` statically linked, in their
-/// own target dir so that the crt-static flags never invalidate the workspace's normal builds.
+/// Binaries of the `vm-tools` crate that go on the guest's PATH.
+const TOOLS: &[&str] = &["sysfs-write", "open-bench"];
+
+/// Builds `enforcer` (with the eBPF object embedded), `vfio-holder` and the guest tools statically
+/// linked, in their own target dir so that the crt-static flags never invalidate the workspace's
+/// normal builds.
 pub fn build_guest_bins() -> Result<GuestBins> {
     const TRIPLE: &str = "x86_64-unknown-linux-gnu";
     let dir = target_dir().join("vm/static");
-    say("vm: building static enforcer and vfio-holder for the guest");
+    let with_tools = workspace_root().join("tests/vm/tools/Cargo.toml").is_file();
+    say("vm: building static enforcer, vfio-holder and guest tools for the guest");
     let mut cmd = Command::new("cargo");
     clean_cargo_env(&mut cmd)
         .args([
@@ -76,9 +83,13 @@ pub fn build_guest_bins() -> Result<GuestBins> {
             "iommu-enforcer",
             "-p",
             "vfio-holder",
-            "--target",
-            TRIPLE,
         ])
+        .args(if with_tools {
+            &["-p", "vm-tools"][..]
+        } else {
+            &[][..]
+        })
+        .args(["--target", TRIPLE])
         .arg("--target-dir")
         .arg(&dir)
         .current_dir(workspace_root())
@@ -86,8 +97,17 @@ pub fn build_guest_bins() -> Result<GuestBins> {
         .env("RUSTFLAGS", "-C target-feature=+crt-static");
     run(&mut cmd).context("building the guest binaries failed")?;
     let release = dir.join(TRIPLE).join("release");
+    let tools = if with_tools {
+        TOOLS
+            .iter()
+            .map(|t| (t.to_string(), release.join(t)))
+            .collect()
+    } else {
+        Vec::new()
+    };
     Ok(GuestBins {
         enforcer: release.join("enforcer"),
         holder: release.join("vfio-holder"),
+        tools,
     })
 }

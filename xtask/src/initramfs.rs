@@ -85,6 +85,14 @@ pub fn base(kernel: &Kernel, bins: &GuestBins) -> Result<PathBuf> {
         0o755,
         &read_static(&bins.holder, "vfio-holder")?,
     );
+    for (name, path) in &bins.tools {
+        let data = read_static(path, name)?;
+        a.file(&format!("bin/{name}"), 0o755, &data);
+        // The enforcement policy (tests/vm/policies) trusts this path: same tool, trusted name.
+        if name == "sysfs-write" {
+            a.file("usr/local/bin/trusted-sysfs-write", 0o755, &data);
+        }
+    }
     let init = vm.join("init.sh");
     a.file(
         "init",
@@ -127,6 +135,8 @@ pub struct BootFiles<'a> {
     pub policy: Option<&'a [u8]>,
     pub dry_run: bool,
     pub series: &'a str,
+    /// Extra variables exported to the script (e.g. BENCH_ITERATIONS).
+    pub env: &'a [(&'a str, String)],
 }
 
 fn quote(s: &str) -> String {
@@ -149,11 +159,16 @@ pub fn for_boot(base: &Path, files: &BootFiles, out: &Path) -> Result<PathBuf> {
         }
     }
     let mut env = String::from("# Written by cargo xtask for this boot; sourced by /init.\n");
+    // Both limits together stay well inside qemu::BOOT_TIMEOUT, so a stuck agent or script still
+    // ends in a clean shutdown that reports what happened.
     env.push_str(&format!("VM_KERNEL_SERIES={}\n", quote(files.series)));
     env.push_str(&format!("VM_AGENT_ARGS={}\n", quote(&agent_args.join(" "))));
     env.push_str(&format!("VM_AUDIT_ARGS={}\n", quote(&audit_args.join(" "))));
     env.push_str(&format!("VM_BOOT_MODULES={}\n", quote(BOOT_MODULES)));
-    env.push_str("VM_READY_TIMEOUT=120\nVM_SCRIPT_TIMEOUT=180\n");
+    for (var, value) in files.env {
+        env.push_str(&format!("export {var}={}\n", quote(value)));
+    }
+    env.push_str("VM_READY_TIMEOUT=90\nVM_SCRIPT_TIMEOUT=150\n");
     for (var, addr, _) in topology::ADDRESSES {
         env.push_str(&format!("export {var}={addr}\n"));
     }

@@ -1,5 +1,6 @@
 //! `cargo xtask`: toolchain set-up, the eBPF build and the QEMU test node.
 mod artifacts;
+mod bench;
 mod checks;
 mod cpio;
 mod elf;
@@ -68,6 +69,18 @@ enum Cmd {
         #[arg(long, default_value_t = 2)]
         jobs: usize,
     },
+    /// Cost of the agent's LSM hooks on open(): tests/vm/bench.sh in one boot.
+    VmBench {
+        /// Kernel series to boot.
+        #[arg(long, default_value = "6.1", value_parser = ["5.10", "6.1", "6.12"])]
+        kernel: String,
+        /// Policy file for the agent.
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
+        /// open()+close() calls per measurement.
+        #[arg(long, default_value_t = 200_000)]
+        iterations: u32,
+    },
     /// The whole test suite: setup if needed, cargo test --workspace, then vm-test.
     Test,
 }
@@ -111,6 +124,15 @@ fn real_main() -> Result<bool> {
             kernel,
             scenario,
             jobs,
+        }),
+        Cmd::VmBench {
+            kernel,
+            policy,
+            iterations,
+        } => bench::vm_bench(&bench::BenchArgs {
+            kernel,
+            policy,
+            iterations,
         }),
         Cmd::Test => {
             setup::ensure()?;

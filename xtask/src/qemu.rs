@@ -181,7 +181,7 @@ pub fn parse_channel(text: &str) -> Channel {
         if let Some(header) = line.strip_prefix("@@vm:") {
             section = header.split_whitespace().next().unwrap_or("").to_string();
             match section.as_str() {
-                "begin" => ch.ready = header.contains("ready=yes"),
+                "status" => ch.ready = header.contains("ready=yes"),
                 "audit" => ch.audit_rc = rc(header),
                 "agent-stderr" => ch.agent_rc = rc(header),
                 "script" => ch.script_rc = rc(header),
@@ -211,7 +211,7 @@ mod tests {
 
     #[test]
     fn channel_sections_are_split_and_carriage_returns_dropped() {
-        let text = "noise\n\n@@vm:begin ready=yes\n\n@@vm:events\n{\"type\":\"ready\"}\r\n\n@@vm:audit rc=1\n{}\n\n@@vm:agent-stderr rc=0\nlog\n\n@@vm:script rc=3\n@fact group=8\n\n@@vm:end\n";
+        let text = "noise\n\n@@vm:events\n{\"type\":\"ready\"}\r\n\n@@vm:status ready=yes\n\n@@vm:audit rc=1\n{}\n\n@@vm:agent-stderr rc=0\nlog\n\n@@vm:script rc=3\n@fact group=8\n\n@@vm:end\n";
         let ch = parse_channel(text);
         assert!(ch.ready && ch.ended);
         assert_eq!(ch.events, vec!["{\"type\":\"ready\"}"]);

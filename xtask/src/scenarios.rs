@@ -11,11 +11,24 @@ pub struct Scenario {
     /// Run the agent with --dry-run, so the kernel's own refusal is what gets observed instead of
     /// the agent's veto of the sysfs write or VFIO open.
     pub dry_run: bool,
+    /// Policy for the agent and the final audit: a file name in tests/vm/policies/.
+    pub policy: Option<&'static str>,
     pub check: fn(&mut Checker),
 }
 
 const ALL: &[(&str, Option<&str>)] = &[("5.10", None), ("6.1", None), ("6.12", None)];
 const SIX: &[(&str, Option<&str>)] = &[("6.1", None), ("6.12", None)];
+/// Kernels where BPF LSM runs: 5.10 only when booted with it.
+const LSM: &[(&str, Option<&str>)] = &[("5.10", Some(LSM_BPF)), ("6.1", None), ("6.12", None)];
+/// Every kernel, 5.10 both with and without BPF LSM.
+const EVERY: &[(&str, Option<&str>)] = &[
+    ("5.10", None),
+    ("5.10", Some(LSM_BPF)),
+    ("6.1", None),
+    ("6.12", None),
+];
+/// The two-function device reserved: .0 for vfio-pci, .1 unbound; a trusted writer.
+const RESERVE: Option<&str> = Some("reserve-two-function.toml");
 /// Debian 5.10 leaves bpf out of the LSM list unless the command line adds it.
 pub const LSM_BPF: &str = "lsm=lockdown,yama,bpf";
 
@@ -29,37 +42,85 @@ pub const SCENARIOS: &[Scenario] = &[
             ("6.12", None),
         ],
         dry_run: false,
+        policy: None,
         check: capabilities,
     },
     Scenario {
         name: "claim-user-group",
         boots: ALL,
         dry_run: false,
+        policy: None,
         check: claim_user_group,
     },
     Scenario {
         name: "kernel-bind-refused",
         boots: SIX,
         dry_run: true,
+        policy: None,
         check: kernel_bind_refused,
     },
     Scenario {
         name: "claim-over-kernel-driver",
         boots: SIX,
         dry_run: true,
+        policy: None,
         check: claim_over_kernel_driver,
     },
     Scenario {
         name: "rebind-loop",
         boots: ALL,
         dry_run: false,
+        policy: None,
         check: rebind_loop,
     },
     Scenario {
         name: "observe-5.10",
         boots: &[("5.10", None)],
         dry_run: false,
+        policy: None,
         check: observe_5_10,
+    },
+    Scenario {
+        name: "reserve-prevents-bind",
+        boots: EVERY,
+        dry_run: false,
+        policy: RESERVE,
+        check: reserve_prevents_bind,
+    },
+    Scenario {
+        name: "reserve-prevents-bind",
+        boots: SIX,
+        dry_run: true,
+        policy: RESERVE,
+        check: reserve_prevents_bind_dry_run,
+    },
+    Scenario {
+        name: "write-paths",
+        boots: LSM,
+        dry_run: false,
+        policy: RESERVE,
+        check: write_paths,
+    },
+    Scenario {
+        name: "vfio-open-not-viable",
+        boots: LSM,
+        dry_run: false,
+        policy: None,
+        check: vfio_open_vetoed,
+    },
+    Scenario {
+        name: "vfio-open-not-viable",
+        boots: SIX,
+        dry_run: true,
+        policy: None,
+        check: vfio_open_would_veto,
+    },
+    Scenario {
+        name: "malformed-policy",
+        boots: &[("5.10", None), ("6.1", None)],
+        dry_run: false,
+        policy: None,
+        check: malformed_policy,
     },
 ];
 
@@ -139,6 +200,22 @@ fn capabilities(c: &mut Checker) {
                 "ownership program {name} is {state:?}, expected {want:?} on {}",
                 c.series
             ),
+        );
+    }
+    let lsm = caps
+        .pointer("/enforcement/lsm")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    if want_lsm {
+        c.expect(
+            lsm == "active",
+            format!("enforcement.lsm is {lsm:?}, expected active"),
+        );
+    } else {
+        c.expect(
+            lsm.starts_with("unavailable"),
+            format!("enforcement.lsm is {lsm:?} without BPF LSM: it must say unavailable"),
         );
     }
     for core in [
@@ -352,4 +429,253 @@ fn observe_5_10(c: &mut Checker) {
             format!("expected one ok bind of e1000 to {d} after modprobe, got {n}"),
         );
     }
+}
+
+/// Whether BPF LSM runs in this boot (6.x, or 5.10 booted with it).
+fn lsm_runs(c: &Checker) -> bool {
+    !c.is_5_10() || c.cmdline.as_deref().is_some_and(|l| l.contains("bpf"))
+}
+
+fn expect_fact(c: &mut Checker, key: &str, want: &str) {
+    let got = c.fact(key);
+    c.expect(
+        got == want,
+        format!("fact {key} is {got:?}, expected {want:?}"),
+    );
+}
+
+/// The agent's own reservation writes for the two-function device.
+fn expect_pins(c: &mut Checker, action: &str) {
+    for (var, value) in [("VM_DEV_FN0", "vfio-pci"), ("VM_DEV_FN1", "none")] {
+        let dev = c.dev(var);
+        let n = c
+            .events(
+                "pin",
+                &[
+                    ("device", dev),
+                    ("driver", value),
+                    ("action", action),
+                    ("result", "ok"),
+                ],
+            )
+            .len();
+        c.expect(
+            n == 1,
+            format!("expected one {action} pin of {dev} to {value}, got {n}"),
+        );
+    }
+}
+
+fn reserve_prevents_bind(c: &mut Checker) {
+    let fn1 = c.dev("VM_DEV_FN1");
+    expect_pins(c, "pinned");
+    expect_fact(c, "fn0_override", "vfio-pci");
+    expect_fact(c, "fn1_override", "none");
+    expect_fact(c, "fn1_after_autoprobe", "none");
+    expect_fact(c, "fn1_driver", "none");
+    expect_fact(c, "alive", "yes");
+    // Pinned, e1000 never even reaches really_probe for .1.
+    let binds = c
+        .events("bind", &[("device", fn1), ("driver", "e1000")])
+        .len();
+    c.expect(
+        binds == 0,
+        format!("{binds} bind attempts of e1000 on {fn1}: the pin did not hold"),
+    );
+    let vetoes = c
+        .events(
+            "veto",
+            &[
+                ("device", fn1),
+                ("rule", "protected_bind"),
+                ("action", "vetoed"),
+            ],
+        )
+        .len();
+    if lsm_runs(c) {
+        expect_fact(c, "sysfs_bind", "EPERM");
+        c.expect(
+            vetoes == 1,
+            format!("expected one vetoed protected_bind of {fn1}, got {vetoes}"),
+        );
+    } else {
+        // No BPF LSM: the pin alone refuses the bind, and no veto is claimed.
+        expect_fact(c, "sysfs_bind", "ENODEV");
+        let any = c.events("veto", &[]).len();
+        c.expect(any == 0, format!("{any} veto events without BPF LSM"));
+    }
+}
+
+fn reserve_prevents_bind_dry_run(c: &mut Checker) {
+    let g = c.fact("group");
+    let fn1 = c.dev("VM_DEV_FN1");
+    expect_pins(c, "would_pin");
+    expect_fact(c, "fn1_override", "(null)");
+    expect_fact(c, "sysfs_bind", "EBUSY");
+    expect_fact(c, "fn1_driver", "none");
+    let refusals = c
+        .events(
+            "refusal",
+            &[
+                ("group", &g),
+                ("device", fn1),
+                ("driver", "e1000"),
+                ("errno", "EBUSY"),
+            ],
+        )
+        .len();
+    c.expect(
+        refusals >= 2,
+        format!(
+            "expected the kernel's refusals (autoprobe and bind) of e1000 on {fn1}, got {refusals}"
+        ),
+    );
+    let would = c
+        .events(
+            "veto",
+            &[
+                ("device", fn1),
+                ("rule", "protected_bind"),
+                ("action", "would_veto"),
+            ],
+        )
+        .len();
+    c.expect(
+        would == 1,
+        format!("expected one would_veto protected_bind of {fn1}, got {would}"),
+    );
+    let denied = c.events("veto", &[("action", "vetoed")]).len();
+    c.expect(denied == 0, format!("{denied} vetoed events in dry-run"));
+}
+
+fn write_paths(c: &mut Checker) {
+    let (fn0, fn1) = (c.dev("VM_DEV_FN0"), c.dev("VM_DEV_FN1"));
+    expect_pins(c, "pinned");
+    expect_fact(c, "fn0_driver", "vfio-pci");
+    expect_fact(c, "fn1_override", "none");
+    let files = [
+        ("driver_override", "protected_driver_override", Some(fn1)),
+        ("bind", "protected_bind", Some(fn1)),
+        ("unbind", "protected_unbind", Some(fn0)),
+        ("new_id", "protected_new_id", None),
+        ("drivers_probe", "protected_drivers_probe", Some(fn1)),
+        ("remove", "protected_remove", Some(fn1)),
+    ];
+    for mode in ["write", "pwrite", "writev", "io_uring"] {
+        for (file, _, _) in files {
+            expect_fact(c, &format!("{mode}_{file}"), "error_EPERM");
+        }
+    }
+    for (file, rule, device) in files {
+        let vetoed = [("rule", rule), ("action", "vetoed"), ("errno", "EPERM")];
+        let n = c.events("veto", &vetoed).len();
+        // bind/unbind/new_id/drivers_probe from io_uring: the data is out of the hook's reach, so it
+        // fails closed; the other paths name the protected target.
+        let named = match device {
+            Some(d) => {
+                let mut with_device = vetoed.to_vec();
+                with_device.push(("device", d));
+                c.events("veto", &with_device).len()
+            }
+            None => n,
+        };
+        let split = usize::from(rule == "protected_bind");
+        c.expect(
+            n == 4 + split,
+            format!(
+                "expected {} vetoed writes to {file} (one per write path), got {n}",
+                4 + split
+            ),
+        );
+        c.expect(
+            named >= 3,
+            format!("only {named} vetoes of {file} name their target"),
+        );
+    }
+    expect_fact(c, "split_bind", "error_EPERM");
+    let closed = c
+        .events(
+            "veto",
+            &[("rule", "protected_bind"), ("fail_closed", "true")],
+        )
+        .len();
+    c.expect(
+        closed >= 1,
+        format!("expected a fail-closed veto of the two-segment bind, got {closed}"),
+    );
+    expect_fact(c, "unprotected_bind", "ok");
+    expect_fact(c, "trusted_override", "ok");
+    expect_fact(c, "fn0_driver_after", "vfio-pci");
+    expect_fact(c, "fn1_driver_after", "none");
+}
+
+fn vfio_open_vetoed(c: &mut Checker) {
+    let g = c.fact("group");
+    expect_fact(c, "fn1_driver", "e1000");
+    let hold = c.fact("hold");
+    c.expect(
+        hold.contains("EPERM"),
+        format!("the holder's open was not refused with EPERM: {hold}"),
+    );
+    let n = c
+        .events(
+            "veto",
+            &[
+                ("group", &g),
+                ("rule", "vfio_open_not_viable"),
+                ("action", "vetoed"),
+            ],
+        )
+        .len();
+    c.expect(
+        n == 1,
+        format!("expected one vetoed open of group {g}, got {n}"),
+    );
+    let opens = c
+        .events("vfio_open", &[("group", &g), ("result", "ok")])
+        .len();
+    c.expect(
+        opens == 0,
+        format!("{opens} successful opens of group {g} despite the veto"),
+    );
+}
+
+fn vfio_open_would_veto(c: &mut Checker) {
+    let g = c.fact("group");
+    expect_fact(c, "fn1_driver", "e1000");
+    let n = c
+        .events(
+            "veto",
+            &[
+                ("group", &g),
+                ("rule", "vfio_open_not_viable"),
+                ("action", "would_veto"),
+            ],
+        )
+        .len();
+    c.expect(
+        n == 1,
+        format!("expected one would_veto open of group {g}, got {n}"),
+    );
+    let opens = c
+        .events("vfio_open", &[("group", &g), ("result", "ok")])
+        .len();
+    c.expect(
+        opens >= 1,
+        format!("dry-run: the open of group {g} should have gone through"),
+    );
+    let claims = c
+        .events("claim", &[("group", &g), ("errno", "EPERM")])
+        .len();
+    c.expect(
+        claims >= 1,
+        format!("the kernel's own EPERM for the claim of group {g} was not seen"),
+    );
+}
+
+fn malformed_policy(c: &mut Checker) {
+    expect_fact(c, "rc", "2");
+    expect_fact(c, "stdout_lines", "0");
+    expect_fact(c, "names_location", "yes");
+    expect_fact(c, "overrides_unchanged", "yes");
 }

@@ -18,12 +18,16 @@ const VM_PACKAGES: &[&str] = &[
 ];
 /// bpf-linker must link the LLVM major rustc uses (22): Debian bookworm-security ships it.
 const LLVM_PACKAGES: &[&str] = &["llvm-22-dev", "libllvm22"];
+/// What the workspace tests and benches call: promtool and a real Prometheus (metrics tests, which
+/// require them when CI=true) and lspci (the audit benchmark's baseline).
+const TEST_PACKAGES: &[&str] = &["prometheus", "pciutils"];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 pub fn setup() -> Result<()> {
     let mut apt = Apt::default();
     rust_src()?;
     apt.ensure(VM_PACKAGES)?;
+    apt.ensure_with(TEST_PACKAGES, false)?;
     bpf_linker(&mut apt)?;
     kernels::ensure_all()?;
     say("setup: done");
@@ -34,7 +38,10 @@ pub fn setup() -> Result<()> {
 pub fn is_complete() -> bool {
     has_rust_src()
         && bpf_linker_ok()
-        && VM_PACKAGES.iter().all(|p| installed(p))
+        && VM_PACKAGES
+            .iter()
+            .chain(TEST_PACKAGES)
+            .all(|p| installed(p))
         && kernels::SERIES
             .iter()
             .all(|s| kernels::Kernel::cached(s).is_some())
@@ -117,6 +124,11 @@ struct Apt {
 
 impl Apt {
     fn ensure(&mut self, packages: &[&str]) -> Result<()> {
+        self.ensure_with(packages, true)
+    }
+
+    /// `recommends: false` keeps e.g. prometheus from pulling in exporters that start services.
+    fn ensure_with(&mut self, packages: &[&str], recommends: bool) -> Result<()> {
         let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
         if missing.is_empty() {
             say(format!("setup: installed: {}", packages.join(" ")));
@@ -136,6 +148,11 @@ impl Apt {
         say(format!("setup: installing {}", missing.join(" ")));
         run(Command::new("apt-get")
             .args(["install", "-y", "-q"])
+            .args(if recommends {
+                &[][..]
+            } else {
+                &["--no-install-recommends"][..]
+            })
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"))
     }

@@ -93,6 +93,7 @@ pub fn vm(args: &VmArgs) -> Result<bool> {
         policy: policy.as_deref(),
         dry_run: args.dry_run,
         series: &kernel.series,
+        env: &[],
     };
     let out = runs_dir(&format!("vm-{}", kernel.series));
     say(format!(

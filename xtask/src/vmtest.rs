@@ -22,17 +22,22 @@ struct Job {
 }
 
 impl Job {
+    /// `<scenario>@<kernel>[+lsm-bpf|+<cmdline>][+dry-run]`: also the boot's directory name, so a
+    /// scenario may appear twice (enforcing and dry-run) without the two overwriting each other.
     fn label(&self) -> String {
+        let mut label = format!("{}@{}", self.scenario.name, self.series);
         match self.cmdline {
-            Some(LSM_BPF) => format!("{}@{}+lsm-bpf", self.scenario.name, self.series),
-            Some(other) => format!(
-                "{}@{}+{}",
-                self.scenario.name,
-                self.series,
-                other.replace([' ', '=', ','], "_")
-            ),
-            None => format!("{}@{}", self.scenario.name, self.series),
+            Some(LSM_BPF) => label.push_str("+lsm-bpf"),
+            Some(other) => {
+                label.push('+');
+                label.push_str(&other.replace([' ', '=', ','], "_"));
+            }
+            None => {}
         }
+        if self.scenario.dry_run {
+            label.push_str("+dry-run");
+        }
+        label
     }
 }
 
@@ -52,7 +57,6 @@ pub struct Filter {
 /// Returns whether every boot passed.
 pub fn vm_test(filter: &Filter) -> Result<bool> {
     let started = Instant::now();
-    let bins = vm::prepare()?;
     let jobs: Vec<Job> = SCENARIOS
         .iter()
         .flat_map(|s| {
@@ -70,6 +74,10 @@ pub fn vm_test(filter: &Filter) -> Result<bool> {
                 .is_none_or(|n| n == j.scenario.name)
         })
         .collect();
+    if jobs.is_empty() {
+        anyhow::bail!("no scenario matches --kernel/--scenario");
+    }
+    let bins = vm::prepare()?;
     let mut bases: HashMap<&str, (Kernel, PathBuf)> = HashMap::new();
     for series in kernels::SERIES {
         if jobs.iter().any(|j| j.series == *series) {
@@ -103,13 +111,13 @@ pub fn vm_test(filter: &Filter) -> Result<bool> {
                     } else {
                         "FAIL"
                     };
-                    eprintln!(
+                    println!(
                         "{status} {} ({:.1} s)",
                         outcome.label,
                         outcome.elapsed.as_secs_f64()
                     );
                     for p in &outcome.problems {
-                        eprintln!("    {p}");
+                        println!("    {p}");
                     }
                     if let Ok(mut r) = results.lock() {
                         r.push(outcome);
@@ -180,11 +188,19 @@ fn boot_and_check(
         .join(format!("{}.sh", job.scenario.name));
     let script =
         fs::read(&script_path).with_context(|| format!("reading {}", script_path.display()))?;
+    let policy = match job.scenario.policy {
+        Some(name) => {
+            let path = workspace_root().join("tests/vm/policies").join(name);
+            Some(fs::read(&path).with_context(|| format!("reading {}", path.display()))?)
+        }
+        None => None,
+    };
     let files = BootFiles {
         script: &script,
-        policy: None,
+        policy: policy.as_deref(),
         dry_run: job.scenario.dry_run,
         series: job.series,
+        env: &[],
     };
     let out = vm::runs_dir(label);
     let outcome = vm::boot_once(kernel, base, &files, job.cmdline, &out)?;

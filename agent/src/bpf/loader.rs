@@ -126,6 +126,16 @@ impl Loaded {
             } else {
                 match self.attach(spec) {
                     Ok(()) => ProgramStatus::Attached,
+                    // A symbol kallsyms lists but kprobes refuse (a stub such as 6.12's
+                    // vfio_device_fops_cdev_open without CONFIG_VFIO_DEVICE_CDEV) is not there
+                    // to trace: absent, not broken.
+                    Err(e) if spec.may_appear_later() && refused_by_kprobes(&e) => {
+                        log::info!(
+                            "{}: in kallsyms but not probeable ({e}); treated as absent",
+                            spec.target
+                        );
+                        ProgramStatus::Absent
+                    }
                     Err(e) => ProgramStatus::Failed(describe(&e)),
                 }
             };
@@ -246,6 +256,19 @@ impl Loaded {
     }
 }
 
+/// Whether an attach failed because the kernel will not put a kprobe there (EINVAL, ENOENT),
+/// rather than for lack of rights or a broken program.
+fn refused_by_kprobes(e: &ProgramError) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return matches!(io.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOENT));
+        }
+        source = err.source();
+    }
+    false
+}
+
 /// One line, with the verifier's verdict when it refused the program (the full log goes to
 /// the debug log).
 fn describe(e: &ProgramError) -> String {
@@ -269,8 +292,20 @@ fn describe(e: &ProgramError) -> String {
                 .take(2)
                 .collect();
             let reason: Vec<&str> = reason.into_iter().rev().collect();
-            format!("BPF_PROG_LOAD: {io_error}; verifier: {}", reason.join(" | "))
+            format!(
+                "BPF_PROG_LOAD: {io_error}; verifier: {}",
+                reason.join(" | ")
+            )
         }
-        other => other.to_string(),
+        other => {
+            // "`perf_event_open` failed" says little without its cause.
+            let mut text = other.to_string();
+            let mut source = std::error::Error::source(other);
+            while let Some(cause) = source {
+                text.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            text
+        }
     }
 }

@@ -41,11 +41,7 @@ pub const PROGRAMS: &[ProgramSpec] = &[
         "iommu_device_use_default_domain",
         Attach::FExit,
     ),
-    spec(
-        "release_driver_entry",
-        "device_release_driver_internal",
-        Attach::FEntry,
-    ),
+    spec("pci_remove_entry", "pci_device_remove", Attach::FEntry),
     spec(
         "group_claim_exit",
         "iommu_group_claim_dma_owner",

@@ -25,7 +25,14 @@ pub struct Live {
 }
 
 impl Live {
-    pub fn new(node: NodeState, enforcer: Enforcer, sink: Sink, sysfs_root: PathBuf, proc_root: PathBuf, dev_root: PathBuf) -> Self {
+    pub fn new(
+        node: NodeState,
+        enforcer: Enforcer,
+        sink: Sink,
+        sysfs_root: PathBuf,
+        proc_root: PathBuf,
+        dev_root: PathBuf,
+    ) -> Self {
         let nodes = vfio_nodes::vfio_nodes(&dev_root);
         Self {
             node,
@@ -57,10 +64,13 @@ impl Live {
             follow.rescan_sysfs |= f.rescan_sysfs;
             follow.rescan_holders |= f.rescan_holders;
         }
-        self.sink.emit(&out);
-        if follow != FollowUp::default() {
-            self.follow_up(follow);
+        if out.is_empty() {
+            return;
         }
+        self.sink.emit(&out);
+        // Even without a re-read, a bind may have changed a group's viability: the enforcer
+        // updates pins and the LSM maps right away, not at the next housekeeping pass.
+        self.follow_up(follow);
     }
 
     fn node_path(&mut self, rdev: (u32, u32)) -> String {

@@ -122,9 +122,26 @@ async fn agent(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
 
     let map = scan::group_map(&common.sysfs_root)?;
     let dev_root = PathBuf::from(DEV_ROOT);
-    let enforcer = Enforcer::new(&common.sysfs_root, &dev_root, args.dry_run, lsm_maps, &policy);
-    let node = NodeState::new(map, policy, ProbeConvention::for_release(&features.kernel_release));
-    let mut live = Live::new(node, enforcer, sink, common.sysfs_root.clone(), common.proc_root.clone(), dev_root);
+    let enforcer = Enforcer::new(
+        &common.sysfs_root,
+        &dev_root,
+        args.dry_run,
+        lsm_maps,
+        &policy,
+    );
+    let node = NodeState::new(
+        map,
+        policy,
+        ProbeConvention::for_release(&features.kernel_release),
+    );
+    let mut live = Live::new(
+        node,
+        enforcer,
+        sink,
+        common.sysfs_root.clone(),
+        common.proc_root.clone(),
+        dev_root,
+    );
     live.sink.emit(&live.node.changed_verdicts());
     live.follow_up(FollowUp {
         rescan_sysfs: false,

@@ -172,6 +172,8 @@ impl NodeState {
             }
             EventKind::GroupRelease | EventKind::DeviceRelease => {
                 scope = Some(scope_of(ev.kind));
+                // The releasing process is closing its VFIO file: re-read who still holds it.
+                follow.rescan_holders = true;
                 if let Some(g) = ev.group {
                     let n = self.claims.entry(g).or_default();
                     *n = n.saturating_sub(1);
@@ -253,7 +255,11 @@ impl Veto {
         };
         Self {
             rule,
-            action: if detail & veto::DENIED != 0 { "vetoed" } else { "would_veto" },
+            action: if detail & veto::DENIED != 0 {
+                "vetoed"
+            } else {
+                "would_veto"
+            },
             fail_closed: detail & veto::TARGET_UNKNOWN != 0,
         }
     }
@@ -525,7 +531,13 @@ mod tests {
         assert!(matches!(lines[0], Line::Resync { groups: 2 }));
         assert_eq!(verdicts(&lines), [("10".to_string(), Owner::None, true)]);
         let lines = n.resync(GroupMap::new());
-        assert!(lines.contains(&Line::GroupRemoved { group: "9".into() }), "{lines:?}");
-        assert!(lines.contains(&Line::GroupRemoved { group: "10".into() }), "{lines:?}");
+        assert!(
+            lines.contains(&Line::GroupRemoved { group: "9".into() }),
+            "{lines:?}"
+        );
+        assert!(
+            lines.contains(&Line::GroupRemoved { group: "10".into() }),
+            "{lines:?}"
+        );
     }
 }

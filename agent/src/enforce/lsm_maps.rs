@@ -57,13 +57,36 @@ impl LsmMaps {
 
     /// Makes the maps hold `want`. A failed update is logged and retried on the next call.
     pub fn sync(&mut self, want: &Content) {
-        sync_one(&mut self.watched, &mut self.applied.watched, &want.watched, |k| *k);
-        sync_one(&mut self.protected, &mut self.applied.protected, &want.protected, |k| *k);
-        sync_one(&mut self.protected_ids, &mut self.applied.protected_ids, &want.protected_ids, |k| *k);
-        sync_one(&mut self.vfio_deny, &mut self.applied.vfio_deny, &want.vfio_deny, |k| *k);
-        sync_one(&mut self.trusted_exe, &mut self.applied.trusted_exe, &want.trusted_exe, |&(dev, ino)| {
-            ExeKey { dev, ino }
-        });
+        sync_one(
+            &mut self.watched,
+            &mut self.applied.watched,
+            &want.watched,
+            |k| *k,
+        );
+        sync_one(
+            &mut self.protected,
+            &mut self.applied.protected,
+            &want.protected,
+            |k| *k,
+        );
+        sync_one(
+            &mut self.protected_ids,
+            &mut self.applied.protected_ids,
+            &want.protected_ids,
+            |k| *k,
+        );
+        sync_one(
+            &mut self.vfio_deny,
+            &mut self.applied.vfio_deny,
+            &want.vfio_deny,
+            |k| *k,
+        );
+        sync_one(
+            &mut self.trusted_exe,
+            &mut self.applied.trusted_exe,
+            &want.trusted_exe,
+            |&(dev, ino)| ExeKey { dev, ino },
+        );
     }
 }
 
@@ -73,7 +96,11 @@ fn sync_one<K: Ord + Clone + std::fmt::Debug, BK: aya::Pod, V: aya::Pod + Partia
     want: &BTreeMap<K, V>,
     key: impl Fn(&K) -> BK,
 ) {
-    let stale: Vec<K> = applied.keys().filter(|k| !want.contains_key(*k)).cloned().collect();
+    let stale: Vec<K> = applied
+        .keys()
+        .filter(|k| !want.contains_key(*k))
+        .cloned()
+        .collect();
     for k in stale {
         match map.remove(&key(&k)) {
             Ok(()) => {

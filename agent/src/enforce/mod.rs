@@ -52,14 +52,23 @@ pub struct Enforcer {
 }
 
 impl Enforcer {
-    pub fn new(sysfs: &Path, dev: &Path, dry_run: bool, lsm: Option<LsmMaps>, policy: &Policy) -> Self {
+    pub fn new(
+        sysfs: &Path,
+        dev: &Path,
+        dry_run: bool,
+        lsm: Option<LsmMaps>,
+        policy: &Policy,
+    ) -> Self {
         let mut trusted = BTreeMap::new();
         for path in &policy.trusted_writers {
             match exe_key(path) {
                 Ok(key) => {
                     trusted.insert(key, 1);
                 }
-                Err(e) => warn!("trusted writer {}: {e}; not trusted until the agent restarts", path.display()),
+                Err(e) => warn!(
+                    "trusted writer {}: {e}; not trusted until the agent restarts",
+                    path.display()
+                ),
             }
         }
         Self {
@@ -105,11 +114,24 @@ impl Enforcer {
     /// once; changes every time they happen.
     fn reserve(&mut self, node: &mut NodeState, r: &Reservation) -> Vec<Line> {
         let (kind, group, device, value, from) = match r {
-            Reservation::Pin { group, device, value, .. } => ("pin", *group, device, value, None),
-            Reservation::Rebind { group, device, value, from } => ("rebind", *group, device, value, Some(from)),
-            Reservation::Blocked { group, device, value, from } => {
-                ("reservation_blocked", *group, device, value, Some(from))
-            }
+            Reservation::Pin {
+                group,
+                device,
+                value,
+                ..
+            } => ("pin", *group, device, value, None),
+            Reservation::Rebind {
+                group,
+                device,
+                value,
+                from,
+            } => ("rebind", *group, device, value, Some(from)),
+            Reservation::Blocked {
+                group,
+                device,
+                value,
+                from,
+            } => ("reservation_blocked", *group, device, value, Some(from)),
         };
         let (action, result) = match r {
             Reservation::Blocked { .. } => ("report", Ok(())),
@@ -181,30 +203,56 @@ impl Enforcer {
             let key = address_key(address);
             c.protected.insert(key, p.group);
             if let (Some(v), Some(d)) = (p.vendor, p.device) {
-                c.protected_ids.insert((u32::from(v) << 16) | u32::from(d), p.group);
+                c.protected_ids
+                    .insert((u32::from(v) << 16) | u32::from(d), p.group);
             }
             for (path, kind) in device_files(&self.sysfs, address) {
                 if let Some(ino) = self.inodes.ino(&path) {
-                    c.watched.insert(ino, WatchedFile { kind, group: p.group, device: key });
+                    c.watched.insert(
+                        ino,
+                        WatchedFile {
+                            kind,
+                            group: p.group,
+                            device: key,
+                        },
+                    );
                 }
             }
         }
         if !plan.protected.is_empty() {
             for (path, kind) in bus_files(&self.sysfs) {
                 if let Some(ino) = self.inodes.ino(&path) {
-                    c.watched.insert(ino, WatchedFile { kind, group: u32::MAX, device: [0; ADDR_LEN] });
+                    c.watched.insert(
+                        ino,
+                        WatchedFile {
+                            kind,
+                            group: u32::MAX,
+                            device: [0; ADDR_LEN],
+                        },
+                    );
                 }
             }
         }
         for &group in &plan.not_viable {
             if let Some(rdev) = node_rdev(&self.dev.join("vfio").join(group.to_string())) {
-                c.vfio_deny.insert(rdev, WatchedFile { kind: watched::VFIO_GROUP, group, device: [0; ADDR_LEN] });
+                c.vfio_deny.insert(
+                    rdev,
+                    WatchedFile {
+                        kind: watched::VFIO_GROUP,
+                        group,
+                        device: [0; ADDR_LEN],
+                    },
+                );
             }
             for (device, cdev) in self.cdevs(node, group) {
                 if let Some(rdev) = node_rdev(&self.dev.join("vfio/devices").join(&cdev)) {
                     c.vfio_deny.insert(
                         rdev,
-                        WatchedFile { kind: watched::VFIO_CDEV, group, device: address_key(&device) },
+                        WatchedFile {
+                            kind: watched::VFIO_CDEV,
+                            group,
+                            device: address_key(&device),
+                        },
                     );
                 }
             }
@@ -220,12 +268,21 @@ impl Enforcer {
         g.devices
             .keys()
             .flat_map(|address| {
-                let dir = self.sysfs.join("bus/pci/devices").join(address).join("vfio-dev");
+                let dir = self
+                    .sysfs
+                    .join("bus/pci/devices")
+                    .join(address)
+                    .join("vfio-dev");
                 fs::read_dir(dir)
                     .into_iter()
                     .flatten()
                     .flatten()
-                    .map(move |e| (address.clone(), e.file_name().to_string_lossy().into_owned()))
+                    .map(move |e| {
+                        (
+                            address.clone(),
+                            e.file_name().to_string_lossy().into_owned(),
+                        )
+                    })
             })
             .collect()
     }

@@ -20,17 +20,34 @@ pub struct Protected {
 pub enum Reservation {
     /// Write the intended value to `driver_override`; `probe` when a reserved member is unbound
     /// and meant for a driver, so it binds to it now rather than at the next rescan.
-    Pin { group: u32, device: String, value: String, probe: bool },
+    Pin {
+        group: u32,
+        device: String,
+        value: String,
+        probe: bool,
+    },
     /// The member sits on another driver: pin, unbind it, and probe it again.
-    Rebind { group: u32, device: String, value: String, from: String },
+    Rebind {
+        group: u32,
+        device: String,
+        value: String,
+        from: String,
+    },
     /// The member sits on another driver and the policy does not allow moving it.
-    Blocked { group: u32, device: String, value: String, from: String },
+    Blocked {
+        group: u32,
+        device: String,
+        value: String,
+        from: String,
+    },
 }
 
 impl Reservation {
     pub fn device(&self) -> &str {
         match self {
-            Self::Pin { device, .. } | Self::Rebind { device, .. } | Self::Blocked { device, .. } => device,
+            Self::Pin { device, .. }
+            | Self::Rebind { device, .. }
+            | Self::Blocked { device, .. } => device,
         }
     }
 }
@@ -89,9 +106,19 @@ impl Plan {
                         let rebind = policy.reservation_of(dev).is_some_and(|r| r.rebind)
                             || group_rebinds(map, policy, group);
                         plan.reservations.push(if rebind {
-                            Reservation::Rebind { group, device, value, from }
+                            Reservation::Rebind {
+                                group,
+                                device,
+                                value,
+                                from,
+                            }
                         } else {
-                            Reservation::Blocked { group, device, value, from }
+                            Reservation::Blocked {
+                                group,
+                                device,
+                                value,
+                                from,
+                            }
                         });
                     }
                     None if dev.driver_override.as_deref() != Some(value.as_str()) => {
@@ -100,7 +127,12 @@ impl Plan {
                         let probe = dev.driver.is_none()
                             && matches!(intended, Intended::Driver(_))
                             && reserved.contains(&group);
-                        plan.reservations.push(Reservation::Pin { group, device, value, probe });
+                        plan.reservations.push(Reservation::Pin {
+                            group,
+                            device,
+                            value,
+                            probe,
+                        });
                     }
                     None => {}
                 }
@@ -183,16 +215,26 @@ mod tests {
         let mut map = split_gpu();
         map.set_driver("0000:01:00.0", None);
         let plan = Plan::compute(&map, &policy("[[reserve]]\ngroup = 12\n"));
-        assert!(matches!(&plan.reservations[0], Reservation::Pin { probe: true, .. }));
+        assert!(matches!(
+            &plan.reservations[0],
+            Reservation::Pin { probe: true, .. }
+        ));
         let none = policy("[[reserve]]\ndevice = \"0000:01:00.0\"\ndriver = \"none\"\n");
         let plan = Plan::compute(&map, &none);
-        assert!(matches!(&plan.reservations[0], Reservation::Pin { probe: false, value, .. } if value == "none"));
+        assert!(
+            matches!(&plan.reservations[0], Reservation::Pin { probe: false, value, .. } if value == "none")
+        );
     }
 
     #[test]
     fn rebind_when_the_policy_says_so() {
-        let plan = Plan::compute(&split_gpu(), &policy("[[reserve]]\ngroup = 12\nrebind = true\n"));
-        assert!(matches!(&plan.reservations[1], Reservation::Rebind { from, .. } if from == "snd_hda_intel"));
+        let plan = Plan::compute(
+            &split_gpu(),
+            &policy("[[reserve]]\ngroup = 12\nrebind = true\n"),
+        );
+        assert!(
+            matches!(&plan.reservations[1], Reservation::Rebind { from, .. } if from == "snd_hda_intel")
+        );
     }
 
     #[test]
@@ -211,7 +253,10 @@ mod tests {
             device: None,
         }]);
         let plan = Plan::compute(&map, &Policy::default());
-        assert_eq!(plan.protected.keys().collect::<Vec<_>>(), ["0000:01:00.0", "0000:01:00.1"]);
+        assert_eq!(
+            plan.protected.keys().collect::<Vec<_>>(),
+            ["0000:01:00.0", "0000:01:00.1"]
+        );
         assert_eq!(plan.reservations.len(), 2, "{:?}", plan.reservations);
         assert!(
             matches!(&plan.reservations[1], Reservation::Pin { value, probe: false, .. } if value == "vfio-pci"),
@@ -220,7 +265,9 @@ mod tests {
         );
         map.set_driver_override("0000:01:00.0", Some("vfio-pci"));
         map.set_driver_override("0000:01:00.1", Some("vfio-pci"));
-        assert!(Plan::compute(&map, &Policy::default()).reservations.is_empty());
+        assert!(Plan::compute(&map, &Policy::default())
+            .reservations
+            .is_empty());
         let off = policy("protect_user_groups = false\n");
         assert!(Plan::compute(&map, &off).protected.is_empty());
     }

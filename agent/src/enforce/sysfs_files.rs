@@ -46,7 +46,7 @@ pub fn bus_files(sysfs: &Path) -> Vec<(PathBuf, u32)> {
 /// driver; the cache is dropped on any membership change).
 #[derive(Default)]
 pub struct InodeCache {
-    by_path: BTreeMap<PathBuf, Option<u64>>,
+    by_path: BTreeMap<PathBuf, u64>,
 }
 
 impl InodeCache {
@@ -54,12 +54,15 @@ impl InodeCache {
         self.by_path.clear();
     }
 
-    /// The inode of `path`; `None` when it does not exist (a driver without new_id, say).
+    /// The inode of `path`; `None` when it does not exist (yet: a driver's files appear when its
+    /// module loads, so a miss is not remembered).
     pub fn ino(&mut self, path: &Path) -> Option<u64> {
-        *self
-            .by_path
-            .entry(path.to_path_buf())
-            .or_insert_with(|| fs::metadata(path).ok().map(|m| m.ino()))
+        if let Some(ino) = self.by_path.get(path) {
+            return Some(*ino);
+        }
+        let ino = fs::metadata(path).ok()?.ino();
+        self.by_path.insert(path.to_path_buf(), ino);
+        Some(ino)
     }
 }
 
@@ -89,7 +92,10 @@ pub fn write_attr(path: &Path, value: &str) -> io::Result<()> {
 /// `driver_override` of a device.
 pub fn pin(sysfs: &Path, device: &str, value: &str) -> io::Result<()> {
     write_attr(
-        &sysfs.join("bus/pci/devices").join(device).join("driver_override"),
+        &sysfs
+            .join("bus/pci/devices")
+            .join(device)
+            .join("driver_override"),
         value,
     )
 }
@@ -122,12 +128,24 @@ mod tests {
         let spec = iommu_fixtures::fixture("consumer-gpu-audio-split").expect("fixture");
         let node = iommu_fixtures::build(spec, dir.path()).expect("builds");
         let bus = bus_files(&node.sysfs);
-        assert!(bus.iter().any(|(p, k)| p.ends_with("drivers/vfio-pci/bind") && *k == watched::BIND));
-        assert!(bus.iter().any(|(p, k)| p.ends_with("drivers_probe") && *k == watched::DRIVERS_PROBE));
+        assert!(bus
+            .iter()
+            .any(|(p, k)| p.ends_with("drivers/vfio-pci/bind") && *k == watched::BIND));
+        assert!(bus
+            .iter()
+            .any(|(p, k)| p.ends_with("drivers_probe") && *k == watched::DRIVERS_PROBE));
         let mut cache = InodeCache::default();
         let files = device_files(&node.sysfs, "0000:0a:00.1");
         let override_ino = cache.ino(&files[0].0).expect("driver_override exists");
         assert_eq!(cache.ino(&files[0].0), Some(override_ino), "cached");
+        let later = node.sysfs.join("bus/pci/drivers/e1000e");
+        assert_eq!(cache.ino(&later.join("bind")), None);
+        fs::create_dir_all(&later).expect("mkdir");
+        fs::write(later.join("bind"), "").expect("a driver appears");
+        assert!(
+            cache.ino(&later.join("bind")).is_some(),
+            "a miss is not remembered"
+        );
         pin(&node.sysfs, "0000:0a:00.1", "vfio-pci").expect("writes");
         let written = fs::read_to_string(&files[0].0).expect("reads");
         assert_eq!(written, "vfio-pci");

@@ -148,13 +148,23 @@ fn a_removed_group_takes_its_series_along() {
     m.observe(&verdict("15", Owner::Kernel, true));
     m.observe(&Line::GroupRemoved { group: "14".into() });
     let text = m.render();
-    assert_eq!(sample(&text, r#"iommu_enforcer_group_viable{group="14"}"#), None, "{text}");
     assert_eq!(
-        sample(&text, r#"iommu_enforcer_group_owner{group="14",owner="user"}"#),
+        sample(&text, r#"iommu_enforcer_group_viable{group="14"}"#),
         None,
         "{text}"
     );
-    assert_eq!(sample(&text, r#"iommu_enforcer_group_viable{group="15"}"#), Some(1.0));
+    assert_eq!(
+        sample(
+            &text,
+            r#"iommu_enforcer_group_owner{group="14",owner="user"}"#
+        ),
+        None,
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, r#"iommu_enforcer_group_viable{group="15"}"#),
+        Some(1.0)
+    );
 }
 
 #[test]

@@ -55,7 +55,8 @@ impl Enforcement {
                     vetoes: Some(if bpf {
                         "available".to_string()
                     } else {
-                        "unavailable: bpf is not among the active LSMs (boot with lsm=...,bpf)".to_string()
+                        "unavailable: bpf is not among the active LSMs (boot with lsm=...,bpf)"
+                            .to_string()
                     }),
                 }
             }

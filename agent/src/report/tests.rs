@@ -65,7 +65,10 @@ fn audit_json_shape() {
     assert_eq!(v["rule"], "split_group");
     assert_eq!(v["action"], "would_veto");
     assert_eq!(json["scan_problems"], serde_json::json!([]));
-    assert_eq!(json["enforcement"], serde_json::json!({"bpf_lsm": null, "vetoes": null}));
+    assert_eq!(
+        json["enforcement"],
+        serde_json::json!({"bpf_lsm": null, "vetoes": null})
+    );
     // protected user group 13: its unbound member would be pinned to none
     assert_eq!(json["pins"][0]["device"], "0000:02:00.0");
     assert_eq!(json["pins"][0]["driver_override"], "none");

@@ -5,7 +5,7 @@ dev=$VM_DEV_SWITCH
 g=$(group_of $dev)
 fact group $g
 fact device $dev
-echo "group $g: $(ls /sys/kernel/iommu_groups/$g/devices)"
+echo "group $g:" $(ls /sys/kernel/iommu_groups/$g/devices)
 bind_vfio $dev
 hold $g $dev || exit 1
 sleep 1

@@ -10,6 +10,8 @@ unbind $VM_DEV_FN0
 bind_vfio $VM_DEV_FN0
 show $VM_DEV_FN0 $VM_DEV_FN1
 fact fn1_driver $(driver_of $VM_DEV_FN1)
+# The group has been non-viable for a while when a VM asks for it; give the agent its pass.
+sleep 2
 if hold $g; then
 	fact hold ok
 	release

@@ -11,7 +11,7 @@ step modprobe e1000
 sleep 3
 try() {
 	r=$(sysfs-write "$@")
-	echo "+ sysfs-write $*: $r"
+	echo "+ sysfs-write $*: $r" >&2
 	echo "$r" | tr ' ' '_'
 }
 for mode in write pwrite writev io_uring; do

@@ -151,11 +151,14 @@ fn main() -> ExitCode {
         }
     };
     if let Err(f) = hold(group, device) {
+        let text = std::io::Error::from_raw_os_error(f.errno).to_string();
+        // io::Error appends " (os error N)"; the errno is printed by name and number instead.
+        let text = text.split(" (os error").next().unwrap_or(&text);
         eprintln!(
-            "vfio-holder: group {group}: {} failed: {} ({})",
+            "vfio-holder: group {group}: {} failed: {} (errno {}, {text})",
             f.step,
-            std::io::Error::from_raw_os_error(f.errno),
-            errno_name(f.errno)
+            errno_name(f.errno),
+            f.errno
         );
         return ExitCode::from(1);
     }

@@ -21,7 +21,10 @@ fn main() -> ExitCode {
         for _ in 0..iterations {
             let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY) };
             if fd < 0 {
-                eprintln!("open-bench: open {file}: {}", std::io::Error::last_os_error());
+                eprintln!(
+                    "open-bench: open {file}: {}",
+                    std::io::Error::last_os_error()
+                );
                 return ExitCode::from(1);
             }
             unsafe { libc::close(fd) };

@@ -69,10 +69,11 @@ fn writev(fd: RawFd, parts: &[&[u8]]) -> io::Result<()> {
 
 fn uring_write(fd: RawFd, data: &[u8]) -> io::Result<()> {
     let mut ring = io_uring::IoUring::new(2)?;
-    let op = io_uring::opcode::Write::new(io_uring::types::Fd(fd), data.as_ptr(), data.len() as u32)
-        .offset(0)
-        .build()
-        .user_data(1);
+    let op =
+        io_uring::opcode::Write::new(io_uring::types::Fd(fd), data.as_ptr(), data.len() as u32)
+            .offset(0)
+            .build()
+            .user_data(1);
     // SAFETY: `data` outlives the submission, which is waited for below.
     unsafe { ring.submission().push(&op) }.map_err(io::Error::other)?;
     ring.submit_and_wait(1)?;

@@ -1,0 +1,89 @@
+//! `cargo xtask vm-bench`: what the agent's LSM hooks cost on open(). tests/vm/bench.sh times
+//! open()+close() of a regular file with the agent running and stopped, alternating three rounds
+//! in one boot so that emulator drift hits both sides alike.
+use std::fs;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+
+use crate::initramfs::{self, BootFiles};
+use crate::kernels::Kernel;
+use crate::util::{say, workspace_root};
+use crate::vm::{self, ending_problem};
+
+pub struct BenchArgs {
+    pub kernel: String,
+    pub policy: Option<PathBuf>,
+    pub iterations: u32,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+pub fn vm_bench(args: &BenchArgs) -> Result<bool> {
+    let bins = vm::prepare()?;
+    let kernel = Kernel::get(&args.kernel)?;
+    let base = initramfs::base(&kernel, &bins)?;
+    let script_path = workspace_root().join("tests/vm/bench.sh");
+    let script =
+        fs::read(&script_path).with_context(|| format!("reading {}", script_path.display()))?;
+    let policy = match &args.policy {
+        Some(p) => Some(fs::read(p).with_context(|| format!("reading policy {}", p.display()))?),
+        None => None,
+    };
+    let env = [("BENCH_ITERATIONS", args.iterations.to_string())];
+    let files = BootFiles {
+        script: &script,
+        policy: policy.as_deref(),
+        dry_run: false,
+        series: &kernel.series,
+        env: &env,
+    };
+    let out = vm::runs_dir(&format!("bench-{}", kernel.series));
+    say(format!(
+        "vm-bench: kernel {} ({}), {} open()+close() per measurement, 3 rounds",
+        kernel.series, kernel.release, args.iterations
+    ));
+    let outcome = vm::boot_once(&kernel, &base, &files, None, &out)?;
+    if let Some(p) = ending_problem(&outcome) {
+        bail!("{p} (console: {})", outcome.console.display());
+    }
+    let fact = |key: &str| -> Option<f64> {
+        outcome
+            .channel
+            .script
+            .lines()
+            .filter_map(|l| l.strip_prefix("@fact "))
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == key)
+            .and_then(|(_, v)| v.trim().parse().ok())
+    };
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    println!("round  agent running (ns/op)  agent stopped (ns/op)");
+    for round in 1..=3 {
+        let (w, wo) = (
+            fact(&format!("with_{round}")),
+            fact(&format!("without_{round}")),
+        );
+        let show = |v: Option<f64>| v.map_or("?".to_string(), |v| format!("{v:.0}"));
+        println!("{round:>5}  {:>21}  {:>21}", show(w), show(wo));
+        with.extend(w);
+        without.extend(wo);
+    }
+    if with.len() != 3 || without.len() != 3 {
+        bail!(
+            "the benchmark script did not report every round (see {})",
+            out.join("script.out").display()
+        );
+    }
+    let (w, wo) = (median(with), median(without));
+    println!(
+        "median: {w:.0} ns/op with the agent, {wo:.0} ns/op without: {:+.0} ns/op ({:+.1}%) under QEMU TCG",
+        w - wo,
+        (w - wo) / wo * 100.0
+    );
+    say(format!("vm-bench: outputs in {}", out.display()));
+    Ok(true)
+}
