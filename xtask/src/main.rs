@@ -6,6 +6,7 @@ mod cpio;
 mod elf;
 mod initramfs;
 mod kernels;
+mod metrics_scrape;
 mod modules;
 mod qemu;
 mod scenarios;
@@ -81,7 +82,14 @@ enum Cmd {
         #[arg(long, default_value_t = 200_000)]
         iterations: u32,
     },
-    /// The whole test suite: setup if needed, cargo test --workspace, then vm-test.
+    /// A real Prometheus scrapes the agent in the test node; every dashboard query is evaluated.
+    VmMetrics {
+        /// Kernel series to boot.
+        #[arg(long, default_value = "6.1", value_parser = ["5.10", "6.1", "6.12"])]
+        kernel: String,
+    },
+    /// The whole test suite: setup if needed, cargo test --workspace, the deploy checks,
+    /// vm-metrics, then vm-test.
     Test,
 }
 
@@ -120,11 +128,16 @@ fn real_main() -> Result<bool> {
             kernel,
             scenario,
             jobs,
-        } => vmtest::vm_test(&vmtest::Filter {
-            kernel,
-            scenario,
-            jobs,
-        }),
+        } => {
+            let (passed, failed) = vmtest::vm_test(&vmtest::Filter {
+                kernel,
+                scenario,
+                jobs,
+            })?;
+            println!("{passed} passed, {failed} failed");
+            Ok(failed == 0 && passed > 0)
+        }
+        Cmd::VmMetrics { kernel } => metrics_scrape::vm_metrics(&kernel),
         Cmd::VmBench {
             kernel,
             policy,
@@ -148,11 +161,36 @@ fn real_main() -> Result<bool> {
                 say("test: cargo test --workspace failed; skipping the VM scenarios");
                 return Ok(false);
             }
-            vmtest::vm_test(&vmtest::Filter {
+            // Checks beyond the VM scenarios, counted in the closing line with them.
+            let mut extra: Vec<(&str, bool)> = Vec::new();
+            say("test: tests/deploy/validate.sh (manifests, alert rules)");
+            let deploy = Command::new("bash")
+                .arg(workspace_root().join("tests/deploy/validate.sh"))
+                .current_dir(workspace_root())
+                .status()
+                .is_ok_and(|s| s.success());
+            extra.push(("deploy validation", deploy));
+            say("test: vm-metrics (Prometheus scrapes the agent in the test node)");
+            let metrics = metrics_scrape::vm_metrics("6.1").unwrap_or_else(|e| {
+                println!("FAIL vm-metrics: {e:#}");
+                false
+            });
+            extra.push(("vm-metrics", metrics));
+            let (mut passed, mut failed) = vmtest::vm_test(&vmtest::Filter {
                 kernel: None,
                 scenario: None,
                 jobs: 2,
-            })
+            })?;
+            for (name, ok) in extra {
+                println!("{name}: {}", if ok { "passed" } else { "FAILED" });
+                if ok {
+                    passed += 1;
+                } else {
+                    failed += 1;
+                }
+            }
+            println!("{passed} passed, {failed} failed");
+            Ok(failed == 0)
         }
     }
 }

@@ -19,6 +19,8 @@ pub struct Boot<'a> {
     pub cmdline: Option<&'a str>,
     /// Where console.log, channel.log and qemu.log go.
     pub out: &'a Path,
+    /// Host loopback port -> guest port forwards.
+    pub hostfwd: &'a [(u16, u16)],
 }
 
 /// How the boot ended.
@@ -106,7 +108,7 @@ pub fn boot(b: &Boot) -> Result<Outcome> {
     .arg(format!("file:{}", console.display()))
     .arg("-serial")
     .arg(format!("file:{}", channel.display()))
-    .args(topology::qemu_args())
+    .args(topology::qemu_args(b.hostfwd))
     .stdin(Stdio::null())
     .stdout(log.try_clone()?)
     .stderr(log);

@@ -44,14 +44,22 @@ pub fn address(var: &str) -> &'static str {
         .unwrap_or("")
 }
 
-/// QEMU arguments for the IOMMU and the devices.
-pub fn qemu_args() -> Vec<String> {
-    [
+/// QEMU user networking's address for the guest (its default DHCP lease, set statically by scripts
+/// that need the network).
+pub const GUEST_IP: &str = "10.0.2.15";
+
+/// QEMU arguments for the IOMMU and the devices; `hostfwd` maps host loopback ports to guest ports.
+pub fn qemu_args(hostfwd: &[(u16, u16)]) -> Vec<String> {
+    let mut netdev = String::from("user,id=net0");
+    for (host, guest) in hostfwd {
+        // Loopback only: nothing outside this machine reaches the guest.
+        netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-{GUEST_IP}:{guest}"));
+    }
+    let mut args: Vec<String> = [
         // The IOMMU comes before the devices it translates for.
         "-device intel-iommu,intremap=on,caching-mode=on",
         // A device alone on a root port; user networking so a guest port can be forwarded if needed.
         "-device pcie-root-port,id=rp_alone,bus=pcie.0,addr=0x2,chassis=1",
-        "-netdev user,id=net0",
         "-device virtio-net-pci,netdev=net0,bus=rp_alone,addr=0x0,romfile=",
         // A switch without ACS: downstream port and device share a group (the seed thread's case).
         "-device pcie-root-port,id=rp_switch,bus=pcie.0,addr=0x3,chassis=2",
@@ -66,5 +74,7 @@ pub fn qemu_args() -> Vec<String> {
     ]
     .iter()
     .flat_map(|a| a.splitn(2, ' ').map(str::to_string).collect::<Vec<_>>())
-    .collect()
+    .collect();
+    args.extend(["-netdev".to_string(), netdev]);
+    args
 }

@@ -30,6 +30,18 @@ pub fn boot_once(
     cmdline: Option<&str>,
     out: &Path,
 ) -> Result<Outcome> {
+    boot_forwarding(kernel, base, files, cmdline, out, &[])
+}
+
+/// [`boot_once`] with host loopback ports forwarded into the guest.
+pub fn boot_forwarding(
+    kernel: &Kernel,
+    base: &Path,
+    files: &BootFiles,
+    cmdline: Option<&str>,
+    out: &Path,
+    hostfwd: &[(u16, u16)],
+) -> Result<Outcome> {
     let _ = fs::remove_dir_all(out);
     let initrd = initramfs::for_boot(base, files, out)?;
     let outcome = qemu::boot(&qemu::Boot {
@@ -37,6 +49,7 @@ pub fn boot_once(
         initrd: &initrd,
         cmdline,
         out,
+        hostfwd,
     })?;
     let ch = &outcome.channel;
     let mut events = ch.events.join("\n");
