@@ -81,7 +81,7 @@ pub fn file_open(ctx: LsmContext) -> i32 {
         return prev;
     }
     let file: *const u8 = ctx.arg(0);
-    let rdev = unsafe { kernel::inode_rdev(kernel::file_inode(file)) };
+    let rdev = unsafe { kernel::file_rdev_direct(file) };
     if rdev == 0 {
         return 0;
     }

@@ -11,6 +11,8 @@ stop_agent() {
 	kill -TERM $1
 	i=0
 	while kill -0 $1 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+	# Detached programs and trampolines are freed after an RCU grace period: let it pass.
+	sleep 1
 }
 start_agent() {
 	set -- enforcer
@@ -20,13 +22,30 @@ start_agent() {
 	i=0
 	while ! grep -q '"type":"ready"' /tmp/bench-agent.out && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
 }
+# BENCH_NON_VIABLE=yes: give the file_open hook something to veto (a VFIO group whose companion
+# sits on a host driver), so it is attached while measuring; otherwise both hooks are on standby.
+if [ "${BENCH_NON_VIABLE:-no}" = yes ]; then
+	step modprobe e1000
+	unbind $VM_DEV_FN0
+	bind_vfio $VM_DEV_FN0
+	sleep 2
+fi
 AGENT=$(pidof enforcer)
 fact lsm "$(grep -o '"lsm":"[^"]*"' /tmp/agent.out 2>/dev/null | head -1)"
-for round in 1 2 3; do
+fact file_open_hook "$(grep -o 'LSM hook file_open: [a-z]*' /tmp/agent.err 2>/dev/null | tail -1 | tr ' ' '_')"
+rounds=${BENCH_ROUNDS:-5}
+round=1
+while [ $round -le $rounds ]; do
 	kill -STOP $AGENT
+	sleep 1
 	fact with_$round $(measure)
 	kill -CONT $AGENT
 	stop_agent $AGENT
 	fact without_$round $(measure)
-	[ $round -lt 3 ] && start_agent
+	if [ $round -lt $rounds ]; then
+		start_agent
+		# The new agent attaches hooks from its first pass.
+		sleep 2
+	fi
+	round=$((round + 1))
 done

@@ -81,6 +81,9 @@ enum Cmd {
         /// open()+close() calls per measurement.
         #[arg(long, default_value_t = 200_000)]
         iterations: u32,
+        /// Make a VFIO group non-viable first, so the file_open hook is attached while measuring.
+        #[arg(long)]
+        non_viable_group: bool,
     },
     /// A real Prometheus scrapes the agent in the test node; every dashboard query is evaluated.
     VmMetrics {
@@ -142,10 +145,12 @@ fn real_main() -> Result<bool> {
             kernel,
             policy,
             iterations,
+            non_viable_group,
         } => bench::vm_bench(&bench::BenchArgs {
             kernel,
             policy,
             iterations,
+            non_viable: non_viable_group,
         }),
         Cmd::Test => {
             setup::ensure()?;

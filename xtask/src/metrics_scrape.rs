@@ -59,7 +59,7 @@ pub fn vm_metrics(series: &str) -> Result<bool> {
     let (outcome, checked) = std::thread::scope(|scope| {
         let boot =
             scope.spawn(|| vm::boot_forwarding(&kernel, &base, &files, None, &out, &forwards));
-        let checked = scrape_and_check(metrics_port);
+        let checked = scrape_and_check(metrics_port, &out.join("metrics.txt"));
         // Whatever happened, let the guest finish.
         if let Ok(mut s) = TcpStream::connect(("127.0.0.1", done_port)) {
             let _ = s.write_all(b"done\n");
@@ -103,7 +103,7 @@ pub fn vm_metrics(series: &str) -> Result<bool> {
 }
 
 /// Waits until the agent's metrics show the refusal and the veto, then runs the Prometheus check.
-fn scrape_and_check(port: u16) -> Result<()> {
+fn scrape_and_check(port: u16, sample: &std::path::Path) -> Result<()> {
     let start = Instant::now();
     let wanted = [
         "iommu_enforcer_kernel_refusals_total{",
@@ -112,6 +112,8 @@ fn scrape_and_check(port: u16) -> Result<()> {
     loop {
         if let Some(body) = get(port, "/metrics") {
             if wanted.iter().all(|w| body.contains(w)) {
+                // Kept as a sample of a real scrape (target/vm/runs/metrics-<kernel>/metrics.txt).
+                let _ = fs::write(sample, &body);
                 break;
             }
         }

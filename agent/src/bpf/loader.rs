@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, FEntry, FExit, KProbe, Lsm, ProgramError},
+    programs::{lsm::LsmLinkId, BtfTracePoint, FEntry, FExit, KProbe, Lsm, ProgramError},
     Btf, Ebpf, EbpfLoader,
 };
 use iommu_enforcer_common::{names, offsets::UNRESOLVED, pt_regs_mode};
@@ -32,6 +32,9 @@ pub enum LoadError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ProgramStatus {
     Attached,
+    /// Loaded and verified, attached only while there is something to veto: an LSM hook costs
+    /// every process, so it is not left on paths where it cannot deny anything.
+    Standby,
     /// The kernel has no such function or tracepoint (yet, for module functions).
     Absent,
     Failed(String),
@@ -41,6 +44,7 @@ impl std::fmt::Display for ProgramStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Attached => f.write_str("attached"),
+            Self::Standby => f.write_str("standby"),
             Self::Absent => f.write_str("absent"),
             Self::Failed(why) => write!(f, "failed: {why}"),
         }
@@ -53,6 +57,8 @@ pub struct Loaded {
     btf: Btf,
     /// By program name.
     status: BTreeMap<&'static str, ProgramStatus>,
+    /// Links of the LSM hooks while attached, by program name.
+    lsm_links: BTreeMap<&'static str, LsmLinkId>,
 }
 
 /// What the programs are told at load time (frozen: it cannot change while they run).
@@ -111,6 +117,7 @@ pub fn load(object: &[u8], features: &Features, settings: Settings) -> Result<Lo
         ebpf,
         btf,
         status: BTreeMap::new(),
+        lsm_links: BTreeMap::new(),
     })
 }
 
@@ -118,13 +125,17 @@ impl Loaded {
     /// Attaches every program whose target exists; records why the others did not attach.
     pub fn attach_all(&mut self, features: &Features) {
         for spec in PROGRAMS {
-            if self.status.get(spec.program) == Some(&ProgramStatus::Attached) {
+            if matches!(
+                self.status.get(spec.program),
+                Some(ProgramStatus::Attached | ProgramStatus::Standby)
+            ) {
                 continue;
             }
             let status = if !spec.target_present(features) {
                 ProgramStatus::Absent
             } else {
                 match self.attach(spec) {
+                    Ok(()) if spec.attach == Attach::Lsm => ProgramStatus::Standby,
                     Ok(()) => ProgramStatus::Attached,
                     // A symbol kallsyms lists but kprobes refuse (a stub such as 6.12's
                     // vfio_device_fops_cdev_open without CONFIG_VFIO_DEVICE_CDEV) is not there
@@ -172,9 +183,9 @@ impl Loaded {
                 p.attach()?;
             }
             Attach::Lsm => {
+                // Loaded and verified now; attached by `set_lsm_hook` when needed.
                 let p: &mut Lsm = program.try_into()?;
                 p.load(spec.target, &self.btf)?;
-                p.attach()?;
             }
             Attach::KProbe | Attach::KRetProbe => {
                 let p: &mut KProbe = program.try_into()?;
@@ -219,12 +230,60 @@ impl Loaded {
         self.ebpf.take_map(name)
     }
 
-    /// Whether both LSM hooks are attached.
-    pub fn lsm_attached(&self) -> bool {
+    /// Whether both LSM hooks loaded (attached or on standby): vetoes are possible.
+    pub fn lsm_ready(&self) -> bool {
         PROGRAMS
             .iter()
             .filter(|p| p.attach == Attach::Lsm)
-            .all(|p| self.status.get(p.program) == Some(&ProgramStatus::Attached))
+            .all(|p| {
+                matches!(
+                    self.status.get(p.program),
+                    Some(ProgramStatus::Attached | ProgramStatus::Standby)
+                )
+            })
+    }
+
+    /// Attaches or detaches one LSM hook (by program name); true when that changed something.
+    pub fn set_lsm_hook(&mut self, program: &'static str, wanted: bool) -> bool {
+        let attached = self.lsm_links.contains_key(program);
+        if attached == wanted || !self.lsm_ready() {
+            return false;
+        }
+        let Some(p) = self.ebpf.program_mut(program) else {
+            return false;
+        };
+        let Ok(p) = <&mut Lsm>::try_from(p) else {
+            return false;
+        };
+        let result = if wanted {
+            p.attach().map(|id| {
+                self.lsm_links.insert(program, id);
+            })
+        } else {
+            match self.lsm_links.remove(program) {
+                Some(id) => p.detach(id),
+                None => Ok(()),
+            }
+        };
+        match result {
+            Ok(()) => {
+                let status = if wanted {
+                    ProgramStatus::Attached
+                } else {
+                    ProgramStatus::Standby
+                };
+                log::info!("LSM hook {program}: {status}");
+                self.status.insert(program, status);
+                true
+            }
+            Err(e) => {
+                log::warn!(
+                    "LSM hook {program}: cannot {}: {e}",
+                    if wanted { "attach" } else { "detach" }
+                );
+                false
+            }
+        }
     }
 
     /// The event ring buffer, taken out of the object for the reader.

@@ -11,9 +11,14 @@ use super::{
     state::{FollowUp, NodeState},
     vfio_nodes,
 };
-use crate::{bpf::record, enforce::Enforcer};
+use crate::{
+    bpf::{loader::Loaded, record},
+    enforce::Enforcer,
+};
 
 pub struct Live {
+    /// The programs (dropping it detaches them all).
+    pub loaded: Loaded,
     pub node: NodeState,
     pub enforcer: Enforcer,
     pub sink: Sink,
@@ -26,6 +31,7 @@ pub struct Live {
 
 impl Live {
     pub fn new(
+        loaded: Loaded,
         node: NodeState,
         enforcer: Enforcer,
         sink: Sink,
@@ -35,6 +41,7 @@ impl Live {
     ) -> Self {
         let nodes = vfio_nodes::vfio_nodes(&dev_root);
         Self {
+            loaded,
             node,
             enforcer,
             sink,
@@ -98,6 +105,10 @@ impl Live {
             lines.extend(self.node.set_holders(holders));
         }
         lines.extend(self.enforcer.apply(&mut self.node));
+        let demand = self.enforcer.hook_demand();
+        self.loaded.set_lsm_hook("file_open", demand.file_open);
+        self.loaded
+            .set_lsm_hook("file_permission", demand.file_permission);
         self.sink.emit(&lines);
         if let Some(m) = self.sink.metrics() {
             m.set_reserved(self.enforcer.reserved().iter().map(u32::to_string));

@@ -111,7 +111,7 @@ async fn agent(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
     if !features.bpf_lsm_active() {
         warn!("BPF LSM is not active on this kernel: vetoes are unavailable; reservation still protects reserved groups");
     }
-    let lsm_maps = if loaded.lsm_attached() {
+    let lsm_maps = if loaded.lsm_ready() {
         Some(LsmMaps::take(&mut loaded)?)
     } else {
         None
@@ -135,6 +135,7 @@ async fn agent(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
         ProbeConvention::for_release(&features.kernel_release),
     );
     let mut live = Live::new(
+        loaded,
         node,
         enforcer,
         sink,
@@ -156,7 +157,7 @@ async fn agent(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
     let mut int = signal(SignalKind::interrupt())?;
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
     let mut module_retry = tokio::time::interval(MODULE_RETRY);
-    let mut lost_seen = loaded.lost_total().unwrap_or(0);
+    let mut lost_seen = live.loaded.lost_total().unwrap_or(0);
 
     let signal_name = loop {
         tokio::select! {
@@ -179,7 +180,7 @@ async fn agent(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
             }
             _ = housekeeping.tick() => {
                 // Closing a VFIO file produces no event: holders are re-read here.
-                let lost = loaded.lost_total().unwrap_or(lost_seen);
+                let lost = live.loaded.lost_total().unwrap_or(lost_seen);
                 if lost > lost_seen {
                     live.lost(lost - lost_seen);
                     lost_seen = lost;
@@ -189,13 +190,14 @@ async fn agent(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
                 // A wakeup raced with clear_ready must not strand records.
                 live.drain(events.get_mut());
             }
-            _ = module_retry.tick(), if loaded.waiting_for_targets() => {
+            _ = module_retry.tick(), if live.loaded.waiting_for_targets() => {
                 features.refresh_symbols(&common.proc_root);
-                let before = loaded.attached_count();
-                loaded.attach_all(&features);
-                if loaded.attached_count() != before {
+                let before = live.loaded.attached_count();
+                live.loaded.attach_all(&features);
+                if live.loaded.attached_count() != before {
                     info!("module probes attached after their module loaded");
-                    live.sink.emit(&[capabilities(&features, &loaded, args.dry_run)]);
+                    let line = capabilities(&features, &live.loaded, args.dry_run);
+                    live.sink.emit(&[line]);
                 }
             }
         }
@@ -203,8 +205,9 @@ async fn agent(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
     metrics.set_ready(false);
     server.abort();
     drop(events);
+    let Live { loaded, sink, .. } = live;
     drop(loaded); // detaches every program
-    live.sink.emit(&[Line::Shutdown {
+    sink.emit(&[Line::Shutdown {
         signal: signal_name.to_owned(),
     }]);
     info!("{signal_name}: programs detached, exiting");
@@ -251,7 +254,7 @@ fn watch<T: std::os::fd::AsRawFd>(ring: T) -> anyhow::Result<AsyncFd<T>> {
 }
 
 fn capabilities(features: &Features, loaded: &Loaded, dry_run: bool) -> Line {
-    let status = enforce::status(features.bpf_lsm_active(), loaded.lsm_attached(), dry_run);
+    let status = enforce::status(features.bpf_lsm_active(), loaded.lsm_ready(), dry_run);
     Line::Capabilities {
         enforcement: BTreeMap::from([
             ("lsm".to_string(), status.lsm),

@@ -49,6 +49,16 @@ pub struct Enforcer {
     reported: BTreeSet<String>,
     /// Groups the policy reserved at the last [`Enforcer::apply`].
     reserved: BTreeSet<u32>,
+    /// Which LSM hooks have something to veto, as of the last [`Enforcer::apply`].
+    demand: HookDemand,
+}
+
+/// Whether each LSM hook has anything to look for: a hook with nothing in its map is detached,
+/// so that nodes without protected devices or non-viable VFIO groups pay nothing for it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HookDemand {
+    pub file_open: bool,
+    pub file_permission: bool,
 }
 
 impl Enforcer {
@@ -80,7 +90,14 @@ impl Enforcer {
             trusted,
             reported: BTreeSet::new(),
             reserved: BTreeSet::new(),
+            demand: HookDemand::default(),
         }
+    }
+
+    /// Which LSM hooks should be attached, as of the last [`Enforcer::apply`]. The maps are
+    /// filled before a hook is attached, so it never runs on an empty map it should not trust.
+    pub fn hook_demand(&self) -> HookDemand {
+        self.demand
     }
 
     /// Groups the policy reserves, as of the last [`Enforcer::apply`].
@@ -103,6 +120,10 @@ impl Enforcer {
         }
         if self.lsm.is_some() {
             let content = self.content(&plan, node);
+            self.demand = HookDemand {
+                file_open: !content.vfio_deny.is_empty(),
+                file_permission: !content.watched.is_empty(),
+            };
             if let Some(lsm) = self.lsm.as_mut() {
                 lsm.sync(&content);
             }
@@ -289,12 +310,12 @@ impl Enforcer {
 }
 
 /// What enforces on this node, honestly: the LSM only where `bpf` is an active LSM and both
-/// hooks attached.
-pub fn status(bpf_lsm_active: bool, lsm_attached: bool, dry_run: bool) -> Status {
+/// hooks loaded (each is attached whenever it has something to veto).
+pub fn status(bpf_lsm_active: bool, lsm_ready: bool, dry_run: bool) -> Status {
     let lsm = if !bpf_lsm_active {
         "unavailable: bpf is not among the active LSMs (boot with lsm=...,bpf)".to_string()
-    } else if !lsm_attached {
-        "unavailable: the LSM hooks did not attach".to_string()
+    } else if !lsm_ready {
+        "unavailable: the LSM hooks did not load".to_string()
     } else if dry_run {
         "dry_run".to_string()
     } else {

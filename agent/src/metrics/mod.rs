@@ -53,7 +53,8 @@ pub const MECHANISMS: [&str; 2] = ["lsm", "reservation"];
 pub const OWNERS: [&str; 4] = ["kernel", "user", "none", "conflict"];
 
 /// Program statuses, the values of `program_status{status}`.
-pub const PROGRAM_STATUSES: [&str; 3] = ["attached", "absent", "failed"];
+/// `standby`: an LSM hook loaded and verified, attached only while there is something to veto.
+pub const PROGRAM_STATUSES: [&str; 4] = ["attached", "standby", "absent", "failed"];
 
 /// What a veto event's `action` may be, the values of `violations_total{action}`.
 pub const ACTIONS: [&str; 3] = ["vetoed", "would_veto", "allowed"];
@@ -248,6 +249,8 @@ impl Metrics {
             let status = view::program_status(report);
             if status == "attached" {
                 attached += 1;
+            }
+            if status == "attached" || status == "standby" {
                 lsm_attached |= view::is_lsm_program(program);
             }
             for s in PROGRAM_STATUSES {

@@ -70,6 +70,7 @@ pub(super) struct EventView {
 pub(super) fn program_status(report: &str) -> &'static str {
     match report {
         "attached" => "attached",
+        "standby" => "standby",
         "absent" => "absent",
         _ => "failed",
     }
