@@ -198,8 +198,10 @@ impl NodeState {
             }
             EventKind::Veto => {
                 path = vfio_path;
-                veto_of = Some(Veto::from_detail(ev.detail));
-                ("veto", true, errno_name(-ev.ret))
+                let veto = Veto::from_detail(ev.detail);
+                veto_of = Some(veto);
+                // `result` is the vetoed operation's: refused, or (dry-run) let through.
+                ("veto", veto.action != "vetoed", errno_name(-ev.ret))
             }
         };
         let group = ev
