@@ -123,9 +123,24 @@ fn scrape_and_check(port: u16, sample: &std::path::Path) -> Result<()> {
         std::thread::sleep(Duration::from_secs(1));
     }
     say(format!(
-        "vm-metrics: refusal and veto counted after {:.0} s; Prometheus scrapes the guest now",
+        "vm-metrics: refusal and veto counted after {:.0} s; promtool checks the real scrape",
         start.elapsed().as_secs_f64()
     ));
+    // The exposition the agent in the guest really served, linted as Prometheus would.
+    let lint = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(fs::File::open(sample).context("the saved scrape")?)
+        .output()
+        .context("running promtool (cargo xtask setup installs it)")?;
+    let findings = format!(
+        "{}{}",
+        String::from_utf8_lossy(&lint.stdout),
+        String::from_utf8_lossy(&lint.stderr)
+    );
+    if !lint.status.success() || !findings.trim().is_empty() {
+        bail!("promtool check metrics on {}: {findings}", sample.display());
+    }
+    say("vm-metrics: promtool check metrics: clean; Prometheus scrapes the guest now");
     let status = Command::new(env!("CARGO"))
         .args([
             "test",
