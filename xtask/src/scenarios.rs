@@ -436,6 +436,15 @@ fn lsm_runs(c: &Checker) -> bool {
     !c.is_5_10() || c.cmdline.as_deref().is_some_and(|l| l.contains("bpf"))
 }
 
+/// The hook was attached once it had something to veto (it starts on standby).
+fn expect_hook_attached(c: &mut Checker, hook: &str) {
+    let attached = c
+        .of_type("lsm_hook")
+        .iter()
+        .any(|v| str_of(v, "hook") == Some(hook) && str_of(v, "state") == Some("attached"));
+    c.expect(attached, format!("no lsm_hook line attaching {hook}"));
+}
+
 fn expect_fact(c: &mut Checker, key: &str, want: &str) {
     let got = c.fact(key);
     c.expect(
@@ -551,6 +560,7 @@ fn reserve_prevents_bind_dry_run(c: &mut Checker) {
 fn write_paths(c: &mut Checker) {
     let (fn0, fn1) = (c.dev("VM_DEV_FN0"), c.dev("VM_DEV_FN1"));
     expect_pins(c, "pinned");
+    expect_hook_attached(c, "file_permission");
     expect_fact(c, "fn0_driver", "vfio-pci");
     expect_fact(c, "fn1_override", "none");
     let files = [
@@ -611,6 +621,7 @@ fn write_paths(c: &mut Checker) {
 
 fn vfio_open_vetoed(c: &mut Checker) {
     let g = c.fact("group");
+    expect_hook_attached(c, "file_open");
     expect_fact(c, "fn1_driver", "e1000");
     let hold = c.fact("hold");
     c.expect(

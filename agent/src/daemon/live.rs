@@ -106,9 +106,17 @@ impl Live {
         }
         lines.extend(self.enforcer.apply(&mut self.node));
         let demand = self.enforcer.hook_demand();
-        self.loaded.set_lsm_hook("file_open", demand.file_open);
-        self.loaded
-            .set_lsm_hook("file_permission", demand.file_permission);
+        for (hook, wanted) in [
+            ("file_open", demand.file_open),
+            ("file_permission", demand.file_permission),
+        ] {
+            if self.loaded.set_lsm_hook(hook, wanted) {
+                lines.push(Line::LsmHook {
+                    hook: hook.to_string(),
+                    state: if wanted { "attached" } else { "standby" }.to_string(),
+                });
+            }
+        }
         self.sink.emit(&lines);
         if let Some(m) = self.sink.metrics() {
             m.set_reserved(self.enforcer.reserved().iter().map(u32::to_string));

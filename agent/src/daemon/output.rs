@@ -42,6 +42,11 @@ pub enum Line {
     GroupRemoved {
         group: String,
     },
+    /// An LSM hook was attached (it has something to veto) or detached back to standby.
+    LsmHook {
+        hook: String,
+        state: String,
+    },
     Shutdown {
         signal: String,
     },

@@ -18,6 +18,7 @@
 //! | `lost` | `events_lost_total` |
 //! | `resync` | `resyncs_total` |
 //! | `group_removed` | drops the group's `group_owner` and `group_viable` series |
+//! | `lsm_hook` | `program_status` and `programs_attached` of that hook (attached or standby) |
 //!
 //! What no line says (the set of groups the policy reserves) comes from
 //! [`Metrics::set_reserved`].
@@ -104,6 +105,8 @@ struct State {
     /// Kernel release and program names of the last capabilities line.
     kernel: Option<String>,
     programs: BTreeSet<String>,
+    /// Status of every program, from the capabilities line and later `lsm_hook` lines.
+    statuses: BTreeMap<String, &'static str>,
 }
 
 impl Metrics {
@@ -159,6 +162,7 @@ impl Metrics {
             View::Lost { count } => self.families.events_lost.inc_by(count),
             View::Resync {} => self.families.resyncs.inc(),
             View::GroupRemoved { group } => self.group_removed(&group),
+            View::LsmHook { hook, state } => self.program_changed(&hook, &state),
             View::Other => {}
         }
     }
@@ -245,8 +249,10 @@ impl Metrics {
         state.programs = now;
         let mut attached = 0;
         let mut lsm_attached = false;
+        state.statuses.clear();
         for (program, report) in programs {
             let status = view::program_status(report);
+            state.statuses.insert(program.clone(), status);
             if status == "attached" {
                 attached += 1;
             }
@@ -341,6 +347,23 @@ impl Metrics {
         if state.reserved.contains(group) {
             self.set_gauge(&f.reserved_group_viable, &[group], viable);
         }
+    }
+
+    /// An LSM hook was attached (it has something to veto) or put back on standby.
+    fn program_changed(&self, program: &str, report: &str) {
+        let f = &self.families;
+        let status = view::program_status(report);
+        for s in PROGRAM_STATUSES {
+            self.set_gauge(&f.program_status, &[program, s], s == status);
+        }
+        let mut state = self.state();
+        state.statuses.insert(program.to_owned(), status);
+        let attached = state
+            .statuses
+            .values()
+            .filter(|s| **s == "attached")
+            .count();
+        f.programs_attached.set(gauge(attached));
     }
 
     /// A group left the node (hot-unplug): its series go with it.

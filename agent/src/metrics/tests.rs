@@ -142,6 +142,36 @@ fn binds_unbinds_claims_and_vfio_opens() {
 }
 
 #[test]
+fn lsm_hook_lines_move_the_program_status() {
+    let m = metrics();
+    let caps = Line::Capabilities {
+        kernel: "6.1.0-56-amd64".into(),
+        btf: true,
+        bpf_lsm: true,
+        dry_run: false,
+        programs: [("file_open", "standby"), ("really_probe", "attached")]
+            .into_iter()
+            .map(|(p, s)| (p.to_string(), s.to_string()))
+            .collect(),
+        enforcement: Default::default(),
+    };
+    m.observe(&caps);
+    let series = r#"iommu_enforcer_program_status{program="file_open",status="attached"}"#;
+    assert_eq!(sample(&m.render(), series), Some(0.0));
+    assert_eq!(
+        sample(&m.render(), "iommu_enforcer_programs_attached"),
+        Some(1.0)
+    );
+    m.observe(&Line::LsmHook {
+        hook: "file_open".into(),
+        state: "attached".into(),
+    });
+    let text = m.render();
+    assert_eq!(sample(&text, series), Some(1.0), "{text}");
+    assert_eq!(sample(&text, "iommu_enforcer_programs_attached"), Some(2.0));
+}
+
+#[test]
 fn a_removed_group_takes_its_series_along() {
     let m = metrics();
     m.observe(&verdict("14", Owner::User, true));

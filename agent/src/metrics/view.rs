@@ -36,6 +36,10 @@ pub(super) enum View {
     GroupRemoved {
         group: String,
     },
+    LsmHook {
+        hook: String,
+        state: String,
+    },
     Shutdown {},
     #[serde(other)]
     Other,
