@@ -9,7 +9,7 @@ mod vfio_nodes;
 
 use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
 
-use log::{error, info, warn};
+use log::{info, warn};
 use tokio::{
     io::{unix::AsyncFd, Interest},
     signal::unix::{signal, SignalKind},
@@ -44,7 +44,7 @@ pub fn run(common: &CommonArgs, args: &DaemonArgs) -> u8 {
         Some(path) => match Policy::load(path) {
             Ok(p) => p,
             Err(e) => {
-                error!("{e}");
+                // Before anything is loaded or pinned: the error, exit 2, nothing else.
                 eprintln!("enforcer: {e}");
                 return EXIT_ERROR;
             }
