@@ -116,6 +116,13 @@ pub const SCENARIOS: &[Scenario] = &[
         check: vfio_open_would_veto,
     },
     Scenario {
+        name: "reserve-rebind",
+        boots: &[("5.10", None), ("6.1", None)],
+        dry_run: false,
+        policy: Some("rebind-two-function.toml"),
+        check: reserve_rebind,
+    },
+    Scenario {
         name: "malformed-policy",
         boots: &[("5.10", None), ("6.1", None)],
         dry_run: false,
@@ -689,4 +696,12 @@ fn malformed_policy(c: &mut Checker) {
     expect_fact(c, "stdout_lines", "0");
     expect_fact(c, "names_location", "yes");
     expect_fact(c, "overrides_unchanged", "yes");
+}
+
+fn reserve_rebind(c: &mut Checker) {
+    for fn_ in ["fn0", "fn1"] {
+        expect_fact(c, &format!("{fn_}_before"), "e1000");
+        expect_fact(c, &format!("rebound_{fn_}"), "1");
+        expect_fact(c, &format!("{fn_}_after"), "vfio-pci");
+    }
 }

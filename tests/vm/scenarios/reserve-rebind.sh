@@ -1,0 +1,30 @@
+# A policy with rebind = true rolled out on a node where the reserved functions already sit on a
+# host driver: the new agent pins them, unbinds them from e1000 and probes them onto vfio-pci.
+. /lib/vm/lib.sh
+g=$(group_of $VM_DEV_FN0)
+fact group $g
+# The agent /init started (same policy) has readied both functions already: stop it and undo
+# that, as on a node where e1000 had the functions before the policy arrived.
+agent=$(pidof enforcer)
+kill -TERM $agent
+i=0
+while kill -0 $agent 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+for d in $VM_DEV_FN0 $VM_DEV_FN1; do
+	unbind $d
+	clear_override $d
+done
+step modprobe e1000
+fact fn0_before $(driver_of $VM_DEV_FN0)
+fact fn1_before $(driver_of $VM_DEV_FN1)
+enforcer --policy /etc/iommu-enforcer/policy.toml > /tmp/rebind.out 2> /tmp/rebind.err &
+agent=$!
+i=0
+while ! grep -q '"type":"ready"' /tmp/rebind.out && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
+sleep 2
+kill -TERM $agent
+wait $agent
+grep '"kind":"rebind"' /tmp/rebind.out | sed 's/^/  agent: /'
+fact rebound_fn0 $(grep '"kind":"rebind"' /tmp/rebind.out | grep '"action":"rebound"' | grep -c "\"$VM_DEV_FN0\"")
+fact rebound_fn1 $(grep '"kind":"rebind"' /tmp/rebind.out | grep '"action":"rebound"' | grep -c "\"$VM_DEV_FN1\"")
+fact fn0_after $(driver_of $VM_DEV_FN0)
+fact fn1_after $(driver_of $VM_DEV_FN1)
