@@ -119,12 +119,6 @@ pub unsafe fn inode_sb(inode: *const u8) -> *const u8 {
     unsafe { read_at::<*const u8>(inode, global(&OFF_INODE_SB)) }.unwrap_or(core::ptr::null())
 }
 
-/// `sb->s_magic`.
-#[inline(always)]
-pub unsafe fn sb_magic(sb: *const u8) -> Option<u64> {
-    unsafe { read_at::<u64>(sb, global(&OFF_SB_MAGIC)) }
-}
-
 /// `sb->s_dev` (kernel dev_t).
 #[inline(always)]
 pub unsafe fn sb_dev(sb: *const u8) -> Option<u32> {
@@ -149,20 +143,37 @@ pub unsafe fn task_stack(task: *const u8) -> *const u8 {
     unsafe { read_at::<*const u8>(task, global(&OFF_TASK_STACK)) }.unwrap_or(core::ptr::null())
 }
 
-/// `file->f_inode->i_rdev` by direct loads: `file` is the LSM hook's BTF-typed argument, so the
-/// verifier checks these loads against the kernel's BTF (the offsets are frozen constants to it)
-/// and turns them into fault-safe loads. No helper calls: this runs on every open(2).
+/// `*(T *)(base + off)` by a direct load. Only for pointers the verifier types from BTF (an LSM
+/// hook's arguments and what is loaded through them): it checks the load against the kernel's
+/// BTF (the offsets are frozen constants to it) and makes it fault-safe. No helper call: the
+/// LSM hooks run on every open(2) and write(2).
+#[inline(always)]
+unsafe fn load_direct<T: Copy>(base: *const u8, off: u32) -> Option<T> {
+    if base.is_null() || off == UNRESOLVED {
+        return None;
+    }
+    Some(unsafe { core::ptr::read_volatile(base.add(off as usize) as *const T) })
+}
+
+/// `file->f_inode->i_rdev` (0 when unknown), by direct loads from the hook's `file`.
 #[inline(always)]
 pub unsafe fn file_rdev_direct(file: *const u8) -> u32 {
-    let (f_inode, i_rdev) = (global(&OFF_FILE_INODE), global(&OFF_INODE_RDEV));
-    if f_inode == UNRESOLVED || i_rdev == UNRESOLVED {
-        return 0;
-    }
     unsafe {
-        let inode = core::ptr::read_volatile(file.add(f_inode as usize) as *const *const u8);
-        if inode.is_null() {
-            return 0;
+        let inode =
+            load_direct::<*const u8>(file, global(&OFF_FILE_INODE)).unwrap_or(core::ptr::null());
+        load_direct::<u32>(inode, global(&OFF_INODE_RDEV)).unwrap_or(0)
+    }
+}
+
+/// `file->f_inode->i_ino` when the file lives on a filesystem with `magic`, by direct loads.
+#[inline(always)]
+pub unsafe fn file_ino_on_direct(file: *const u8, magic: u64) -> Option<u64> {
+    unsafe {
+        let inode = load_direct::<*const u8>(file, global(&OFF_FILE_INODE))?;
+        let sb = load_direct::<*const u8>(inode, global(&OFF_INODE_SB))?;
+        if load_direct::<u64>(sb, global(&OFF_SB_MAGIC))? != magic {
+            return None;
         }
-        core::ptr::read_volatile(inode.add(i_rdev as usize) as *const u32)
+        load_direct::<u64>(inode, global(&OFF_INODE_INO))
     }
 }

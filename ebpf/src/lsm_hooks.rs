@@ -105,11 +105,7 @@ pub fn file_permission(ctx: LsmContext) -> i32 {
         return 0;
     }
     let file: *const u8 = ctx.arg(0);
-    let inode = unsafe { kernel::file_inode(file) };
-    if unsafe { kernel::sb_magic(kernel::inode_sb(inode)) } != Some(SYSFS_MAGIC) {
-        return 0;
-    }
-    let Some(ino) = (unsafe { kernel::inode_ino(inode) }) else {
+    let Some(ino) = (unsafe { kernel::file_ino_on_direct(file, SYSFS_MAGIC) }) else {
         return 0;
     };
     let Some(w) = (unsafe { WATCHED.get(&ino) }).copied() else {
