@@ -117,7 +117,7 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "reserve-rebind",
-        boots: &[("5.10", None), ("6.1", None)],
+        boots: ALL,
         dry_run: false,
         policy: Some("rebind-two-function.toml"),
         check: reserve_rebind,
@@ -699,6 +699,7 @@ fn malformed_policy(c: &mut Checker) {
 }
 
 fn reserve_rebind(c: &mut Checker) {
+    expect_fact(c, "first_agent_gone", "yes");
     for fn_ in ["fn0", "fn1"] {
         expect_fact(c, &format!("{fn_}_before"), "e1000");
         expect_fact(c, &format!("rebound_{fn_}"), "1");

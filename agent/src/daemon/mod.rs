@@ -155,7 +155,11 @@ async fn agent(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
+    // The startup pass above was the first: the next one is a period away.
+    let mut housekeeping =
+        tokio::time::interval_at(tokio::time::Instant::now() + HOUSEKEEPING, HOUSEKEEPING);
+    // After a stall, one catch-up pass, not a burst of them.
+    housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut module_retry = tokio::time::interval(MODULE_RETRY);
     let mut lost_seen = live.loaded.lost_total().unwrap_or(0);
 
@@ -179,6 +183,9 @@ async fn agent(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
                 guard.clear_ready();
             }
             _ = housekeeping.tick() => {
+                // Records first: a wakeup raced with clear_ready must not strand them, and the
+                // pass below must not act on a model that has not seen the agent's own writes.
+                live.drain(events.get_mut());
                 // Closing a VFIO file produces no event: holders are re-read here.
                 let lost = live.loaded.lost_total().unwrap_or(lost_seen);
                 if lost > lost_seen {
@@ -187,8 +194,6 @@ async fn agent(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
                 } else {
                     live.follow_up(FollowUp { rescan_sysfs: false, rescan_holders: true });
                 }
-                // A wakeup raced with clear_ready must not strand records.
-                live.drain(events.get_mut());
             }
             _ = module_retry.tick(), if live.loaded.waiting_for_targets() => {
                 features.refresh_symbols(&common.proc_root);

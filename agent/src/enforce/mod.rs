@@ -134,6 +134,11 @@ impl Enforcer {
     /// Carries out (or, dry-run, reports) one reservation. Standing decisions are reported
     /// once; changes every time they happen.
     fn reserve(&mut self, node: &mut NodeState, r: &Reservation) -> Vec<Line> {
+        if !self.dry_run && self.already_in_place(r) {
+            // The model follows the kernel through events, which trail the agent's own writes:
+            // a pass that runs before the last rebind's events arrive must not move it again.
+            return node.set_driver_override(r.device(), Some(r.value()));
+        }
         let (kind, group, device, value, from) = match r {
             Reservation::Pin {
                 group,
@@ -213,6 +218,25 @@ impl Enforcer {
             }),
         );
         lines
+    }
+
+    /// Whether sysfs already shows what `r` would write (read live, not from the model).
+    fn already_in_place(&self, r: &Reservation) -> bool {
+        match r {
+            Reservation::Pin {
+                device,
+                value,
+                probe,
+                ..
+            } => {
+                sysfs_files::current_override(&self.sysfs, device).as_deref() == Some(value)
+                    && (!probe || sysfs_files::bound_driver(&self.sysfs, device).is_some())
+            }
+            Reservation::Rebind { device, value, .. } => {
+                sysfs_files::bound_driver(&self.sysfs, device).as_deref() == Some(value)
+            }
+            Reservation::Blocked { .. } => false,
+        }
     }
 
     fn content(&mut self, plan: &Plan, node: &NodeState) -> Content {
@@ -323,4 +347,66 @@ pub fn status(bpf_lsm_active: bool, lsm_ready: bool, dry_run: bool) -> Status {
     };
     let reservation = if dry_run { "dry_run" } else { "active" }.to_string();
     Status { lsm, reservation }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::symlink;
+
+    use super::*;
+    use crate::daemon::state::ProbeConvention;
+
+    /// The kernel moving a device to another driver: the device's `driver` link.
+    fn relink(sysfs: &Path, device: &str, driver: &str) {
+        let link = sysfs.join("bus/pci/devices").join(device).join("driver");
+        let target = fs::read_link(&link).expect("bound in the fixture");
+        fs::remove_file(&link).expect("unlink");
+        symlink(target.with_file_name(driver), &link).expect("relink");
+    }
+
+    fn rebound(lines: &[Line]) -> Vec<String> {
+        lines
+            .iter()
+            .filter_map(|l| match l {
+                Line::Event(e) if e.kind == "rebind" && e.action == Some("rebound") => {
+                    e.device.clone()
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_pass_before_the_rebind_events_arrive_does_not_rebind_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spec = iommu_fixtures::fixture("consumer-gpu-audio-split").expect("fixture");
+        let built = iommu_fixtures::build(spec, dir.path()).expect("builds");
+        let policy = Policy::parse(
+            "[[reserve]]\ngroup = 12\nrebind = true\n",
+            Path::new("test.toml"),
+        )
+        .expect("valid policy");
+        let map = crate::sysfs::scan(&built.sysfs).expect("scans").to_map();
+        let mut node = NodeState::new(map, policy.clone(), ProbeConvention::ZeroIsBound);
+        let mut enforcer = Enforcer::new(&built.sysfs, dir.path(), false, None, &policy);
+
+        let first = rebound(&enforcer.apply(&mut node));
+        assert_eq!(first, ["0000:0a:00.1", "0000:0a:00.2", "0000:0a:00.3"]);
+        for device in &first {
+            assert_eq!(
+                sysfs_files::current_override(&built.sysfs, device).as_deref(),
+                Some("vfio-pci")
+            );
+        }
+
+        // The kernel has moved two of them; the model has not heard of it yet.
+        relink(&built.sysfs, "0000:0a:00.1", "vfio-pci");
+        relink(&built.sysfs, "0000:0a:00.2", "vfio-pci");
+        let second = rebound(&enforcer.apply(&mut node));
+        assert_eq!(
+            second,
+            ["0000:0a:00.3"],
+            "only the function still on its host driver is moved again"
+        );
+    }
 }

@@ -50,6 +50,15 @@ impl Reservation {
             | Self::Blocked { device, .. } => device,
         }
     }
+
+    /// The `driver_override` the reservation wants.
+    pub fn value(&self) -> &str {
+        match self {
+            Self::Pin { value, .. } | Self::Rebind { value, .. } | Self::Blocked { value, .. } => {
+                value
+            }
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

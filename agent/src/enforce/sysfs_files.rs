@@ -105,6 +105,25 @@ pub fn probe(sysfs: &Path, device: &str) -> io::Result<()> {
     write_attr(&sysfs.join("bus/pci/drivers_probe"), device)
 }
 
+/// The driver a device is bound to right now, from its `driver` link.
+pub fn bound_driver(sysfs: &Path, device: &str) -> Option<String> {
+    let link = fs::read_link(sysfs.join("bus/pci/devices").join(device).join("driver")).ok()?;
+    Some(link.file_name()?.to_string_lossy().into_owned())
+}
+
+/// A device's `driver_override` right now; `None` when unset (`(null)`) or unreadable.
+pub fn current_override(sysfs: &Path, device: &str) -> Option<String> {
+    let text = fs::read_to_string(
+        sysfs
+            .join("bus/pci/devices")
+            .join(device)
+            .join("driver_override"),
+    )
+    .ok()?;
+    let value = text.trim();
+    (!value.is_empty() && value != "(null)").then(|| value.to_string())
+}
+
 /// Unbinds a device from its driver and probes it again.
 pub fn rebind(sysfs: &Path, device: &str) -> io::Result<()> {
     let dev = sysfs.join("bus/pci/devices").join(device);

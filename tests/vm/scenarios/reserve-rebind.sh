@@ -7,8 +7,12 @@ fact group $g
 # that, as on a node where e1000 had the functions before the policy arrived.
 agent=$(pidof enforcer)
 kill -TERM $agent
+# Detaching fentry/fexit programs waits for RCU-tasks grace periods, seconds under TCG on a
+# busy host: the old agent must be gone, or it would move the functions back itself.
 i=0
-while kill -0 $agent 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+while kill -0 $agent 2>/dev/null && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
+fact first_agent_exit_ms $((i * 100))
+fact first_agent_gone $(kill -0 $agent 2>/dev/null && echo no || echo yes)
 for d in $VM_DEV_FN0 $VM_DEV_FN1; do
 	unbind $d
 	clear_override $d
@@ -23,7 +27,8 @@ while ! grep -q '"type":"ready"' /tmp/rebind.out && [ $i -lt 600 ]; do sleep 0.1
 sleep 2
 kill -TERM $agent
 wait $agent
-grep '"kind":"rebind"' /tmp/rebind.out | sed 's/^/  agent: /'
+# The whole run, for whoever reads a failure.
+sed 's/^/  agent: /' /tmp/rebind.out
 fact rebound_fn0 $(grep '"kind":"rebind"' /tmp/rebind.out | grep '"action":"rebound"' | grep -c "\"$VM_DEV_FN0\"")
 fact rebound_fn1 $(grep '"kind":"rebind"' /tmp/rebind.out | grep '"action":"rebound"' | grep -c "\"$VM_DEV_FN1\"")
 fact fn0_after $(driver_of $VM_DEV_FN0)
