@@ -107,21 +107,18 @@ pub fn probe(sysfs: &Path, device: &str) -> io::Result<()> {
 
 /// The driver a device is bound to right now, from its `driver` link.
 pub fn bound_driver(sysfs: &Path, device: &str) -> Option<String> {
-    let link = fs::read_link(sysfs.join("bus/pci/devices").join(device).join("driver")).ok()?;
-    Some(link.file_name()?.to_string_lossy().into_owned())
+    crate::sysfs::read_driver(&sysfs.join("bus/pci/devices").join(device))
+        .ok()
+        .flatten()
 }
 
-/// A device's `driver_override` right now; `None` when unset (`(null)`) or unreadable.
+/// A device's `driver_override` right now; `None` when unset or unreadable.
 pub fn current_override(sysfs: &Path, device: &str) -> Option<String> {
-    let text = fs::read_to_string(
-        sysfs
-            .join("bus/pci/devices")
-            .join(device)
-            .join("driver_override"),
-    )
-    .ok()?;
-    let value = text.trim();
-    (!value.is_empty() && value != "(null)").then(|| value.to_string())
+    let path = sysfs
+        .join("bus/pci/devices")
+        .join(device)
+        .join("driver_override");
+    crate::sysfs::parse_driver_override(&fs::read_to_string(path).ok()?)
 }
 
 /// Unbinds a device from its driver and probes it again.

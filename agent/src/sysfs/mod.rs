@@ -302,10 +302,7 @@ fn read_member(
 
     let override_path = dir.join("driver_override");
     let driver_override = match std::fs::read_to_string(&override_path) {
-        Ok(s) => {
-            let s = s.trim();
-            (!s.is_empty() && s != "(null)").then(|| s.to_string())
-        }
+        Ok(s) => parse_driver_override(&s),
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => {
             problem(SysfsError::io(&override_path, e));
@@ -386,8 +383,14 @@ fn parse_hex(s: &str) -> Option<u32> {
     u32::from_str_radix(digits, 16).ok()
 }
 
-/// The bound driver's name from the `driver` link; `None` when unbound.
-fn read_driver(dir: &Path) -> Result<Option<String>, SysfsError> {
+/// `driver_override` as the kernel shows it: `(null)\n` (or empty) when unset.
+pub fn parse_driver_override(text: &str) -> Option<String> {
+    let s = text.trim();
+    (!s.is_empty() && s != "(null)").then(|| s.to_string())
+}
+
+/// The bound driver's name from the `driver` link of device directory `dir`; `None` when unbound.
+pub fn read_driver(dir: &Path) -> Result<Option<String>, SysfsError> {
     let link = dir.join("driver");
     match std::fs::read_link(&link) {
         Ok(target) => Ok(target.file_name().map(|n| n.to_string_lossy().into_owned())),
