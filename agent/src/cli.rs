@@ -48,6 +48,9 @@ pub struct DaemonArgs {
     /// Path of the eBPF object to load instead of the one built into the binary.
     #[arg(long, value_name = "FILE")]
     pub ebpf_object: Option<PathBuf>,
+    /// Where the programs, links and state maps are pinned (on bpffs); they outlive the agent.
+    #[arg(long, global = true, default_value = iommu_enforcer_common::pins::ROOT, value_name = "DIR")]
+    pub pin_root: PathBuf,
 }
 
 #[derive(Subcommand, Debug)]
@@ -56,6 +59,23 @@ pub enum Command {
     Audit(ReportArgs),
     /// The group map alone.
     Groups(ReportArgs),
+    /// Uninstall: remove the pinned programs, links and maps, so the hooks detach once no agent
+    /// holds them. Until then they keep enforcing, with or without an agent.
+    Detach,
+}
+
+/// `enforcer detach`: exit 0 when the pins are gone (or were never there), 2 on error.
+pub fn detach(args: &DaemonArgs) -> u8 {
+    match crate::bpf::loader::detach(&args.pin_root) {
+        Ok(n) => {
+            println!("removed {n} pins under {}", args.pin_root.display());
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("enforcer detach: {}: {e}", args.pin_root.display());
+            EXIT_ERROR
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]

@@ -1,4 +1,4 @@
-//! `enforcer`: the node agent (no subcommand), `audit` and `groups`.
+//! `enforcer`: the node agent (no subcommand), `audit`, `groups` and `detach`.
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -9,6 +9,7 @@ fn main() -> ExitCode {
     let code = match &cli.command {
         Some(Command::Audit(args)) => iommu_enforcer::cli::audit(&cli.common, args),
         Some(Command::Groups(args)) => iommu_enforcer::cli::groups(&cli.common, args),
+        Some(Command::Detach) => iommu_enforcer::cli::detach(&cli.daemon),
         None => iommu_enforcer::daemon::run(&cli.common, &cli.daemon),
     };
     ExitCode::from(code)

@@ -41,6 +41,11 @@ pub enum EventKind {
     /// An LSM hook decided to veto (or, in dry-run, would have vetoed) an operation; `detail`
     /// says which file and how (see [`veto`]).
     Veto = 12,
+    /// kprobe `vfio_group_fops_release`: the last reference to a `/dev/vfio/N` file went away.
+    VfioGroupRelease = 13,
+    /// fexit `pci_bus_match` in a protected group: a driver was refused because the device's
+    /// `driver_override` names another one (the pin held); `driver` is the refused driver.
+    PinRefused = 14,
 }
 
 impl EventKind {
@@ -58,6 +63,8 @@ impl EventKind {
             10 => Self::VfioGroupOpen,
             11 => Self::VfioCdevOpen,
             12 => Self::Veto,
+            13 => Self::VfioGroupRelease,
+            14 => Self::PinRefused,
             _ => return None,
         })
     }
@@ -133,6 +140,17 @@ pub mod watched {
     pub const VFIO_GROUP: u32 = 7;
     /// `/dev/vfio/devices/vfioX` of a device whose group is not viable.
     pub const VFIO_CDEV: u32 = 8;
+    /// `<device>/reset`: a function reset of the device (a bridge's resets what is below it).
+    pub const RESET: u32 = 9;
+    /// `<bridge>/reset_subordinate`: a reset of the bus below a bridge.
+    pub const RESET_SUBORDINATE: u32 = 10;
+    /// `slots/<slot>/power`: powering off a hotplug slot removes every device below it.
+    pub const SLOT_POWER: u32 = 11;
+    /// A driver binding a member of a protected group (any path into `really_probe`: sysfs
+    /// bind, drivers_probe, new_id, autoprobe after a rescan or a module load).
+    pub const PROBE: u32 = 12;
+    /// `drivers/<name>/remove_id`.
+    pub const REMOVE_ID: u32 = 13;
 }
 
 /// Flags in `Event::detail` of a veto, above the watched kind (low 8 bits).
@@ -143,6 +161,191 @@ pub mod veto {
     /// The written data could not be read (io_uring, vectored writes of several segments,
     /// compat syscalls): the hook failed closed.
     pub const TARGET_UNKNOWN: u32 = 1 << 9;
+    /// The target is a bridge, port or slot above a protected group, not a member.
+    pub const ABOVE: u32 = 1 << 10;
+    /// Refused when the file was opened for writing (acct(2) and other writers that bypass
+    /// `file_permission` open the file first).
+    pub const AT_OPEN: u32 = 1 << 11;
+    /// The syscall's registers do not describe this write (io_uring task work or workers, a
+    /// write through another fd, the same registers seen twice): the data was not trusted.
+    pub const NOT_THIS_WRITE: u32 = 1 << 12;
+    /// A trusted writer was not trusted because it is being traced (ptrace).
+    pub const TRACED: u32 = 1 << 13;
+}
+
+/// IOMMU groups the protection state tracks by id; larger ids share the last slot, which then
+/// protects all of them (conservative).
+pub const MAX_GROUPS: u32 = 16384;
+/// Groups below one bridge, port or slot that `TOPOLOGY`/`SLOTS` list; one with more is
+/// treated as above a protected group whenever anything is protected.
+pub const MAX_BELOW: usize = 16;
+/// Devices `DEVICE_IDS` holds for `new_id` matching; more fail closed.
+pub const MAX_DEVICE_IDS: u32 = 1024;
+/// Bytes of a driver name key in `USER_DRIVERS`.
+pub const DRIVER_KEY_LEN: usize = 32;
+
+/// Value of the pinned `GROUPS` array (index: group id), changed by the eBPF programs at the
+/// instant the kernel's state changes: a member bound to a user driver, a DMA-ownership claim.
+/// A count below zero (a release the agent never saw the claim of) still protects.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GroupState {
+    /// Members bound to a user driver (vfio-pci and its variants).
+    pub user_bound: i32,
+    /// Successful `iommu_{group,device}_claim_dma_owner` not yet released (5.19+).
+    pub claims: i32,
+}
+
+/// Value of `TOPOLOGY` (key: PCI address) and `SLOTS` (key: slot name), loaded by the agent
+/// from sysfs: the device's group and the groups below it (for bridges, ports and slots).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// The device's own group, or `u32::MAX` (slots, devices without a group).
+    pub group: u32,
+    /// How many groups are below; more than [`MAX_BELOW`] means "too many to list".
+    pub nbelow: u32,
+    pub below: [u32; MAX_BELOW],
+}
+
+/// Entry of `DEVICE_IDS`: a device's IDs and group, for matching `new_id`/`remove_id`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PciIds {
+    pub vendor: u32,
+    pub device: u32,
+    pub subvendor: u32,
+    pub subdevice: u32,
+    pub class: u32,
+    pub group: u32,
+}
+
+/// Flags of `USER_DRIVERS` values.
+pub mod driver_class {
+    /// Hands devices to user space (vfio-pci and variants): binding it protects the group.
+    pub const USER: u32 = 1;
+    /// May bind next to user-owned devices (user drivers, pci-stub, pcieport, the policy's).
+    pub const ALLOWED: u32 = 2;
+}
+
+/// Indexes of the pinned `CONFIG` array, written by the agent (programs outlive it).
+pub mod config {
+    /// The running agent's tgid (its own writes pass); cleared when that process exits.
+    pub const AGENT_TGID: u32 = 0;
+    /// Nonzero: decide and report, deny nothing.
+    pub const DRY_RUN: u32 = 1;
+    /// Nonzero: groups with a user-bound member, a claim or an open VFIO node are protected.
+    pub const PROTECT_USER: u32 = 2;
+    /// Entries of `DEVICE_IDS` in use.
+    pub const DEVICE_IDS: u32 = 3;
+    /// Groups the policy reserves (anything protected even before a bind).
+    pub const RESERVED: u32 = 4;
+    /// Set once the agent has loaded the topology: before that nothing is known.
+    pub const LOADED: u32 = 5;
+    pub const LEN: u32 = 8;
+}
+
+pub const PCI_ANY_ID: u32 = 0xffff_ffff;
+
+/// What `new_id` and `remove_id` take: `vendor device [subvendor subdevice class class_mask
+/// [driver_data]]`, parsed as the kernel's `sscanf("%x %x %x %x %x %x %lx")` does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NewId {
+    pub vendor: u32,
+    pub device: u32,
+    pub subvendor: u32,
+    pub subdevice: u32,
+    pub class: u32,
+    pub class_mask: u32,
+}
+
+impl NewId {
+    /// `pci_match_one_device`: whether a device with these IDs would match.
+    #[inline(always)]
+    pub fn matches(&self, d: &PciIds) -> bool {
+        (self.vendor == PCI_ANY_ID || self.vendor == d.vendor)
+            && (self.device == PCI_ANY_ID || self.device == d.device)
+            && (self.subvendor == PCI_ANY_ID || self.subvendor == d.subvendor)
+            && (self.subdevice == PCI_ANY_ID || self.subdevice == d.subdevice)
+            && ((self.class ^ d.class) & self.class_mask) == 0
+    }
+}
+
+/// Bytes of `new_id` data the hooks read.
+pub const NEW_ID_LEN: usize = 48;
+
+/// `fields[n] = v` as branches, not an index the verifier would see bounds-checked.
+#[inline(always)]
+fn store(fields: &mut [u64; 6], n: usize, v: u64) {
+    match n {
+        0 => fields[0] = v,
+        1 => fields[1] = v,
+        2 => fields[2] = v,
+        3 => fields[3] = v,
+        4 => fields[4] = v,
+        5 => fields[5] = v,
+        _ => {}
+    }
+}
+
+/// Parses `data` (NUL or newline ends it) like the kernel's `new_id_store`: hex fields with
+/// optional `0x`, separated by any whitespace, each truncated to 32 bits; at least two fields.
+/// Bounded loop, no allocation: the eBPF hook runs the same code.
+#[inline(always)]
+pub fn parse_new_id(data: &[u8; NEW_ID_LEN]) -> Option<NewId> {
+    // No indexing by a counted field number: the eBPF verifier must see no bounds check.
+    let mut fields = [0u64; 6];
+    let mut n = 0usize;
+    let mut cur = 0u64;
+    let mut in_field = false;
+    let mut i = 0usize;
+    while i < NEW_ID_LEN {
+        let c = data[i];
+        i += 1;
+        let digit = match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            b'A'..=b'F' => Some(c - b'A' + 10),
+            _ => None,
+        };
+        let space = matches!(c, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c);
+        if let Some(d) = digit {
+            in_field = true;
+            cur = (cur << 4) | d as u64;
+            continue;
+        }
+        if (c == b'x' || c == b'X') && in_field && cur == 0 {
+            // "0x" prefix: the digits so far were the single 0.
+            continue;
+        }
+        if in_field {
+            store(&mut fields, n, cur);
+            n += 1;
+            in_field = false;
+            cur = 0;
+        }
+        // NUL, a newline after two fields, a seventh field or anything but whitespace ends
+        // sscanf's matching.
+        if !space || n >= 6 || (c == b'\n' && n >= 2) {
+            break;
+        }
+    }
+    if in_field && n < 6 {
+        store(&mut fields, n, cur);
+        n += 1;
+    }
+    if n < 2 {
+        return None;
+    }
+    let [vendor, device, subvendor, subdevice, class, class_mask] = fields;
+    Some(NewId {
+        vendor: vendor as u32,
+        device: device as u32,
+        subvendor: if n > 2 { subvendor as u32 } else { PCI_ANY_ID },
+        subdevice: if n > 3 { subdevice as u32 } else { PCI_ANY_ID },
+        class: if n > 4 { class as u32 } else { 0 },
+        class_mask: if n > 5 { class_mask as u32 } else { 0 },
+    })
 }
 
 /// Value of `WATCHED`.
@@ -160,7 +363,7 @@ pub struct WatchedFile {
 /// Key of `TRUSTED_EXE`: an executable by the kernel's dev_t (major << 20 | minor) of its
 /// filesystem and its inode number.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ExeKey {
     pub dev: u64,
     pub ino: u64,
@@ -213,6 +416,40 @@ pub mod names {
     pub const PROTECTED_IDS: &str = "PROTECTED_IDS";
     pub const VFIO_DENY: &str = "VFIO_DENY";
     pub const TRUSTED_EXE: &str = "TRUSTED_EXE";
+    pub const GROUPS: &str = "GROUPS";
+    pub const RDEV_OPENS: &str = "RDEV_OPENS";
+    pub const GROUP_RDEV: &str = "GROUP_RDEV";
+    pub const RESERVED: &str = "RESERVED";
+    pub const PROTECTED_REFS: &str = "PROTECTED_REFS";
+    pub const CONFIG: &str = "CONFIG";
+    pub const TOPOLOGY: &str = "TOPOLOGY";
+    pub const SLOTS: &str = "SLOTS";
+    pub const DEVICE_IDS: &str = "DEVICE_IDS";
+    pub const USER_DRIVERS: &str = "USER_DRIVERS";
+    pub const PROBE_OK: &str = "PROBE_OK";
+    pub const OFF_INODE_PRIVATE: &str = "OFF_INODE_PRIVATE";
+    pub const OFF_KN_NAME: &str = "OFF_KN_NAME";
+    pub const OFF_KN_PARENT: &str = "OFF_KN_PARENT";
+    pub const OFF_FILE_MODE: &str = "OFF_FILE_MODE";
+    pub const OFF_FILE_COUNT: &str = "OFF_FILE_COUNT";
+    pub const OFF_FILE_POS_OWNER: &str = "OFF_FILE_POS_OWNER";
+    pub const OFF_TASK_FILES: &str = "OFF_TASK_FILES";
+    pub const OFF_FILES_FDT: &str = "OFF_FILES_FDT";
+    pub const OFF_FDT_FD: &str = "OFF_FDT_FD";
+    pub const OFF_FDT_MAX_FDS: &str = "OFF_FDT_MAX_FDS";
+    pub const OFF_TASK_FLAGS: &str = "OFF_TASK_FLAGS";
+    pub const OFF_TASK_PTRACE: &str = "OFF_TASK_PTRACE";
+    pub const OFF_PCI_DEV_DEV: &str = "OFF_PCI_DEV_DEV";
+    pub const OFF_PCI_DEV_OVERRIDE: &str = "OFF_PCI_DEV_OVERRIDE";
+    pub const OFF_REGS_DI: &str = "OFF_REGS_DI";
+}
+
+/// Where the agent pins what must outlive it (bpffs). Maps live in a directory named after
+/// their layout, so an agent with other map definitions never adopts incompatible ones.
+pub mod pins {
+    pub const ROOT: &str = "/sys/fs/bpf/iommu-enforcer";
+    /// Bump when any pinned map's key, value or size changes.
+    pub const MAP_LAYOUT: u32 = 1;
 }
 
 #[cfg(feature = "user")]
@@ -221,3 +458,68 @@ unsafe impl aya::Pod for Event {}
 unsafe impl aya::Pod for WatchedFile {}
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for ExeKey {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for GroupState {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for DeviceInfo {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for PciIds {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(s: &str) -> [u8; NEW_ID_LEN] {
+        let mut d = [0u8; NEW_ID_LEN];
+        d[..s.len()].copy_from_slice(s.as_bytes());
+        d
+    }
+
+    fn ids(vendor: u32, device: u32) -> PciIds {
+        PciIds {
+            vendor,
+            device,
+            subvendor: 0x1af4,
+            subdevice: 0x1100,
+            class: 0x020000,
+            group: 7,
+        }
+    }
+
+    #[test]
+    fn new_id_parses_like_the_kernels_sscanf() {
+        let id = parse_new_id(&data("8086 100e\n")).expect("two fields");
+        assert_eq!((id.vendor, id.device), (0x8086, 0x100e));
+        assert_eq!((id.subvendor, id.subdevice), (PCI_ANY_ID, PCI_ANY_ID));
+        assert_eq!((id.class, id.class_mask), (0, 0));
+        let padded = parse_new_id(&data("00008086   0x0000100E")).expect("padded");
+        assert_eq!((padded.vendor, padded.device), (0x8086, 0x100e));
+        let any = parse_new_id(&data("ffffffff ffffffff")).expect("PCI_ANY_ID");
+        assert!(
+            any.matches(&ids(0x10de, 0x2204)),
+            "PCI_ANY_ID matches every device"
+        );
+        let full = parse_new_id(&data("8086 100e 1af4 1100 020000 ffffff 0")).expect("7 fields");
+        assert!(full.matches(&ids(0x8086, 0x100e)));
+        assert!(!full.matches(&PciIds {
+            class: 0x030000,
+            ..ids(0x8086, 0x100e)
+        }));
+        // Truncated to 32 bits, as the kernel stores them in unsigned ints.
+        let wide = parse_new_id(&data("1000008086 100e")).expect("wide");
+        assert_eq!(wide.vendor, 0x8086);
+        assert_eq!(parse_new_id(&data("8086")), None);
+        assert_eq!(parse_new_id(&data("8086,100e")), None);
+        assert_eq!(parse_new_id(&data("")), None);
+    }
+
+    #[test]
+    fn shared_records_keep_their_size() {
+        // The eBPF object and the agent must agree byte for byte.
+        assert_eq!(core::mem::size_of::<Event>(), 160);
+        assert_eq!(core::mem::size_of::<GroupState>(), 8);
+        assert_eq!(core::mem::size_of::<DeviceInfo>(), 8 + 4 * MAX_BELOW);
+        assert_eq!(core::mem::size_of::<PciIds>(), 24);
+        assert_eq!(core::mem::size_of::<WatchedFile>(), 24);
+    }
+}

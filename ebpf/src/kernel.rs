@@ -177,3 +177,156 @@ pub unsafe fn file_ino_on_direct(file: *const u8, magic: u64) -> Option<u64> {
         load_direct::<u64>(inode, global(&OFF_INODE_INO))
     }
 }
+
+/// `offsetof(struct inode, i_private)` (kernfs keeps the `kernfs_node` there).
+#[unsafe(no_mangle)]
+static OFF_INODE_PRIVATE: u32 = UNRESOLVED;
+/// `offsetof(struct kernfs_node, name)`.
+#[unsafe(no_mangle)]
+static OFF_KN_NAME: u32 = UNRESOLVED;
+/// `offsetof(struct kernfs_node, parent)` (`__parent` from 6.15).
+#[unsafe(no_mangle)]
+static OFF_KN_PARENT: u32 = UNRESOLVED;
+/// `offsetof(struct file, f_mode)`.
+#[unsafe(no_mangle)]
+static OFF_FILE_MODE: u32 = UNRESOLVED;
+/// `offsetof(struct task_struct, files)`.
+#[unsafe(no_mangle)]
+static OFF_TASK_FILES: u32 = UNRESOLVED;
+/// `offsetof(struct files_struct, fdt)`.
+#[unsafe(no_mangle)]
+static OFF_FILES_FDT: u32 = UNRESOLVED;
+/// `offsetof(struct fdtable, fd)`.
+#[unsafe(no_mangle)]
+static OFF_FDT_FD: u32 = UNRESOLVED;
+/// `offsetof(struct fdtable, max_fds)`.
+#[unsafe(no_mangle)]
+static OFF_FDT_MAX_FDS: u32 = UNRESOLVED;
+/// `offsetof(struct task_struct, flags)`.
+#[unsafe(no_mangle)]
+static OFF_TASK_FLAGS: u32 = UNRESOLVED;
+/// `offsetof(struct task_struct, ptrace)`.
+#[unsafe(no_mangle)]
+static OFF_TASK_PTRACE: u32 = UNRESOLVED;
+/// `offsetof(struct pci_dev, dev)`.
+#[unsafe(no_mangle)]
+static OFF_PCI_DEV_DEV: u32 = UNRESOLVED;
+/// `offsetof(struct pci_dev, driver_override)`.
+#[unsafe(no_mangle)]
+static OFF_PCI_DEV_OVERRIDE: u32 = UNRESOLVED;
+
+/// Reads the NUL-terminated string at `ptr` into `out` (zero-filled first by the caller).
+#[inline(always)]
+pub unsafe fn read_str(ptr: *const u8, out: &mut [u8]) -> bool {
+    !ptr.is_null() && unsafe { bpf_probe_read_kernel_str_bytes(ptr, out) }.is_ok()
+}
+
+/// `kn->name` into `out`.
+#[inline(always)]
+pub unsafe fn kn_name(kn: *const u8, out: &mut [u8]) -> bool {
+    match unsafe { read_at::<*const u8>(kn, global(&OFF_KN_NAME)) } {
+        Some(name) => unsafe { read_str(name, out) },
+        None => false,
+    }
+}
+
+/// `kn->parent`, or null.
+#[inline(always)]
+pub unsafe fn kn_parent(kn: *const u8) -> *const u8 {
+    unsafe { read_at::<*const u8>(kn, global(&OFF_KN_PARENT)) }.unwrap_or(core::ptr::null())
+}
+
+/// The kernfs node of a sysfs file: `file->f_inode->i_private`.
+#[inline(always)]
+pub unsafe fn file_kn(file: *const u8) -> *const u8 {
+    let inode = unsafe { file_inode(file) };
+    unsafe { read_at::<*const u8>(inode, global(&OFF_INODE_PRIVATE)) }
+        .unwrap_or(core::ptr::null())
+}
+
+
+/// `task->flags` (PF_*).
+#[inline(always)]
+pub unsafe fn task_flags(task: *const u8) -> u32 {
+    unsafe { read_at::<u32>(task, global(&OFF_TASK_FLAGS)) }.unwrap_or(0)
+}
+
+/// `task->ptrace`: nonzero while the task is traced. Unknown reads as traced.
+#[inline(always)]
+pub unsafe fn task_traced(task: *const u8) -> bool {
+    unsafe { read_at::<u32>(task, global(&OFF_TASK_PTRACE)) }.is_none_or(|p| p != 0)
+}
+
+/// Whether descriptor `fd` of `task` is `file`: `task->files->fdt->fd[fd] == file`.
+#[inline(always)]
+pub unsafe fn fd_is(task: *const u8, fd: u64, file: *const u8) -> bool {
+    unsafe {
+        let Some(files) = read_at::<*const u8>(task, global(&OFF_TASK_FILES)) else {
+            return false;
+        };
+        let Some(fdt) = read_at::<*const u8>(files, global(&OFF_FILES_FDT)) else {
+            return false;
+        };
+        let Some(max) = read_at::<u32>(fdt, global(&OFF_FDT_MAX_FDS)) else {
+            return false;
+        };
+        if fd >= max as u64 {
+            return false;
+        }
+        let Some(array) = read_at::<*const u8>(fdt, global(&OFF_FDT_FD)) else {
+            return false;
+        };
+        if array.is_null() {
+            return false;
+        }
+        match bpf_probe_read_kernel(array.add(fd as usize * 8) as *const *const u8) {
+            Ok(f) => f == file,
+            Err(_) => false,
+        }
+    }
+}
+
+/// `to_pci_dev(dev)->driver_override` into `out`; false when unset or unreadable.
+#[inline(always)]
+pub unsafe fn pci_driver_override(dev: *const u8, out: &mut [u8]) -> bool {
+    let (off_dev, off_override) = (global(&OFF_PCI_DEV_DEV), global(&OFF_PCI_DEV_OVERRIDE));
+    if dev.is_null() || off_dev == UNRESOLVED || off_override == UNRESOLVED {
+        return false;
+    }
+    let pdev = unsafe { dev.sub(off_dev as usize) };
+    match unsafe { read_at::<*const u8>(pdev, off_override) } {
+        Some(p) => unsafe { read_str(p, out) },
+        None => false,
+    }
+}
+
+/// `offsetof(struct file, f_count)`.
+#[unsafe(no_mangle)]
+static OFF_FILE_COUNT: u32 = UNRESOLVED;
+/// `offsetof(struct file, f_pos_lock) + offsetof(struct mutex, owner)`.
+#[unsafe(no_mangle)]
+static OFF_FILE_POS_OWNER: u32 = UNRESOLVED;
+
+/// Whether the current task is inside the write(2) syscall on `file` itself: a file with one
+/// reference has no other user (io_uring requests hold their own), and with more the syscall
+/// holds `f_pos_lock` (`fdget_pos`), which io_uring, its workers and task work never do.
+#[inline(always)]
+pub unsafe fn in_own_write(file: *const u8, task: *const u8) -> bool {
+    let Some(count) = (unsafe { read_at::<i64>(file, global(&OFF_FILE_COUNT)) }) else {
+        return false;
+    };
+    if count == 1 {
+        return true;
+    }
+    match unsafe { read_at::<u64>(file, global(&OFF_FILE_POS_OWNER)) } {
+        // The low three bits are mutex flags.
+        Some(owner) => owner & !7 == task as u64,
+        None => false,
+    }
+}
+
+/// `file->f_mode` by a direct load from the hook's `file`.
+#[inline(always)]
+pub unsafe fn file_mode_direct(file: *const u8) -> u32 {
+    unsafe { load_direct::<u32>(file, global(&OFF_FILE_MODE)) }.unwrap_or(0)
+}

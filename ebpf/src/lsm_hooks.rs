@@ -1,8 +1,8 @@
-//! BPF LSM hooks: veto what would break group ownership. The agent decides what is protected
-//! and fills the maps; the hooks only look up and apply. Both hooks run on paths every process
-//! uses, so each starts with the cheapest test that lets unrelated operations go:
-//! `file_open` a device-number check (regular files have none), `file_permission` a mask test
-//! and the sysfs magic before any map lookup.
+//! BPF LSM hooks on files: veto the sysfs writes and VFIO opens that would break group
+//! ownership. What a sysfs file is comes from the kernel itself (its kernfs node's name and
+//! parents), whether its target is protected from the in-kernel state (`state`): nothing here
+//! waits for the agent. Both hooks run on paths every process uses, so each starts with the
+//! cheapest test that lets unrelated operations go.
 use aya_ebpf::{
     bindings::task_struct,
     helpers::{
@@ -14,31 +14,30 @@ use aya_ebpf::{
     programs::LsmContext,
 };
 use iommu_enforcer_common::{
-    offsets::UNRESOLVED, pt_regs_mode, veto, watched, EventKind, ExeKey, WatchedFile, ADDR_LEN,
+    config, offsets::UNRESOLVED, parse_new_id, pt_regs_mode, veto, watched, EventKind, ExeKey,
+    WatchedFile, ADDR_LEN, DRIVER_KEY_LEN, NEW_ID_LEN,
 };
 
 use crate::{
     kernel::{self, global, read_at},
     record::{emit, NO_GROUP},
+    state,
 };
 
 const SYSFS_MAGIC: u64 = 0x6265_6572;
 const MAY_WRITE: i32 = 0x2;
+const FMODE_WRITE: u32 = 0x2;
 const EPERM: i32 = 1;
+const PF_IO_WORKER: u32 = 0x0000_0010;
+const PF_KTHREAD: u32 = 0x0020_0000;
+/// kernfs attributes are at most a page; a longer write is not one the hook can judge.
+const MAX_WRITE: u64 = 4096;
 
-// x86_64 syscall numbers whose (buffer, count) or (iovec, count) the hook can read.
+// x86_64 syscall numbers whose (buffer, count) or (iovec, count) the hook trusts. Only those
+// that take f_pos_lock (write, writev): see `kernel::in_own_write`.
 const NR_WRITE: u64 = 1;
-const NR_PWRITE64: u64 = 18;
 const NR_WRITEV: u64 = 20;
-const NR_PWRITEV: u64 = 296;
-const NR_PWRITEV2: u64 = 328;
 
-/// The agent's own tgid: its writes (pinning driver_override) always pass.
-#[unsafe(no_mangle)]
-static AGENT_TGID: u32 = 0;
-/// Nonzero: decide and report, deny nothing. Defaults to the harmless setting.
-#[unsafe(no_mangle)]
-static DRY_RUN: u32 = 1;
 #[unsafe(no_mangle)]
 static PT_REGS_MODE: u32 = pt_regs_mode::STACK;
 #[unsafe(no_mangle)]
@@ -48,144 +47,334 @@ static THREAD_SIZE: u32 = 16384;
 #[unsafe(no_mangle)]
 static OFF_REGS_ORIG_AX: u32 = UNRESOLVED;
 #[unsafe(no_mangle)]
+static OFF_REGS_DI: u32 = UNRESOLVED;
+#[unsafe(no_mangle)]
 static OFF_REGS_SI: u32 = UNRESOLVED;
 #[unsafe(no_mangle)]
 static OFF_REGS_DX: u32 = UNRESOLVED;
 
-/// sysfs inode number -> what the file is (driver_override/remove of protected members; bind,
-/// unbind, new_id of every PCI driver and drivers_probe while anything is protected).
-#[map(name = "WATCHED")]
-static WATCHED: HashMap<u64, WatchedFile> = HashMap::with_max_entries(8192, 0);
-
-/// Addresses of protected members -> their group.
-#[map(name = "PROTECTED")]
-static PROTECTED: HashMap<[u8; ADDR_LEN], u32> = HashMap::with_max_entries(4096, 0);
-
-/// `vendor << 16 | device` of protected members -> a group, for `new_id`.
-#[map(name = "PROTECTED_IDS")]
-static PROTECTED_IDS: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
-
-/// Kernel dev_t of VFIO nodes whose group is not viable -> what they are.
+/// Kernel dev_t of VFIO nodes whose group is not viable under the policy -> what they are.
 #[map(name = "VFIO_DENY")]
-static VFIO_DENY: HashMap<u32, WatchedFile> = HashMap::with_max_entries(4096, 0);
+static VFIO_DENY: HashMap<u32, WatchedFile> = HashMap::pinned(4096, 0);
 
 /// Executables the policy trusts to write protected files.
 #[map(name = "TRUSTED_EXE")]
-static TRUSTED_EXE: HashMap<ExeKey, u8> = HashMap::with_max_entries(256, 0);
+static TRUSTED_EXE: HashMap<ExeKey, u8> = HashMap::pinned(256, 0);
 
-/// `int security_file_open(struct file *file)`: VFIO group and cdev opens.
+/// `int security_file_open(struct file *file)`: VFIO group and cdev opens, and sysfs files of
+/// protected devices opened for writing (acct(2) and `__kernel_write` bypass file_permission).
 #[lsm(hook = "file_open")]
 pub fn file_open(ctx: LsmContext) -> i32 {
+    crate::record::lsm_verdict(file_open_decide(&ctx))
+}
+
+#[inline(always)]
+fn file_open_decide(ctx: &LsmContext) -> i32 {
     let prev: i32 = ctx.arg(1);
     if prev != 0 {
-        return prev;
+        return crate::record::lsm_ret(prev);
     }
     let file: *const u8 = ctx.arg(0);
     let rdev = unsafe { kernel::file_rdev_direct(file) };
-    if rdev == 0 {
+    if rdev != 0 {
+        // SAFETY: the value is copied before anything else touches the map.
+        let Some(w) = (unsafe { VFIO_DENY.get(&rdev) }).copied() else {
+            return 0;
+        };
+        return decide(ctx, w.kind, w.group, &w.device, rdev, 0);
+    }
+    if unsafe { kernel::file_mode_direct(file) } & FMODE_WRITE == 0 {
         return 0;
     }
-    // SAFETY: the value is copied before anything else touches the map.
-    let Some(w) = (unsafe { VFIO_DENY.get(&rdev) }).copied() else {
+    if unsafe { kernel::file_ino_on_direct(file, SYSFS_MAGIC) }.is_none() {
+        return 0;
+    }
+    let Some((kind, kn)) = (unsafe { classify(file) }) else {
         return 0;
     };
-    decide(&ctx, &w, rdev, 0)
+    match kind {
+        watched::BIND | watched::UNBIND | watched::NEW_ID | watched::DRIVERS_PROBE => 0,
+        // Judged at the write, by what it names, unless the writer bypasses file_permission:
+        // kernel-internal writers (acct(2)) are kernel threads or write from no syscall.
+        watched::DRIVER_OVERRIDE => 0,
+        _ => per_device(ctx, kind, kn, veto::AT_OPEN),
+    }
 }
 
 /// `int security_file_permission(struct file *file, int mask)`: every read and write,
 /// including write(2), pwrite(2), writev(2) and io_uring (all pass rw_verify_area).
 #[lsm(hook = "file_permission")]
 pub fn file_permission(ctx: LsmContext) -> i32 {
+    crate::record::lsm_verdict(file_permission_decide(&ctx))
+}
+
+#[inline(always)]
+fn file_permission_decide(ctx: &LsmContext) -> i32 {
     let prev: i32 = ctx.arg(2);
     if prev != 0 {
-        return prev;
+        return crate::record::lsm_ret(prev);
     }
     let mask: i32 = ctx.arg(1);
     if mask & MAY_WRITE == 0 {
         return 0;
     }
     let file: *const u8 = ctx.arg(0);
-    let Some(ino) = (unsafe { kernel::file_ino_on_direct(file, SYSFS_MAGIC) }) else {
+    if unsafe { kernel::file_ino_on_direct(file, SYSFS_MAGIC) }.is_none() {
         return 0;
-    };
-    let Some(w) = (unsafe { WATCHED.get(&ino) }).copied() else {
-        return 0;
-    };
-    match w.kind {
-        watched::DRIVER_OVERRIDE | watched::REMOVE => decide(&ctx, &w, 0, 0),
-        watched::BIND | watched::UNBIND | watched::DRIVERS_PROBE | watched::NEW_ID => {
-            let mut data = [0u8; ADDR_LEN];
-            if !read_written(&mut data) {
-                // The data is out of reach (io_uring, several iovecs, compat syscalls): fail
-                // closed while anything is protected.
-                let unknown = WatchedFile {
-                    kind: w.kind,
-                    group: NO_GROUP as u32,
-                    device: [0; ADDR_LEN],
-                };
-                return decide(&ctx, &unknown, 0, veto::TARGET_UNKNOWN);
-            }
-            let group = if w.kind == watched::NEW_ID {
-                parse_ids(&data).and_then(|id| unsafe { PROTECTED_IDS.get(&id) }.copied())
-            } else {
-                unsafe { PROTECTED.get(&data) }.copied()
-            };
-            match group {
-                Some(group) => {
-                    // new_id names IDs, not a device: the group says which one is protected.
-                    let device = if w.kind == watched::NEW_ID {
-                        [0; ADDR_LEN]
-                    } else {
-                        data
-                    };
-                    let target = WatchedFile {
-                        kind: w.kind,
-                        group,
-                        device,
-                    };
-                    decide(&ctx, &target, 0, 0)
-                }
-                None => 0,
-            }
-        }
-        _ => 0,
     }
+    let Some((kind, kn)) = (unsafe { classify(file) }) else {
+        return 0;
+    };
+    match kind {
+        watched::BIND | watched::UNBIND => bus_address(ctx, kind, kn, file),
+        watched::NEW_ID => bus_new_id(ctx, kn, file),
+        // Probing can bind only what the override and the in-kernel bind veto let through.
+        watched::DRIVERS_PROBE => 0,
+        watched::DRIVER_OVERRIDE => {
+            // Naming an allowed driver (the device plugin's `vfio-pci`) keeps the group viable.
+            let mut data = [0u8; DRIVER_KEY_LEN];
+            if read_written(file, &mut data) == 0 && data[0] != 0 && state::driver_allowed(&data)
+            {
+                return 0;
+            }
+            per_device(ctx, kind, kn, 0)
+        }
+        _ => per_device(ctx, kind, kn, 0),
+    }
+}
+
+/// Names compared as zero-padded byte strings.
+type Name = [u8; 24];
+
+const fn name(s: &[u8]) -> Name {
+    let mut n = [0u8; 24];
+    let mut i = 0;
+    while i < s.len() {
+        n[i] = s[i];
+        i += 1;
+    }
+    n
+}
+
+const DRIVER_OVERRIDE: Name = name(b"driver_override");
+const REMOVE: Name = name(b"remove");
+const RESET: Name = name(b"reset");
+const RESET_SUBORDINATE: Name = name(b"reset_subordinate");
+const POWER: Name = name(b"power");
+const BIND: Name = name(b"bind");
+const UNBIND: Name = name(b"unbind");
+const NEW_ID: Name = name(b"new_id");
+const DRIVERS_PROBE: Name = name(b"drivers_probe");
+const SLOTS: Name = name(b"slots");
+const DRIVERS: Name = name(b"drivers");
+const PCI: Name = name(b"pci");
+
+#[inline(always)]
+unsafe fn node_name(kn: *const u8) -> Name {
+    let mut n = [0u8; 24];
+    unsafe { kernel::kn_name(kn, &mut n) };
+    n
+}
+
+/// What a sysfs file is, from its kernfs node and its parents, and the node of its directory
+/// (the device, slot or driver it belongs to).
+#[inline(always)]
+unsafe fn classify(file: *const u8) -> Option<(u32, *const u8)> {
+    let kn = unsafe { kernel::file_kn(file) };
+    if kn.is_null() {
+        return None;
+    }
+    let leaf = unsafe { node_name(kn) };
+    let dir = unsafe { kernel::kn_parent(kn) };
+    let kind = if leaf == DRIVER_OVERRIDE {
+        watched::DRIVER_OVERRIDE
+    } else if leaf == REMOVE {
+        watched::REMOVE
+    } else if leaf == RESET {
+        watched::RESET
+    } else if leaf == RESET_SUBORDINATE {
+        watched::RESET_SUBORDINATE
+    } else if leaf == POWER {
+        if unsafe { node_name(kernel::kn_parent(dir)) } != SLOTS {
+            return None;
+        }
+        watched::SLOT_POWER
+    } else if leaf == DRIVERS_PROBE {
+        if unsafe { node_name(dir) } != PCI {
+            return None;
+        }
+        watched::DRIVERS_PROBE
+    } else if leaf == BIND || leaf == UNBIND || leaf == NEW_ID {
+        let drivers = unsafe { kernel::kn_parent(dir) };
+        if unsafe { node_name(drivers) } != DRIVERS
+            || unsafe { node_name(kernel::kn_parent(drivers)) } != PCI
+        {
+            return None;
+        }
+        if leaf == BIND {
+            watched::BIND
+        } else if leaf == UNBIND {
+            watched::UNBIND
+        } else {
+            watched::NEW_ID
+        }
+    } else {
+        return None;
+    };
+    Some((kind, dir))
+}
+
+/// A file of one device (or slot): vetoed when the device's group is protected, or, for
+/// removal, resets and slot power, any group below it.
+#[inline(always)]
+fn per_device(ctx: &LsmContext, kind: u32, dir: *const u8, flags: u32) -> i32 {
+    let mut target = [0u8; ADDR_LEN];
+    unsafe { kernel::kn_name(dir, &mut target) };
+    let info = if kind == watched::SLOT_POWER {
+        state::slot_info(&target)
+    } else {
+        state::device_info(&target)
+    };
+    // Not a PCI device the agent loaded (another bus's `remove`, or a device added since).
+    let Some(info) = info else {
+        return 0;
+    };
+    let hit = if kind == watched::DRIVER_OVERRIDE {
+        (info.group != u32::MAX && state::group_protected(info.group)).then_some((info.group, false))
+    } else {
+        state::protected_at_or_below(&info)
+    };
+    match hit {
+        Some((group, above)) => decide(
+            ctx,
+            kind,
+            group,
+            &target,
+            0,
+            flags | if above { veto::ABOVE } else { 0 },
+        ),
+        None => 0,
+    }
+}
+
+/// bind, unbind, drivers_probe: the address written, when this write's own data can be read;
+/// otherwise fail closed while anything is protected.
+#[inline(always)]
+fn bus_address(ctx: &LsmContext, kind: u32, dir: *const u8, file: *const u8) -> i32 {
+    if kind == watched::BIND {
+        // A user driver (vfio-pci) binding a protected member keeps it user-owned.
+        let mut driver = [0u8; DRIVER_KEY_LEN];
+        unsafe { kernel::kn_name(dir, &mut driver) };
+        if state::driver_allowed(&driver) {
+            return 0;
+        }
+    }
+    let mut data = [0u8; ADDR_LEN];
+    let read = read_written(file, &mut data);
+    if read != 0 {
+        if !state::any_protected() {
+            return 0;
+        }
+        return decide(ctx, kind, NO_GROUP as u32, &[0; ADDR_LEN], 0, read);
+    }
+    let Some(info) = state::device_info(&data) else {
+        return 0;
+    };
+    if info.group != u32::MAX && state::group_protected(info.group) {
+        return decide(ctx, kind, info.group, &data, 0, 0);
+    }
+    0
+}
+
+/// new_id of a kernel driver while anything is protected: the driver then probes every unbound
+/// device the IDs match (PCI_ANY_ID included), so it is refused unless the kernel would refuse
+/// it too (fewer than two IDs). The binds it would cause are vetoed in-kernel anyway.
+#[inline(always)]
+fn bus_new_id(ctx: &LsmContext, dir: *const u8, file: *const u8) -> i32 {
+    let mut driver = [0u8; DRIVER_KEY_LEN];
+    unsafe { kernel::kn_name(dir, &mut driver) };
+    if state::driver_allowed(&driver) || !state::any_protected() {
+        return 0;
+    }
+    let mut data = [0u8; NEW_ID_LEN];
+    let read = read_written(file, &mut data);
+    if read == 0 && parse_new_id(&data).is_none() {
+        return 0;
+    }
+    decide(
+        ctx,
+        watched::NEW_ID,
+        NO_GROUP as u32,
+        &[0; ADDR_LEN],
+        0,
+        read | veto::TARGET_UNKNOWN,
+    )
 }
 
 /// Reports the veto (or, dry-run, the would-be veto) unless the writer is the agent or trusted.
 #[inline(always)]
-fn decide(ctx: &LsmContext, w: &WatchedFile, rdev: u32, flags: u32) -> i32 {
+fn decide(
+    ctx: &LsmContext,
+    kind: u32,
+    group: u32,
+    device: &[u8; ADDR_LEN],
+    rdev: u32,
+    flags: u32,
+) -> i32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if tgid == global(&AGENT_TGID) || trusted_writer() {
+    let agent = state::config(config::AGENT_TGID);
+    if agent != 0 && tgid == agent {
         return 0;
     }
-    let deny = global(&DRY_RUN) == 0;
-    let ret = if deny { -EPERM } else { 0 };
-    let detail = (w.kind & veto::KIND_MASK) | flags | if deny { veto::DENIED } else { 0 };
-    emit(ctx, EventKind::Veto, ret, w.group as i32, |ev| {
+    let mut flags = flags;
+    match trusted_writer() {
+        Trust::Trusted => return 0,
+        Trust::Traced => flags |= veto::TRACED,
+        Trust::No => {}
+    }
+    let deny = state::config(config::DRY_RUN) == 0;
+    let detail = (kind & veto::KIND_MASK) | flags | if deny { veto::DENIED } else { 0 };
+    emit(ctx, EventKind::Veto, if deny { -EPERM } else { 0 }, group as i32, |ev| {
         ev.detail = detail;
         ev.rdev = rdev;
-        ev.device[..ADDR_LEN].copy_from_slice(&w.device);
+        ev.device[..ADDR_LEN].copy_from_slice(device);
     });
-    ret
+    // Literal returns: 6.x's verifier checks the range of an LSM program's result.
+    if deny {
+        -EPERM
+    } else {
+        0
+    }
+}
+
+enum Trust {
+    Trusted,
+    Traced,
+    No,
 }
 
 #[inline(always)]
-fn trusted_writer() -> bool {
+fn trusted_writer() -> Trust {
     let task = unsafe { bpf_get_current_task() } as *const u8;
     let inode = unsafe { kernel::task_exe_inode(task) };
     let (Some(ino), Some(dev)) = (unsafe { kernel::inode_ino(inode) }, unsafe {
         kernel::sb_dev(kernel::inode_sb(inode))
     }) else {
-        return false;
+        return Trust::No;
     };
-    unsafe {
-        TRUSTED_EXE.get(&ExeKey {
-            dev: dev as u64,
-            ino,
-        })
+    let key = ExeKey {
+        dev: dev as u64,
+        ino,
+    };
+    if unsafe { TRUSTED_EXE.get(&key) }.is_none() {
+        return Trust::No;
     }
-    .is_some()
+    // A tracer decides what a traced process writes.
+    if unsafe { kernel::task_traced(task) } {
+        Trust::Traced
+    } else {
+        Trust::Trusted
+    }
 }
 
 /// The user registers the current syscall entered with.
@@ -208,48 +397,59 @@ fn syscall_regs() -> *const u8 {
     }
 }
 
-/// Copies the first ADDR_LEN bytes being written, cut at the first newline, into `out`.
-/// False when the current syscall is not one whose buffer can be read.
+/// Copies the first bytes being written into `out`, cut at the first newline. Returns 0, or
+/// the veto flags saying why the data cannot be trusted to be this write's: the syscall is not
+/// write(2)/writev(2) on this very file by this task (io_uring, its workers and task work,
+/// AIO, splice, another fd), or the buffer is unreadable.
 #[inline(always)]
-fn read_written(out: &mut [u8; ADDR_LEN]) -> bool {
+fn read_written<const N: usize>(file: *const u8, out: &mut [u8; N]) -> u32 {
+    const UNTRUSTED: u32 = veto::TARGET_UNKNOWN | veto::NOT_THIS_WRITE;
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    if unsafe { kernel::task_flags(task) } & (PF_KTHREAD | PF_IO_WORKER) != 0 {
+        return UNTRUSTED;
+    }
     let regs = syscall_regs();
     let fields = unsafe {
         (
             read_at::<u64>(regs, global(&OFF_REGS_ORIG_AX)),
+            read_at::<u64>(regs, global(&OFF_REGS_DI)),
             read_at::<u64>(regs, global(&OFF_REGS_SI)),
             read_at::<u64>(regs, global(&OFF_REGS_DX)),
         )
     };
-    let (Some(nr), Some(si), Some(dx)) = fields else {
-        return false;
+    let (Some(nr), Some(fd), Some(si), Some(dx)) = fields else {
+        return UNTRUSTED;
     };
-    let (buf, len) = match nr {
-        NR_WRITE | NR_PWRITE64 => (si, dx),
-        NR_WRITEV | NR_PWRITEV | NR_PWRITEV2 => {
-            // kernfs joins all segments; only a single one can be judged here.
-            if dx != 1 {
-                return false;
-            }
-            match unsafe { bpf_probe_read_user(si as *const [u64; 2]) } {
-                Ok(iov) => (iov[0], iov[1]),
-                Err(_) => return false,
-            }
-        }
-        _ => return false,
-    };
-    // Unsigned 64-bit clamp: the verifier needs a size bounded in [0, ADDR_LEN].
-    let n: u64 = if len > ADDR_LEN as u64 {
-        ADDR_LEN as u64
+    if !(nr == NR_WRITE || nr == NR_WRITEV)
+        || !unsafe { kernel::fd_is(task, fd, file) }
+        || !unsafe { kernel::in_own_write(file, task) }
+    {
+        return UNTRUSTED;
+    }
+    let (buf, len) = if nr == NR_WRITE {
+        (si, dx)
     } else {
-        len
+        // kernfs joins all segments; only a single one can be judged here.
+        if dx != 1 {
+            return veto::TARGET_UNKNOWN;
+        }
+        match unsafe { bpf_probe_read_user(si as *const [u64; 2]) } {
+            Ok(iov) => (iov[0], iov[1]),
+            Err(_) => return veto::TARGET_UNKNOWN,
+        }
     };
+    if len > MAX_WRITE {
+        return veto::TARGET_UNKNOWN;
+    }
+    // Unsigned 64-bit clamp: the verifier needs a size bounded in [0, N].
+    let n: u64 = if len > N as u64 { N as u64 } else { len };
     if n == 0 {
-        return true;
+        return 0;
     }
     let rc =
         unsafe { gen::bpf_probe_read_user(out.as_mut_ptr() as *mut _, n as u32, buf as *const _) };
     if rc != 0 {
-        return false;
+        return veto::TARGET_UNKNOWN;
     }
     // sysfs_streq: a trailing newline ends the name.
     let mut cut = false;
@@ -261,47 +461,5 @@ fn read_written(out: &mut [u8; ADDR_LEN]) -> bool {
             *b = 0;
         }
     }
-    true
-}
-
-/// `vendor device` as new_id takes them (hex, optional 0x, whitespace between), packed as
-/// `vendor << 16 | device`.
-#[inline(always)]
-fn parse_ids(data: &[u8; ADDR_LEN]) -> Option<u32> {
-    let mut values = [0u32; 2];
-    let mut field = 0usize;
-    let mut digits = 0u32;
-    let mut i = 0usize;
-    while i < ADDR_LEN {
-        let c = data[i];
-        i += 1;
-        if c == b'x' && digits == 1 && values[field & 1] == 0 {
-            digits = 0; // the "0x" prefix
-            continue;
-        }
-        let d = match c {
-            b'0'..=b'9' => c - b'0',
-            b'a'..=b'f' => c - b'a' + 10,
-            b'A'..=b'F' => c - b'A' + 10,
-            _ => {
-                if digits > 0 {
-                    field += 1;
-                    digits = 0;
-                    if field == 2 {
-                        break;
-                    }
-                }
-                if c == 0 {
-                    break;
-                }
-                continue;
-            }
-        };
-        values[field & 1] = (values[field & 1] << 4) | d as u32;
-        digits += 1;
-    }
-    if digits > 0 {
-        field += 1;
-    }
-    (field >= 2).then(|| (values[0] << 16) | (values[1] & 0xffff))
+    0
 }

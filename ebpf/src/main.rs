@@ -2,12 +2,18 @@
 //! the agent decides. Records are `iommu_enforcer_common::Event`, sent through one ring buffer.
 #![no_std]
 #![no_main]
+// atomic_xadd: the bpf target has no core::sync::atomic integer types.
+#![feature(core_intrinsics, adt_const_params)]
+#![allow(internal_features)]
 
 mod kernel;
+mod lifecycle;
 mod lsm_hooks;
+mod lsm_probe;
 mod ownership;
 mod probe_path;
 mod record;
+mod state;
 mod topology;
 mod vfio_open;
 

@@ -6,7 +6,7 @@ use aya_ebpf::{
 };
 use iommu_enforcer_common::EventKind;
 
-use crate::{kernel, record::emit};
+use crate::{kernel, record::emit, state};
 
 /// `int iommu_group_claim_dma_owner(struct iommu_group *group, void *owner)`: -EPERM when a
 /// kernel driver already uses the group's DMA API.
@@ -15,6 +15,9 @@ pub fn group_claim_exit(ctx: FExitContext) -> i32 {
     let group: *const u8 = ctx.arg(0);
     let ret: i64 = ctx.arg(2);
     let id = unsafe { kernel::group_id(group) };
+    if ret == 0 && id >= 0 {
+        state::claim(id as u32, 1);
+    }
     emit(&ctx, EventKind::GroupClaim, ret as i32, id, |_| {});
     0
 }
@@ -24,6 +27,9 @@ pub fn group_claim_exit(ctx: FExitContext) -> i32 {
 pub fn group_release_entry(ctx: FEntryContext) -> i32 {
     let group: *const u8 = ctx.arg(0);
     let id = unsafe { kernel::group_id(group) };
+    if id >= 0 {
+        state::claim(id as u32, -1);
+    }
     emit(&ctx, EventKind::GroupRelease, 0, id, |_| {});
     0
 }
@@ -34,6 +40,9 @@ pub fn device_claim_exit(ctx: FExitContext) -> i32 {
     let dev: *const u8 = ctx.arg(0);
     let ret: i64 = ctx.arg(2);
     let id = unsafe { kernel::device_group_id(dev) };
+    if ret == 0 && id >= 0 {
+        state::claim(id as u32, 1);
+    }
     emit(&ctx, EventKind::DeviceClaim, ret as i32, id, |ev| unsafe {
         kernel::read_first_field_name(dev, &mut ev.device);
     });
@@ -45,6 +54,9 @@ pub fn device_claim_exit(ctx: FExitContext) -> i32 {
 pub fn device_release_entry(ctx: FEntryContext) -> i32 {
     let dev: *const u8 = ctx.arg(0);
     let id = unsafe { kernel::device_group_id(dev) };
+    if id >= 0 {
+        state::claim(id as u32, -1);
+    }
     emit(&ctx, EventKind::DeviceRelease, 0, id, |ev| unsafe {
         kernel::read_first_field_name(dev, &mut ev.device);
     });

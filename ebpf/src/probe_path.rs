@@ -1,24 +1,76 @@
 //! The driver-core probe path: every bind attempt and its result, the kernel's DMA-ownership
-//! check for binding drivers, and every unbind.
+//! check for binding drivers, every unbind, and binds a pin refused. A bind of a user driver
+//! (vfio-pci) protects its group here, in the kernel, before any VM can claim it; the bind
+//! veto itself is in `lsm_probe`.
 use aya_ebpf::{
-    macros::{fentry, fexit},
+    helpers::bpf_get_current_pid_tgid,
+    macros::{fentry, fexit, map},
+    maps::LruHashMap,
     programs::{FEntryContext, FExitContext},
 };
-use iommu_enforcer_common::EventKind;
+use iommu_enforcer_common::{driver_class, EventKind, ADDR_LEN, DRIVER_KEY_LEN};
 
-use crate::{kernel, record::emit};
+use crate::{
+    kernel::{self, global},
+    record::{emit, NO_GROUP},
+    state,
+};
 
-/// `int really_probe(struct device *dev, const struct device_driver *drv)`.
-///
-/// The return value is read from the slot after the last argument: `FExitContext::ret()` uses
-/// `bpf_get_func_ret`, which 5.10 lacks (DESIGN.md section 5). 5.10 returns 1 on success, 6.x 0.
+/// What `really_probe` returns for a bound device: 1 before 5.13, 0 since (ef6dcbdd8eb2).
+#[unsafe(no_mangle)]
+static PROBE_OK: u32 = 0;
+
+/// A bind in progress on this thread, decided at `really_probe` entry and applied by the
+/// `kernfs_init_security` hook when the driver core creates the driver's link to the device.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Probing {
+    pub group: u32,
+    /// Nonzero: the driver may not bind this device (its group is protected).
+    pub deny: u32,
+    pub device: [u8; ADDR_LEN],
+    pub driver: [u8; DRIVER_KEY_LEN],
+}
+
+/// pid_tgid -> the bind in progress. LRU: an entry whose fexit never ran cannot fill it.
+#[map(name = "PROBING")]
+pub static PROBING: LruHashMap<u64, Probing> = LruHashMap::with_max_entries(1024, 0);
+
+/// `int really_probe(struct device *dev, const struct device_driver *drv)`: decides whether
+/// this bind may happen.
+#[fentry(function = "really_probe")]
+pub fn really_probe_entry(ctx: FEntryContext) -> i32 {
+    let dev: *const u8 = ctx.arg(0);
+    let drv: *const u8 = ctx.arg(1);
+    let group = unsafe { kernel::device_group_id(dev) };
+    let mut p = Probing {
+        group: group as u32,
+        deny: 0,
+        device: [0; ADDR_LEN],
+        driver: state::driver_key(drv),
+    };
+    if group != NO_GROUP && !state::driver_allowed(&p.driver) && state::group_protected(p.group)
+    {
+        p.deny = 1;
+    }
+    unsafe { kernel::read_first_field_name(dev, &mut p.device) };
+    let _ = PROBING.insert(&bpf_get_current_pid_tgid(), &p, 0);
+    0
+}
+
+/// The same function's return: the bind's outcome. The return value is read from the slot
+/// after the last argument: `FExitContext::ret()` uses `bpf_get_func_ret`, which 5.10 lacks.
 #[fexit(function = "really_probe")]
 pub fn really_probe_exit(ctx: FExitContext) -> i32 {
     let dev: *const u8 = ctx.arg(0);
     let drv: *const u8 = ctx.arg(1);
     let ret: i64 = ctx.arg(2);
-    // SAFETY: dev and drv are the traced function's arguments, read through probe_read.
+    let _ = PROBING.remove(&bpf_get_current_pid_tgid());
     let group = unsafe { kernel::device_group_id(dev) };
+    let bound = ret == global(&PROBE_OK) as i64;
+    if bound && group != NO_GROUP && state::driver_flags(&state::driver_key(drv)) & driver_class::USER != 0 {
+        state::user_bound(group as u32, 1);
+    }
     emit(&ctx, EventKind::Probe, ret as i32, group, |ev| unsafe {
         kernel::read_first_field_name(dev, &mut ev.device);
         kernel::read_first_field_name(drv, &mut ev.driver);
@@ -66,6 +118,52 @@ pub fn pci_remove_entry(ctx: FEntryContext) -> i32 {
     emit(&ctx, EventKind::Unbind, 0, group, |ev| unsafe {
         kernel::read_first_field_name(dev, &mut ev.device);
         kernel::read_first_field_name(bound, &mut ev.driver);
+    });
+    0
+}
+
+/// The same function's return: the user driver has let go of the device (vfio-pci's remove
+/// waits until the device is closed), so only now does the member stop protecting its group.
+#[fexit(function = "pci_device_remove")]
+pub fn pci_remove_exit(ctx: FExitContext) -> i32 {
+    let dev: *const u8 = ctx.arg(0);
+    let bound = unsafe { kernel::device_driver(dev) };
+    if bound.is_null() {
+        return 0;
+    }
+    let group = unsafe { kernel::device_group_id(dev) };
+    if group != NO_GROUP && state::driver_flags(&state::driver_key(bound)) & driver_class::USER != 0 {
+        state::user_bound(group as u32, -1);
+    }
+    0
+}
+
+/// `int pci_bus_match(struct device *dev, struct device_driver *drv)`: 0 for a driver the
+/// device's `driver_override` excludes. Reported only in protected groups, where the agent's
+/// pins are: every bind or autoprobe a pin stopped, with the driver it stopped.
+#[fexit(function = "pci_bus_match")]
+pub fn pci_bus_match_exit(ctx: FExitContext) -> i32 {
+    let dev: *const u8 = ctx.arg(0);
+    let drv: *const u8 = ctx.arg(1);
+    let ret: i64 = ctx.arg(2);
+    if ret as i32 != 0 {
+        return 0;
+    }
+    let mut over = [0u8; DRIVER_KEY_LEN];
+    if !unsafe { kernel::pci_driver_override(dev, &mut over) } || over[0] == 0 {
+        return 0;
+    }
+    let driver = state::driver_key(drv);
+    if over == driver {
+        return 0;
+    }
+    let group = unsafe { kernel::device_group_id(dev) };
+    if group == NO_GROUP || !state::group_protected(group as u32) {
+        return 0;
+    }
+    emit(&ctx, EventKind::PinRefused, -19, group, |ev| unsafe {
+        kernel::read_first_field_name(dev, &mut ev.device);
+        ev.driver[..DRIVER_KEY_LEN].copy_from_slice(&driver);
     });
     0
 }

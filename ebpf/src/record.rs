@@ -63,3 +63,30 @@ pub fn emit<C: EbpfContext>(
 
 /// `group` when the program could not resolve it.
 pub const NO_GROUP: i32 = GROUP_UNKNOWN;
+
+/// A previous LSM's verdict passed on: any error stays an error.
+#[inline(always)]
+pub fn lsm_ret(prev: i32) -> i32 {
+    if prev < 0 {
+        prev
+    } else {
+        -1
+    }
+}
+
+/// An LSM program's result, clamped where the verifier sees it: 6.x checks that it lies in
+/// [-4095, 0], and LLVM otherwise folds `if deny { -EPERM } else { 0 }` into a `neg` whose range
+/// the verifier does not track. `black_box` keeps the clamp from being folded away.
+#[inline(always)]
+pub fn lsm_verdict(r: i32) -> i32 {
+    let r = core::hint::black_box(r);
+    if r > 0 {
+        return 0;
+    }
+    // Never reached (errnos are above -4096); returning a literal -1 here would be emitted as
+    // the 64-bit 0xffffffff, outside the range.
+    if r < -4095 {
+        return 0;
+    }
+    r
+}

@@ -13,6 +13,7 @@ use iommu_enforcer_common::EventKind;
 use crate::{
     kernel,
     record::{emit, NO_GROUP},
+    state,
 };
 
 /// pid_tgid -> i_rdev of the node being opened. Opens do not nest within a thread.
@@ -27,6 +28,20 @@ pub fn vfio_group_open_entry(ctx: ProbeContext) -> u32 {
 #[kretprobe(function = "vfio_group_fops_open")]
 pub fn vfio_group_open_exit(ctx: RetProbeContext) -> u32 {
     report(&ctx, EventKind::VfioGroupOpen)
+}
+
+/// `vfio_group_fops_release(struct inode *, struct file *)`: the last reference to the file is
+/// gone (an fd parked in an SCM_RIGHTS message still holds it, so this is the positive
+/// release event, not a /proc scan).
+#[kprobe(function = "vfio_group_fops_release")]
+pub fn vfio_group_release(ctx: ProbeContext) -> u32 {
+    let Some(inode) = ctx.arg::<*const u8>(0) else {
+        return 0;
+    };
+    let rdev = unsafe { kernel::inode_rdev(inode) };
+    state::vfio_open(rdev, -1);
+    emit(&ctx, EventKind::VfioGroupRelease, 0, NO_GROUP, |ev| ev.rdev = rdev);
+    0
 }
 
 #[kprobe(function = "vfio_device_fops_cdev_open")]
@@ -59,6 +74,9 @@ fn report(ctx: &RetProbeContext, kind: EventKind) -> u32 {
     };
     let _ = VFIO_OPENING.remove(&key);
     let ret: i64 = ctx.ret();
+    if ret == 0 && kind == EventKind::VfioGroupOpen {
+        state::vfio_open(rdev, 1);
+    }
     emit(ctx, kind, ret as i32, NO_GROUP, |ev| ev.rdev = rdev);
     0
 }

@@ -64,7 +64,15 @@ pub struct GuestBins {
 }
 
 /// Binaries of the `vm-tools` crate that go on the guest's PATH.
-const TOOLS: &[&str] = &["sysfs-write", "open-bench"];
+const TOOLS: &[&str] = &[
+    "sysfs-write",
+    "open-bench",
+    "uring-linked",
+    "ptrace-run",
+    "with-caps",
+    "acct-on",
+    "bind-race",
+];
 
 /// Builds `enforcer` (with the eBPF object embedded), `vfio-holder` and the guest tools statically
 /// linked, in their own target dir so that the crt-static flags never invalidate the workspace's

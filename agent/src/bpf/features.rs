@@ -22,7 +22,23 @@ pub struct Offsets {
     pub regs_orig_ax: Option<u32>,
     pub regs_si: Option<u32>,
     pub regs_dx: Option<u32>,
+    pub regs_di: Option<u32>,
     pub pt_regs_size: Option<u32>,
+    pub inode_private: Option<u32>,
+    pub kn_name: Option<u32>,
+    pub kn_parent: Option<u32>,
+    pub file_mode: Option<u32>,
+    pub file_count: Option<u32>,
+    /// `f_pos_lock.owner` within `struct file`.
+    pub file_pos_owner: Option<u32>,
+    pub task_files: Option<u32>,
+    pub files_fdt: Option<u32>,
+    pub fdt_fd: Option<u32>,
+    pub fdt_max_fds: Option<u32>,
+    pub task_flags: Option<u32>,
+    pub task_ptrace: Option<u32>,
+    pub pci_dev_dev: Option<u32>,
+    pub pci_dev_override: Option<u32>,
 }
 
 pub struct Features {
@@ -115,13 +131,39 @@ impl Features {
             regs_orig_ax: btf.member_offset("pt_regs", "orig_ax"),
             regs_si: btf.member_offset("pt_regs", "si"),
             regs_dx: btf.member_offset("pt_regs", "dx"),
+            regs_di: btf.member_offset("pt_regs", "di"),
             pt_regs_size: btf.struct_size("pt_regs"),
+            inode_private: btf.member_offset("inode", "i_private"),
+            kn_name: btf.member_offset("kernfs_node", "name"),
+            // Renamed `__parent` in 6.15 (RCU-protected).
+            kn_parent: btf
+                .member_offset("kernfs_node", "parent")
+                .or_else(|| btf.member_offset("kernfs_node", "__parent")),
+            file_mode: btf.member_offset("file", "f_mode"),
+            file_count: btf.member_offset("file", "f_count"),
+            file_pos_owner: btf
+                .member_offset("file", "f_pos_lock")
+                .zip(btf.member_offset("mutex", "owner"))
+                .map(|(lock, owner)| lock + owner),
+            task_files: btf.member_offset("task_struct", "files"),
+            files_fdt: btf.member_offset("files_struct", "fdt"),
+            fdt_fd: btf.member_offset("fdtable", "fd"),
+            fdt_max_fds: btf.member_offset("fdtable", "max_fds"),
+            task_flags: btf.member_offset("task_struct", "flags"),
+            task_ptrace: btf.member_offset("task_struct", "ptrace"),
+            pci_dev_dev: btf.member_offset("pci_dev", "dev"),
+            pci_dev_override: btf.member_offset("pci_dev", "driver_override"),
         }
     }
 
     /// `bpf_task_pt_regs` exists from 5.15 on; before, the hooks compute `task_pt_regs()`.
     pub fn has_task_pt_regs_helper(&self) -> bool {
         release_at_least(&self.kernel_release, (5, 15))
+    }
+
+    /// What `really_probe` returns for a bound device: 1 before 5.13, 0 since (ef6dcbdd8eb2).
+    pub fn probe_ok_ret(&self) -> u32 {
+        u32::from(!release_at_least(&self.kernel_release, (5, 13)))
     }
 
     /// Whether the LSM hook exists as a BPF LSM attach point (`bpf_lsm_<hook>`).
@@ -196,8 +238,9 @@ mod tests {
                     ffffffffc0a02000 t vfio_group_fops_release\t[vfio]\n";
         let found = kprobe_symbols_in(text);
         assert!(found.contains("vfio_group_fops_open"));
+        assert!(found.contains("vfio_group_fops_release"));
         assert!(!found.contains("vfio_device_fops_cdev_open"));
-        assert_eq!(found.len(), 1);
+        assert_eq!(found.len(), 2);
     }
 
     #[test]

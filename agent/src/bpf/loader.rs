@@ -1,13 +1,23 @@
 //! Loads the eBPF object, hands it the kernel's field offsets, and attaches each program whose
 //! target the running kernel has. The only module here that makes BPF syscalls.
-use std::collections::BTreeMap;
+//!
+//! What protects the node outlives the agent: the state maps are pinned under
+//! `pins::ROOT/maps-v<layout>` and reused by the next agent, and every link that the kernel
+//! can pin is pinned under `pins::ROOT/links`. A new agent attaches its programs and then
+//! renames its pins over the old ones, so some program is attached at every instant of a
+//! restart or a rolling update; `enforcer detach` removes the pins for an uninstall.
+use std::{
+    collections::BTreeMap,
+    fs, io,
+    path::{Path, PathBuf},
+};
 
 use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::{lsm::LsmLinkId, BtfTracePoint, FEntry, FExit, KProbe, Lsm, ProgramError},
+    programs::{links::FdLink, BtfTracePoint, FEntry, FExit, KProbe, Lsm, ProgramError},
     Btf, Ebpf, EbpfLoader,
 };
-use iommu_enforcer_common::{names, offsets::UNRESOLVED, pt_regs_mode};
+use iommu_enforcer_common::{names, offsets::UNRESOLVED, pins, pt_regs_mode};
 
 use super::{
     features::Features,
@@ -20,6 +30,8 @@ pub enum LoadError {
     NoObject,
     #[error("kernel BTF is required for the eBPF programs: {0}")]
     NoBtf(String),
+    #[error("{0}: {1} (is bpffs mounted at /sys/fs/bpf?)")]
+    PinDir(PathBuf, io::Error),
     #[error("loading the eBPF object failed: {0}")]
     Object(#[from] aya::EbpfError),
     #[error("the eBPF object has no map {0}")]
@@ -31,10 +43,11 @@ pub enum LoadError {
 /// Where one program stands on this kernel.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ProgramStatus {
+    /// Attached, and its link pinned: it stays attached if the agent dies.
     Attached,
-    /// Loaded and verified, attached only while there is something to veto: an LSM hook costs
-    /// every process, so it is not left on paths where it cannot deny anything.
-    Standby,
+    /// Attached, but its link cannot be pinned on this kernel (kprobes before 5.15 are perf
+    /// events, not BPF links): it lives as long as the agent.
+    AttachedUnpinned,
     /// The kernel has no such function or tracepoint (yet, for module functions).
     Absent,
     Failed(String),
@@ -44,34 +57,42 @@ impl std::fmt::Display for ProgramStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Attached => f.write_str("attached"),
-            Self::Standby => f.write_str("standby"),
+            Self::AttachedUnpinned => f.write_str("attached (not pinned)"),
             Self::Absent => f.write_str("absent"),
             Self::Failed(why) => write!(f, "failed: {why}"),
         }
     }
 }
 
-/// The loaded object and what got attached. Dropping it detaches everything.
+impl ProgramStatus {
+    pub fn is_attached(&self) -> bool {
+        matches!(self, Self::Attached | Self::AttachedUnpinned)
+    }
+}
+
+/// The loaded object and what got attached. Dropping it leaves the pinned links attached.
 pub struct Loaded {
     ebpf: Ebpf,
     btf: Btf,
     /// By program name.
     status: BTreeMap<&'static str, ProgramStatus>,
-    /// Links of the LSM hooks while attached, by program name.
-    lsm_links: BTreeMap<&'static str, LsmLinkId>,
+    /// Links the kernel cannot pin, detached when the agent exits.
+    unpinned: Vec<Box<dyn std::any::Any>>,
+    links_dir: PathBuf,
+    /// Whether the state maps were created by this load (no earlier agent left them).
+    pub fresh_maps: bool,
 }
 
-/// What the programs are told at load time (frozen: it cannot change while they run).
-#[derive(Clone, Copy, Debug)]
-pub struct Settings {
-    /// Decide and report vetoes, deny nothing.
-    pub dry_run: bool,
-    /// The agent's own tgid, whose writes always pass.
-    pub agent_tgid: u32,
+/// The directories under `root` (normally `pins::ROOT`).
+pub fn pin_dirs(root: &Path) -> (PathBuf, PathBuf) {
+    (
+        root.join(format!("maps-v{}", pins::MAP_LAYOUT)),
+        root.join("links"),
+    )
 }
 
-/// Loads `object` (not yet attaching anything).
-pub fn load(object: &[u8], features: &Features, settings: Settings) -> Result<Loaded, LoadError> {
+/// Loads `object` (not yet attaching anything), reusing the pinned state maps under `pin_root`.
+pub fn load(object: &[u8], features: &Features, pin_root: &Path) -> Result<Loaded, LoadError> {
     if object.is_empty() {
         return Err(LoadError::NoObject);
     }
@@ -79,6 +100,11 @@ pub fn load(object: &[u8], features: &Features, settings: Settings) -> Result<Lo
         return Err(LoadError::NoBtf(why.clone()));
     }
     let btf = Btf::from_sys_fs().map_err(|e| LoadError::NoBtf(e.to_string()))?;
+    let (maps_dir, links_dir) = pin_dirs(pin_root);
+    for dir in [&maps_dir, &links_dir] {
+        fs::create_dir_all(dir).map_err(|e| LoadError::PinDir(dir.clone(), e))?;
+    }
+    let fresh_maps = !maps_dir.join(names::GROUPS).exists();
     let off = features.offsets();
     let u = |o: Option<u32>| o.unwrap_or(UNRESOLVED);
     let regs_mode = if features.has_task_pt_regs_helper() {
@@ -100,15 +126,30 @@ pub fn load(object: &[u8], features: &Features, settings: Settings) -> Result<Lo
         (names::OFF_TASK_STACK, u(off.task_stack)),
         (names::OFF_MM_EXE_FILE, u(off.mm_exe_file)),
         (names::OFF_REGS_ORIG_AX, u(off.regs_orig_ax)),
+        (names::OFF_REGS_DI, u(off.regs_di)),
         (names::OFF_REGS_SI, u(off.regs_si)),
         (names::OFF_REGS_DX, u(off.regs_dx)),
         (names::PT_REGS_SIZE, u(off.pt_regs_size)),
         (names::PT_REGS_MODE, regs_mode),
-        (names::AGENT_TGID, settings.agent_tgid),
-        (names::DRY_RUN, u32::from(settings.dry_run)),
+        (names::OFF_INODE_PRIVATE, u(off.inode_private)),
+        (names::OFF_KN_NAME, u(off.kn_name)),
+        (names::OFF_KN_PARENT, u(off.kn_parent)),
+        (names::OFF_FILE_MODE, u(off.file_mode)),
+        (names::OFF_FILE_COUNT, u(off.file_count)),
+        (names::OFF_FILE_POS_OWNER, u(off.file_pos_owner)),
+        (names::OFF_TASK_FILES, u(off.task_files)),
+        (names::OFF_FILES_FDT, u(off.files_fdt)),
+        (names::OFF_FDT_FD, u(off.fdt_fd)),
+        (names::OFF_FDT_MAX_FDS, u(off.fdt_max_fds)),
+        (names::OFF_TASK_FLAGS, u(off.task_flags)),
+        (names::OFF_TASK_PTRACE, u(off.task_ptrace)),
+        (names::OFF_PCI_DEV_DEV, u(off.pci_dev_dev)),
+        (names::OFF_PCI_DEV_OVERRIDE, u(off.pci_dev_override)),
+        (names::PROBE_OK, features.probe_ok_ret()),
     ];
     let mut loader = EbpfLoader::new();
     loader.btf(Some(&btf));
+    loader.default_map_pin_directory(&maps_dir);
     for (name, value) in &globals {
         loader.override_global(name, value, true);
     }
@@ -117,26 +158,51 @@ pub fn load(object: &[u8], features: &Features, settings: Settings) -> Result<Lo
         ebpf,
         btf,
         status: BTreeMap::new(),
-        lsm_links: BTreeMap::new(),
+        unpinned: Vec::new(),
+        links_dir,
+        fresh_maps,
     })
+}
+
+/// Removes every pin under `pin_root`: the programs detach once no agent holds them.
+pub fn detach(pin_root: &Path) -> io::Result<usize> {
+    let mut removed = 0;
+    if !pin_root.exists() {
+        return Ok(0);
+    }
+    for dir in fs::read_dir(pin_root)? {
+        let dir = dir?.path();
+        if dir.is_dir() {
+            for pin in fs::read_dir(&dir)? {
+                fs::remove_file(pin?.path())?;
+                removed += 1;
+            }
+            fs::remove_dir(&dir)?;
+        } else {
+            fs::remove_file(&dir)?;
+            removed += 1;
+        }
+    }
+    fs::remove_dir(pin_root)?;
+    Ok(removed)
 }
 
 impl Loaded {
     /// Attaches every program whose target exists; records why the others did not attach.
     pub fn attach_all(&mut self, features: &Features) {
         for spec in PROGRAMS {
-            if matches!(
-                self.status.get(spec.program),
-                Some(ProgramStatus::Attached | ProgramStatus::Standby)
-            ) {
+            if self
+                .status
+                .get(spec.program)
+                .is_some_and(ProgramStatus::is_attached)
+            {
                 continue;
             }
             let status = if !spec.target_present(features) {
                 ProgramStatus::Absent
             } else {
                 match self.attach(spec) {
-                    Ok(()) if spec.attach == Attach::Lsm => ProgramStatus::Standby,
-                    Ok(()) => ProgramStatus::Attached,
+                    Ok(status) => status,
                     // A symbol kallsyms lists but kprobes refuse (a stub such as 6.12's
                     // vfio_device_fops_cdev_open without CONFIG_VFIO_DEVICE_CDEV) is not there
                     // to trace: absent, not broken.
@@ -161,41 +227,73 @@ impl Loaded {
         })
     }
 
-    fn attach(&mut self, spec: &ProgramSpec) -> Result<(), ProgramError> {
+    /// Pins `link` in place of the previous agent's: pinned under a temporary name, then renamed
+    /// over the old pin, which detaches the old program only once this one runs.
+    fn pin(&self, program: &str, link: FdLink) -> Result<ProgramStatus, ProgramError> {
+        let path = self.links_dir.join(program);
+        // bpffs refuses names with a dot.
+        let tmp = self.links_dir.join(format!("{program}_new"));
+        let _ = fs::remove_file(&tmp);
+        let pinned = link.pin(&tmp).map_err(|e| {
+            ProgramError::IOError(io::Error::other(format!("pinning {}: {e}", tmp.display())))
+        })?;
+        fs::rename(&tmp, &path).map_err(ProgramError::IOError)?;
+        // The pin holds the link; the fd can go.
+        drop(pinned);
+        Ok(ProgramStatus::Attached)
+    }
+
+    fn attach(&mut self, spec: &ProgramSpec) -> Result<ProgramStatus, ProgramError> {
         let program = self
             .ebpf
             .program_mut(spec.program)
             .ok_or(ProgramError::UnexpectedProgramType)?;
-        match spec.attach {
+        let link: FdLink = match spec.attach {
             Attach::FEntry => {
                 let p: &mut FEntry = program.try_into()?;
                 p.load(spec.target, &self.btf)?;
-                p.attach()?;
+                let id = p.attach()?;
+                p.take_link(id)?.into()
             }
             Attach::FExit => {
                 let p: &mut FExit = program.try_into()?;
                 p.load(spec.target, &self.btf)?;
-                p.attach()?;
+                let id = p.attach()?;
+                p.take_link(id)?.into()
             }
             Attach::TracePoint => {
                 let p: &mut BtfTracePoint = program.try_into()?;
                 p.load(spec.target, &self.btf)?;
-                p.attach()?;
+                let id = p.attach()?;
+                p.take_link(id)?.into()
             }
             Attach::Lsm => {
-                // Loaded and verified now; attached by `set_lsm_hook` when needed.
                 let p: &mut Lsm = program.try_into()?;
                 p.load(spec.target, &self.btf)?;
+                let id = p.attach()?;
+                p.take_link(id)?.into()
             }
             Attach::KProbe | Attach::KRetProbe => {
                 let p: &mut KProbe = program.try_into()?;
                 if p.fd().is_err() {
                     p.load()?;
                 }
-                p.attach(spec.target, 0)?;
+                let id = p.attach(spec.target, 0)?;
+                let link = p.take_link(id)?;
+                match FdLink::try_from(link) {
+                    Ok(fd) => fd,
+                    Err(_) => {
+                        // Before 5.15 a kprobe is a perf event, not a pinnable BPF link. (The
+                        // failed conversion consumed the link wrapper; attach again and keep it.)
+                        let id = p.attach(spec.target, 0)?;
+                        let link = p.take_link(id)?;
+                        self.unpinned.push(Box::new(link));
+                        return Ok(ProgramStatus::AttachedUnpinned);
+                    }
+                }
             }
-        }
-        Ok(())
+        };
+        self.pin(spec.program, link)
     }
 
     /// Status per kernel target, as the capability report shows it: a kprobe/kretprobe pair is
@@ -219,10 +317,7 @@ impl Loaded {
     }
 
     pub fn attached_count(&self) -> usize {
-        self.status
-            .values()
-            .filter(|s| **s == ProgramStatus::Attached)
-            .count()
+        self.status.values().filter(|s| s.is_attached()).count()
     }
 
     /// Takes a map out of the object (the enforcer owns the LSM maps).
@@ -230,60 +325,16 @@ impl Loaded {
         self.ebpf.take_map(name)
     }
 
-    /// Whether both LSM hooks loaded (attached or on standby): vetoes are possible.
+    /// Whether every LSM hook is attached: vetoes are possible.
     pub fn lsm_ready(&self) -> bool {
         PROGRAMS
             .iter()
             .filter(|p| p.attach == Attach::Lsm)
             .all(|p| {
-                matches!(
-                    self.status.get(p.program),
-                    Some(ProgramStatus::Attached | ProgramStatus::Standby)
-                )
+                self.status
+                    .get(p.program)
+                    .is_some_and(ProgramStatus::is_attached)
             })
-    }
-
-    /// Attaches or detaches one LSM hook (by program name); true when that changed something.
-    pub fn set_lsm_hook(&mut self, program: &'static str, wanted: bool) -> bool {
-        let attached = self.lsm_links.contains_key(program);
-        if attached == wanted || !self.lsm_ready() {
-            return false;
-        }
-        let Some(p) = self.ebpf.program_mut(program) else {
-            return false;
-        };
-        let Ok(p) = <&mut Lsm>::try_from(p) else {
-            return false;
-        };
-        let result = if wanted {
-            p.attach().map(|id| {
-                self.lsm_links.insert(program, id);
-            })
-        } else {
-            match self.lsm_links.remove(program) {
-                Some(id) => p.detach(id),
-                None => Ok(()),
-            }
-        };
-        match result {
-            Ok(()) => {
-                let status = if wanted {
-                    ProgramStatus::Attached
-                } else {
-                    ProgramStatus::Standby
-                };
-                log::info!("LSM hook {program}: {status}");
-                self.status.insert(program, status);
-                true
-            }
-            Err(e) => {
-                log::warn!(
-                    "LSM hook {program}: cannot {}: {e}",
-                    if wanted { "attach" } else { "detach" }
-                );
-                false
-            }
-        }
     }
 
     /// The event ring buffer, taken out of the object for the reader.

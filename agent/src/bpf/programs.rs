@@ -35,6 +35,8 @@ const fn spec(program: &'static str, target: &'static str, attach: Attach) -> Pr
 }
 
 pub const PROGRAMS: &[ProgramSpec] = &[
+    // The state maps first, the vetoes that read them after.
+    spec("really_probe_entry", "really_probe", Attach::FEntry),
     spec("really_probe_exit", "really_probe", Attach::FExit),
     spec(
         "use_default_domain_exit",
@@ -42,6 +44,9 @@ pub const PROGRAMS: &[ProgramSpec] = &[
         Attach::FExit,
     ),
     spec("pci_remove_entry", "pci_device_remove", Attach::FEntry),
+    spec("pci_remove_exit", "pci_device_remove", Attach::FExit),
+    spec("pci_bus_match_exit", "pci_bus_match", Attach::FExit),
+    spec("process_exit", "sched_process_exit", Attach::TracePoint),
     spec(
         "group_claim_exit",
         "iommu_group_claim_dma_owner",
@@ -79,6 +84,11 @@ pub const PROGRAMS: &[ProgramSpec] = &[
         Attach::KRetProbe,
     ),
     spec(
+        "vfio_group_release",
+        "vfio_group_fops_release",
+        Attach::KProbe,
+    ),
+    spec(
         "vfio_cdev_open_entry",
         "vfio_device_fops_cdev_open",
         Attach::KProbe,
@@ -88,6 +98,7 @@ pub const PROGRAMS: &[ProgramSpec] = &[
         "vfio_device_fops_cdev_open",
         Attach::KRetProbe,
     ),
+    spec("kernfs_init_security", "kernfs_init_security", Attach::Lsm),
     spec("file_open", "file_open", Attach::Lsm),
     spec("file_permission", "file_permission", Attach::Lsm),
 ];
@@ -120,8 +131,11 @@ mod tests {
                 assert_ne!(a.program, b.program);
             }
         }
-        // Every kprobe has its kretprobe: the entry stashes what the return reports.
-        for p in PROGRAMS.iter().filter(|p| p.attach == Attach::KProbe) {
+        // Every open kprobe has its kretprobe: the entry stashes what the return reports.
+        for p in PROGRAMS
+            .iter()
+            .filter(|p| p.attach == Attach::KProbe && p.target.contains("open"))
+        {
             assert!(PROGRAMS
                 .iter()
                 .any(|r| r.attach == Attach::KRetProbe && r.target == p.target));

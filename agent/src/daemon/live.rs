@@ -94,7 +94,7 @@ impl Live {
     pub fn follow_up(&mut self, follow: FollowUp) {
         let mut lines = Vec::new();
         if follow.rescan_sysfs {
-            self.enforcer.forget_inodes();
+            self.enforcer.forget_devices();
             match scan::group_map(&self.sysfs_root) {
                 Ok(map) => lines.extend(self.node.resync(map)),
                 Err(e) => warn!("resync from sysfs failed, keeping the live map: {e}"),
@@ -105,18 +105,6 @@ impl Live {
             lines.extend(self.node.set_holders(holders));
         }
         lines.extend(self.enforcer.apply(&mut self.node));
-        let demand = self.enforcer.hook_demand();
-        for (hook, wanted) in [
-            ("file_open", demand.file_open),
-            ("file_permission", demand.file_permission),
-        ] {
-            if self.loaded.set_lsm_hook(hook, wanted) {
-                lines.push(Line::LsmHook {
-                    hook: hook.to_string(),
-                    state: if wanted { "attached" } else { "standby" }.to_string(),
-                });
-            }
-        }
         self.sink.emit(&lines);
         if let Some(m) = self.sink.metrics() {
             m.set_reserved(self.enforcer.reserved().iter().map(u32::to_string));

@@ -27,7 +27,7 @@ use crate::{
         loader::{self, Loaded},
     },
     cli::{CommonArgs, DaemonArgs, EXIT_ERROR, EXIT_OK},
-    enforce::{self, lsm_maps::LsmMaps, Enforcer},
+    enforce::{self, kernel_maps::KernelMaps, Enforcer},
     metrics::{Metrics, MetricsServer},
     policy::Policy,
 };
@@ -98,35 +98,23 @@ async fn agent(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
     let mut features = Features::probe(&common.sysfs_root, &common.proc_root);
     log_features(&features);
     let object = object_bytes(args)?;
-    let settings = loader::Settings {
-        dry_run: args.dry_run,
-        agent_tgid: std::process::id(),
-    };
-    let mut loaded = loader::load(&object, &features, settings)?;
-    loaded.attach_all(&features);
-    sink.emit(&[capabilities(&features, &loaded, args.dry_run)]);
-    for (target, status) in loaded.report() {
-        info!("{target}: {status}");
-    }
-    if !features.bpf_lsm_active() {
-        warn!("BPF LSM is not active on this kernel: vetoes are unavailable; reservation still protects reserved groups");
-    }
-    let lsm_maps = if loaded.lsm_ready() {
-        Some(LsmMaps::take(&mut loaded)?)
-    } else {
-        None
-    };
+    let mut loaded = loader::load(&object, &features, &args.pin_root)?;
+    let kernel = KernelMaps::take(&mut loaded)?;
     // Must stay alive, or the programs' log lines are dropped (DESIGN.md section 5).
     let mut ebpf_logger = loaded.logger().map(watch).transpose()?;
     let mut events = watch(loaded.take_events()?)?;
+    if !features.bpf_lsm_active() {
+        warn!("BPF LSM is not active on this kernel: vetoes are unavailable; reservation still protects reserved groups");
+    }
 
     let map = scan::group_map(&common.sysfs_root)?;
     let dev_root = PathBuf::from(DEV_ROOT);
+    let fresh = loaded.fresh_maps;
     let enforcer = Enforcer::new(
         &common.sysfs_root,
         &dev_root,
         args.dry_run,
-        lsm_maps,
+        Some(kernel),
         &policy,
     );
     let node = NodeState::new(
@@ -143,6 +131,32 @@ async fn agent(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
         common.proc_root.clone(),
         dev_root,
     );
+    let holders = scan::holders(&common.proc_root, &common.sysfs_root);
+    let _ = live.node.set_holders(holders);
+    if fresh {
+        live.enforcer.seed(&live.node, features.has_dma_ownership());
+    } else {
+        info!("adopting the protection state a previous agent left pinned");
+    }
+    // The maps hold the topology and policy before any program that reads them attaches; a
+    // previous agent's programs stay attached until these replace them.
+    let first = live.enforcer.apply(&mut live.node);
+    live.loaded.attach_all(&features);
+    let caps = capabilities(&features, &live.loaded, args.dry_run);
+    live.sink.emit(&[caps]);
+    for (target, status) in live.loaded.report() {
+        info!("{target}: {status}");
+    }
+    let hooks: Vec<Line> = ["kernfs_init_security", "file_open", "file_permission"]
+        .into_iter()
+        .filter(|h| live.loaded.report().get(h).is_some_and(|s| s.is_attached()))
+        .map(|h| Line::LsmHook {
+            hook: h.to_string(),
+            state: "attached".to_string(),
+        })
+        .collect();
+    live.sink.emit(&hooks);
+    live.sink.emit(&first);
     live.sink.emit(&live.node.changed_verdicts());
     live.follow_up(FollowUp {
         rescan_sysfs: false,
@@ -151,7 +165,14 @@ async fn agent(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
     live.sink.emit(&[Line::Ready {
         groups: live.node.map().groups().count(),
     }]);
-    metrics.set_ready(true);
+    // Ready means: enforcing what was asked. With BPF LSM active and not in dry-run, the hooks
+    // must be attached.
+    let wanted_lsm = !args.dry_run && features.bpf_lsm_active();
+    if wanted_lsm && !live.loaded.lsm_ready() {
+        warn!("not ready: enforcement was asked for but the LSM hooks are not attached");
+    } else {
+        metrics.set_ready(true);
+    }
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -211,11 +232,13 @@ async fn agent(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
     server.abort();
     drop(events);
     let Live { loaded, sink, .. } = live;
-    drop(loaded); // detaches every program
+    // Pinned links stay attached: the node stays protected until the next agent replaces them
+    // or `enforcer detach` removes them.
+    drop(loaded);
     sink.emit(&[Line::Shutdown {
         signal: signal_name.to_owned(),
     }]);
-    info!("{signal_name}: programs detached, exiting");
+    info!("{signal_name}: exiting; the pinned programs stay attached (`enforcer detach` removes them)");
     Ok(())
 }
 

@@ -25,7 +25,7 @@ pub enum Line {
     Ready {
         groups: usize,
     },
-    Event(EventLine),
+    Event(Box<EventLine>),
     Verdict {
         group: String,
         owner: Owner,
@@ -74,6 +74,10 @@ pub struct EventLine {
     pub action: Option<&'static str>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub fail_closed: bool,
+    /// Vetoes: what else the hook knew (`above_protected_group`, `opened_for_writing`,
+    /// `not_this_writes_registers`, `trusted_writer_traced`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub why: Vec<&'static str>,
     /// Reservations: the driver a member sits on instead of the intended one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bound_to: Option<String>,

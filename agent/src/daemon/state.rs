@@ -196,19 +196,27 @@ impl NodeState {
                 path = vfio_path;
                 ("vfio_open", !failed(ev.ret), errno_name(-ev.ret))
             }
+            EventKind::VfioGroupRelease => {
+                // The last reference went away (fds in flight included): who holds it now.
+                follow.rescan_holders = true;
+                path = vfio_path;
+                ("vfio_release", true, None)
+            }
+            EventKind::PinRefused => ("pin_refused", false, errno_name(19)),
             EventKind::Veto => {
                 path = vfio_path;
                 let veto = Veto::from_detail(ev.detail);
+                let ok = veto.action != "vetoed";
                 veto_of = Some(veto);
                 // `result` is the vetoed operation's: refused, or (dry-run) let through.
-                ("veto", veto.action != "vetoed", errno_name(-ev.ret))
+                ("veto", ok, errno_name(-ev.ret))
             }
         };
         let group = ev
             .group
             .or_else(|| self.map.group_of(&ev.device))
             .or_else(|| path.as_deref().and_then(super::vfio_nodes::group_of_node));
-        let line = Line::Event(EventLine {
+        let line = Line::Event(Box::new(EventLine {
             kind,
             device: (!ev.device.is_empty()).then(|| ev.device.clone()),
             driver: ev.driver.clone(),
@@ -218,15 +226,16 @@ impl NodeState {
             result: if ok { "ok" } else { "error" },
             scope,
             path,
-            rule: veto_of.map(|v| v.rule),
-            action: veto_of.map(|v| v.action),
-            fail_closed: veto_of.is_some_and(|v| v.fail_closed),
+            rule: veto_of.as_ref().map(|v| v.rule),
+            action: veto_of.as_ref().map(|v| v.action),
+            fail_closed: veto_of.as_ref().is_some_and(|v| v.fail_closed),
+            why: veto_of.map(|v| v.why).unwrap_or_default(),
             bound_to: None,
             pid: ev.pid,
             tgid: ev.tgid,
             comm: ev.comm.clone(),
             cgroup_id: ev.cgroup_id,
-        });
+        }));
         let mut lines = vec![line];
         if let Some(g) = group {
             lines.extend(self.verdict_if_changed(g));
@@ -236,11 +245,12 @@ impl NodeState {
 }
 
 /// A veto record's `detail`, spelled out.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct Veto {
     rule: &'static str,
     action: &'static str,
     fail_closed: bool,
+    why: Vec<&'static str>,
 }
 
 impl Veto {
@@ -253,6 +263,11 @@ impl Veto {
             watched::NEW_ID => "protected_new_id",
             watched::DRIVERS_PROBE => "protected_drivers_probe",
             watched::VFIO_GROUP | watched::VFIO_CDEV => "vfio_open_not_viable",
+            watched::RESET => "protected_reset",
+            watched::RESET_SUBORDINATE => "protected_reset_subordinate",
+            watched::SLOT_POWER => "protected_slot_power",
+            watched::PROBE => "protected_probe",
+            watched::REMOVE_ID => "protected_remove_id",
             _ => "unknown",
         };
         Self {
@@ -263,6 +278,16 @@ impl Veto {
                 "would_veto"
             },
             fail_closed: detail & veto::TARGET_UNKNOWN != 0,
+            why: [
+                (veto::ABOVE, "above_protected_group"),
+                (veto::AT_OPEN, "opened_for_writing"),
+                (veto::NOT_THIS_WRITE, "not_this_writes_registers"),
+                (veto::TRACED, "trusted_writer_traced"),
+            ]
+            .into_iter()
+            .filter(|(bit, _)| detail & bit != 0)
+            .map(|(_, w)| w)
+            .collect(),
         }
     }
 }

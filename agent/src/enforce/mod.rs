@@ -1,8 +1,11 @@
-//! Enforcement: keep reserved and user-owned groups viable. Reservation pins every protected
-//! member's `driver_override` (so autoprobe and `bind` cannot attach anything else); the LSM
-//! hooks veto the writes and VFIO opens that would break a group, fed from the maps here.
-//! In dry-run nothing is written or denied: the same decisions are reported as `would_*`.
-pub mod lsm_maps;
+//! Enforcement: keep reserved and user-owned groups viable. The eBPF programs keep the
+//! protection state in the kernel and veto, there, binds, sysfs writes and VFIO opens that would
+//! break a group; the agent loads them the topology and the policy (`kernel_state`,
+//! `kernel_maps`) and pins every protected member's `driver_override`, so that autoprobe and
+//! `bind` cannot even try another driver. In dry-run nothing is written or denied: the same
+//! decisions are reported as `would_*`.
+pub mod kernel_maps;
+pub mod kernel_state;
 pub mod plan;
 pub mod sysfs_files;
 
@@ -16,9 +19,10 @@ use iommu_enforcer_common::{watched, WatchedFile, ADDR_LEN};
 use log::{info, warn};
 
 use self::{
-    lsm_maps::{address_key, Content, LsmMaps},
+    kernel_maps::KernelMaps,
+    kernel_state::{key, Content, NodeFacts},
     plan::{Plan, Reservation},
-    sysfs_files::{bus_files, device_files, exe_key, node_rdev, InodeCache},
+    sysfs_files::{exe_key, node_rdev},
 };
 use crate::{
     bpf::record::errno_name,
@@ -42,23 +46,16 @@ pub struct Enforcer {
     sysfs: PathBuf,
     dev: PathBuf,
     dry_run: bool,
-    lsm: Option<LsmMaps>,
-    inodes: InodeCache,
+    kernel: Option<KernelMaps>,
     trusted: BTreeMap<(u64, u64), u8>,
     /// Reservation outcomes already reported, so a standing decision is said once.
     reported: BTreeSet<String>,
     /// Groups the policy reserved at the last [`Enforcer::apply`].
     reserved: BTreeSet<u32>,
-    /// Which LSM hooks have something to veto, as of the last [`Enforcer::apply`].
-    demand: HookDemand,
-}
-
-/// Whether each LSM hook has anything to look for: a hook with nothing in its map is detached,
-/// so that nodes without protected devices or non-viable VFIO groups pay nothing for it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct HookDemand {
-    pub file_open: bool,
-    pub file_permission: bool,
+    /// Devices whose pin this agent wrote (or found in place): a later change is restored.
+    pinned: BTreeMap<String, String>,
+    /// Subsystem IDs by device (they never change while the device exists).
+    subsystem: BTreeMap<String, (u32, u32)>,
 }
 
 impl Enforcer {
@@ -66,7 +63,7 @@ impl Enforcer {
         sysfs: &Path,
         dev: &Path,
         dry_run: bool,
-        lsm: Option<LsmMaps>,
+        kernel: Option<KernelMaps>,
         policy: &Policy,
     ) -> Self {
         let mut trusted = BTreeMap::new();
@@ -85,19 +82,13 @@ impl Enforcer {
             sysfs: sysfs.to_path_buf(),
             dev: dev.to_path_buf(),
             dry_run,
-            lsm,
-            inodes: InodeCache::default(),
+            kernel,
             trusted,
             reported: BTreeSet::new(),
             reserved: BTreeSet::new(),
-            demand: HookDemand::default(),
+            pinned: BTreeMap::new(),
+            subsystem: BTreeMap::new(),
         }
-    }
-
-    /// Which LSM hooks should be attached, as of the last [`Enforcer::apply`]. The maps are
-    /// filled before a hook is attached, so it never runs on an empty map it should not trust.
-    pub fn hook_demand(&self) -> HookDemand {
-        self.demand
     }
 
     /// Groups the policy reserves, as of the last [`Enforcer::apply`].
@@ -105,36 +96,171 @@ impl Enforcer {
         &self.reserved
     }
 
-    /// Devices came or went: their sysfs inodes are new.
-    pub fn forget_inodes(&mut self) {
-        self.inodes.clear();
+    /// Devices came or went: what was cached about them is stale.
+    pub fn forget_devices(&mut self) {
+        self.subsystem.clear();
     }
 
-    /// Brings reservations and the LSM maps in line with the node; returns what it did.
-    pub fn apply(&mut self, node: &mut NodeState) -> Vec<Line> {
-        let plan = Plan::compute(node.map(), node.policy());
-        self.reserved.clone_from(&plan.reserved);
-        let mut lines = Vec::new();
-        for r in &plan.reservations {
-            lines.extend(self.reserve(node, r));
+    /// The kernel maps, when the programs loaded.
+    pub fn kernel(&self) -> Option<&KernelMaps> {
+        self.kernel.as_ref()
+    }
+
+    /// A first start: seeds the in-kernel state from what sysfs and /proc show now.
+    pub fn seed(&mut self, node: &NodeState, claims_exist: bool) {
+        let nodes = self.group_nodes();
+        if let Some(k) = self.kernel.as_mut() {
+            let groups = kernel_state::seed(node.map(), claims_exist);
+            let opens = kernel_state::seed_opens(node.map(), &nodes);
+            info!(
+                "first start: seeding the kernel's protection state ({} groups with members on user drivers or claimed, {} open VFIO nodes)",
+                groups.len(),
+                opens.len()
+            );
+            k.seed(&groups, &opens);
         }
-        if self.lsm.is_some() {
+    }
+
+    /// Brings pins and the kernel maps in line with the node; returns what it did. Pins are
+    /// compared with what sysfs shows now, not with the model: one cleared behind the agent's
+    /// back (a path no hook sees, a trusted writer) is restored and reported.
+    pub fn apply(&mut self, node: &mut NodeState) -> Vec<Line> {
+        let mut lines = Vec::new();
+        let mut plan = Plan::compute(node.map(), node.policy());
+        let mut restored = BTreeSet::new();
+        if !self.dry_run {
+            let mut changed = false;
+            for address in plan.protected.keys() {
+                let live = sysfs_files::current_override(&self.sysfs, address);
+                let model = node
+                    .map()
+                    .device(address)
+                    .and_then(|d| d.driver_override.clone());
+                if live != model {
+                    if self
+                        .pinned
+                        .get(address)
+                        .is_some_and(|p| Some(p) != live.as_ref())
+                    {
+                        restored.insert(address.clone());
+                    }
+                    lines.extend(node.set_driver_override(address, live.as_deref()));
+                    changed = true;
+                }
+            }
+            if changed {
+                plan = Plan::compute(node.map(), node.policy());
+            }
+        }
+        self.reserved.clone_from(&plan.reserved);
+        for r in &plan.reservations {
+            let restore = restored.contains(r.device());
+            lines.extend(self.reserve(node, r, restore));
+        }
+        if self.kernel.is_some() {
             let content = self.content(&plan, node);
-            self.demand = HookDemand {
-                file_open: !content.vfio_deny.is_empty(),
-                file_permission: !content.watched.is_empty(),
-            };
-            if let Some(lsm) = self.lsm.as_mut() {
-                lsm.sync(&content);
+            if let Some(k) = self.kernel.as_mut() {
+                k.sync(&content);
             }
         }
         lines
     }
 
+    /// `/dev/vfio/<group>` nodes: group -> kernel dev_t.
+    fn group_nodes(&self) -> BTreeMap<u32, u32> {
+        fs::read_dir(self.dev.join("vfio"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let group: u32 = e.file_name().to_str()?.parse().ok()?;
+                Some((group, node_rdev(&e.path())?))
+            })
+            .collect()
+    }
+
+    fn content(&mut self, plan: &Plan, node: &NodeState) -> Content {
+        for dev in node.map().devices() {
+            if !self.subsystem.contains_key(&dev.address) {
+                if let Some(ids) = sysfs_files::subsystem_ids(&self.sysfs, &dev.address) {
+                    self.subsystem.insert(dev.address.clone(), ids);
+                }
+            }
+        }
+        let facts = NodeFacts {
+            slots: sysfs_files::slots(&self.sysfs),
+            subsystem: self.subsystem.clone(),
+            drivers: sysfs_files::drivers(&self.sysfs),
+            group_nodes: self.group_nodes(),
+        };
+        let mut c = Content::compute(node.map(), node.policy(), &facts);
+        c.trusted_exe = self.trusted.clone();
+        c.reserved = plan.reserved.iter().map(|g| (*g, 1)).collect();
+        for &group in &plan.not_viable {
+            if let Some(&rdev) = facts.group_nodes.get(&group) {
+                c.vfio_deny.insert(
+                    rdev,
+                    WatchedFile {
+                        kind: watched::VFIO_GROUP,
+                        group,
+                        device: [0; ADDR_LEN],
+                    },
+                );
+            }
+            for (device, cdev) in self.cdevs(node, group) {
+                if let Some(rdev) = node_rdev(&self.dev.join("vfio/devices").join(&cdev)) {
+                    c.vfio_deny.insert(
+                        rdev,
+                        WatchedFile {
+                            kind: watched::VFIO_CDEV,
+                            group,
+                            device: key(&device),
+                        },
+                    );
+                }
+            }
+        }
+        c.set_config(
+            std::process::id(),
+            self.dry_run,
+            node.policy().protect_user_groups,
+        );
+        c
+    }
+
+    /// (device, `vfioX`) of the group's members that have an iommufd cdev.
+    fn cdevs(&self, node: &NodeState, group: u32) -> Vec<(String, String)> {
+        let Some(g) = node.map().group(group) else {
+            return Vec::new();
+        };
+        g.devices
+            .keys()
+            .flat_map(|address| {
+                let dir = self
+                    .sysfs
+                    .join("bus/pci/devices")
+                    .join(address)
+                    .join("vfio-dev");
+                fs::read_dir(dir)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(move |e| {
+                        (
+                            address.clone(),
+                            e.file_name().to_string_lossy().into_owned(),
+                        )
+                    })
+            })
+            .collect()
+    }
+
     /// Carries out (or, dry-run, reports) one reservation. Standing decisions are reported
     /// once; changes every time they happen.
-    fn reserve(&mut self, node: &mut NodeState, r: &Reservation) -> Vec<Line> {
+    fn reserve(&mut self, node: &mut NodeState, r: &Reservation, restore: bool) -> Vec<Line> {
         if !self.dry_run && self.already_in_place(r) {
+            self.pinned
+                .insert(r.device().to_string(), r.value().to_string());
             // The model follows the kernel through events, which trail the agent's own writes:
             // a pass that runs before the last rebind's events arrive must not move it again.
             return node.set_driver_override(r.device(), Some(r.value()));
@@ -145,7 +271,13 @@ impl Enforcer {
                 device,
                 value,
                 ..
-            } => ("pin", *group, device, value, None),
+            } => (
+                if restore { "pin_restored" } else { "pin" },
+                *group,
+                device,
+                value,
+                None,
+            ),
             Reservation::Rebind {
                 group,
                 device,
@@ -182,7 +314,8 @@ impl Enforcer {
         let changed = result.is_ok() && matches!(action, "pinned" | "rebound");
         let mut lines = Vec::new();
         if changed {
-            info!("{action} {device} (group {group}) to {value}");
+            info!("{kind} {action} {device} (group {group}) to {value}");
+            self.pinned.insert(device.clone(), value.clone());
             lines.extend(node.set_driver_override(device, Some(value)));
         } else {
             let key = format!("{kind}:{device}:{value}:{}", result.is_ok());
@@ -197,7 +330,7 @@ impl Enforcer {
         let pid = std::process::id();
         lines.insert(
             0,
-            Line::Event(EventLine {
+            Line::Event(Box::new(EventLine {
                 kind,
                 device: Some(device.clone()),
                 driver: Some(value.clone()),
@@ -210,12 +343,13 @@ impl Enforcer {
                 rule: Some("reservation"),
                 action: Some(action),
                 fail_closed: false,
+                why: Vec::new(),
                 bound_to: from.cloned(),
                 pid,
                 tgid: pid,
                 comm: "enforcer".into(),
                 cgroup_id: 0,
-            }),
+            })),
         );
         lines
     }
@@ -237,99 +371,6 @@ impl Enforcer {
             }
             Reservation::Blocked { .. } => false,
         }
-    }
-
-    fn content(&mut self, plan: &Plan, node: &NodeState) -> Content {
-        let mut c = Content {
-            trusted_exe: self.trusted.clone(),
-            ..Content::default()
-        };
-        for (address, p) in &plan.protected {
-            let key = address_key(address);
-            c.protected.insert(key, p.group);
-            if let (Some(v), Some(d)) = (p.vendor, p.device) {
-                c.protected_ids
-                    .insert((u32::from(v) << 16) | u32::from(d), p.group);
-            }
-            for (path, kind) in device_files(&self.sysfs, address) {
-                if let Some(ino) = self.inodes.ino(&path) {
-                    c.watched.insert(
-                        ino,
-                        WatchedFile {
-                            kind,
-                            group: p.group,
-                            device: key,
-                        },
-                    );
-                }
-            }
-        }
-        if !plan.protected.is_empty() {
-            for (path, kind) in bus_files(&self.sysfs) {
-                if let Some(ino) = self.inodes.ino(&path) {
-                    c.watched.insert(
-                        ino,
-                        WatchedFile {
-                            kind,
-                            group: u32::MAX,
-                            device: [0; ADDR_LEN],
-                        },
-                    );
-                }
-            }
-        }
-        for &group in &plan.not_viable {
-            if let Some(rdev) = node_rdev(&self.dev.join("vfio").join(group.to_string())) {
-                c.vfio_deny.insert(
-                    rdev,
-                    WatchedFile {
-                        kind: watched::VFIO_GROUP,
-                        group,
-                        device: [0; ADDR_LEN],
-                    },
-                );
-            }
-            for (device, cdev) in self.cdevs(node, group) {
-                if let Some(rdev) = node_rdev(&self.dev.join("vfio/devices").join(&cdev)) {
-                    c.vfio_deny.insert(
-                        rdev,
-                        WatchedFile {
-                            kind: watched::VFIO_CDEV,
-                            group,
-                            device: address_key(&device),
-                        },
-                    );
-                }
-            }
-        }
-        c
-    }
-
-    /// (device, `vfioX`) of the group's members that have an iommufd cdev.
-    fn cdevs(&self, node: &NodeState, group: u32) -> Vec<(String, String)> {
-        let Some(g) = node.map().group(group) else {
-            return Vec::new();
-        };
-        g.devices
-            .keys()
-            .flat_map(|address| {
-                let dir = self
-                    .sysfs
-                    .join("bus/pci/devices")
-                    .join(address)
-                    .join("vfio-dev");
-                fs::read_dir(dir)
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                    .map(move |e| {
-                        (
-                            address.clone(),
-                            e.file_name().to_string_lossy().into_owned(),
-                        )
-                    })
-            })
-            .collect()
     }
 }
 

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::{
-    model::{GroupMap, Owner},
+    model::{driver::is_user_driver, GroupMap, Owner},
     policy::{intended_driver, reserved_groups, Intended, Policy},
 };
 
@@ -84,10 +84,15 @@ impl Plan {
             if verdict.as_ref().is_some_and(|v| !v.viable) {
                 plan.not_viable.insert(group.id);
             }
+            // A member on vfio-pci makes the group user space's before any VM claims it: the
+            // eBPF programs protect it from that bind on, and the pins follow at once.
             let user_owned = matches!(
                 verdict.map(|v| v.owner),
                 Some(Owner::User | Owner::Conflict)
-            );
+            ) || group
+                .devices
+                .values()
+                .any(|d| d.driver.as_deref().is_some_and(is_user_driver));
             if !(reserved.contains(&group.id) || (policy.protect_user_groups && user_owned)) {
                 continue;
             }
@@ -189,10 +194,25 @@ mod tests {
 
     #[test]
     fn nothing_protected_without_reservations_or_user_groups() {
-        let plan = Plan::compute(&split_gpu(), &Policy::default());
+        let mut map = split_gpu();
+        map.set_driver("0000:01:00.0", None);
+        let plan = Plan::compute(&map, &Policy::default());
         assert!(plan.protected.is_empty());
         assert!(plan.reservations.is_empty());
+    }
+
+    #[test]
+    fn a_member_on_vfio_pci_protects_its_group_before_any_claim() {
+        let plan = Plan::compute(&split_gpu(), &Policy::default());
+        assert_eq!(
+            plan.protected.keys().collect::<Vec<_>>(),
+            ["0000:01:00.0", "0000:01:00.1"]
+        );
         assert_eq!(plan.not_viable, BTreeSet::from([12]));
+        assert!(matches!(
+            &plan.reservations[0],
+            Reservation::Pin { device, value, .. } if device == "0000:01:00.0" && value == "vfio-pci"
+        ));
     }
 
     #[test]

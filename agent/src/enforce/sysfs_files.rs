@@ -1,70 +1,12 @@
-//! The sysfs files enforcement watches and writes. I/O, kept small: inode numbers for the LSM
-//! maps, and the agent's own writes (pins, rebinds).
+//! The sysfs facts enforcement loads into the kernel maps and the agent's own writes (pins,
+//! rebinds). I/O, kept small.
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     fs,
     io::{self, Write},
     os::unix::fs::MetadataExt,
-    path::{Path, PathBuf},
+    path::Path,
 };
-
-use iommu_enforcer_common::watched;
-
-/// A watched file: its inode number and kind.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct WatchedInode {
-    pub ino: u64,
-    pub kind: u32,
-}
-
-/// The per-device files of a protected member (`driver_override`, `remove`).
-pub fn device_files(sysfs: &Path, device: &str) -> Vec<(PathBuf, u32)> {
-    let dir = sysfs.join("bus/pci/devices").join(device);
-    vec![
-        (dir.join("driver_override"), watched::DRIVER_OVERRIDE),
-        (dir.join("remove"), watched::REMOVE),
-    ]
-}
-
-/// The bus-wide files whose written data names the target: every PCI driver's `bind`,
-/// `unbind` and `new_id`, and the bus's `drivers_probe`.
-pub fn bus_files(sysfs: &Path) -> Vec<(PathBuf, u32)> {
-    let pci = sysfs.join("bus/pci");
-    let mut files = vec![(pci.join("drivers_probe"), watched::DRIVERS_PROBE)];
-    if let Ok(drivers) = fs::read_dir(pci.join("drivers")) {
-        for d in drivers.flatten() {
-            let dir = d.path();
-            files.push((dir.join("bind"), watched::BIND));
-            files.push((dir.join("unbind"), watched::UNBIND));
-            files.push((dir.join("new_id"), watched::NEW_ID));
-        }
-    }
-    files
-}
-
-/// Inode numbers of files, cached by path (sysfs inodes live as long as their device or
-/// driver; the cache is dropped on any membership change).
-#[derive(Default)]
-pub struct InodeCache {
-    by_path: BTreeMap<PathBuf, u64>,
-}
-
-impl InodeCache {
-    pub fn clear(&mut self) {
-        self.by_path.clear();
-    }
-
-    /// The inode of `path`; `None` when it does not exist (yet: a driver's files appear when its
-    /// module loads, so a miss is not remembered).
-    pub fn ino(&mut self, path: &Path) -> Option<u64> {
-        if let Some(ino) = self.by_path.get(path) {
-            return Some(*ino);
-        }
-        let ino = fs::metadata(path).ok()?.ino();
-        self.by_path.insert(path.to_path_buf(), ino);
-        Some(ino)
-    }
-}
 
 /// The kernel's dev_t encoding (major << 20 | minor) of a userspace device number.
 pub fn kernel_dev(dev: u64) -> u32 {
@@ -128,6 +70,58 @@ pub fn rebind(sysfs: &Path, device: &str) -> io::Result<()> {
     probe(sysfs, device)
 }
 
+/// Hotplug slots: name -> address (`DDDD:BB:DD`), from `bus/pci/slots/*/address`.
+pub fn slots(sysfs: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for entry in fs::read_dir(sysfs.join("bus/pci/slots"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(address) = read_small(&entry.path().join("address")) {
+            out.insert(name, address);
+        }
+    }
+    out
+}
+
+/// (subsystem vendor, subsystem device) of a device.
+pub fn subsystem_ids(sysfs: &Path, device: &str) -> Option<(u32, u32)> {
+    let dir = sysfs.join("bus/pci/devices").join(device);
+    let hex = |f: &str| {
+        let text = read_small(&dir.join(f))?;
+        u32::from_str_radix(text.trim_start_matches("0x"), 16).ok()
+    };
+    Some((hex("subsystem_vendor")?, hex("subsystem_device")?))
+}
+
+/// PCI drivers registered now.
+pub fn drivers(sysfs: &Path) -> BTreeSet<String> {
+    fs::read_dir(sysfs.join("bus/pci/drivers"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// A sysfs attribute of at most a page, trimmed; `None` when unreadable or not a regular file.
+fn read_small(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let meta = fs::metadata(path).ok()?;
+    if !meta.is_file() {
+        return None;
+    }
+    let mut buf = Vec::new();
+    fs::File::open(path)
+        .ok()?
+        .take(4096)
+        .read_to_end(&mut buf)
+        .ok()?;
+    Some(String::from_utf8_lossy(&buf).trim().to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,31 +133,22 @@ mod tests {
     }
 
     #[test]
-    fn watched_files_of_a_fixture_node() {
+    fn facts_and_pins_on_a_fixture_node() {
         let dir = tempfile::tempdir().expect("tempdir");
         let spec = iommu_fixtures::fixture("consumer-gpu-audio-split").expect("fixture");
         let node = iommu_fixtures::build(spec, dir.path()).expect("builds");
-        let bus = bus_files(&node.sysfs);
-        assert!(bus
-            .iter()
-            .any(|(p, k)| p.ends_with("drivers/vfio-pci/bind") && *k == watched::BIND));
-        assert!(bus
-            .iter()
-            .any(|(p, k)| p.ends_with("drivers_probe") && *k == watched::DRIVERS_PROBE));
-        let mut cache = InodeCache::default();
-        let files = device_files(&node.sysfs, "0000:0a:00.1");
-        let override_ino = cache.ino(&files[0].0).expect("driver_override exists");
-        assert_eq!(cache.ino(&files[0].0), Some(override_ino), "cached");
-        let later = node.sysfs.join("bus/pci/drivers/e1000e");
-        assert_eq!(cache.ino(&later.join("bind")), None);
-        fs::create_dir_all(&later).expect("mkdir");
-        fs::write(later.join("bind"), "").expect("a driver appears");
-        assert!(
-            cache.ino(&later.join("bind")).is_some(),
-            "a miss is not remembered"
-        );
+        assert!(drivers(&node.sysfs).contains("vfio-pci"));
         pin(&node.sysfs, "0000:0a:00.1", "vfio-pci").expect("writes");
-        let written = fs::read_to_string(&files[0].0).expect("reads");
-        assert_eq!(written, "vfio-pci");
+        assert_eq!(
+            current_override(&node.sysfs, "0000:0a:00.1").as_deref(),
+            Some("vfio-pci")
+        );
+        let slot = node.sysfs.join("bus/pci/slots/3");
+        fs::create_dir_all(&slot).expect("mkdir");
+        fs::write(slot.join("address"), "0000:0a:00\n").expect("slot");
+        assert_eq!(
+            slots(&node.sysfs).get("3").map(String::as_str),
+            Some("0000:0a:00")
+        );
     }
 }

@@ -110,8 +110,9 @@ fn group_string<S: Serializer>(group: &u32, s: S) -> Result<S::Ok, S::Error> {
 /// - Another member of a group holding such a device (a companion): the driver of the group's
 ///   first selected device; bridges and ports are left alone (`None`) unless selected by
 ///   address.
-/// - With `protect_user_groups`, a member of a user-owned group: its user driver when it is on
-///   one, else the group's user driver, else `none`; bridges are left alone.
+/// - With `protect_user_groups`, a member of a user-owned group, or of a group with a member on
+///   a user driver (vfio-pci: pinned at that bind, before any VM claims the group): its user
+///   driver when it is on one, else the group's user driver, else `none`; bridges are left alone.
 pub fn intended_driver(map: &GroupMap, policy: &Policy, device: &str) -> Option<Intended> {
     let dev = map.device(device)?;
     if let Some(r) = policy.reservation_of(dev) {
@@ -127,7 +128,9 @@ pub fn intended_driver(map: &GroupMap, policy: &Policy, device: &str) -> Option<
     if let Some(r) = group_reservation(map, policy, dev.group) {
         return Some(r.driver.clone());
     }
-    if policy.protect_user_groups && map.owner(dev.group) == Some(Owner::User) {
+    let user =
+        map.owner(dev.group) == Some(Owner::User) || map.user_bound_member(dev.group).is_some();
+    if policy.protect_user_groups && user {
         if let Some(d) = dev.driver.as_deref().filter(|d| is_user_driver(d)) {
             return Some(Intended::Driver(d.to_string()));
         }

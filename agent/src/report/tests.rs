@@ -69,9 +69,12 @@ fn audit_json_shape() {
         json["enforcement"],
         serde_json::json!({"bpf_lsm": null, "vetoes": null})
     );
+    // group 12 has a member on vfio-pci: it is protected from that bind on and pinned
+    assert_eq!(json["pins"][0]["device"], "0000:01:00.0");
+    assert_eq!(json["pins"][0]["driver_override"], "vfio-pci");
     // protected user group 13: its unbound member would be pinned to none
-    assert_eq!(json["pins"][0]["device"], "0000:02:00.0");
-    assert_eq!(json["pins"][0]["driver_override"], "none");
+    assert_eq!(json["pins"][1]["device"], "0000:02:00.0");
+    assert_eq!(json["pins"][1]["driver_override"], "none");
 }
 
 #[test]

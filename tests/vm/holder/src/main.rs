@@ -3,6 +3,12 @@
 //! optionally VFIO_GROUP_GET_DEVICE_FD for DEVICE), prints `held group GROUP` and then waits until
 //! it is killed. Every failing step is printed with its errno and exits non-zero, so guest scripts
 //! and their logs show exactly which step the kernel refused.
+//!
+//! `vfio-holder --park GROUP [DEVICE]` claims the same way, then parks the group, container and
+//! device fds in flight: it sends them in one SCM_RIGHTS message over an AF_UNIX SOCK_DGRAM
+//! socketpair without ever receiving it, closes all its own VFIO fds, prints `parked group GROUP`
+//! and then `held group GROUP`, and waits until killed. The group stays claimed although
+//! /proc/PID/fd shows no /dev/vfio node.
 use std::ffi::CString;
 use std::io::Write;
 use std::process::ExitCode;
@@ -75,7 +81,14 @@ fn open(path: &str) -> Result<libc::c_int, Failure> {
     Ok(fd)
 }
 
-fn hold(group: &str, device: Option<&str>) -> Result<(), Failure> {
+/// The fds of a claimed group.
+struct Held {
+    group_fd: libc::c_int,
+    container_fd: libc::c_int,
+    device_fd: Option<libc::c_int>,
+}
+
+fn hold(group: &str, device: Option<&str>) -> Result<Held, Failure> {
     let group_path = format!("/dev/vfio/{group}");
     let group_fd = open(&group_path)?;
     println!("opened {group_path} (fd {group_fd})");
@@ -136,21 +149,100 @@ fn hold(group: &str, device: Option<&str>) -> Result<(), Failure> {
             return Err(Failure::last(format!("VFIO_GROUP_GET_DEVICE_FD {device}")));
         }
         println!("device {device} opened (fd {dev_fd})");
+        Ok(Held {
+            group_fd,
+            container_fd,
+            device_fd: Some(dev_fd),
+        })
+    } else {
+        Ok(Held {
+            group_fd,
+            container_fd,
+            device_fd: None,
+        })
+    }
+}
+
+/// Sends every fd of `held` in one SCM_RIGHTS message into a socketpair whose receiving end never
+/// reads it, then closes them: the in-flight file references keep the group claimed.
+fn park(held: &Held) -> Result<(), Failure> {
+    let mut sv = [0 as libc::c_int; 2];
+    // SAFETY: `sv` has room for the two fds. Both ends stay open until the process exits, so the
+    // message stays queued on sv[1].
+    if unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            0,
+            sv.as_mut_ptr(),
+        )
+    } < 0
+    {
+        return Err(Failure::last("socketpair"));
+    }
+    let fds: Vec<libc::c_int> = [Some(held.group_fd), Some(held.container_fd), held.device_fd]
+        .into_iter()
+        .flatten()
+        .collect();
+    let fds_len = std::mem::size_of_val(fds.as_slice()) as u32;
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE(fds_len) } as usize;
+    // u64 elements keep the control buffer aligned for cmsghdr.
+    let mut control = vec![0u64; space.div_ceil(8)];
+    let mut byte = [b'p'];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: byte.len(),
+    };
+    // SAFETY: msghdr is plain data; the fields that matter are set below.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    // SAFETY: `control` holds CMSG_SPACE(fds_len) bytes, so the first header and its data fit.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(fds_len) as _;
+        std::ptr::copy_nonoverlapping(
+            fds.as_ptr().cast::<u8>(),
+            libc::CMSG_DATA(cmsg),
+            fds_len as usize,
+        );
+    }
+    // SAFETY: `msg` points at live buffers for the duration of the call.
+    if unsafe { libc::sendmsg(sv[0], &msg, 0) } < 0 {
+        return Err(Failure::last("sendmsg SCM_RIGHTS"));
+    }
+    println!(
+        "sent fds {fds:?} in flight on socketpair ({}, {})",
+        sv[0], sv[1]
+    );
+    for fd in fds {
+        // SAFETY: closing our own VFIO fds; the in-flight copies keep the files open.
+        if unsafe { libc::close(fd) } < 0 {
+            return Err(Failure::last(format!("close fd {fd}")));
+        }
     }
     Ok(())
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (group, device) = match args.as_slice() {
-        [g] => (g.as_str(), None),
-        [g, d] => (g.as_str(), Some(d.as_str())),
+    let (parked, group, device) = match args.as_slice() {
+        [p, g] if p == "--park" => (true, g.as_str(), None),
+        [p, g, d] if p == "--park" => (true, g.as_str(), Some(d.as_str())),
+        [g] if !g.starts_with("--") => (false, g.as_str(), None),
+        [g, d] if !g.starts_with("--") => (false, g.as_str(), Some(d.as_str())),
         _ => {
-            eprintln!("usage: vfio-holder GROUP [DEVICE]");
+            eprintln!("usage: vfio-holder [--park] GROUP [DEVICE]");
             return ExitCode::from(2);
         }
     };
-    if let Err(f) = hold(group, device) {
+    let claimed = hold(group, device).and_then(|held| if parked { park(&held) } else { Ok(()) });
+    if let Err(f) = claimed {
         let text = std::io::Error::from_raw_os_error(f.errno).to_string();
         // io::Error appends " (os error N)"; the errno is printed by name and number instead.
         let text = text.split(" (os error").next().unwrap_or(&text);
@@ -161,6 +253,9 @@ fn main() -> ExitCode {
             f.errno
         );
         return ExitCode::from(1);
+    }
+    if parked {
+        println!("parked group {group}");
     }
     // Scripts wait for this line before acting on the held group.
     println!("held group {group}");

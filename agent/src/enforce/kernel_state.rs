@@ -1,0 +1,271 @@
+//! What the agent loads into the kernel's protection maps: the topology (every device's group,
+//! the groups below each bridge and slot, every device's IDs) and the policy (which drivers
+//! are user drivers or allowed, what is reserved, which VFIO nodes may not be opened). Pure:
+//! computed from the group map, the policy and a few sysfs facts read by the caller. Whether a
+//! group is held is never decided here: the eBPF programs keep that themselves.
+use std::collections::{BTreeMap, BTreeSet};
+
+use iommu_enforcer_common::{
+    config, driver_class, DeviceInfo, GroupState, PciIds, WatchedFile, ADDR_LEN, DRIVER_KEY_LEN,
+    MAX_BELOW, PCI_ANY_ID,
+};
+
+use crate::{
+    model::{driver::is_user_driver, GroupMap},
+    policy::Policy,
+};
+
+/// The desired content of the agent-written maps.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Content {
+    pub topology: BTreeMap<[u8; ADDR_LEN], DeviceInfo>,
+    pub slots: BTreeMap<[u8; ADDR_LEN], DeviceInfo>,
+    pub device_ids: Vec<PciIds>,
+    pub user_drivers: BTreeMap<[u8; DRIVER_KEY_LEN], u32>,
+    pub group_rdev: BTreeMap<u32, u32>,
+    pub reserved: BTreeMap<u32, u32>,
+    pub vfio_deny: BTreeMap<u32, WatchedFile>,
+    pub trusted_exe: BTreeMap<(u64, u64), u8>,
+    pub config: [u32; config::LEN as usize],
+}
+
+/// What the caller read from sysfs and /dev besides the group map.
+#[derive(Clone, Debug, Default)]
+pub struct NodeFacts {
+    /// Hotplug slot name -> its address (`DDDD:BB:DD`).
+    pub slots: BTreeMap<String, String>,
+    /// Device -> (subsystem vendor, subsystem device).
+    pub subsystem: BTreeMap<String, (u32, u32)>,
+    /// PCI drivers registered now (`/sys/bus/pci/drivers`).
+    pub drivers: BTreeSet<String>,
+    /// Group -> kernel dev_t of `/dev/vfio/<group>`.
+    pub group_nodes: BTreeMap<u32, u32>,
+}
+
+/// A name as the hooks compare it: its bytes, NUL padded (and cut to fit).
+pub fn key<const N: usize>(name: &str) -> [u8; N] {
+    let mut k = [0u8; N];
+    let n = name.len().min(N);
+    k[..n].copy_from_slice(&name.as_bytes()[..n]);
+    k
+}
+
+fn info(group: u32, below: &BTreeSet<u32>) -> DeviceInfo {
+    let mut d = DeviceInfo {
+        group,
+        nbelow: below.len() as u32,
+        below: [0; MAX_BELOW],
+    };
+    for (slot, g) in d.below.iter_mut().zip(below) {
+        *slot = *g;
+    }
+    d
+}
+
+impl Content {
+    pub fn compute(map: &GroupMap, policy: &Policy, facts: &NodeFacts) -> Content {
+        let mut c = Content::default();
+        // Groups below each device: every device lists its upstream bridges in `parents`.
+        let mut below: BTreeMap<&str, BTreeSet<u32>> = BTreeMap::new();
+        for dev in map.devices() {
+            for parent in &dev.parents {
+                below.entry(parent.as_str()).or_default().insert(dev.group);
+            }
+        }
+        let empty = BTreeSet::new();
+        for dev in map.devices() {
+            let mut groups = below.get(dev.address.as_str()).unwrap_or(&empty).clone();
+            groups.remove(&dev.group);
+            c.topology
+                .insert(key(&dev.address), info(dev.group, &groups));
+            let (subvendor, subdevice) = facts
+                .subsystem
+                .get(&dev.address)
+                .copied()
+                .unwrap_or((PCI_ANY_ID, PCI_ANY_ID));
+            c.device_ids.push(PciIds {
+                vendor: dev.vendor.map_or(PCI_ANY_ID, u32::from),
+                device: dev.device.map_or(PCI_ANY_ID, u32::from),
+                subvendor,
+                subdevice,
+                class: dev.class.unwrap_or(0),
+                group: dev.group,
+            });
+        }
+        for (slot, address) in &facts.slots {
+            // The slot's functions and everything below them.
+            let prefix = format!("{address}.");
+            let mut groups = BTreeSet::new();
+            for dev in map.devices() {
+                let in_slot = dev.address.starts_with(&prefix);
+                let under = dev.parents.iter().any(|p| p.starts_with(&prefix));
+                if in_slot || under {
+                    groups.insert(dev.group);
+                }
+            }
+            c.slots.insert(key(slot), info(u32::MAX, &groups));
+        }
+        let mut drivers: BTreeSet<&str> = facts.drivers.iter().map(String::as_str).collect();
+        drivers.extend(["vfio-pci", "pci-stub", "pcieport"]);
+        drivers.extend(policy.allowed_drivers.iter().map(String::as_str));
+        for d in drivers {
+            let mut flags = 0;
+            if is_user_driver(d) {
+                flags |= driver_class::USER;
+            }
+            if policy.allows(d) {
+                flags |= driver_class::ALLOWED;
+            }
+            if flags != 0 {
+                c.user_drivers.insert(key(d), flags);
+            }
+        }
+        c.group_rdev = facts.group_nodes.clone();
+        c
+    }
+
+    /// Finishes the content with what the enforcer decided and knows about itself.
+    pub fn set_config(&mut self, agent_tgid: u32, dry_run: bool, protect_user: bool) {
+        let mut cfg = [0u32; config::LEN as usize];
+        cfg[config::AGENT_TGID as usize] = agent_tgid;
+        cfg[config::DRY_RUN as usize] = u32::from(dry_run);
+        cfg[config::PROTECT_USER as usize] = u32::from(protect_user);
+        cfg[config::DEVICE_IDS as usize] = self.device_ids.len() as u32;
+        cfg[config::RESERVED as usize] = self.reserved.len() as u32;
+        cfg[config::LOADED as usize] = 1;
+        self.config = cfg;
+    }
+}
+
+/// The protection state a first agent seeds when no earlier one left it pinned: members on
+/// user drivers (sysfs), and on 5.19+ one claim per group that a VFIO holder keeps open.
+/// Later changes come from the eBPF programs alone.
+pub fn seed(map: &GroupMap, claims_exist: bool) -> BTreeMap<u32, GroupState> {
+    let mut out: BTreeMap<u32, GroupState> = BTreeMap::new();
+    for dev in map.devices() {
+        if dev.driver.as_deref().is_some_and(is_user_driver) {
+            out.entry(dev.group).or_default().user_bound += 1;
+        }
+    }
+    if claims_exist {
+        for group in map.groups() {
+            if map.holders(group.id).next().is_some() {
+                out.entry(group.id).or_default().claims = 1;
+            }
+        }
+    }
+    out
+}
+
+/// Open VFIO group files per node (dev_t) at first start, from the holders /proc showed.
+pub fn seed_opens(map: &GroupMap, group_nodes: &BTreeMap<u32, u32>) -> BTreeMap<u32, i32> {
+    let mut out = BTreeMap::new();
+    for group in map.groups() {
+        let Some(rdev) = group_nodes.get(&group.id) else {
+            continue;
+        };
+        let n = map.holders(group.id).filter(|h| h.device.is_none()).count() as i32;
+        if n > 0 {
+            out.insert(*rdev, n);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Device;
+
+    /// A root port 00:1c.0 with a switch below it whose downstream port 02:00.0 shares group 5
+    /// with its device 03:00.0; a two-function device 05:00.0/.1 in group 7 on slot "3".
+    fn node() -> GroupMap {
+        let mut map = GroupMap::new();
+        let mut rp = Device::new("0000:00:1c.0", 2);
+        rp.bridge = true;
+        map.add_device(rp);
+        let mut up = Device::new("0000:01:00.0", 4);
+        up.parents = vec!["0000:00:1c.0".into()];
+        map.add_device(up);
+        let mut down = Device::new("0000:02:00.0", 5);
+        down.parents = vec!["0000:00:1c.0".into(), "0000:01:00.0".into()];
+        map.add_device(down);
+        let mut dev = Device::new("0000:03:00.0", 5);
+        dev.parents = vec![
+            "0000:00:1c.0".into(),
+            "0000:01:00.0".into(),
+            "0000:02:00.0".into(),
+        ];
+        dev.vendor = Some(0x8086);
+        dev.device = Some(0x100e);
+        dev.driver = Some("vfio-pci".into());
+        map.add_device(dev);
+        for f in ["0000:05:00.0", "0000:05:00.1"] {
+            let mut d = Device::new(f, 7);
+            d.parents = vec!["0000:00:1d.0".into()];
+            map.add_device(d);
+        }
+        map
+    }
+
+    #[test]
+    fn bridges_and_slots_list_the_groups_below_them() {
+        let facts = NodeFacts {
+            slots: BTreeMap::from([("3".to_string(), "0000:05:00".to_string())]),
+            ..NodeFacts::default()
+        };
+        let c = Content::compute(&node(), &Policy::default(), &facts);
+        let rp = c.topology[&key("0000:00:1c.0")];
+        assert_eq!((rp.group, rp.nbelow), (2, 2));
+        assert_eq!(&rp.below[..2], &[4, 5]);
+        // The downstream port's own group is not "below" it.
+        assert_eq!(c.topology[&key("0000:02:00.0")].nbelow, 0);
+        let slot = c.slots[&key("3")];
+        assert_eq!((slot.group, slot.nbelow, slot.below[0]), (u32::MAX, 1, 7));
+        let ids = c
+            .device_ids
+            .iter()
+            .find(|d| d.vendor == 0x8086)
+            .expect("ids");
+        assert_eq!(
+            (ids.device, ids.subvendor, ids.group),
+            (0x100e, PCI_ANY_ID, 5)
+        );
+    }
+
+    #[test]
+    fn drivers_are_classed_from_the_policy() {
+        let policy = Policy::parse(
+            "allowed_drivers = [\"nvidia\"]\ndenied_drivers = [\"pcieport\"]\n",
+            std::path::Path::new("p.toml"),
+        )
+        .expect("policy");
+        let facts = NodeFacts {
+            drivers: BTreeSet::from(["e1000".into(), "mlx5_vfio_pci".into()]),
+            ..NodeFacts::default()
+        };
+        let c = Content::compute(&node(), &policy, &facts);
+        let both = driver_class::USER | driver_class::ALLOWED;
+        assert_eq!(c.user_drivers.get(&key("vfio-pci")), Some(&both));
+        assert_eq!(c.user_drivers.get(&key("mlx5_vfio_pci")), Some(&both));
+        assert_eq!(
+            c.user_drivers.get(&key("nvidia")),
+            Some(&driver_class::ALLOWED)
+        );
+        assert_eq!(
+            c.user_drivers.get(&key("pci-stub")),
+            Some(&driver_class::ALLOWED)
+        );
+        assert!(!c.user_drivers.contains_key(&key::<DRIVER_KEY_LEN>("e1000")));
+        assert!(!c
+            .user_drivers
+            .contains_key(&key::<DRIVER_KEY_LEN>("pcieport")));
+    }
+
+    #[test]
+    fn first_start_seeds_user_bound_members() {
+        let seeded = seed(&node(), true);
+        assert_eq!(seeded.get(&5).map(|s| s.user_bound), Some(1));
+        assert!(!seeded.contains_key(&7));
+    }
+}

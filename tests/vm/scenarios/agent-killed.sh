@@ -1,0 +1,40 @@
+# kill -9 of the agent (a crash, an OOM kill, a DaemonSet rollout) leaves the pinned programs and
+# maps in place: every protected write still fails while no agent runs, and the next agent adopts
+# the pinned state instead of starting blind.
+. /lib/vm/lib.sh
+g=$(group_of $VM_DEV_FN0)
+fact group $g
+bind_vfio $VM_DEV_FN0
+hold $g $VM_DEV_FN0 || exit 1
+step modprobe e1000
+unbind $VM_DEV_FN1
+sleep 2
+agent=$(pidof enforcer)
+kill -KILL $agent
+i=0
+while [ -e /proc/$agent ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+fact agent_killed $([ -e /proc/$agent ] && echo no || echo yes)
+fact pinned_links $(ls /sys/fs/bpf/iommu-enforcer/links | wc -l)
+try() {
+	r=$(sysfs-write "$@")
+	echo "+ sysfs-write $*: $r" >&2
+	echo "$r" | tr ' ' '_'
+}
+fact override_without_agent $(try write $(pcidev $VM_DEV_FN1)/driver_override e1000)
+fact bind_without_agent $(try write /sys/bus/pci/drivers/e1000/bind $VM_DEV_FN1)
+fact unbind_without_agent $(try write /sys/bus/pci/drivers/vfio-pci/unbind $VM_DEV_FN0)
+fact fn1_without_agent $(driver_of $VM_DEV_FN1)
+enforcer > /tmp/second.out 2> /tmp/second.err &
+second=$!
+i=0
+while ! grep -q '"type":"ready"' /tmp/second.out && [ $i -lt 1200 ]; do sleep 0.1; i=$((i + 1)); done
+fact second_ready $(grep -q '"type":"ready"' /tmp/second.out && echo yes || echo no)
+fact second_adopted $(grep -c "adopting the protection state" /tmp/second.err)
+fact override_second_agent $(try write $(pcidev $VM_DEV_FN1)/driver_override e1000)
+kill -TERM $second
+wait $second
+sed 's/^/  second agent: /' /tmp/second.out /tmp/second.err
+fact second_vetoes $(grep '"kind":"veto"' /tmp/second.out | grep -c '"action":"vetoed"')
+fact fn0_driver $(driver_of $VM_DEV_FN0)
+fact fn1_driver $(driver_of $VM_DEV_FN1)
+fact alive yes
