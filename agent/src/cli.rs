@@ -1,4 +1,5 @@
-//! Command-line surface. Exit codes: 0 nothing wrong, 1 violations found, 2 error.
+//! Command-line surface. Exit codes: 0 nothing wrong, 1 violations found (or, for `audit`, scan
+//! problems that hide a group's verdict), 2 error.
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -87,7 +88,8 @@ pub struct ReportArgs {
 
 /// `enforcer audit`: every group with owner, viability, reasons and why-shared line, the
 /// violations of the policy and what the agent would do. Exit 0 when nothing is wrong, 1 when
-/// violations exist, 2 on error (a bad policy is reported before anything is read).
+/// violations exist or scan problems leave a group's verdict unknown, 2 on error (a bad policy
+/// is reported before anything is read).
 pub fn audit(common: &CommonArgs, args: &ReportArgs) -> u8 {
     let Some((map, problems, policy)) = load(common) else {
         return EXIT_ERROR;
@@ -97,7 +99,7 @@ pub fn audit(common: &CommonArgs, args: &ReportArgs) -> u8 {
     if !print(args, &audit, crate::report::Audit::text) {
         return EXIT_ERROR;
     }
-    if audit.violations.is_empty() {
+    if audit.violations.is_empty() && !audit.scan_problems.iter().any(|p| p.hides_verdict()) {
         EXIT_OK
     } else {
         EXIT_VIOLATIONS

@@ -2,6 +2,7 @@
 //!
 //! Pure parts (no syscalls beyond reading the root paths they are given): [`sysfs`], [`model`],
 //! [`policy`], [`report`]. I/O parts: [`bpf`] (load, attach, ring buffer) and [`daemon`].
+pub mod bounded;
 pub mod bpf;
 pub mod cli;
 pub mod daemon;

@@ -523,3 +523,123 @@ fn unreadable_sysfs_root_exits_2() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("kernel/iommu_groups"));
     }
 }
+
+/// A FIFO at `path`.
+fn mkfifo(path: &Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("path");
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0, "mkfifo");
+}
+
+/// The device directory of `address` in a built fixture.
+fn device_dir(n: &Node, address: &str) -> PathBuf {
+    std::fs::canonicalize(n.node.sysfs.join("bus/pci/devices").join(address)).expect("device")
+}
+
+/// A hostile tree: a FIFO `vendor`, `config` linked to /dev/zero, a 1 MiB `driver_override`,
+/// a group directory whose name is not UTF-8 and a `012` beside `12`. The audit ends, prints
+/// its whole report (JSON and text) with a scan problem for each, and exits 1.
+#[test]
+fn hostile_tree_is_reported_whole_with_scan_problems() {
+    use std::os::unix::ffi::OsStrExt;
+    let n = fixture("consumer-gpu-audio-split");
+    let gpu = device_dir(&n, "0000:0a:00.0");
+    std::fs::remove_file(gpu.join("vendor")).expect("rm");
+    mkfifo(&gpu.join("vendor"));
+    std::fs::remove_file(gpu.join("config")).expect("rm");
+    std::os::unix::fs::symlink("/dev/zero", gpu.join("config")).expect("symlink");
+    let audio = device_dir(&n, "0000:0a:00.1");
+    std::fs::write(audio.join("driver_override"), "A".repeat(1 << 20)).expect("write");
+    let groups = n.node.sysfs.join("kernel/iommu_groups");
+    std::fs::create_dir_all(groups.join(std::ffi::OsStr::from_bytes(b"9\xff/devices")))
+        .expect("mkdir");
+    std::fs::create_dir_all(groups.join("012/devices")).expect("mkdir");
+
+    let (code, json) = n.audit();
+    assert_eq!(code, 1, "scan problems hide group 12's verdict");
+    let problems: Vec<(String, String)> = json["scan_problems"]
+        .as_array()
+        .expect("scan_problems")
+        .iter()
+        .map(|p| {
+            (
+                p["kind"].as_str().unwrap_or_default().to_string(),
+                p["path"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let has = |kind: &str, path_end: &str| {
+        problems
+            .iter()
+            .any(|(k, p)| k == kind && p.ends_with(path_end))
+    };
+    assert!(has("not_regular", "0000:0a:00.0/vendor"), "{problems:?}");
+    assert!(has("not_regular", "0000:0a:00.0/config"));
+    assert!(has("too_long", "0000:0a:00.1/driver_override"));
+    assert!(has("malformed", "iommu_groups/9\u{fffd}"));
+    assert!(has("malformed", "iommu_groups/012"));
+    let g = group(&json, "12");
+    assert_eq!(device(g, "0000:0a:00.0")["vendor"], Value::Null);
+    assert_eq!(device(g, "0000:0a:00.1")["driver_override"], Value::Null);
+    assert!(!json.to_string().contains("AAAA"), "never echoed");
+
+    let (code, groups_json) = n.json(&["groups"]);
+    assert_eq!(code, 0);
+    assert!(groups_json["groups"]
+        .as_array()
+        .is_some_and(|g| !g.is_empty()));
+    let (code, text) = n.text(&["audit"]);
+    assert_eq!(code, 1);
+    assert!(
+        text.contains("is a FIFO, not a regular file: not read"),
+        "{text}"
+    );
+    assert!(text.contains("longer than 4096 bytes: not read"));
+    assert!(text.len() < 100_000);
+}
+
+#[test]
+fn policy_that_is_a_fifo_or_a_device_exits_2_unread() {
+    let n = fixture("viable-passthrough");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fifo = dir.path().join("policy.toml");
+    mkfifo(&fifo);
+    for (path, what) in [
+        (fifo.as_path(), "is a FIFO, not a regular file"),
+        (
+            Path::new("/dev/zero"),
+            "is a character device, not a regular file",
+        ),
+    ] {
+        let out = n.run(&["audit", "--policy", path.to_str().expect("utf-8")]);
+        assert_eq!(code(&out), 2);
+        assert!(out.stdout.is_empty());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("{}: cannot read policy: {what}", path.display())),
+            "{stderr}"
+        );
+    }
+    for (file, at, what) in [
+        (
+            "bad-duplicate-reservation.toml",
+            "6:9",
+            "duplicate reservation",
+        ),
+        (
+            "bad-contradictory-reservation.toml",
+            "7:10",
+            "contradictory reservations",
+        ),
+    ] {
+        let path = policy(file);
+        let out = n.run(&["audit", "--policy", path.to_str().expect("utf-8")]);
+        assert_eq!(code(&out), 2, "{file}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("{}:{at}: ", path.display())),
+            "{stderr}"
+        );
+        assert!(stderr.contains(what), "{stderr}");
+    }
+}

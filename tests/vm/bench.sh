@@ -20,7 +20,7 @@ start_agent() {
 	"$@" > /tmp/bench-agent.out 2> /tmp/bench-agent.err &
 	AGENT=$!
 	i=0
-	while ! grep -q '"type":"ready"' /tmp/bench-agent.out && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
+	while ! grep -q '"type":"ready"' /tmp/bench-agent.out && [ $i -lt 1200 ]; do sleep 0.1; i=$((i + 1)); done
 }
 # BENCH_NON_VIABLE=yes: give the file_open hook something to veto (a VFIO group whose companion
 # sits on a host driver), so it is attached while measuring; otherwise both hooks are on standby.

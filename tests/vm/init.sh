@@ -66,8 +66,9 @@ log "script exit code $script_rc"
 sleep 2
 kill -TERM $agent 2>/dev/null
 i=0
-while alive $agent && [ $i -lt 50 ]; do sleep 0.2; i=$((i + 1)); done
-alive $agent && { log "agent ignored SIGTERM for 10 s: killing it"; kill -KILL $agent; }
+# Detaching every program takes a few seconds under TCG on busy cores: allow 30.
+while alive $agent && [ $i -lt 150 ]; do sleep 0.2; i=$((i + 1)); done
+alive $agent && { log "agent ignored SIGTERM for 30 s: killing it"; kill -KILL $agent; }
 wait $agent
 agent_rc=$?
 log "agent exit code $agent_rc"

@@ -65,7 +65,7 @@ hold() {
 	vfio-holder "$@" > $out 2>&1 &
 	HOLDER_PID=$!
 	i=0
-	while [ $i -lt 100 ]; do
+	while [ $i -lt 300 ]; do
 		if grep -q "^held group" $out; then
 			sed 's/^/  holder: /' $out
 			return 0
@@ -80,7 +80,7 @@ hold() {
 		sleep 0.1
 		i=$((i + 1))
 	done
-	echo "  holder did not report within 10 s"
+	echo "  holder did not report within 30 s"
 	sed 's/^/  holder: /' $out
 	return 1
 }

@@ -12,6 +12,7 @@ use crate::cpio::Cpio;
 use crate::elf;
 use crate::kernels::Kernel;
 use crate::modules;
+use crate::qemu;
 use crate::topology;
 use crate::util::{run, say, target_dir, workspace_root};
 
@@ -159,8 +160,6 @@ pub fn for_boot(base: &Path, files: &BootFiles, out: &Path) -> Result<PathBuf> {
         }
     }
     let mut env = String::from("# Written by cargo xtask for this boot; sourced by /init.\n");
-    // Both limits together stay well inside qemu::BOOT_TIMEOUT, so a stuck agent or script still
-    // ends in a clean shutdown that reports what happened.
     env.push_str(&format!("VM_KERNEL_SERIES={}\n", quote(files.series)));
     env.push_str(&format!("VM_AGENT_ARGS={}\n", quote(&agent_args.join(" "))));
     env.push_str(&format!("VM_AUDIT_ARGS={}\n", quote(&audit_args.join(" "))));
@@ -168,7 +167,13 @@ pub fn for_boot(base: &Path, files: &BootFiles, out: &Path) -> Result<PathBuf> {
     for (var, value) in files.env {
         env.push_str(&format!("export {var}={}\n", quote(value)));
     }
-    env.push_str("VM_READY_TIMEOUT=90\nVM_SCRIPT_TIMEOUT=150\n");
+    // Both limits together stay well inside qemu::BOOT_TIMEOUT, so a stuck agent or script still
+    // ends in a clean shutdown that reports what happened.
+    env.push_str(&format!(
+        "VM_READY_TIMEOUT={}\nVM_SCRIPT_TIMEOUT={}\n",
+        qemu::READY_TIMEOUT.as_secs(),
+        qemu::SCRIPT_TIMEOUT.as_secs()
+    ));
     for (var, addr, _) in topology::ADDRESSES {
         env.push_str(&format!("export {var}={addr}\n"));
     }

@@ -4,6 +4,7 @@ mod bench;
 mod checks;
 mod cpio;
 mod elf;
+mod fuzz;
 mod initramfs;
 mod kernels;
 mod metrics_scrape;
@@ -91,8 +92,14 @@ enum Cmd {
         #[arg(long, default_value = "6.1", value_parser = ["5.10", "6.1", "6.12"])]
         kernel: String,
     },
-    /// The whole test suite: setup if needed, cargo test --workspace, the deploy checks,
-    /// vm-metrics, then vm-test.
+    /// A short run of every fuzz target under fuzz/ (installs cargo-fuzz if missing; nightly).
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+    },
+    /// The whole test suite: setup if needed, cargo test --workspace, the deploy checks, the
+    /// fuzz targets (30 s each), vm-metrics, then vm-test.
     Test,
 }
 
@@ -152,6 +159,7 @@ fn real_main() -> Result<bool> {
             iterations,
             non_viable: non_viable_group,
         }),
+        Cmd::Fuzz { seconds } => fuzz::fuzz(seconds),
         Cmd::Test => {
             setup::ensure()?;
             // The eBPF object first, so the agent's tests build with it embedded.
@@ -175,6 +183,12 @@ fn real_main() -> Result<bool> {
                 .status()
                 .is_ok_and(|s| s.success());
             extra.push(("deploy validation", deploy));
+            say("test: fuzz targets, 30 s each (cargo xtask fuzz)");
+            let fuzzed = fuzz::fuzz(30).unwrap_or_else(|e| {
+                println!("FAIL fuzz: {e:#}");
+                false
+            });
+            extra.push(("fuzz", fuzzed));
             say("test: vm-metrics (Prometheus scrapes the agent in the test node)");
             let metrics = metrics_scrape::vm_metrics("6.1").unwrap_or_else(|e| {
                 println!("FAIL vm-metrics: {e:#}");

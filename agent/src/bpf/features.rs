@@ -3,6 +3,7 @@
 use std::{collections::BTreeSet, fs, path::Path};
 
 use super::{btf::KernelBtf, programs::PROGRAMS};
+use crate::bounded;
 
 /// Field offsets handed to the eBPF programs (see common::names).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -54,9 +55,12 @@ pub struct Features {
 impl Features {
     /// Reads the kernel's self-description below the given roots.
     pub fn probe(sysfs_root: &Path, proc_root: &Path) -> Self {
-        let kernel_release = fs::read_to_string(proc_root.join("sys/kernel/osrelease"))
-            .map(|s| s.trim().to_owned())
-            .unwrap_or_else(|_| "unknown".to_owned());
+        let kernel_release = bounded::read_text(
+            &proc_root.join("sys/kernel/osrelease"),
+            bounded::ATTRIBUTE_LIMIT,
+        )
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".to_owned());
         let btf_path = sysfs_root.join("kernel/btf/vmlinux");
         let btf = match fs::read(&btf_path) {
             Ok(data) => KernelBtf::parse(&data).map_err(|e| format!("{}: {e}", btf_path.display())),
@@ -66,7 +70,7 @@ impl Features {
             )),
         };
         let lsm_path = sysfs_root.join("kernel/security/lsm");
-        let lsms = fs::read_to_string(&lsm_path)
+        let lsms = bounded::read_text(&lsm_path, bounded::ATTRIBUTE_LIMIT)
             .map(|s| parse_lsm_list(&s))
             .map_err(|e| format!("{}: {e} (is securityfs mounted?)", lsm_path.display()));
         let mut features = Features {

@@ -80,6 +80,13 @@ pub fn errno_name(errno: i32) -> Option<&'static str> {
     })
 }
 
+/// The errno name of a kernel return value (`-16` -> `EBUSY`): `None` for success, positive
+/// values, errnos without a name and `i32::MIN`, which has no negation (a corrupt or hostile
+/// record must not panic the agent; `ret` keeps the raw value).
+pub fn errno_of_ret(ret: i32) -> Option<&'static str> {
+    ret.checked_neg().and_then(errno_name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,6 +134,21 @@ mod tests {
         assert_eq!(k.rdev, Some((245, 3)));
         assert_eq!(k.group, None);
         assert_eq!(k.driver, None);
+    }
+
+    #[test]
+    fn errno_of_any_return_value_never_panics() {
+        assert_eq!(errno_of_ret(-16), Some("EBUSY"));
+        assert_eq!(errno_of_ret(0), None);
+        assert_eq!(errno_of_ret(1), None);
+        assert_eq!(errno_of_ret(-4000), None);
+        assert_eq!(errno_of_ret(i32::MIN), None);
+        assert_eq!(errno_of_ret(i32::MAX), None);
+        let mut ev = Event::zeroed();
+        ev.kind = EventKind::GroupClaim as u32;
+        ev.ret = i32::MIN;
+        let k = decode(&bytes(&ev)).expect("decodes");
+        assert_eq!((k.ret, errno_of_ret(k.ret)), (i32::MIN, None));
     }
 
     #[test]

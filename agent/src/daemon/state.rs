@@ -8,7 +8,7 @@ use super::output::{EventLine, Line};
 use crate::{
     bpf::{
         features::release_at_least,
-        record::{errno_name, KernelEvent},
+        record::{errno_name, errno_of_ret, KernelEvent},
     },
     model::{GroupMap, Holder, Verdict},
     policy::Policy,
@@ -155,7 +155,7 @@ impl NodeState {
                 }
                 ("bind", bound, probe_errno(self.convention, ev.ret))
             }
-            EventKind::UseDefaultDomain => ("refusal", false, errno_name(-ev.ret)),
+            EventKind::UseDefaultDomain => ("refusal", false, errno_of_ret(ev.ret)),
             EventKind::Unbind => {
                 self.map.set_driver(&ev.device, None);
                 ("unbind", true, None)
@@ -168,7 +168,7 @@ impl NodeState {
                         self.map.record_claim(g, true);
                     }
                 }
-                ("claim", !failed(ev.ret), errno_name(-ev.ret))
+                ("claim", !failed(ev.ret), errno_of_ret(ev.ret))
             }
             EventKind::GroupRelease | EventKind::DeviceRelease => {
                 scope = Some(scope_of(ev.kind));
@@ -194,7 +194,7 @@ impl NodeState {
             EventKind::VfioGroupOpen | EventKind::VfioCdevOpen => {
                 follow.rescan_holders = !failed(ev.ret);
                 path = vfio_path;
-                ("vfio_open", !failed(ev.ret), errno_name(-ev.ret))
+                ("vfio_open", !failed(ev.ret), errno_of_ret(ev.ret))
             }
             EventKind::VfioGroupRelease => {
                 // The last reference went away (fds in flight included): who holds it now.
@@ -209,7 +209,7 @@ impl NodeState {
                 let ok = veto.action != "vetoed";
                 veto_of = Some(veto);
                 // `result` is the vetoed operation's: refused, or (dry-run) let through.
-                ("veto", ok, errno_name(-ev.ret))
+                ("veto", ok, errno_of_ret(ev.ret))
             }
         };
         let group = ev
@@ -304,7 +304,7 @@ fn scope_of(kind: EventKind) -> &'static str {
 fn probe_errno(convention: ProbeConvention, ret: i32) -> Option<&'static str> {
     match (convention, ret) {
         (ProbeConvention::ZeroIsBound, r) if r > 0 => errno_name(r),
-        (_, r) if r < 0 => errno_name(-r),
+        (_, r) if r < 0 => errno_of_ret(r),
         _ => None,
     }
 }
@@ -450,6 +450,39 @@ mod tests {
                 .and_then(|d| d.driver.clone()),
             None
         );
+    }
+
+    /// `ret = i32::MIN` has no negation: every kind of record carrying it is applied without a
+    /// panic (overflow checks are on in tests) and reported as a failure with no errno name.
+    #[test]
+    fn a_record_with_ret_i32_min_is_an_unknown_errno_not_a_panic() {
+        for convention in [ProbeConvention::OneIsBound, ProbeConvention::ZeroIsBound] {
+            let mut n = node();
+            n.convention = convention;
+            for kind in [
+                EventKind::Probe,
+                EventKind::UseDefaultDomain,
+                EventKind::GroupClaim,
+                EventKind::DeviceClaim,
+                EventKind::VfioGroupOpen,
+                EventKind::VfioCdevOpen,
+                EventKind::Veto,
+            ] {
+                let ev = event(kind, i32::MIN, "0000:00:05.1", Some("e1000"), Some(9));
+                let (lines, _) = n.apply(&ev, None);
+                let e = event_line(&lines);
+                assert_eq!((e.ret, e.errno), (i32::MIN, None), "{kind:?}");
+            }
+            assert_eq!(
+                n.map()
+                    .device("0000:00:05.1")
+                    .and_then(|d| d.driver.clone()),
+                None,
+                "a failed probe binds nothing"
+            );
+        }
+        assert_eq!(probe_errno(ProbeConvention::ZeroIsBound, i32::MIN), None);
+        assert_eq!(probe_errno(ProbeConvention::OneIsBound, -16), Some("EBUSY"));
     }
 
     #[test]

@@ -1,4 +1,5 @@
 //! Reading and checking the policy file.
+use std::collections::HashMap;
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -8,7 +9,12 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{ClassPrefix, Intended, Policy, Reserve, Selector};
+use crate::bounded::{self, BoundedError};
 use crate::model::parse_address;
+
+/// The largest policy file read: far above any real policy (200,000 reservations are about
+/// 8 MiB), small enough that `/dev/zero` behind a regular-looking name cannot exhaust memory.
+pub const POLICY_LIMIT: usize = 16 << 20;
 
 /// Why a policy file could not be used. Displayed as `FILE:LINE:COLUMN: message`.
 #[derive(Debug, thiserror::Error)]
@@ -17,7 +23,7 @@ pub enum PolicyError {
     Read {
         path: PathBuf,
         #[source]
-        source: std::io::Error,
+        source: BoundedError,
     },
     #[error("{}:{line}:{column}: {message}", path.display())]
     Invalid {
@@ -31,19 +37,34 @@ pub enum PolicyError {
 }
 
 impl Policy {
-    /// Reads and checks the policy file at `path`.
+    /// Reads and checks the policy file at `path`: a regular file of at most
+    /// [`POLICY_LIMIT`] bytes of UTF-8 (a FIFO or a device node is refused unread).
     pub fn load(path: &Path) -> Result<Policy, PolicyError> {
-        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+        let bytes = bounded::read(path, POLICY_LIMIT).map_err(|source| PolicyError::Read {
             path: path.to_path_buf(),
             source,
+        })?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let valid = e.utf8_error().valid_up_to();
+            let bytes = e.as_bytes();
+            let prefix = std::str::from_utf8(&bytes[..valid]).unwrap_or_default();
+            let (line, column) = LineIndex::new(prefix).line_column(prefix, valid);
+            PolicyError::Invalid {
+                path: path.to_path_buf(),
+                line,
+                column,
+                message: "the policy is not UTF-8".to_string(),
+            }
         })?;
         Policy::parse(&text, path)
     }
 
     /// Parses policy `text`; `path` names it in errors.
+    /// Linear in the size of `text`: positions are found in an index of line starts.
     pub fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
+        let lines = LineIndex::new(text);
         let invalid = |span: Range<usize>, message: String| {
-            let (line, column) = line_column(text, span.start);
+            let (line, column) = lines.line_column(text, span.start);
             PolicyError::Invalid {
                 path: path.to_path_buf(),
                 line,
@@ -89,6 +110,8 @@ impl Policy {
             }
             policy.trusted_writers.push(PathBuf::from(w));
         }
+        // Selector -> (driver, line) of the entry that reserved it first.
+        let mut reserved: HashMap<Selector, (Intended, usize)> = HashMap::new();
         for entry in raw.reserve {
             let span = entry.span();
             let r = entry.into_inner();
@@ -134,14 +157,14 @@ impl Policy {
                 })?;
                 selectors.push((c.span(), Selector::Class(prefix)));
             }
-            let selector = match selectors.len() {
+            let (selector_span, selector) = match selectors.len() {
                 0 => {
                     return Err(invalid(
                         span,
                         "empty reserve selector: set one of group, device, id, class".to_string(),
                     ))
                 }
-                1 => selectors.remove(0).1,
+                1 => selectors.remove(0),
                 _ => {
                     return Err(invalid(
                         selectors[1].0.clone(),
@@ -161,11 +184,23 @@ impl Policy {
                     Intended::Driver(d)
                 }
             };
+            let line = lines.line_column(text, span.start).0;
+            if let Some((first, first_line)) = reserved.get(&selector) {
+                let message = if *first == driver {
+                    format!("{selector} is already reserved at line {first_line}: duplicate reservation")
+                } else {
+                    format!(
+                        "{selector} is reserved for {driver} here and for {first} at line {first_line}: contradictory reservations"
+                    )
+                };
+                return Err(invalid(selector_span, message));
+            }
+            reserved.insert(selector.clone(), (driver.clone(), line));
             policy.reserve.push(Reserve {
                 selector,
                 driver,
                 rebind: r.rebind.unwrap_or(false),
-                line: line_column(text, span.start).0,
+                line,
             });
         }
         Ok(policy)
@@ -282,14 +317,28 @@ fn parse_class(s: &str) -> Option<ClassPrefix> {
     })
 }
 
-/// 1-based line and column (in characters) of byte `offset` in `text`.
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(text.len());
-    let before = text.get(..offset).unwrap_or(text);
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let column = before.get(line_start..).map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
+/// The byte offsets where the lines of a text start, built in one pass.
+struct LineIndex {
+    starts: Vec<usize>,
+}
+
+impl LineIndex {
+    fn new(text: &str) -> LineIndex {
+        let starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        LineIndex { starts }
+    }
+
+    /// 1-based line and column (in characters) of byte `offset` in `text`, the text this
+    /// index was built from: a binary search for the line, then a count within it.
+    fn line_column(&self, text: &str, offset: usize) -> (usize, usize) {
+        let offset = offset.min(text.len());
+        let line = self.starts.partition_point(|&s| s <= offset).max(1);
+        let start = self.starts.get(line - 1).copied().unwrap_or(0);
+        let column = text.get(start..offset).map_or(0, |l| l.chars().count()) + 1;
+        (line, column)
+    }
 }
 
 #[cfg(test)]
@@ -311,9 +360,15 @@ mod tests {
 
     #[test]
     fn line_and_column() {
-        let text = "a = 1\nbb = \"x\"\n";
-        assert_eq!(line_column(text, 0), (1, 1));
-        assert_eq!(line_column(text, 6), (2, 1));
-        assert_eq!(line_column(text, 11), (2, 6));
+        let text = "a = 1\nbb = \"é\"\n";
+        let index = LineIndex::new(text);
+        assert_eq!(index.line_column(text, 0), (1, 1));
+        assert_eq!(index.line_column(text, 5), (1, 6));
+        assert_eq!(index.line_column(text, 6), (2, 1));
+        assert_eq!(index.line_column(text, 11), (2, 6));
+        // after the two-byte é: one character further
+        assert_eq!(index.line_column(text, 14), (2, 8));
+        assert_eq!(index.line_column(text, text.len()), (3, 1));
+        assert_eq!(index.line_column(text, 999), (3, 1));
     }
 }

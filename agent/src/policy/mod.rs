@@ -62,7 +62,7 @@ mod file;
 pub use decide::{
     intended_driver, pins, reserved_groups, unmatched, violations, Action, Pin, Rule, Violation,
 };
-pub use file::PolicyError;
+pub use file::{PolicyError, POLICY_LIMIT};
 
 /// A parsed node policy. [`Policy::default`] is the policy without a file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -121,7 +121,7 @@ pub struct Reserve {
 }
 
 /// What a `[[reserve]]` entry selects.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Selector {
     /// Every member of this IOMMU group.
     Group(u32),
@@ -159,7 +159,7 @@ impl std::fmt::Display for Selector {
 }
 
 /// A class-code prefix: the first `digits` hex digits of the 6-digit class code.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ClassPrefix {
     pub value: u32,
     /// 2, 4 or 6.

@@ -341,3 +341,104 @@ fn violations_serialize_with_kernel_spelling() {
     assert_eq!(json[0]["rule"], "split_group");
     assert_eq!(json[0]["action"], "would_veto");
 }
+
+#[test]
+fn duplicate_and_contradictory_reservations_are_errors() {
+    assert_eq!(
+        error("[[reserve]]\ngroup = \"12\"\n[[reserve]]\ngroup = 12\n"),
+        "node.toml:4:9: group 12 is already reserved at line 1: duplicate reservation"
+    );
+    assert_eq!(
+        error(
+            "[[reserve]]\ndevice = \"0000:01:00.1\"\n\n[[reserve]]\ndevice = \"0000:01:00.1\"\ndriver = \"none\"\n"
+        ),
+        "node.toml:5:10: device 0000:01:00.1 is reserved for none here and for vfio-pci at line 1: contradictory reservations"
+    );
+    assert!(error("[[reserve]]\nid = \"10de:2204\"\n[[reserve]]\nid = \"10de:2204\"\ndriver = \"nvidia_vfio_pci\"\n")
+        .contains("contradictory"));
+    assert!(
+        error("[[reserve]]\nclass = \"0x0300\"\n[[reserve]]\nclass = \"0300\"\n")
+            .contains("class 0x0300 is already reserved at line 1")
+    );
+    // different selectors, even overlapping ones, are separate entries
+    let p =
+        parse("[[reserve]]\nclass = \"0x03\"\n[[reserve]]\nclass = \"0x0300\"\n").expect("parses");
+    assert_eq!(p.reserve.len(), 2);
+}
+
+/// Parsing is linear in the size of the policy (a line-start index, not a count from the
+/// file start per entry): ten times the reservations take about ten times as long, not a
+/// hundred. The 200,000-entry figure is `cargo bench -p iommu-enforcer --bench policy_load`.
+#[test]
+fn policy_parsing_is_linear_in_its_size() {
+    let time = |n: usize| {
+        let text = many_reservations(n);
+        let start = std::time::Instant::now();
+        let p = parse(&text).expect("parses");
+        let took = start.elapsed();
+        assert_eq!(p.reserve.len(), n);
+        assert_eq!(p.reserve[n - 1].line, 4 * (n - 1) + 1);
+        took
+    };
+    let small = (0..3).map(|_| time(3_000)).min().expect("timed");
+    let large = time(30_000);
+    let ratio = large.as_secs_f64() / small.as_secs_f64().max(1e-6);
+    assert!(
+        ratio < 40.0,
+        "3,000: {small:?}, 30,000: {large:?} (x{ratio:.1})"
+    );
+    // an error after 50,000 entries names its line exactly
+    let bad = format!(
+        "{}[[reserve]]\ndevice = \"0000:zz:00.0\"\n",
+        many_reservations(50_000)
+    );
+    assert!(error(&bad).starts_with("node.toml:200002:10: device \"0000:zz:00.0\""));
+}
+
+/// `n` `[[reserve]]` entries of four lines each, every one a different device.
+pub(crate) fn many_reservations(n: usize) -> String {
+    let mut text = String::with_capacity(n * 64);
+    for i in 0..n {
+        let (bus, dev, func) = (i / 256 % 256, i / 8 % 32, i % 8);
+        let domain = i / 65536;
+        text.push_str(&format!(
+            "[[reserve]]\ndevice = \"{domain:04x}:{bus:02x}:{dev:02x}.{func}\"\ndriver = \"vfio-pci\"\n\n"
+        ));
+    }
+    text
+}
+
+#[test]
+fn policy_files_that_are_not_regular_or_too_long_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fifo = dir.path().join("policy.toml");
+    crate::sysfs::tests::mkfifo(&fifo);
+    let e = Policy::load(&fifo)
+        .expect_err("a FIFO is refused")
+        .to_string();
+    assert!(
+        e.ends_with("policy.toml: cannot read policy: is a FIFO, not a regular file: not read"),
+        "{e}"
+    );
+    let e = Policy::load(Path::new("/dev/zero"))
+        .expect_err("refused")
+        .to_string();
+    assert_eq!(
+        e,
+        "/dev/zero: cannot read policy: is a character device, not a regular file: not read"
+    );
+    let long = dir.path().join("long.toml");
+    std::fs::write(&long, vec![b'#'; POLICY_LIMIT + 1]).expect("write");
+    let e = Policy::load(&long).expect_err("too long").to_string();
+    assert!(
+        e.ends_with("is longer than 16777216 bytes: not read"),
+        "{e}"
+    );
+    let latin1 = dir.path().join("latin1.toml");
+    std::fs::write(&latin1, b"# ok\n# caf\xe9\n").expect("write");
+    let e = Policy::load(&latin1).expect_err("not UTF-8").to_string();
+    assert!(
+        e.ends_with("latin1.toml:2:6: the policy is not UTF-8"),
+        "{e}"
+    );
+}

@@ -47,7 +47,7 @@ impl Enforcement {
     /// From the active LSM list under a sysfs root (`kernel/security/lsm`).
     pub fn probe(sysfs_root: &std::path::Path) -> Self {
         let path = sysfs_root.join("kernel/security/lsm");
-        match std::fs::read_to_string(&path) {
+        match crate::bounded::read_text(&path, crate::bounded::ATTRIBUTE_LIMIT) {
             Ok(list) => {
                 let bpf = list.trim().split(',').any(|m| m == "bpf");
                 Enforcement {

@@ -7,6 +7,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::{ProblemKind, ScanProblem, SysfsError};
+use crate::bounded::BoundedError;
 use crate::model::Holder;
 
 /// Result of [`scan_holders`].
@@ -65,7 +66,13 @@ pub fn scan_holders(proc_root: &Path, sysfs_root: &Path) -> HolderScan {
     let entries = match std::fs::read_dir(proc_root) {
         Ok(e) => e,
         Err(e) => {
-            let err = SysfsError::io(proc_root, e);
+            let err = if e.kind() == io::ErrorKind::NotFound {
+                SysfsError::Missing {
+                    path: proc_root.to_path_buf(),
+                }
+            } else {
+                SysfsError::io(proc_root, e)
+            };
             out.problems.push(ScanProblem {
                 group: None,
                 device: None,
@@ -112,6 +119,13 @@ pub fn scan_holders(proc_root: &Path, sysfs_root: &Path) -> HolderScan {
                     &SysfsError::io(&path, e),
                 ));
             }
+            Err(ProcessError::Bounded(path, e)) => {
+                out.problems.push(ScanProblem::from_error(
+                    None,
+                    None,
+                    &SysfsError::bounded(&path, e),
+                ));
+            }
         }
     }
     if denied > 0 {
@@ -132,6 +146,8 @@ enum ProcessError {
     Gone,
     Denied,
     Other(PathBuf, io::Error),
+    /// `comm` refused by the bounded read (not a regular file, too long).
+    Bounded(PathBuf, BoundedError),
 }
 
 fn classify(path: PathBuf, e: io::Error) -> ProcessError {
@@ -139,6 +155,14 @@ fn classify(path: PathBuf, e: io::Error) -> ProcessError {
         io::ErrorKind::NotFound => ProcessError::Gone,
         io::ErrorKind::PermissionDenied => ProcessError::Denied,
         _ => ProcessError::Other(path, e),
+    }
+}
+
+fn classify_bounded(path: PathBuf, e: BoundedError) -> ProcessError {
+    match e {
+        BoundedError::Io { source } => classify(path, source),
+        BoundedError::NotFound => ProcessError::Gone,
+        other => ProcessError::Bounded(path, other),
     }
 }
 
@@ -180,7 +204,8 @@ fn process_holders(
     }
     if !found.is_empty() {
         let comm_path = dir.join("comm");
-        let comm = std::fs::read_to_string(&comm_path).map_err(|e| classify(comm_path, e))?;
+        let comm = crate::bounded::read_text(&comm_path, crate::bounded::ATTRIBUTE_LIMIT)
+            .map_err(|e| classify_bounded(comm_path, e))?;
         let comm = comm.trim_end_matches('\n').to_string();
         for h in &mut found {
             h.comm.clone_from(&comm);

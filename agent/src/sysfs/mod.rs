@@ -7,14 +7,19 @@
 //! - in each PCI device directory: `vendor`, `device`, `class`, `config`, `driver_override`,
 //!   the `driver` link (into `bus/pci/drivers/<name>`) and `vfio-dev/vfioX` (iommufd cdev).
 //!
-//! A member that vanishes mid-scan, an unreadable file and a non-PCI member are
-//! [`ScanProblem`]s kept in the result; only an unreadable `kernel/iommu_groups` is an error.
-use std::collections::BTreeSet;
+//! Every attribute is read with a bound (a page; 4 KiB for `config`), with `O_NONBLOCK`, and
+//! only if it is a regular file ([`crate::bounded`]). A member that vanishes mid-scan, a missing,
+//! unreadable, non-regular, too long, malformed or out-of-range attribute, a group directory
+//! whose name is not the kernel's spelling (`012`, not UTF-8), a device listed in two groups and
+//! a non-PCI member are [`ScanProblem`]s kept in the result, each with its path; only an
+//! unreadable `kernel/iommu_groups` is an error.
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Serialize, Serializer};
 
+use crate::bounded::{self, BoundedError, ATTRIBUTE_LIMIT, CONFIG_LIMIT};
 use crate::model::{Acs, Device, GroupMap, OtherMember};
 
 pub mod config;
@@ -25,26 +30,57 @@ pub use holders::{scan_holders, HolderScan};
 /// Something that could not be read. Each names the path it concerns.
 #[derive(Debug, thiserror::Error)]
 pub enum SysfsError {
+    /// The device (or process) directory disappeared between listing and reading.
     #[error("{}: vanished during the scan", path.display())]
     Vanished { path: PathBuf },
-    #[error("cannot read {}: {source}", path.display())]
+    /// A file the device directory should hold is not there (ENOENT), the directory is.
+    #[error("{}: does not exist (ENOENT)", path.display())]
+    Missing { path: PathBuf },
+    #[error("cannot read {}: {}: {source}", path.display(), crate::bounded::errno_name(source))]
     Read {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
+    /// A FIFO, device node, socket or directory where an attribute should be.
+    #[error("{}: is a {kind}, not a regular file: not read", path.display())]
+    NotRegular { path: PathBuf, kind: &'static str },
+    /// Longer than any attribute the kernel writes.
+    #[error("{}: longer than {limit} bytes: not read", path.display())]
+    TooLong { path: PathBuf, limit: usize },
+    /// `text` is an excerpt of what the file held.
     #[error("{}: malformed {what} {text:?}", path.display())]
     Malformed {
         path: PathBuf,
         what: &'static str,
         text: String,
     },
+    #[error("{}: {what} 0x{value:x} is out of range (at most 0x{max:x})", path.display())]
+    OutOfRange {
+        path: PathBuf,
+        what: &'static str,
+        value: u32,
+        max: u32,
+    },
+    /// A name that is not UTF-8, shown lossily.
+    #[error("{}: name is not UTF-8 (shown as {lossy:?}): not read", path.display())]
+    NotUtf8 { path: PathBuf, lossy: String },
+    /// The same device listed in two groups.
+    #[error("{}: {device} is also a member of group {first}: kept there, not merged", path.display())]
+    Duplicate {
+        path: PathBuf,
+        device: String,
+        first: u32,
+    },
     #[error("{}: not a PCI device", path.display())]
     NotPci { path: PathBuf },
 }
 
+/// How much of a malformed value a message quotes.
+const EXCERPT: usize = 64;
+
 impl SysfsError {
-    /// `Vanished` for ENOENT, `Read` otherwise.
+    /// `Vanished` for ENOENT (the directory or link read is gone), `Read` otherwise.
     fn io(path: &Path, source: io::Error) -> SysfsError {
         if source.kind() == io::ErrorKind::NotFound {
             SysfsError::Vanished {
@@ -58,14 +94,39 @@ impl SysfsError {
         }
     }
 
+    /// From a bounded read of the file at `path`: ENOENT is `Missing`.
+    fn bounded(path: &Path, e: BoundedError) -> SysfsError {
+        let path = path.to_path_buf();
+        match e {
+            BoundedError::NotFound => SysfsError::Missing { path },
+            BoundedError::NotRegular(kind) => SysfsError::NotRegular { path, kind },
+            BoundedError::TooLong { limit } => SysfsError::TooLong { path, limit },
+            BoundedError::Io { source } => SysfsError::Read { path, source },
+        }
+    }
+
+    fn malformed(path: PathBuf, what: &'static str, text: &str) -> SysfsError {
+        SysfsError::Malformed {
+            path,
+            what,
+            text: crate::bounded::excerpt(text.trim(), EXCERPT),
+        }
+    }
+
     fn kind(&self) -> ProblemKind {
         match self {
             SysfsError::Vanished { .. } => ProblemKind::Vanished,
+            SysfsError::Missing { .. } => ProblemKind::Missing,
             SysfsError::Read { source, .. } if source.kind() == io::ErrorKind::PermissionDenied => {
                 ProblemKind::PermissionDenied
             }
             SysfsError::Read { .. } => ProblemKind::Unreadable,
-            SysfsError::Malformed { .. } => ProblemKind::Malformed,
+            SysfsError::NotRegular { .. } => ProblemKind::NotRegular,
+            SysfsError::TooLong { .. } => ProblemKind::TooLong,
+            SysfsError::Malformed { .. }
+            | SysfsError::OutOfRange { .. }
+            | SysfsError::NotUtf8 { .. } => ProblemKind::Malformed,
+            SysfsError::Duplicate { .. } => ProblemKind::Duplicate,
             SysfsError::NotPci { .. } => ProblemKind::NotPci,
         }
     }
@@ -73,8 +134,14 @@ impl SysfsError {
     fn path(&self) -> &Path {
         match self {
             SysfsError::Vanished { path }
+            | SysfsError::Missing { path }
             | SysfsError::Read { path, .. }
+            | SysfsError::NotRegular { path, .. }
+            | SysfsError::TooLong { path, .. }
             | SysfsError::Malformed { path, .. }
+            | SysfsError::OutOfRange { path, .. }
+            | SysfsError::NotUtf8 { path, .. }
+            | SysfsError::Duplicate { path, .. }
             | SysfsError::NotPci { path } => path,
         }
     }
@@ -86,16 +153,33 @@ impl SysfsError {
 pub enum ProblemKind {
     /// The member (or process) disappeared between listing and reading.
     Vanished,
-    /// A file could not be read.
+    /// An attribute (or the procfs root) does not exist although its directory does.
+    Missing,
+    /// A file could not be read (the message says the errno).
     Unreadable,
     /// Reading needs more privileges.
     PermissionDenied,
-    /// A file held something unexpected.
+    /// A FIFO, device node, socket or directory where a file should be: not read.
+    NotRegular,
+    /// A file longer than the bound (a page; 4 KiB for `config`): not read.
+    TooLong,
+    /// A file or name held something unexpected (or out of range, or not UTF-8).
     Malformed,
+    /// A device listed in two groups.
+    Duplicate,
     /// A group member that is not a PCI device.
     NotPci,
     /// A VFIO cdev held open whose device is not in sysfs.
     Unresolved,
+}
+
+impl ProblemKind {
+    /// Whether a problem of this kind leaves some group's verdict unknown (`enforcer audit`
+    /// exits 1): everything but a member that vanished (the verdict is the remaining
+    /// members') and a non-PCI member (kept in `others`, judged with the group).
+    pub fn hides_verdict(self) -> bool {
+        !matches!(self, ProblemKind::Vanished | ProblemKind::NotPci)
+    }
 }
 
 /// Something the scan could not read or did not expect, kept in the result and shown by
@@ -107,11 +191,23 @@ pub struct ScanProblem {
     /// Device address or member name, when the problem concerns one.
     pub device: Option<String>,
     pub kind: ProblemKind,
+    /// Serialized lossily: a path that is not UTF-8 must not stop the report.
+    #[serde(serialize_with = "lossy_path")]
     pub path: PathBuf,
     pub message: String,
 }
 
+fn lossy_path<S: Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&path.to_string_lossy())
+}
+
 impl ScanProblem {
+    /// Whether this problem leaves some group's verdict unknown (see
+    /// [`ProblemKind::hides_verdict`]).
+    pub fn hides_verdict(&self) -> bool {
+        self.kind.hides_verdict()
+    }
+
     fn from_error(group: Option<u32>, device: Option<&str>, e: &SysfsError) -> ScanProblem {
         ScanProblem {
             group,
@@ -157,6 +253,15 @@ impl Scan {
     }
 }
 
+/// The group number of a directory under `kernel/iommu_groups`, spelled as the kernel spells
+/// it: decimal digits, no sign, no leading zero (`012` is not group 12).
+pub fn parse_group_number(name: &str) -> Option<u32> {
+    let canonical = !name.is_empty()
+        && name.bytes().all(|b| b.is_ascii_digit())
+        && (name == "0" || !name.starts_with('0'));
+    canonical.then(|| name.parse().ok())?
+}
+
 /// Reads every IOMMU group under `<root>/kernel/iommu_groups` and its members.
 pub fn scan(root: &Path) -> Result<Scan, SysfsError> {
     let groups_dir = root.join("kernel/iommu_groups");
@@ -179,21 +284,30 @@ pub fn scan(root: &Path) -> Result<Scan, SysfsError> {
                 continue;
             }
         };
-        let name = entry.file_name().to_string_lossy().into_owned();
-        match name.parse::<u32>() {
-            Ok(g) => names.push((g, entry.path())),
-            Err(_) => out.problems.push(ScanProblem::from_error(
+        let file_name = entry.file_name();
+        let Some(name) = file_name.to_str() else {
+            out.problems.push(ScanProblem::from_error(
                 None,
                 None,
-                &SysfsError::Malformed {
+                &SysfsError::NotUtf8 {
                     path: entry.path(),
-                    what: "group number",
-                    text: name,
+                    lossy: file_name.to_string_lossy().into_owned(),
                 },
+            ));
+            continue;
+        };
+        match parse_group_number(name) {
+            Some(g) => names.push((g, entry.path())),
+            None => out.problems.push(ScanProblem::from_error(
+                None,
+                None,
+                &SysfsError::malformed(entry.path(), "group number", name),
             )),
         }
     }
     names.sort();
+    // Member name -> the group it was first found in.
+    let mut seen: BTreeMap<String, u32> = BTreeMap::new();
     for (group, dir) in names {
         out.groups.insert(group);
         let devices_dir = dir.join("devices");
@@ -206,7 +320,28 @@ pub fn scan(root: &Path) -> Result<Scan, SysfsError> {
             }
         };
         for member in members {
+            let member = match member {
+                Ok(m) => m,
+                Err(e) => {
+                    out.problems
+                        .push(ScanProblem::from_error(Some(group), None, &e));
+                    continue;
+                }
+            };
             let link = devices_dir.join(&member);
+            if let Some(&first) = seen.get(&member) {
+                out.problems.push(ScanProblem::from_error(
+                    Some(group),
+                    Some(&member),
+                    &SysfsError::Duplicate {
+                        path: link,
+                        device: member.clone(),
+                        first,
+                    },
+                ));
+                continue;
+            }
+            seen.insert(member.clone(), group);
             match read_member(&root_canon, &link, &member, group, &mut out.problems) {
                 Ok(Member::Pci(d)) => out.devices.push(d),
                 Ok(Member::Other(m)) => {
@@ -237,11 +372,13 @@ pub fn read_device(root: &Path, address: &str) -> Result<(Device, Vec<ScanProble
     let group = target
         .file_name()
         .and_then(|n| n.to_str())
-        .and_then(|n| n.parse::<u32>().ok())
-        .ok_or_else(|| SysfsError::Malformed {
-            path: group_link.clone(),
-            what: "iommu_group link",
-            text: target.display().to_string(),
+        .and_then(parse_group_number)
+        .ok_or_else(|| {
+            SysfsError::malformed(
+                group_link.clone(),
+                "iommu_group link",
+                &target.to_string_lossy(),
+            )
         })?;
     let mut problems = Vec::new();
     match read_member(&root_canon, &link, address, group, &mut problems)? {
@@ -255,14 +392,40 @@ enum Member {
     Other(OtherMember),
 }
 
-fn sorted_names(dir: &Path) -> Result<Vec<String>, SysfsError> {
+/// The entries of `dir`, sorted; a name that is not UTF-8 is an `Err` in its place.
+fn sorted_names(dir: &Path) -> Result<Vec<Result<String, SysfsError>>, SysfsError> {
     let mut names = Vec::new();
+    let mut bad = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| SysfsError::io(dir, e))? {
         let entry = entry.map_err(|e| SysfsError::io(dir, e))?;
-        names.push(entry.file_name().to_string_lossy().into_owned());
+        match entry.file_name().into_string() {
+            Ok(n) => names.push(n),
+            Err(raw) => bad.push(SysfsError::NotUtf8 {
+                path: entry.path(),
+                lossy: raw.to_string_lossy().into_owned(),
+            }),
+        }
     }
     names.sort();
-    Ok(names)
+    Ok(names
+        .into_iter()
+        .map(Ok)
+        .chain(bad.into_iter().map(Err))
+        .collect())
+}
+
+/// Reads the attribute `file` of device directory `dir`, at most `limit` bytes: `Ok(None)` when
+/// the file does not exist, `Err(Vanished)` when the directory itself is gone.
+fn read_attribute(dir: &Path, file: &str, limit: usize) -> Result<Option<Vec<u8>>, SysfsError> {
+    let path = dir.join(file);
+    match bounded::read(&path, limit) {
+        Ok(b) => Ok(Some(b)),
+        Err(BoundedError::NotFound) if !dir.exists() => Err(SysfsError::Vanished {
+            path: dir.to_path_buf(),
+        }),
+        Err(BoundedError::NotFound) => Ok(None),
+        Err(e) => Err(SysfsError::bounded(&path, e)),
+    }
 }
 
 /// Reads the member behind `link` (a group's `devices/<name>` or `bus/pci/devices/<name>`).
@@ -285,27 +448,27 @@ fn read_member(
     let mut problem =
         |e: SysfsError| problems.push(ScanProblem::from_error(Some(group), Some(name), &e));
 
-    let vendor = required_hex(&dir, "vendor", &mut problem)?.and_then(|v| u16::try_from(v).ok());
-    let device = required_hex(&dir, "device", &mut problem)?.and_then(|v| u16::try_from(v).ok());
-    let class = required_hex(&dir, "class", &mut problem)?;
+    let vendor =
+        required_hex(&dir, "vendor", 0xffff, &mut problem)?.and_then(|v| u16::try_from(v).ok());
+    let device =
+        required_hex(&dir, "device", 0xffff, &mut problem)?.and_then(|v| u16::try_from(v).ok());
+    let class = required_hex(&dir, "class", 0x00ff_ffff, &mut problem)?;
 
-    let config_path = dir.join("config");
-    let config = match std::fs::read(&config_path) {
-        Ok(c) => Some(c),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+    let config = match read_attribute(&dir, "config", CONFIG_LIMIT) {
+        Ok(c) => c,
+        Err(e @ SysfsError::Vanished { .. }) => return Err(e),
         Err(e) => {
-            problem(SysfsError::io(&config_path, e));
+            problem(e);
             None
         }
     };
     let config = config.as_deref();
 
-    let override_path = dir.join("driver_override");
-    let driver_override = match std::fs::read_to_string(&override_path) {
-        Ok(s) => parse_driver_override(&s),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+    let driver_override = match read_attribute(&dir, "driver_override", ATTRIBUTE_LIMIT) {
+        Ok(s) => s.and_then(|s| parse_driver_override(&String::from_utf8_lossy(&s))),
+        Err(e @ SysfsError::Vanished { .. }) => return Err(e),
         Err(e) => {
-            problem(SysfsError::io(&override_path, e));
+            problem(e);
             None
         }
     };
@@ -344,42 +507,53 @@ fn read_member(
     }))
 }
 
-/// A hex attribute (`vendor`, `device`, `class`): `Err(Vanished)` when the device directory is
-/// gone, a problem and `None` when only the file is missing or unreadable.
+/// A hex attribute (`vendor`, `device`, `class`) of at most `max`: `Err(Vanished)` when the
+/// device directory is gone, a problem and `None` when the file is missing, unreadable,
+/// malformed or out of range.
 fn required_hex(
     dir: &Path,
     file: &'static str,
+    max: u32,
     problem: &mut impl FnMut(SysfsError),
 ) -> Result<Option<u32>, SysfsError> {
     let path = dir.join(file);
-    match std::fs::read_to_string(&path) {
-        Ok(s) => match parse_hex(&s) {
-            Some(v) => Ok(Some(v)),
-            None => {
-                problem(SysfsError::Malformed {
-                    path,
-                    what: file,
-                    text: s.trim().to_string(),
-                });
-                Ok(None)
-            }
-        },
-        Err(e) if e.kind() == io::ErrorKind::NotFound && !dir.exists() => {
-            Err(SysfsError::Vanished {
-                path: dir.to_path_buf(),
-            })
+    let text = match read_attribute(dir, file, ATTRIBUTE_LIMIT) {
+        Ok(Some(b)) => String::from_utf8_lossy(&b).into_owned(),
+        Ok(None) => {
+            problem(SysfsError::Missing { path });
+            return Ok(None);
         }
+        Err(e @ SysfsError::Vanished { .. }) => return Err(e),
         Err(e) => {
-            problem(SysfsError::io(&path, e));
+            problem(e);
+            return Ok(None);
+        }
+    };
+    match parse_hex(&text) {
+        Some(value) if value <= max => Ok(Some(value)),
+        Some(value) => {
+            problem(SysfsError::OutOfRange {
+                path,
+                what: file,
+                value,
+                max,
+            });
+            Ok(None)
+        }
+        None => {
+            problem(SysfsError::malformed(path, file, &text));
             Ok(None)
         }
     }
 }
 
-/// `0x10de\n` -> 0x10de.
-fn parse_hex(s: &str) -> Option<u32> {
+/// `0x10de\n` -> 0x10de: hex digits only (no sign), `0x` optional, at most 32 bits.
+pub fn parse_hex(s: &str) -> Option<u32> {
     let s = s.trim();
     let digits = s.strip_prefix("0x").unwrap_or(s);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
     u32::from_str_radix(digits, 16).ok()
 }
 

@@ -156,7 +156,7 @@ fn vanished_unreadable_and_non_pci_members_are_problems() {
         "kernel/iommu_groups/7/devices/0000:05:00.0",
         "devices/pci0000:00/0000:05:00.0",
     );
-    // an unreadable vendor file (a directory: EISDIR even for root)
+    // a vendor file that is a directory: refused unread
     t.device("pci0000:00/0000:00:03.0", 3, 0x020000, None, None);
     let vendor = t.sys.join("devices/pci0000:00/0000:00:03.0/vendor");
     std::fs::remove_file(&vendor).expect("rm");
@@ -184,7 +184,7 @@ fn vanished_unreadable_and_non_pci_members_are_problems() {
         .map(|p| (p.group, p.device.as_deref(), p.kind))
         .collect();
     assert!(kinds.contains(&(Some(7), Some("0000:05:00.0"), ProblemKind::Vanished)));
-    assert!(kinds.contains(&(Some(3), Some("0000:00:03.0"), ProblemKind::Unreadable)));
+    assert!(kinds.contains(&(Some(3), Some("0000:00:03.0"), ProblemKind::NotRegular)));
     assert!(kinds.contains(&(Some(4), Some("AMDI0010:00"), ProblemKind::NotPci)));
     assert!(scan
         .problems
@@ -339,5 +339,197 @@ fn unknown_cdev_and_missing_proc_are_problems() {
     let missing = scan_holders(Path::new("/nonexistent/proc"), &node.sysfs);
     assert!(missing.holders.is_empty());
     assert_eq!(missing.problems.len(), 1);
-    assert_eq!(missing.problems[0].kind, ProblemKind::Vanished);
+    assert_eq!(missing.problems[0].kind, ProblemKind::Missing);
+    assert!(missing.problems[0].message.contains("ENOENT"));
+}
+
+/// A FIFO at `path` (a `vendor` that would hang a blocking read forever).
+pub(crate) fn mkfifo(path: &Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("path");
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0, "mkfifo");
+}
+
+fn problems_of<'a>(scan: &'a Scan, device: &str) -> Vec<&'a ScanProblem> {
+    scan.problems
+        .iter()
+        .filter(|p| p.device.as_deref() == Some(device))
+        .collect()
+}
+
+#[test]
+fn fifos_device_nodes_and_long_attributes_are_refused_unread() {
+    let t = Tree::new();
+    let dir = "devices/pci0000:00/0000:00:02.0";
+    t.device("pci0000:00/0000:00:02.0", 2, 0x030000, None, None);
+    let vendor = t.sys.join(dir).join("vendor");
+    std::fs::remove_file(&vendor).expect("rm");
+    mkfifo(&vendor);
+    symlink("/dev/zero", t.sys.join(dir).join("config")).expect("symlink");
+    let secret = "x".repeat(1 << 20);
+    t.write(&format!("{dir}/driver_override"), &secret);
+    t.device("pci0000:00/0000:00:03.0", 3, 0x020000, None, None);
+    t.write(
+        "devices/pci0000:00/0000:00:03.0/config",
+        vec![0u8; CONFIG_LIMIT + 1],
+    );
+
+    let scan = scan(&t.sys).expect("scan ends");
+    let found: Vec<(ProblemKind, String)> = problems_of(&scan, "0000:00:02.0")
+        .iter()
+        .map(|p| {
+            let file = p.path.file_name().map(|n| n.to_string_lossy().into_owned());
+            (p.kind, file.unwrap_or_default())
+        })
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            (ProblemKind::NotRegular, "vendor".to_string()),
+            (ProblemKind::NotRegular, "config".to_string()),
+            (ProblemKind::TooLong, "driver_override".to_string()),
+        ]
+    );
+    let gpu = device(&scan, "0000:00:02.0");
+    assert_eq!((gpu.vendor, gpu.device), (None, Some(0x2204)));
+    assert_eq!(
+        (gpu.driver_override.as_deref(), gpu.acs),
+        (None, Acs::Unknown)
+    );
+    let messages: Vec<&str> = scan.problems.iter().map(|p| p.message.as_str()).collect();
+    assert!(
+        messages.iter().any(|m| m.contains("is a FIFO")),
+        "{messages:?}"
+    );
+    assert!(messages.iter().any(|m| m.contains("is a character device")));
+    assert!(messages.iter().all(|m| m.len() < 300), "never echoed whole");
+
+    let nic = problems_of(&scan, "0000:00:03.0");
+    assert_eq!(nic.len(), 1);
+    assert_eq!(nic[0].kind, ProblemKind::TooLong);
+    assert!(nic[0].message.ends_with("longer than 4096 bytes: not read"));
+    assert!(scan.problems.iter().all(ScanProblem::hides_verdict));
+}
+
+#[test]
+fn out_of_range_and_malformed_ids_are_problems() {
+    let t = Tree::new();
+    let dir = "devices/pci0000:00/0000:00:02.0";
+    t.device("pci0000:00/0000:00:02.0", 2, 0x030000, None, None);
+    t.write(&format!("{dir}/vendor"), "0x12345\n");
+    t.write(&format!("{dir}/device"), "+2204\n");
+    t.write(&format!("{dir}/class"), "0x1030000\n");
+    t.device("pci0000:00/0000:00:03.0", 3, 0x020000, None, None);
+    std::fs::remove_file(t.sys.join("devices/pci0000:00/0000:00:03.0/class")).expect("rm");
+
+    let scan = scan(&t.sys).expect("scan");
+    let messages: Vec<(ProblemKind, &str)> = problems_of(&scan, "0000:00:02.0")
+        .iter()
+        .map(|p| (p.kind, p.message.as_str()))
+        .collect();
+    assert_eq!(messages.len(), 3, "{messages:?}");
+    assert!(messages[0]
+        .1
+        .ends_with("vendor 0x12345 is out of range (at most 0xffff)"));
+    assert!(messages[1].1.ends_with("malformed device \"+2204\""));
+    assert!(messages[2]
+        .1
+        .ends_with("class 0x1030000 is out of range (at most 0xffffff)"));
+    assert!(messages.iter().all(|(k, _)| *k == ProblemKind::Malformed));
+    let gpu = device(&scan, "0000:00:02.0");
+    assert_eq!((gpu.vendor, gpu.device, gpu.class), (None, None, None));
+
+    let missing = problems_of(&scan, "0000:00:03.0");
+    assert_eq!(missing.len(), 1);
+    assert_eq!(missing[0].kind, ProblemKind::Missing);
+    assert!(missing[0]
+        .message
+        .ends_with("class: does not exist (ENOENT)"));
+}
+
+#[test]
+fn odd_group_names_and_a_device_in_two_groups_are_problems_not_merged() {
+    use std::os::unix::ffi::OsStrExt;
+    let t = Tree::new();
+    t.device("pci0000:00/0000:00:02.0", 12, 0x030000, None, None);
+    t.device("pci0000:00/0000:00:03.0", 3, 0x020000, None, None);
+    // group 012 lists 0000:00:03.0 too; group 5 lists 0000:00:02.0 again
+    t.link(
+        "kernel/iommu_groups/012/devices/0000:00:03.0",
+        "devices/pci0000:00/0000:00:03.0",
+    );
+    t.link(
+        "kernel/iommu_groups/5/devices/0000:00:02.0",
+        "devices/pci0000:00/0000:00:02.0",
+    );
+    let groups = t.sys.join("kernel/iommu_groups");
+    std::fs::create_dir(groups.join(std::ffi::OsStr::from_bytes(b"7\xff"))).expect("mkdir");
+    std::fs::create_dir(groups.join("+4")).expect("mkdir");
+    let member = groups
+        .join("3/devices")
+        .join(std::ffi::OsStr::from_bytes(b"0000:00:09.\xfe"));
+    symlink("../../../../devices/pci0000:00/0000:00:03.0", member).expect("symlink");
+
+    let scan = scan(&t.sys).expect("scan");
+    assert_eq!(
+        scan.groups.iter().copied().collect::<Vec<_>>(),
+        vec![3, 5, 12]
+    );
+    let problems: Vec<(Option<u32>, ProblemKind, String)> = scan
+        .problems
+        .iter()
+        .map(|p| (p.group, p.kind, p.message.clone()))
+        .collect();
+    let has = |group: Option<u32>, kind: ProblemKind, text: &str| {
+        problems
+            .iter()
+            .any(|(g, k, m)| *g == group && *k == kind && m.contains(text))
+    };
+    assert!(
+        has(
+            None,
+            ProblemKind::Malformed,
+            "malformed group number \"012\""
+        ),
+        "{problems:?}"
+    );
+    assert!(has(
+        None,
+        ProblemKind::Malformed,
+        "malformed group number \"+4\""
+    ));
+    assert!(has(
+        None,
+        ProblemKind::Malformed,
+        "name is not UTF-8 (shown as \"7\u{fffd}\")"
+    ));
+    assert!(has(Some(3), ProblemKind::Malformed, "name is not UTF-8"));
+    assert!(has(
+        Some(12),
+        ProblemKind::Duplicate,
+        "0000:00:02.0 is also a member of group 5: kept there, not merged"
+    ));
+    assert_eq!(device(&scan, "0000:00:02.0").group, 5);
+    assert_eq!(scan.devices.len(), 2);
+    let json = serde_json::to_string(&scan.problems).expect("lossy paths serialize");
+    assert!(json.contains("7\u{fffd}"));
+}
+
+#[test]
+fn attribute_parsers() {
+    assert_eq!(parse_hex("0x10de\n"), Some(0x10de));
+    assert_eq!(parse_hex("10de"), Some(0x10de));
+    assert_eq!(parse_hex("+10de"), None);
+    assert_eq!(parse_hex("0x"), None);
+    assert_eq!(parse_hex("0x1ffffffff"), None);
+    assert_eq!(parse_group_number("0"), Some(0));
+    assert_eq!(parse_group_number("12"), Some(12));
+    assert_eq!(parse_group_number("012"), None);
+    assert_eq!(parse_group_number("+12"), None);
+    assert_eq!(parse_group_number("4294967296"), None);
+    assert_eq!(parse_driver_override("(null)\n"), None);
+    assert_eq!(
+        parse_driver_override("vfio-pci\n").as_deref(),
+        Some("vfio-pci")
+    );
 }

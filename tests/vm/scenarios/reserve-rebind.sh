@@ -23,7 +23,7 @@ fact fn1_before $(driver_of $VM_DEV_FN1)
 enforcer --policy /etc/iommu-enforcer/policy.toml > /tmp/rebind.out 2> /tmp/rebind.err &
 agent=$!
 i=0
-while ! grep -q '"type":"ready"' /tmp/rebind.out && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
+while ! grep -q '"type":"ready"' /tmp/rebind.out && [ $i -lt 1200 ]; do sleep 0.1; i=$((i + 1)); done
 sleep 2
 kill -TERM $agent
 wait $agent
