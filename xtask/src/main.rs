@@ -4,6 +4,7 @@ mod bench;
 mod checks;
 mod cpio;
 mod elf;
+mod image;
 mod initramfs;
 mod kernels;
 mod metrics_scrape;
@@ -91,8 +92,11 @@ enum Cmd {
         #[arg(long, default_value = "6.1", value_parser = ["5.10", "6.1", "6.12"])]
         kernel: String,
     },
+    /// Build the agent image without a registry (FROM scratch, podman/buildah from Debian,
+    /// installed when missing) as localhost/iommu-enforcer:<version>, and smoke-test it in podman.
+    Image,
     /// The whole test suite: setup if needed, cargo test --workspace, the deploy checks,
-    /// vm-metrics, then vm-test.
+    /// the image, vm-metrics, then vm-test.
     Test,
 }
 
@@ -152,6 +156,7 @@ fn real_main() -> Result<bool> {
             iterations,
             non_viable: non_viable_group,
         }),
+        Cmd::Image => image::image().map(|()| true),
         Cmd::Test => {
             setup::ensure()?;
             // The eBPF object first, so the agent's tests build with it embedded.
@@ -175,6 +180,15 @@ fn real_main() -> Result<bool> {
                 .status()
                 .is_ok_and(|s| s.success());
             extra.push(("deploy validation", deploy));
+            say("test: image (build FROM scratch, smoke test in podman)");
+            let image = image::image().map_or_else(
+                |e| {
+                    println!("FAIL image: {e:#}");
+                    false
+                },
+                |()| true,
+            );
+            extra.push(("image", image));
             say("test: vm-metrics (Prometheus scrapes the agent in the test node)");
             let metrics = metrics_scrape::vm_metrics("6.1").unwrap_or_else(|e| {
                 println!("FAIL vm-metrics: {e:#}");
