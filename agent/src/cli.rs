@@ -48,6 +48,12 @@ pub struct DaemonArgs {
     /// Path of the eBPF object to load instead of the one built into the binary.
     #[arg(long, value_name = "FILE")]
     pub ebpf_object: Option<PathBuf>,
+    /// Keep node labels for Node Feature Discovery in DIR/iommu-enforcer (NFD's features.d).
+    #[arg(long, value_name = "DIR")]
+    pub nfd_features_dir: Option<PathBuf>,
+    /// The host's root filesystem, against which policy paths (trusted_writers) are resolved.
+    #[arg(long, default_value = "/", value_name = "DIR")]
+    pub host_root: PathBuf,
 }
 
 #[derive(Subcommand, Debug)]

@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod enforce;
 pub mod metrics;
 pub mod model;
+pub mod nfd;
 pub mod policy;
 pub mod report;
 pub mod sysfs;

@@ -61,7 +61,20 @@ mod tests {
 
     fn days_in_month(y: i64, m: u32) -> u32 {
         let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-        [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][m as usize - 1]
+        [
+            31,
+            if leap { 29 } else { 28 },
+            31,
+            30,
+            31,
+            30,
+            31,
+            31,
+            30,
+            31,
+            30,
+            31,
+        ][m as usize - 1]
     }
 
     #[test]
@@ -73,7 +86,10 @@ mod tests {
             let last = prev.2 == days_in_month(prev.0, prev.1);
             let next_month = last && (prev.0, prev.1 + 1) == (y, m) && day == 1;
             let next_year = last && prev.0 + 1 == y && (prev.1, m, day) == (12, 1, 1);
-            assert!(next_day || next_month || next_year, "{prev:?} -> {y}-{m}-{day}");
+            assert!(
+                next_day || next_month || next_year,
+                "{prev:?} -> {y}-{m}-{day}"
+            );
             prev = (y, m, day);
         }
     }

@@ -2,13 +2,16 @@
 use std::{
     collections::BTreeMap,
     io::{self, Write},
-    sync::Arc,
+    path::Path,
+    sync::{Arc, Mutex},
     time::SystemTime,
 };
 
+use log::{info, warn};
+
 use serde::Serialize;
 
-use crate::{metrics::Metrics, model::Owner, timestamp::rfc3339};
+use crate::{metrics::Metrics, model::Owner, nfd::FeatureFile, timestamp::rfc3339};
 
 /// One output line.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -105,11 +108,19 @@ pub fn to_json(line: &Line, at: SystemTime) -> serde_json::Result<String> {
 #[derive(Clone, Default)]
 pub struct Sink {
     metrics: Option<Arc<Metrics>>,
+    /// NFD's feature file of node labels (`--nfd-features-dir`), fed from the same lines.
+    nfd: Option<Arc<Mutex<FeatureFile>>>,
 }
 
 impl Sink {
     pub fn new(metrics: Option<Arc<Metrics>>) -> Self {
-        Self { metrics }
+        Self { metrics, nfd: None }
+    }
+
+    /// Also keeps NFD's feature file in `dir` current, when given.
+    pub fn with_nfd(mut self, dir: Option<&Path>) -> Self {
+        self.nfd = dir.map(|d| Arc::new(Mutex::new(FeatureFile::new(d))));
+        self
     }
 
     pub fn emit(&self, lines: &[Line]) {
@@ -128,6 +139,15 @@ impl Sink {
             }
         }
         let _ = out.flush();
+        if let Some(nfd) = &self.nfd {
+            // A panic elsewhere while holding the lock leaves plain data: keep using it.
+            let mut file = nfd.lock().unwrap_or_else(|p| p.into_inner());
+            match file.observe(lines) {
+                Ok(true) => info!("node labels: wrote {}", file.path().display()),
+                Ok(false) => {}
+                Err(e) => warn!("node labels: {e}"),
+            }
+        }
     }
 
     pub fn metrics(&self) -> Option<&Metrics> {
