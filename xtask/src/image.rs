@@ -48,7 +48,13 @@ const DAEMONSET_ARGS: &[&str] = &[
     "/host/proc",
 ];
 /// Its capabilities (all others dropped).
-const DAEMONSET_CAPS: &[&str] = &["BPF", "PERFMON", "SYS_RESOURCE", "SYS_PTRACE", "DAC_READ_SEARCH"];
+const DAEMONSET_CAPS: &[&str] = &[
+    "BPF",
+    "PERFMON",
+    "SYS_RESOURCE",
+    "SYS_PTRACE",
+    "DAC_READ_SEARCH",
+];
 
 pub fn version() -> &'static str {
     env!("CARGO_PKG_VERSION")
@@ -94,11 +100,18 @@ fn stage_rootfs(enforcer: &Path, rootfs: &Path) -> Result<()> {
 
 fn build(rootfs: &Path) -> Result<()> {
     let root = workspace_root();
-    let revision = output(Command::new("git").args(["rev-parse", "HEAD"]).current_dir(&root))
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|_| "unknown".into());
+    let revision = output(
+        Command::new("git")
+            .args(["rev-parse", "HEAD"])
+            .current_dir(&root),
+    )
+    .map(|s| s.trim().to_owned())
+    .unwrap_or_else(|_| "unknown".into());
     let created = output(Command::new("date").args(["-u", "+%Y-%m-%dT%H:%M:%SZ"]))?;
-    say(format!("image: podman build -f deploy/Containerfile.runtime -t {}", tag()));
+    say(format!(
+        "image: podman build -f deploy/Containerfile.runtime -t {}",
+        tag()
+    ));
     run(Command::new("podman")
         .args(["build", "--pull=never", "-f"])
         .arg(root.join("deploy/Containerfile.runtime"))
@@ -117,8 +130,15 @@ fn build(rootfs: &Path) -> Result<()> {
         "{{json .Labels}}",
         &tag(),
     ]))?;
-    for key in ["org.opencontainers.image.version", "org.opencontainers.image.revision"] {
-        ensure!(labels.contains(key), "image {} lacks label {key}: {labels}", tag());
+    for key in [
+        "org.opencontainers.image.version",
+        "org.opencontainers.image.revision",
+    ] {
+        ensure!(
+            labels.contains(key),
+            "image {} lacks label {key}: {labels}",
+            tag()
+        );
     }
     Ok(())
 }
@@ -146,7 +166,16 @@ fn smoke_audit() -> Result<()> {
         fs::remove_dir_all(&dir)?;
     }
     run(Command::new("cargo")
-        .args(["run", "-q", "-p", "iommu-fixtures", "--bin", "mkfixture", "--", FIXTURE])
+        .args([
+            "run",
+            "-q",
+            "-p",
+            "iommu-fixtures",
+            "--bin",
+            "mkfixture",
+            "--",
+            FIXTURE,
+        ])
         .arg(&dir)
         .current_dir(workspace_root()))
     .context("mkfixture failed")?;
@@ -155,7 +184,15 @@ fn smoke_audit() -> Result<()> {
     let out = Command::new("podman")
         .arg("run")
         .args(RUN_FLAGS)
-        .args(["-v", &mount, &tag(), "audit", "--json", "--sysfs-root", "/fixture/sys"])
+        .args([
+            "-v",
+            &mount,
+            &tag(),
+            "audit",
+            "--json",
+            "--sysfs-root",
+            "/fixture/sys",
+        ])
         .args(["--proc-root", "/fixture/proc"])
         .output()
         .context("podman run (audit)")?;
@@ -166,7 +203,9 @@ fn smoke_audit() -> Result<()> {
         out.status.code(),
         String::from_utf8_lossy(&out.stderr)
     );
-    say(format!("image: audit of {FIXTURE} (read-only mount): exit 1, split_group reported"));
+    say(format!(
+        "image: audit of {FIXTURE} (read-only mount): exit 1, split_group reported"
+    ));
     Ok(())
 }
 
@@ -214,7 +253,11 @@ fn smoke_agent() -> Result<()> {
     args.push(tag());
     let addr = format!("127.0.0.1:{port}");
     for a in DAEMONSET_ARGS {
-        args.push(if *a == "0.0.0.0:9477" { addr.clone() } else { (*a).into() });
+        args.push(if *a == "0.0.0.0:9477" {
+            addr.clone()
+        } else {
+            (*a).into()
+        });
     }
     args.push("--dry-run".into());
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -231,7 +274,9 @@ fn smoke_agent() -> Result<()> {
             )
         })
         .unwrap_or_default();
-    let _ = Command::new("podman").args(["rm", "-f", "-t", "5", &name]).output();
+    let _ = Command::new("podman")
+        .args(["rm", "-f", "-t", "5", &name])
+        .output();
     match result {
         Ok(metrics) => {
             let enforcement = metrics
@@ -264,7 +309,10 @@ fn wait_ready(name: &str, port: u16) -> Result<String> {
         ]))
         .unwrap_or_default();
         if running.starts_with("false") {
-            bail!("the agent exited before /readyz answered (running, exit code: {})", running.trim());
+            bail!(
+                "the agent exited before /readyz answered (running, exit code: {})",
+                running.trim()
+            );
         }
         if Instant::now() > deadline {
             bail!("/readyz did not answer 200 within 60 s");
@@ -274,7 +322,8 @@ fn wait_ready(name: &str, port: u16) -> Result<String> {
     let (status, body) = get(addr, "/metrics")?;
     ensure!(status == 200, "/metrics answered {status}");
     ensure!(
-        body.lines().any(|l| l.starts_with("iommu_enforcer_build_info{")),
+        body.lines()
+            .any(|l| l.starts_with("iommu_enforcer_build_info{")),
         "/metrics has no iommu_enforcer_build_info:\n{body}"
     );
     Ok(body)
@@ -310,7 +359,9 @@ mod tests {
         let marker = "# --- runtime stage ---\n";
         let stage = |path: &str| {
             let text = read(path);
-            let at = text.find(marker).unwrap_or_else(|| panic!("{path} has no {marker:?}"));
+            let at = text
+                .find(marker)
+                .unwrap_or_else(|| panic!("{path} has no {marker:?}"));
             text[at..].to_owned()
         };
         assert_eq!(
@@ -318,17 +369,26 @@ mod tests {
             stage("deploy/Containerfile.runtime")
         );
         let registry = read("deploy/Containerfile");
-        assert!(registry.contains("FROM scratch AS rootfs\n"), "the rootfs stage");
+        assert!(
+            registry.contains("FROM scratch AS rootfs\n"),
+            "the rootfs stage"
+        );
     }
 
     #[test]
     fn the_smoke_test_runs_the_daemonsets_args_and_capabilities() {
         let ds = read("deploy/base/daemonset.yaml");
         for arg in DAEMONSET_ARGS {
-            assert!(ds.contains(&format!("- {arg}\n")), "daemonset.yaml lacks arg {arg}");
+            assert!(
+                ds.contains(&format!("- {arg}\n")),
+                "daemonset.yaml lacks arg {arg}"
+            );
         }
         for cap in DAEMONSET_CAPS {
-            assert!(ds.contains(&format!("- {cap}\n")), "daemonset.yaml lacks capability {cap}");
+            assert!(
+                ds.contains(&format!("- {cap}\n")),
+                "daemonset.yaml lacks capability {cap}"
+            );
         }
     }
 }
