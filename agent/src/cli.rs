@@ -52,6 +52,12 @@ pub struct DaemonArgs {
     /// Where the programs, links and state maps are pinned (on bpffs); they outlive the agent.
     #[arg(long, global = true, default_value = iommu_enforcer_common::pins::ROOT, value_name = "DIR")]
     pub pin_root: PathBuf,
+    /// Keep node labels for Node Feature Discovery in DIR/iommu-enforcer (NFD's features.d).
+    #[arg(long, value_name = "DIR")]
+    pub nfd_features_dir: Option<PathBuf>,
+    /// The host's root filesystem, against which policy paths (trusted_writers) are resolved.
+    #[arg(long, default_value = "/", value_name = "DIR")]
+    pub host_root: PathBuf,
 }
 
 #[derive(Subcommand, Debug)]

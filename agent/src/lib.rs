@@ -9,6 +9,8 @@ pub mod daemon;
 pub mod enforce;
 pub mod metrics;
 pub mod model;
+pub mod nfd;
 pub mod policy;
 pub mod report;
 pub mod sysfs;
+pub mod timestamp;

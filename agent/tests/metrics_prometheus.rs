@@ -124,6 +124,27 @@ impl Prometheus {
         json
     }
 
+    /// An instant query at `time` (unix seconds); its result vector.
+    fn query_at(&self, expr: &str, time: f64) -> Vec<Value> {
+        let json = self.api(&format!("/api/v1/query?query={}&time={time}", encode(expr)));
+        json["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// A range query from `start` to `end` every `step` seconds; its result matrix.
+    fn query_range(&self, expr: &str, start: f64, end: f64, step: u32) -> Vec<Value> {
+        let json = self.api(&format!(
+            "/api/v1/query_range?query={}&start={start}&end={end}&step={step}",
+            encode(expr)
+        ));
+        json["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// An instant query; its result vector.
     fn query(&self, expr: &str) -> Vec<Value> {
         let json = self.api(&format!("/api/v1/query?query={}", encode(expr)));
@@ -132,6 +153,14 @@ impl Prometheus {
             .cloned()
             .unwrap_or_default()
     }
+}
+
+/// The number in one sample of a query result (`{"value": [time, "1"]}`).
+fn sample_value(sample: &Value) -> f64 {
+    sample["value"][1]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("a sample with a value: {sample}"))
 }
 
 /// Every panel query in the dashboard, with its panel title.
@@ -155,6 +184,7 @@ fn dashboard_queries() -> Vec<(String, String)> {
 fn substitute(expr: &str, instance: &str) -> String {
     expr.replace("$node", &regex_escape(instance))
         .replace("$__rate_interval", "1m")
+        .replace("$__interval", "1s")
 }
 
 fn regex_escape(s: &str) -> String {
@@ -266,7 +296,41 @@ fn every_dashboard_query_and_alert_rule_works_against_a_real_prometheus() {
             names.push(name.to_owned());
         }
     }
-    assert_eq!(names.len(), 12, "{names:?}");
+    assert_eq!(names.len(), 13, "{names:?}");
+
+    // Bar panels count events exactly: over a range that starts before the first scrape, with
+    // the step Grafana gives `$__interval`, the bars of every counting panel add up to the
+    // counter's value at the last bar (`end`), whatever the step.
+    let end = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_secs_f64()
+        .floor();
+    for (title, expr) in dashboard_queries() {
+        if !expr.contains("offset $__interval") {
+            continue;
+        }
+        let counter = expr
+            .split(" - ")
+            .next()
+            .and_then(|s| s.rsplit('(').next())
+            .expect("a counter selector");
+        let total: f64 = prom
+            .query_at(&format!("sum({})", substitute(counter, &target)), end)
+            .iter()
+            .map(sample_value)
+            .sum();
+        for step in [1, 2, 7] {
+            let q = substitute(&expr, &target).replace("offset 1s", &format!("offset {step}s"));
+            let bars: f64 = prom
+                .query_range(&q, end - f64::from(step * (300 / step)), end, step)
+                .iter()
+                .flat_map(|s| s["values"].as_array().cloned().unwrap_or_default())
+                .map(|v| sample_value(&serde_json::json!({ "value": v })))
+                .sum();
+            assert_eq!(bars, total, "{title}, step {step}s: {q}");
+        }
+    }
 
     if external.is_none() {
         prom.wait_for("the recorded lines' alerts to fire", |p| {

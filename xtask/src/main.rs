@@ -5,6 +5,7 @@ mod checks;
 mod cpio;
 mod elf;
 mod fuzz;
+mod image;
 mod initramfs;
 mod kernels;
 mod metrics_scrape;
@@ -98,8 +99,11 @@ enum Cmd {
         #[arg(long, default_value_t = 30)]
         seconds: u64,
     },
+    /// Build the agent image without a registry (FROM scratch, podman/buildah from Debian,
+    /// installed when missing) as localhost/iommu-enforcer:<version>, and smoke-test it in podman.
+    Image,
     /// The whole test suite: setup if needed, cargo test --workspace, the deploy checks, the
-    /// fuzz targets (30 s each), vm-metrics, then vm-test.
+    /// fuzz targets (30 s each), the image, vm-metrics, then vm-test.
     Test,
 }
 
@@ -160,6 +164,7 @@ fn real_main() -> Result<bool> {
             non_viable: non_viable_group,
         }),
         Cmd::Fuzz { seconds } => fuzz::fuzz(seconds),
+        Cmd::Image => image::image().map(|()| true),
         Cmd::Test => {
             setup::ensure()?;
             // The eBPF object first, so the agent's tests build with it embedded.
@@ -189,6 +194,15 @@ fn real_main() -> Result<bool> {
                 false
             });
             extra.push(("fuzz", fuzzed));
+            say("test: image (build FROM scratch, smoke test in podman)");
+            let image = image::image().map_or_else(
+                |e| {
+                    println!("FAIL image: {e:#}");
+                    false
+                },
+                |()| true,
+            );
+            extra.push(("image", image));
             say("test: vm-metrics (Prometheus scrapes the agent in the test node)");
             let metrics = metrics_scrape::vm_metrics("6.1").unwrap_or_else(|e| {
                 println!("FAIL vm-metrics: {e:#}");

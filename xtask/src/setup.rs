@@ -161,3 +161,9 @@ impl Apt {
 fn is_root() -> bool {
     probe(Command::new("id").arg("-u")).is_some_and(|u| u.trim() == "0")
 }
+
+/// Installs the Debian `packages` that are missing (apt-get, as root), saying what it does;
+/// nothing when all are installed.
+pub fn ensure_packages(packages: &[&str]) -> Result<()> {
+    Apt::default().ensure(packages)
+}

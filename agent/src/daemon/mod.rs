@@ -93,7 +93,7 @@ async fn agent(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
     // Serve /healthz at once; /readyz says 503 until the first scan is done.
     let server = tokio::spawn(server.run());
     raise_memlock_limit();
-    let sink = Sink::new(Some(Arc::clone(&metrics)));
+    let sink = Sink::new(Some(Arc::clone(&metrics))).with_nfd(args.nfd_features_dir.as_deref());
 
     let mut features = Features::probe(&common.sysfs_root, &common.proc_root);
     log_features(&features);
@@ -110,6 +110,7 @@ async fn agent(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
     let map = scan::group_map(&common.sysfs_root)?;
     let dev_root = PathBuf::from(DEV_ROOT);
     let fresh = loaded.fresh_maps;
+    let policy = crate::policy::host_path::for_host(&args.host_root, policy);
     let enforcer = Enforcer::new(
         &common.sysfs_root,
         &dev_root,

@@ -138,12 +138,36 @@ impl Families {
             )?,
             registry,
         };
-        // Series without labels exist from the start, so rate() and alerts see a 0, not nothing.
+        // Every series whose label values are known in advance exists from the start at 0, so
+        // the first event is an increase from 0 that increase() and the alerts see, not a
+        // series that appears at 1. Series labelled by group, device or driver cannot be known
+        // in advance: the alerts on those also fire when a series appears (dashboards/alerts.yaml).
         for mechanism in super::MECHANISMS {
             families
                 .enforcement_active
                 .get_metric_with_label_values(&[mechanism])?
                 .set(0);
+        }
+        for rule in super::VETO_RULES {
+            for action in super::ACTIONS {
+                families
+                    .violations
+                    .get_metric_with_label_values(&[rule, action])?;
+            }
+        }
+        for (kind, action) in super::RESERVATION_KIND_ACTIONS {
+            for result in super::RESULTS {
+                families
+                    .reservation_actions
+                    .get_metric_with_label_values(&[kind, action, result])?;
+            }
+        }
+        for scope in super::CLAIM_SCOPES {
+            for result in super::RESULTS {
+                families
+                    .claims
+                    .get_metric_with_label_values(&[scope, result])?;
+            }
         }
         Ok(families)
     }

@@ -20,6 +20,11 @@
 //! | `group_removed` | drops the group's `group_owner` and `group_viable` series |
 //! | `lsm_hook` | `program_status` and `programs_attached` of that hook (attached or standby) |
 //!
+//! Counters whose label values are known in advance (`violations_total` by rule and action,
+//! `reservation_actions_total` by kind, action and result, `claims_total` by scope and result,
+//! and the unlabelled ones) are exported at 0 from the start, so an alert's `increase()` sees
+//! the first event.
+//!
 //! What no line says (the set of groups the policy reserves) comes from
 //! [`Metrics::set_reserved`].
 mod families;
@@ -64,6 +69,34 @@ pub const ACTIONS: [&str; 3] = ["vetoed", "would_veto", "allowed"];
 pub const RESERVATION_KINDS: [&str; 3] = ["pin", "rebind", "reservation_blocked"];
 pub const RESERVATION_ACTIONS: [&str; 5] =
     ["pinned", "rebound", "would_pin", "would_rebind", "report"];
+
+/// Rules a veto event names (the eBPF hooks' record `detail`, spelled out in
+/// `daemon::state`), the values of `violations_total{rule}`.
+pub const VETO_RULES: [&str; 7] = [
+    "protected_driver_override",
+    "protected_remove",
+    "protected_bind",
+    "protected_unbind",
+    "protected_new_id",
+    "protected_drivers_probe",
+    "vfio_open_not_viable",
+];
+
+/// The action each reservation kind may take, the valid `(kind, action)` pairs of
+/// `reservation_actions_total`.
+pub const RESERVATION_KIND_ACTIONS: [(&str, &str); 5] = [
+    ("pin", "pinned"),
+    ("pin", "would_pin"),
+    ("rebind", "rebound"),
+    ("rebind", "would_rebind"),
+    ("reservation_blocked", "report"),
+];
+
+/// Results of an event, the values of every `result` label.
+pub const RESULTS: [&str; 2] = ["ok", "error"];
+
+/// Scopes of a DMA ownership claim, the values of `claims_total{scope}`.
+pub const CLAIM_SCOPES: [&str; 2] = ["group", "device"];
 
 /// Label value for a field the line left null.
 const UNKNOWN: &str = "unknown";

@@ -555,3 +555,75 @@ fn bad_addresses_are_clear_errors() {
     assert!(parse_addr("[::]:9477").is_ok());
     assert!(parse_addr("127.0.0.1:0").is_ok());
 }
+
+#[test]
+fn counters_with_known_labels_are_exported_at_zero_before_any_event() {
+    let text = metrics().render();
+    let zero = |series: String| {
+        assert_eq!(sample(&text, &series), Some(0.0), "{series}\n{text}");
+    };
+    for rule in VETO_RULES {
+        for action in ACTIONS {
+            zero(format!(
+                r#"iommu_enforcer_violations_total{{action="{action}",rule="{rule}"}}"#
+            ));
+        }
+    }
+    for (kind, action) in RESERVATION_KIND_ACTIONS {
+        for result in RESULTS {
+            zero(format!(
+                r#"iommu_enforcer_reservation_actions_total{{action="{action}",kind="{kind}",result="{result}"}}"#
+            ));
+        }
+    }
+    for scope in CLAIM_SCOPES {
+        for result in RESULTS {
+            zero(format!(
+                r#"iommu_enforcer_claims_total{{result="{result}",scope="{scope}"}}"#
+            ));
+        }
+    }
+    zero("iommu_enforcer_events_lost_total".into());
+    zero("iommu_enforcer_resyncs_total".into());
+    // Labels that depend on the node's hardware are not invented.
+    for family in [
+        "iommu_enforcer_kernel_refusals_total{",
+        "iommu_enforcer_bind_events_total{",
+        "iommu_enforcer_vfio_opens_total{",
+    ] {
+        assert!(!text.contains(family), "{family}\n{text}");
+    }
+    // Only the pairs an event can carry: no pin that "rebound".
+    assert!(!text.contains(r#"action="rebound",kind="pin""#), "{text}");
+}
+
+#[test]
+fn the_first_veto_is_an_increase_from_zero() {
+    let m = metrics();
+    let series = r#"iommu_enforcer_violations_total{action="vetoed",rule="protected_bind"}"#;
+    assert_eq!(sample(&m.render(), series), Some(0.0));
+    m.observe_json(&capabilities(false, true, &[]));
+    m.observe_json(&event(
+        "veto",
+        json!({"rule": "protected_bind", "action": "vetoed", "result": "error", "errno": "EPERM"}),
+    ));
+    assert_eq!(sample(&m.render(), series), Some(1.0));
+}
+
+/// Every rule docs/events.md lists for veto events is exported from the start, and no other.
+#[test]
+fn veto_rules_are_the_ones_docs_events_md_lists() {
+    let doc = include_str!("../../../docs/events.md");
+    let veto = doc
+        .split("- `veto`:")
+        .nth(1)
+        .and_then(|s| s.split("\n- ").next())
+        .expect("docs/events.md describes veto events");
+    let documented: Vec<&str> = veto
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|w| w.starts_with("protected_") || w.ends_with("_not_viable"))
+        .collect();
+    assert_eq!(documented, VETO_RULES);
+}
