@@ -1,4 +1,4 @@
-# open()+close() of a regular file with the agent's programs attached and without, alternating in
+# open()+close(), pread and pwrite with the agent's programs attached and without, alternating in
 # one boot so that drift in the emulator hits both sides alike. /init started the first agent.
 # While measuring "with", the agent is stopped (SIGSTOP): its programs stay attached, but its own
 # housekeeping does not compete with the loop for the guest's one CPU, so the difference is the
@@ -6,12 +6,24 @@
 . /lib/vm/lib.sh
 echo data > /tmp/bench-file
 n=${BENCH_ITERATIONS:-200000}
-measure() { open-bench /tmp/bench-file $n 1 | sed 's/.*"ns_per_op": \([0-9.]*\).*/\1/'; }
+# Each loop the hooks see: open()+close() of a regular file, pread/pwrite of a regular file and
+# of /dev/null.
+LOOPS="open:/tmp/bench-file read:/tmp/bench-file write:/tmp/bench-file read:/dev/null write:/dev/null"
+measure() { open-bench $2 $n 1 $1 | sed 's/.*"ns_per_op": \([0-9.]*\).*/\1/'; }
+measure_all() {
+	for l in $LOOPS; do
+		kind=${l%%:*}
+		file=${l#*:}
+		fact ${1}_${kind}_$(basename $file | tr -c 'a-z0-9\n' '_')_$round $(measure $kind $file)
+	done
+}
 stop_agent() {
 	kill -TERM $1
 	i=0
 	while kill -0 $1 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
-	# Detached programs and trampolines are freed after an RCU grace period: let it pass.
+	# The programs outlive the agent (pinned): remove the pins so they detach. Detached
+	# programs and trampolines are freed after an RCU grace period: let it pass.
+	enforcer detach
 	sleep 1
 }
 start_agent() {
@@ -22,8 +34,8 @@ start_agent() {
 	i=0
 	while ! grep -q '"type":"ready"' /tmp/bench-agent.out && [ $i -lt 1200 ]; do sleep 0.1; i=$((i + 1)); done
 }
-# BENCH_NON_VIABLE=yes: give the file_open hook something to veto (a VFIO group whose companion
-# sits on a host driver), so it is attached while measuring; otherwise both hooks are on standby.
+# BENCH_NON_VIABLE=yes: measure with a protected group (a device on vfio-pci, its companion on a
+# host driver), the normal state of a passthrough node; the hooks are attached either way.
 if [ "${BENCH_NON_VIABLE:-no}" = yes ]; then
 	step modprobe e1000
 	unbind $VM_DEV_FN0
@@ -38,10 +50,10 @@ round=1
 while [ $round -le $rounds ]; do
 	kill -STOP $AGENT
 	sleep 1
-	fact with_$round $(measure)
+	measure_all with
 	kill -CONT $AGENT
 	stop_agent $AGENT
-	fact without_$round $(measure)
+	measure_all without
 	if [ $round -lt $rounds ]; then
 		start_agent
 		# The new agent attaches hooks from its first pass.

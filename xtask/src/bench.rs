@@ -20,6 +20,14 @@ pub struct BenchArgs {
     pub non_viable: bool,
 }
 
+/// The loops tests/vm/bench.sh times (fact key, what it is).
+const LOOPS: &[(&str, &str)] = &[
+    ("open_bench_file", "open()+close() of a regular file"),
+    ("read_bench_file", "pread(2) of 8 bytes from a regular file"),
+    ("write_bench_file", "pwrite(2) of 8 bytes to a regular file"),
+    ("read_null", "pread(2) of 8 bytes from /dev/null"),
+    ("write_null", "pwrite(2) of 8 bytes to /dev/null"),
+];
 /// Alternating rounds of each side (tests/vm/bench.sh's BENCH_ROUNDS default).
 const ROUNDS: usize = 5;
 
@@ -55,14 +63,14 @@ pub fn vm_bench(args: &BenchArgs) -> Result<bool> {
     };
     let out = vm::runs_dir(&format!("bench-{}", kernel.series));
     say(format!(
-        "vm-bench: kernel {} ({}), {} open()+close() per measurement, 5 rounds; file_open hook {}",
+        "vm-bench: kernel {} ({}), {} calls per measurement, 5 rounds, {}",
         kernel.series,
         kernel.release,
         args.iterations,
         if args.non_viable {
-            "attached (a non-viable VFIO group exists)"
+            "with a protected group (a device on vfio-pci), as on a passthrough node"
         } else {
-            "on standby (nothing to veto)"
+            "with nothing protected"
         }
     ));
     let outcome = vm::boot_once(&kernel, &base, &files, None, &out)?;
@@ -79,38 +87,39 @@ pub fn vm_bench(args: &BenchArgs) -> Result<bool> {
             .find(|(k, _)| *k == key)
             .and_then(|(_, v)| v.trim().parse().ok())
     };
-    let (mut with, mut without) = (Vec::new(), Vec::new());
-    println!("round  programs attached (ns/op)  detached (ns/op)");
-    for round in 1..=ROUNDS {
-        let (w, wo) = (
-            fact(&format!("with_{round}")),
-            fact(&format!("without_{round}")),
-        );
-        let show = |v: Option<f64>| v.map_or("?".to_string(), |v| format!("{v:.0}"));
-        println!("{round:>5}  {:>25}  {:>16}", show(w), show(wo));
-        with.extend(w);
-        without.extend(wo);
-    }
-    if with.len() != ROUNDS || without.len() != ROUNDS {
-        bail!(
-            "the benchmark script did not report every round (see {})",
-            out.join("script.out").display()
-        );
-    }
     // Emulator noise only ever adds time, so the fastest round of each side is the steadiest
     // estimate; the medians are printed too.
     let fastest = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
-    let (wf, wof) = (fastest(&with), fastest(&without));
-    let (w, wo) = (median(with), median(without));
-    println!(
-        "fastest: {wf:.0} ns/op with the programs attached, {wof:.0} without: ratio {:.3} (goal <= 1.02)",
-        wf / wof
-    );
-    println!(
-        "median:  {w:.0} ns/op with, {wo:.0} without: ratio {:.3}; {:+.0} ns per open()+close() under QEMU TCG",
-        w / wo,
-        w - wo
-    );
+    for (loop_key, what) in LOOPS {
+        let (mut with, mut without) = (Vec::new(), Vec::new());
+        println!("{what}");
+        println!("round  programs attached (ns/op)  detached (ns/op)");
+        for round in 1..=ROUNDS {
+            let (w, wo) = (
+                fact(&format!("with_{loop_key}_{round}")),
+                fact(&format!("without_{loop_key}_{round}")),
+            );
+            let show = |v: Option<f64>| v.map_or("?".to_string(), |v| format!("{v:.0}"));
+            println!("{round:>5}  {:>25}  {:>16}", show(w), show(wo));
+            with.extend(w);
+            without.extend(wo);
+        }
+        if with.len() != ROUNDS || without.len() != ROUNDS {
+            bail!(
+                "the benchmark script did not report every round of {what} (see {})",
+                out.join("script.out").display()
+            );
+        }
+        let (wf, wof) = (fastest(&with), fastest(&without));
+        let (w, wo) = (median(with), median(without));
+        println!(
+            "{what}: fastest {wf:.0} ns/op attached, {wof:.0} detached: ratio {:.3} (goal <= 1.02); \
+             median {w:.0} vs {wo:.0}: ratio {:.3}, {:+.0} ns per call under QEMU TCG",
+            wf / wof,
+            w / wo,
+            w - wo
+        );
+    }
     say(format!("vm-bench: outputs in {}", out.display()));
     Ok(true)
 }

@@ -65,7 +65,7 @@ enum Cmd {
         /// Only this kernel series.
         #[arg(long)]
         kernel: Option<String>,
-        /// Only this scenario.
+        /// Only these scenarios (comma-separated names).
         #[arg(long)]
         scenario: Option<String>,
         /// Boots run at the same time.

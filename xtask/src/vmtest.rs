@@ -71,7 +71,7 @@ pub fn vm_test(filter: &Filter) -> Result<(usize, usize)> {
             filter
                 .scenario
                 .as_deref()
-                .is_none_or(|n| n == j.scenario.name)
+                .is_none_or(|n| n.split(',').any(|n| n == j.scenario.name))
         })
         .collect();
     if jobs.is_empty() {

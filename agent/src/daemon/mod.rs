@@ -230,6 +230,8 @@ async fn agent(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
         }
     };
     metrics.set_ready(false);
+    // What the programs reported up to the signal is still said.
+    live.drain(events.get_mut());
     server.abort();
     drop(events);
     let Live { loaded, sink, .. } = live;

@@ -5,6 +5,11 @@ agent=$(pidof enforcer)
 kill -TERM $agent
 i=0
 while [ -e /proc/$agent ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
+# Debian's kernels default to perf_event_paranoid=3, where a Debian patch refuses every
+# perf_event_open (the VFIO kprobes) without CAP_SYS_ADMIN: the README's node prerequisite is
+# kernel.perf_event_paranoid<=2, under which CAP_PERFMON suffices.
+fact default_paranoid $(cat /proc/sys/kernel/perf_event_paranoid)
+echo 2 > /proc/sys/kernel/perf_event_paranoid
 CAPS=BPF,PERFMON,SYS_RESOURCE,SYS_PTRACE,DAC_READ_SEARCH
 with-caps $CAPS -- enforcer > /tmp/caps.out 2> /tmp/caps.err &
 second=$!

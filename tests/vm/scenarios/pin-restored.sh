@@ -2,7 +2,10 @@
 # writes through a path no hook sees) is put back on the next housekeeping pass, with an event.
 . /lib/vm/lib.sh
 fact fn1_override "$(cat $(pcidev $VM_DEV_FN1)/driver_override)"
-r=$(trusted-sysfs-write write $(pcidev $VM_DEV_FN1)/driver_override "")
+# A lone newline clears driver_override (as `echo "" >` does); an empty write never reaches it.
+nl=$(printf '\nx')
+nl=${nl%x}
+r=$(trusted-sysfs-write write $(pcidev $VM_DEV_FN1)/driver_override "$nl")
 echo "+ trusted-sysfs-write clears the pin: $r"
 fact cleared "$(cat $(pcidev $VM_DEV_FN1)/driver_override)"
 i=0
