@@ -29,7 +29,10 @@ fn main() -> ExitCode {
     };
     let fd = unsafe { libc::open(path.as_ptr(), flags) };
     if fd < 0 {
-        eprintln!("open-bench: open {file}: {}", std::io::Error::last_os_error());
+        eprintln!(
+            "open-bench: open {file}: {}",
+            std::io::Error::last_os_error()
+        );
         return ExitCode::from(1);
     }
     let mut buf = *b"benchmrk";
@@ -44,11 +47,14 @@ fn main() -> ExitCode {
                     }
                     f >= 0
                 }
-                "read" => unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), 0) } >= 0,
-                _ => unsafe { libc::pwrite(fd, buf.as_ptr().cast(), buf.len(), 0) } >= 0,
+                "read" => (unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), 0) }) >= 0,
+                _ => (unsafe { libc::pwrite(fd, buf.as_ptr().cast(), buf.len(), 0) }) >= 0,
             };
             if !ok {
-                eprintln!("open-bench: {mode} {file}: {}", std::io::Error::last_os_error());
+                eprintln!(
+                    "open-bench: {mode} {file}: {}",
+                    std::io::Error::last_os_error()
+                );
                 return ExitCode::from(1);
             }
         }
