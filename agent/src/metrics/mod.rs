@@ -66,27 +66,31 @@ pub const PROGRAM_STATUSES: [&str; 4] = ["attached", "standby", "absent", "faile
 pub const ACTIONS: [&str; 3] = ["vetoed", "would_veto", "allowed"];
 
 /// Reservation event kinds and their actions, the values of `reservation_actions_total`.
-pub const RESERVATION_KINDS: [&str; 3] = ["pin", "rebind", "reservation_blocked"];
+pub const RESERVATION_KINDS: [&str; 4] = ["pin", "pin_restored", "rebind", "reservation_blocked"];
 pub const RESERVATION_ACTIONS: [&str; 5] =
     ["pinned", "rebound", "would_pin", "would_rebind", "report"];
 
 /// Rules a veto event names (the eBPF hooks' record `detail`, spelled out in
 /// `daemon::state`), the values of `violations_total{rule}`.
-pub const VETO_RULES: [&str; 7] = [
+pub const VETO_RULES: [&str; 10] = [
     "protected_driver_override",
     "protected_remove",
     "protected_bind",
     "protected_unbind",
     "protected_new_id",
-    "protected_drivers_probe",
+    "protected_reset",
+    "protected_reset_subordinate",
+    "protected_slot_power",
+    "protected_probe",
     "vfio_open_not_viable",
 ];
 
 /// The action each reservation kind may take, the valid `(kind, action)` pairs of
 /// `reservation_actions_total`.
-pub const RESERVATION_KIND_ACTIONS: [(&str, &str); 5] = [
+pub const RESERVATION_KIND_ACTIONS: [(&str, &str); 6] = [
     ("pin", "pinned"),
     ("pin", "would_pin"),
+    ("pin_restored", "pinned"),
     ("rebind", "rebound"),
     ("rebind", "would_rebind"),
     ("reservation_blocked", "report"),
@@ -330,7 +334,7 @@ impl Metrics {
             ),
             "claim" => self.inc(&f.claims, &[&or_unknown(&ev.scope), &result]),
             "vfio_open" => self.inc(&f.vfio_opens, &[&or_unknown(&ev.group), &result]),
-            kind @ ("pin" | "rebind" | "reservation_blocked") => {
+            kind @ ("pin" | "pin_restored" | "rebind" | "reservation_blocked") => {
                 let action = ev.action.as_deref().unwrap_or(UNKNOWN);
                 if !RESERVATION_ACTIONS.contains(&action) {
                     warn!("metrics: {kind} event with unknown action {action:?} not counted");
