@@ -450,6 +450,21 @@ pub mod pins {
     pub const ROOT: &str = "/sys/fs/bpf/iommu-enforcer";
     /// Bump when any pinned map's key, value or size changes.
     pub const MAP_LAYOUT: u32 = 1;
+    /// The maps that hold protection state and are pinned (and adopted by the next agent).
+    pub const MAPS: &[&str] = &[
+        super::names::GROUPS,
+        super::names::RDEV_OPENS,
+        super::names::GROUP_RDEV,
+        super::names::RESERVED,
+        super::names::PROTECTED_REFS,
+        super::names::CONFIG,
+        super::names::TOPOLOGY,
+        super::names::SLOTS,
+        super::names::DEVICE_IDS,
+        super::names::USER_DRIVERS,
+        super::names::VFIO_DENY,
+        super::names::TRUSTED_EXE,
+    ];
 }
 
 #[cfg(feature = "user")]

@@ -55,11 +55,11 @@ static OFF_REGS_DX: u32 = UNRESOLVED;
 
 /// Kernel dev_t of VFIO nodes whose group is not viable under the policy -> what they are.
 #[map(name = "VFIO_DENY")]
-static VFIO_DENY: HashMap<u32, WatchedFile> = HashMap::pinned(4096, 0);
+static VFIO_DENY: HashMap<u32, WatchedFile> = HashMap::with_max_entries(4096, 0);
 
 /// Executables the policy trusts to write protected files.
 #[map(name = "TRUSTED_EXE")]
-static TRUSTED_EXE: HashMap<ExeKey, u8> = HashMap::pinned(256, 0);
+static TRUSTED_EXE: HashMap<ExeKey, u8> = HashMap::with_max_entries(256, 0);
 
 /// `int security_file_open(struct file *file)`: VFIO group and cdev opens, and sysfs files of
 /// protected devices opened for writing (acct(2) and `__kernel_write` bypass file_permission).

@@ -16,44 +16,44 @@ use crate::kernel;
 
 /// Per group id: members on user drivers, claims.
 #[map(name = "GROUPS")]
-static GROUPS: Array<GroupState> = Array::pinned(MAX_GROUPS, 0);
+static GROUPS: Array<GroupState> = Array::with_max_entries(MAX_GROUPS, 0);
 
 /// Kernel dev_t of a VFIO group node -> open files of it (each open until its release).
 #[map(name = "RDEV_OPENS")]
-static RDEV_OPENS: HashMap<u32, i32> = HashMap::pinned(4096, 0);
+static RDEV_OPENS: HashMap<u32, i32> = HashMap::with_max_entries(4096, 0);
 
 /// Group id -> dev_t of its `/dev/vfio/N` (agent: it appears when vfio-pci binds a member).
 #[map(name = "GROUP_RDEV")]
-static GROUP_RDEV: HashMap<u32, u32> = HashMap::pinned(4096, 0);
+static GROUP_RDEV: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
 
 /// Groups the policy reserves (agent).
 #[map(name = "RESERVED")]
-static RESERVED: HashMap<u32, u32> = HashMap::pinned(4096, 0);
+static RESERVED: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
 
 /// Sum of every count above: nonzero while anything at all is protected.
 #[map(name = "PROTECTED_REFS")]
-static PROTECTED_REFS: Array<i32> = Array::pinned(1, 0);
+static PROTECTED_REFS: Array<i32> = Array::with_max_entries(1, 0);
 
 /// Settings the agent writes (see `common::config`).
 #[map(name = "CONFIG")]
-static CONFIG: Array<u32> = Array::pinned(config::LEN, 0);
+static CONFIG: Array<u32> = Array::with_max_entries(config::LEN, 0);
 
 /// PCI address -> group and the groups below it (agent, from sysfs).
 #[map(name = "TOPOLOGY")]
-static TOPOLOGY: HashMap<[u8; ADDR_LEN], DeviceInfo> = HashMap::pinned(16384, 0);
+static TOPOLOGY: HashMap<[u8; ADDR_LEN], DeviceInfo> = HashMap::with_max_entries(16384, 0);
 
 /// Hotplug slot name -> the groups below it (agent).
 #[map(name = "SLOTS")]
-static SLOTS: HashMap<[u8; ADDR_LEN], DeviceInfo> = HashMap::pinned(1024, 0);
+static SLOTS: HashMap<[u8; ADDR_LEN], DeviceInfo> = HashMap::with_max_entries(1024, 0);
 
 /// Every device's IDs (agent; `CONFIG[DEVICE_IDS]` entries in use), for reports and a future
 /// exact `new_id` match; the hook fails closed instead, which the verifier can check quickly.
 #[map(name = "DEVICE_IDS")]
-static DEVICE_IDS: Array<PciIds> = Array::pinned(MAX_DEVICE_IDS, 0);
+static DEVICE_IDS: Array<PciIds> = Array::with_max_entries(MAX_DEVICE_IDS, 0);
 
 /// Driver name -> `driver_class` flags (agent, from the policy).
 #[map(name = "USER_DRIVERS")]
-static USER_DRIVERS: HashMap<[u8; DRIVER_KEY_LEN], u32> = HashMap::pinned(256, 0);
+static USER_DRIVERS: HashMap<[u8; DRIVER_KEY_LEN], u32> = HashMap::with_max_entries(256, 0);
 
 #[inline(always)]
 pub fn config(index: u32) -> u32 {

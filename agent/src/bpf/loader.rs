@@ -79,6 +79,8 @@ pub struct Loaded {
     /// Links the kernel cannot pin, detached when the agent exits.
     unpinned: Vec<Box<dyn std::any::Any>>,
     links_dir: PathBuf,
+    /// Whether bpffs took the pins: without it (not mounted) nothing outlives the agent.
+    pinning: bool,
     /// Whether the state maps were created by this load (no earlier agent left them).
     pub fresh_maps: bool,
 }
@@ -101,10 +103,22 @@ pub fn load(object: &[u8], features: &Features, pin_root: &Path) -> Result<Loade
     }
     let btf = Btf::from_sys_fs().map_err(|e| LoadError::NoBtf(e.to_string()))?;
     let (maps_dir, links_dir) = pin_dirs(pin_root);
-    for dir in [&maps_dir, &links_dir] {
-        fs::create_dir_all(dir).map_err(|e| LoadError::PinDir(dir.clone(), e))?;
-    }
-    let fresh_maps = !maps_dir.join(names::GROUPS).exists();
+    let pinning = match [&maps_dir, &links_dir]
+        .into_iter()
+        .try_for_each(|dir| fs::create_dir_all(dir).map_err(|e| LoadError::PinDir(dir.clone(), e)))
+    {
+        Ok(()) => true,
+        Err(e) => {
+            log::warn!("{e}: nothing is pinned, so the programs and the protection state end with this agent");
+            false
+        }
+    };
+    let fresh_maps = !pinning || !maps_dir.join(names::GROUPS).exists();
+    let map_paths: Vec<(&str, PathBuf)> = if pinning {
+        pins::MAPS.iter().map(|m| (*m, maps_dir.join(m))).collect()
+    } else {
+        Vec::new()
+    };
     let off = features.offsets();
     let u = |o: Option<u32>| o.unwrap_or(UNRESOLVED);
     let regs_mode = if features.has_task_pt_regs_helper() {
@@ -149,7 +163,10 @@ pub fn load(object: &[u8], features: &Features, pin_root: &Path) -> Result<Loade
     ];
     let mut loader = EbpfLoader::new();
     loader.btf(Some(&btf));
-    loader.default_map_pin_directory(&maps_dir);
+    // An existing pin is reused, a missing one created and pinned.
+    for (name, path) in &map_paths {
+        loader.map_pin_path(name, path.as_path());
+    }
     for (name, value) in &globals {
         loader.override_global(name, value, true);
     }
@@ -160,6 +177,7 @@ pub fn load(object: &[u8], features: &Features, pin_root: &Path) -> Result<Loade
         status: BTreeMap::new(),
         unpinned: Vec::new(),
         links_dir,
+        pinning,
         fresh_maps,
     })
 }
@@ -229,7 +247,11 @@ impl Loaded {
 
     /// Pins `link` in place of the previous agent's: pinned under a temporary name, then renamed
     /// over the old pin, which detaches the old program only once this one runs.
-    fn pin(&self, program: &str, link: FdLink) -> Result<ProgramStatus, ProgramError> {
+    fn pin(&mut self, program: &str, link: FdLink) -> Result<ProgramStatus, ProgramError> {
+        if !self.pinning {
+            self.unpinned.push(Box::new(link));
+            return Ok(ProgramStatus::AttachedUnpinned);
+        }
         let path = self.links_dir.join(program);
         // bpffs refuses names with a dot.
         let tmp = self.links_dir.join(format!("{program}_new"));
