@@ -7,12 +7,13 @@ fact group $g
 # that, as on a node where e1000 had the functions before the policy arrived.
 agent=$(pidof enforcer)
 kill -TERM $agent
-# The old agent detaches its programs before it exits (0.3-1.9 s measured under TCG): it must
-# be gone, or it would move the functions back itself.
+# The old agent must be gone, or it would move the functions back itself; its pinned programs
+# outlive it and would refuse the undo below, so uninstall them as well (`enforcer detach`).
 i=0
 while kill -0 $agent 2>/dev/null && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
 fact first_agent_exit_ms $((i * 100))
 fact first_agent_gone $(kill -0 $agent 2>/dev/null && echo no || echo yes)
+step enforcer detach
 for d in $VM_DEV_FN0 $VM_DEV_FN1; do
 	unbind $d
 	clear_override $d
