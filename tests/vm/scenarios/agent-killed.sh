@@ -5,6 +5,11 @@
 g=$(group_of $VM_DEV_FN0)
 fact group $g
 bind_vfio $VM_DEV_FN0
+# The agent pins the companion when vfio-pci binds .0. Without BPF LSM that pin is the only
+# guard, so wait for it as a VM start would (seconds later in the field); its latency is a fact.
+i=0
+while [ "$(cat $(pcidev $VM_DEV_FN1)/driver_override)" != vfio-pci ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+fact pin_after_ms $((i * 100))
 hold $g $VM_DEV_FN0 || exit 1
 step modprobe e1000
 unbind $VM_DEV_FN1
