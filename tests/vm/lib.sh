@@ -94,3 +94,11 @@ release() {
 show() {
 	for d in "$@"; do echo "  $d: group $(group_of $d), driver $(driver_of $d)"; done
 }
+
+# try MODE FILE DATA: one write by sysfs-write (write, pwrite, writev, io_uring); prints its
+# outcome with `_` for spaces (`ok`, `error_EPERM`) for `fact`, and the whole line on stderr.
+try() {
+	r=$(sysfs-write "$@")
+	echo "+ sysfs-write $*: $r" >&2
+	echo "$r" | tr ' ' '_'
+}

@@ -20,11 +20,6 @@ i=0
 while [ -e /proc/$agent ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
 fact agent_killed $([ -e /proc/$agent ] && echo no || echo yes)
 fact pinned_links $(ls /sys/fs/bpf/iommu-enforcer/links | wc -l)
-try() {
-	r=$(sysfs-write "$@")
-	echo "+ sysfs-write $*: $r" >&2
-	echo "$r" | tr ' ' '_'
-}
 # Without BPF LSM (5.10 booted without lsm=...,bpf) nothing can refuse root's write to
 # driver_override, and a bind after it would BUG() 5.10: there, only what the pins hold is tried.
 if grep -q bpf /sys/kernel/security/lsm; then

@@ -15,11 +15,6 @@ linked() {
 	echo "+ uring-linked $*: $r" >&2
 	echo "$r" | tail -n 1 | tr ' ' '_'
 }
-try() {
-	r=$(sysfs-write "$@")
-	echo "+ sysfs-write $*: $r" >&2
-	echo "$r" | tr ' ' '_'
-}
 decoy=0000:00:00.0
 fact unbind_linked $(linked /sys/bus/pci/drivers/vfio-pci/unbind $VM_DEV_FN0 $decoy)
 fact unbind_linked_fixed $(linked --fixed /sys/bus/pci/drivers/vfio-pci/unbind $VM_DEV_FN0 $decoy)

@@ -10,11 +10,6 @@ hold $g $VM_DEV_FN0 || exit 1
 step modprobe e1000
 port=$(basename "$(dirname "$(readlink -f $(pcidev $VM_DEV_FN0))")")
 fact port $port
-try() {
-	r=$(sysfs-write "$@")
-	echo "+ sysfs-write $*: $r" >&2
-	echo "$r" | tr ' ' '_'
-}
 fact port_remove $(try write $(pcidev $port)/remove 1)
 slot=
 for s in /sys/bus/pci/slots/*; do

@@ -9,11 +9,6 @@ hold $g $VM_DEV_FN0 || exit 1
 step modprobe e1000
 # The agent watches a new driver's bind/unbind/new_id from its next housekeeping pass.
 sleep 3
-try() {
-	r=$(sysfs-write "$@")
-	echo "+ sysfs-write $*: $r" >&2
-	echo "$r" | tr ' ' '_'
-}
 for mode in write pwrite writev io_uring; do
 	fact ${mode}_driver_override $(try $mode $(pcidev $VM_DEV_FN1)/driver_override e1000)
 	fact ${mode}_bind $(try $mode /sys/bus/pci/drivers/e1000/bind $VM_DEV_FN1)
