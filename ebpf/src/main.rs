@@ -1,5 +1,6 @@
-//! eBPF side of iommu-enforcer. One file per program family; every program only reports, and
-//! the agent decides. Records are `iommu_enforcer_common::Event`, sent through one ring buffer.
+//! eBPF side of iommu-enforcer. One file per program family. The programs keep the protection
+//! state (`state`) and veto from it; the agent loads the topology and the policy into their maps.
+//! Records are `iommu_enforcer_common::Event`, sent through one ring buffer.
 #![no_std]
 #![no_main]
 // atomic_xadd: the bpf target has no core::sync::atomic integer types.
