@@ -144,16 +144,41 @@ fn load(
         },
         None => crate::policy::Policy::default(),
     };
-    let scan = match crate::sysfs::scan(&common.sysfs_root) {
-        Ok(s) => s,
-        Err(e) => {
+    // With a deadline: a device mid-removal can block a sysfs read for as long as its VFIO
+    // group is held; the audit says so instead of hanging.
+    let root = common.sysfs_root.clone();
+    let scan = match crate::io_deadline::run("sysfs scan", crate::io_deadline::SCAN, move || {
+        crate::sysfs::scan(&root)
+    }) {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
             eprintln!("enforcer: {e}");
+            return None;
+        }
+        Err(stalled) => {
+            eprintln!(
+                "enforcer: sysfs scan of {}: {stalled}",
+                common.sysfs_root.display()
+            );
             return None;
         }
     };
     let mut map = scan.to_map();
     let mut problems = scan.problems;
-    let holders = crate::sysfs::scan_holders(&common.proc_root, &common.sysfs_root);
+    let (proc_root, sysfs_root) = (common.proc_root.clone(), common.sysfs_root.clone());
+    let holders =
+        match crate::io_deadline::run("holders scan", crate::io_deadline::SCAN, move || {
+            crate::sysfs::scan_holders(&proc_root, &sysfs_root)
+        }) {
+            Ok(h) => h,
+            Err(stalled) => {
+                eprintln!(
+                    "enforcer: scan of {}/*/fd: {stalled}",
+                    common.proc_root.display()
+                );
+                return None;
+            }
+        };
     map.set_holders(holders.holders);
     problems.extend(holders.problems);
     Some((map, problems, policy))

@@ -179,8 +179,6 @@ pub const MAX_GROUPS: u32 = 16384;
 /// Groups below one bridge, port or slot that `TOPOLOGY`/`SLOTS` list; one with more is
 /// treated as above a protected group whenever anything is protected.
 pub const MAX_BELOW: usize = 16;
-/// Devices `DEVICE_IDS` holds for `new_id` matching; more fail closed.
-pub const MAX_DEVICE_IDS: u32 = 1024;
 /// Bytes of a driver name key in `USER_DRIVERS`.
 pub const DRIVER_KEY_LEN: usize = 32;
 
@@ -208,18 +206,6 @@ pub struct DeviceInfo {
     pub below: [u32; MAX_BELOW],
 }
 
-/// Entry of `DEVICE_IDS`: a device's IDs and group, for matching `new_id`/`remove_id`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PciIds {
-    pub vendor: u32,
-    pub device: u32,
-    pub subvendor: u32,
-    pub subdevice: u32,
-    pub class: u32,
-    pub group: u32,
-}
-
 /// Flags of `USER_DRIVERS` values.
 pub mod driver_class {
     /// Hands devices to user space (vfio-pci and variants): binding it protects the group.
@@ -236,8 +222,7 @@ pub mod config {
     pub const DRY_RUN: u32 = 1;
     /// Nonzero: groups with a user-bound member, a claim or an open VFIO node are protected.
     pub const PROTECT_USER: u32 = 2;
-    /// Entries of `DEVICE_IDS` in use.
-    pub const DEVICE_IDS: u32 = 3;
+    // 3 is unused (it counted a device-ID table no hook read); kept so the pinned layout holds.
     /// Groups the policy reserves (anything protected even before a bind).
     pub const RESERVED: u32 = 4;
     /// Set once the agent has loaded the topology: before that nothing is known.
@@ -257,18 +242,6 @@ pub struct NewId {
     pub subdevice: u32,
     pub class: u32,
     pub class_mask: u32,
-}
-
-impl NewId {
-    /// `pci_match_one_device`: whether a device with these IDs would match.
-    #[inline(always)]
-    pub fn matches(&self, d: &PciIds) -> bool {
-        (self.vendor == PCI_ANY_ID || self.vendor == d.vendor)
-            && (self.device == PCI_ANY_ID || self.device == d.device)
-            && (self.subvendor == PCI_ANY_ID || self.subvendor == d.subvendor)
-            && (self.subdevice == PCI_ANY_ID || self.subdevice == d.subdevice)
-            && ((self.class ^ d.class) & self.class_mask) == 0
-    }
 }
 
 /// Bytes of `new_id` data the hooks read.
@@ -424,7 +397,6 @@ pub mod names {
     pub const CONFIG: &str = "CONFIG";
     pub const TOPOLOGY: &str = "TOPOLOGY";
     pub const SLOTS: &str = "SLOTS";
-    pub const DEVICE_IDS: &str = "DEVICE_IDS";
     pub const USER_DRIVERS: &str = "USER_DRIVERS";
     pub const PROBE_OK: &str = "PROBE_OK";
     pub const OFF_INODE_PRIVATE: &str = "OFF_INODE_PRIVATE";
@@ -460,7 +432,6 @@ pub mod pins {
         super::names::CONFIG,
         super::names::TOPOLOGY,
         super::names::SLOTS,
-        super::names::DEVICE_IDS,
         super::names::USER_DRIVERS,
         super::names::VFIO_DENY,
         super::names::TRUSTED_EXE,
@@ -477,8 +448,6 @@ unsafe impl aya::Pod for ExeKey {}
 unsafe impl aya::Pod for GroupState {}
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for DeviceInfo {}
-#[cfg(feature = "user")]
-unsafe impl aya::Pod for PciIds {}
 
 #[cfg(test)]
 mod tests {
@@ -490,17 +459,6 @@ mod tests {
         d
     }
 
-    fn ids(vendor: u32, device: u32) -> PciIds {
-        PciIds {
-            vendor,
-            device,
-            subvendor: 0x1af4,
-            subdevice: 0x1100,
-            class: 0x020000,
-            group: 7,
-        }
-    }
-
     #[test]
     fn new_id_parses_like_the_kernels_sscanf() {
         let id = parse_new_id(&data("8086 100e\n")).expect("two fields");
@@ -510,16 +468,10 @@ mod tests {
         let padded = parse_new_id(&data("00008086   0x0000100E")).expect("padded");
         assert_eq!((padded.vendor, padded.device), (0x8086, 0x100e));
         let any = parse_new_id(&data("ffffffff ffffffff")).expect("PCI_ANY_ID");
-        assert!(
-            any.matches(&ids(0x10de, 0x2204)),
-            "PCI_ANY_ID matches every device"
-        );
+        assert_eq!((any.vendor, any.device), (PCI_ANY_ID, PCI_ANY_ID));
         let full = parse_new_id(&data("8086 100e 1af4 1100 020000 ffffff 0")).expect("7 fields");
-        assert!(full.matches(&ids(0x8086, 0x100e)));
-        assert!(!full.matches(&PciIds {
-            class: 0x030000,
-            ..ids(0x8086, 0x100e)
-        }));
+        assert_eq!((full.subvendor, full.subdevice), (0x1af4, 0x1100));
+        assert_eq!((full.class, full.class_mask), (0x020000, 0xffffff));
         // Truncated to 32 bits, as the kernel stores them in unsigned ints.
         let wide = parse_new_id(&data("1000008086 100e")).expect("wide");
         assert_eq!(wide.vendor, 0x8086);
@@ -534,7 +486,6 @@ mod tests {
         assert_eq!(core::mem::size_of::<Event>(), 160);
         assert_eq!(core::mem::size_of::<GroupState>(), 8);
         assert_eq!(core::mem::size_of::<DeviceInfo>(), 8 + 4 * MAX_BELOW);
-        assert_eq!(core::mem::size_of::<PciIds>(), 24);
         assert_eq!(core::mem::size_of::<WatchedFile>(), 24);
     }
 }

@@ -8,8 +8,7 @@ use aya_ebpf::{
     maps::{Array, HashMap},
 };
 use iommu_enforcer_common::{
-    config, driver_class, DeviceInfo, GroupState, PciIds, ADDR_LEN, DRIVER_KEY_LEN, MAX_BELOW,
-    MAX_DEVICE_IDS, MAX_GROUPS,
+    config, driver_class, DeviceInfo, GroupState, ADDR_LEN, DRIVER_KEY_LEN, MAX_BELOW, MAX_GROUPS,
 };
 
 use crate::kernel;
@@ -45,11 +44,6 @@ static TOPOLOGY: HashMap<[u8; ADDR_LEN], DeviceInfo> = HashMap::with_max_entries
 /// Hotplug slot name -> the groups below it (agent).
 #[map(name = "SLOTS")]
 static SLOTS: HashMap<[u8; ADDR_LEN], DeviceInfo> = HashMap::with_max_entries(1024, 0);
-
-/// Every device's IDs (agent; `CONFIG[DEVICE_IDS]` entries in use), for reports and a future
-/// exact `new_id` match; the hook fails closed instead, which the verifier can check quickly.
-#[map(name = "DEVICE_IDS")]
-static DEVICE_IDS: Array<PciIds> = Array::with_max_entries(MAX_DEVICE_IDS, 0);
 
 /// Driver name -> `driver_class` flags (agent, from the policy).
 #[map(name = "USER_DRIVERS")]

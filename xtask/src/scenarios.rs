@@ -137,6 +137,14 @@ pub const SCENARIOS: &[Scenario] = &[
         check: hostile_io_uring,
     },
     Scenario {
+        name: "blocked-removal",
+        // Only without BPF LSM is the remove of a held device not refused.
+        boots: &[("5.10", None)],
+        dry_run: false,
+        policy: None,
+        check: blocked_removal,
+    },
+    Scenario {
         name: "hidden-holder",
         boots: EVERY,
         dry_run: false,
@@ -863,6 +871,21 @@ fn hidden_holder(c: &mut Checker) {
         )
         .len();
     c.expect(bound == 0, format!("e1000 bound {fn1} {bound} times"));
+}
+
+fn blocked_removal(c: &mut Checker) {
+    expect_fact(c, "remove_blocked", "yes");
+    let state = c.fact("agent_main_state");
+    c.expect(
+        state != "D",
+        "the agent's event loop was asleep in the kernel (D) while the removal blocked",
+    );
+    expect_fact(c, "healthz_during_stall", "200");
+    let stalled = c.of_type("stalled").len();
+    c.expect(stalled >= 1, "no `stalled` line while sysfs was blocked");
+    expect_fact(c, "removed_after_release", "yes");
+    expect_fact(c, "healthz_after", "200");
+    expect_alive_and(c, "none");
 }
 
 fn agent_killed(c: &mut Checker) {

@@ -14,6 +14,7 @@ use super::{
 use crate::{
     bpf::{loader::Loaded, record},
     enforce::Enforcer,
+    io_deadline::{self, Stalled},
 };
 
 pub struct Live {
@@ -27,6 +28,8 @@ pub struct Live {
     pub dev_root: PathBuf,
     /// (major, minor) -> /dev path of VFIO nodes, refreshed when an unknown one shows up.
     nodes: BTreeMap<(u32, u32), String>,
+    /// The kernel work the last `stalled` line named: said once while it stays stuck.
+    stall_reported: Option<String>,
 }
 
 impl Live {
@@ -49,6 +52,7 @@ impl Live {
             proc_root,
             dev_root,
             nodes,
+            stall_reported: None,
         }
     }
 
@@ -93,22 +97,56 @@ impl Live {
     /// Re-reads what changed, then lets the enforcer catch up with the node.
     pub fn follow_up(&mut self, follow: FollowUp) {
         let mut lines = Vec::new();
+        // Scans run with a deadline: a device mid-removal can block a sysfs read for as long
+        // as its VFIO group is held, and this thread is the agent's only event loop.
         if follow.rescan_sysfs {
-            self.enforcer.forget_devices();
-            match scan::group_map(&self.sysfs_root) {
-                Ok(map) => lines.extend(self.node.resync(map)),
-                Err(e) => warn!("resync from sysfs failed, keeping the live map: {e}"),
+            let root = self.sysfs_root.clone();
+            match io_deadline::run("sysfs scan", io_deadline::SCAN, move || {
+                scan::group_map(&root)
+            }) {
+                Ok(Ok(map)) => {
+                    self.stall_reported = None;
+                    lines.extend(self.node.resync(map));
+                }
+                Ok(Err(e)) => warn!("resync from sysfs failed, keeping the live map: {e}"),
+                Err(stalled) => lines.extend(self.stalled("sysfs scan", &stalled)),
             }
         }
         if follow.rescan_holders {
-            let holders = scan::holders(&self.proc_root, &self.sysfs_root);
-            lines.extend(self.node.set_holders(holders));
+            let (proc_root, sysfs_root) = (self.proc_root.clone(), self.sysfs_root.clone());
+            match io_deadline::run("holders scan", io_deadline::SCAN, move || {
+                scan::holders(&proc_root, &sysfs_root)
+            }) {
+                Ok(holders) => {
+                    self.stall_reported = None;
+                    lines.extend(self.node.set_holders(holders));
+                }
+                Err(stalled) => lines.extend(self.stalled("holders scan", &stalled)),
+            }
         }
         lines.extend(self.enforcer.apply(&mut self.node));
         self.sink.emit(&lines);
         if let Some(m) = self.sink.metrics() {
             m.set_reserved(self.enforcer.reserved().iter().map(u32::to_string));
         }
+    }
+
+    /// A scan that did not finish: the live map is kept, and the next event that calls for a
+    /// re-read tries again. Said once per stuck piece of kernel work, not at every retry.
+    fn stalled(&mut self, what: &str, stalled: &Stalled) -> Option<Line> {
+        let culprit = match stalled {
+            Stalled::Busy { what: stuck, .. } => stuck.clone(),
+            Stalled::TimedOut { .. } => what.to_string(),
+        };
+        if self.stall_reported.as_ref() == Some(&culprit) {
+            return None;
+        }
+        warn!("{what}: {stalled}; keeping the live map");
+        self.stall_reported = Some(culprit);
+        Some(Line::Stalled {
+            what: what.to_string(),
+            error: stalled.to_string(),
+        })
     }
 
     /// Records were lost: say how many, then rebuild everything from sysfs and procfs.

@@ -46,6 +46,12 @@ pub enum Line {
     GroupRemoved {
         group: String,
     },
+    /// A re-read of sysfs or procfs did not finish in time (the kernel blocked it); the live
+    /// map stands until a later re-read succeeds.
+    Stalled {
+        what: String,
+        error: String,
+    },
     /// An LSM hook was attached (it has something to veto) or detached back to standby.
     LsmHook {
         hook: String,

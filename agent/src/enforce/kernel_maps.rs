@@ -5,8 +5,7 @@ use std::collections::BTreeMap;
 
 use aya::maps::{Array, HashMap, MapData};
 use iommu_enforcer_common::{
-    names, DeviceInfo, ExeKey, GroupState, PciIds, WatchedFile, ADDR_LEN, DRIVER_KEY_LEN,
-    MAX_DEVICE_IDS, MAX_GROUPS,
+    names, DeviceInfo, ExeKey, GroupState, WatchedFile, ADDR_LEN, DRIVER_KEY_LEN, MAX_GROUPS,
 };
 use log::warn;
 
@@ -16,7 +15,6 @@ use crate::bpf::loader::{LoadError, Loaded};
 pub struct KernelMaps {
     topology: HashMap<MapData, [u8; ADDR_LEN], DeviceInfo>,
     slots: HashMap<MapData, [u8; ADDR_LEN], DeviceInfo>,
-    device_ids: Array<MapData, PciIds>,
     user_drivers: HashMap<MapData, [u8; DRIVER_KEY_LEN], u32>,
     group_rdev: HashMap<MapData, u32, u32>,
     reserved: HashMap<MapData, u32, u32>,
@@ -52,7 +50,6 @@ impl KernelMaps {
         Ok(Self {
             topology: take_hash(loaded, names::TOPOLOGY)?,
             slots: take_hash(loaded, names::SLOTS)?,
-            device_ids: take_array(loaded, names::DEVICE_IDS)?,
             user_drivers: take_hash(loaded, names::USER_DRIVERS)?,
             group_rdev: take_hash(loaded, names::GROUP_RDEV)?,
             reserved: take_hash(loaded, names::RESERVED)?,
@@ -141,23 +138,6 @@ impl KernelMaps {
             &want.trusted_exe,
             |&(dev, ino)| ExeKey { dev, ino },
         );
-        if self.applied.device_ids != want.device_ids {
-            let mut ok = true;
-            for (i, ids) in want
-                .device_ids
-                .iter()
-                .take(MAX_DEVICE_IDS as usize)
-                .enumerate()
-            {
-                if let Err(e) = self.device_ids.set(i as u32, *ids, 0) {
-                    warn!("DEVICE_IDS[{i}]: {e}");
-                    ok = false;
-                }
-            }
-            if ok {
-                self.applied.device_ids.clone_from(&want.device_ids);
-            }
-        }
         sync_one(
             &mut self.reserved,
             &mut self.applied.reserved,

@@ -1,13 +1,12 @@
 //! What the agent loads into the kernel's protection maps: the topology (every device's group,
-//! the groups below each bridge and slot, every device's IDs) and the policy (which drivers
+//! the groups below each bridge and slot) and the policy (which drivers
 //! are user drivers or allowed, what is reserved, which VFIO nodes may not be opened). Pure:
 //! computed from the group map, the policy and a few sysfs facts read by the caller. Whether a
 //! group is held is never decided here: the eBPF programs keep that themselves.
 use std::collections::{BTreeMap, BTreeSet};
 
 use iommu_enforcer_common::{
-    config, driver_class, DeviceInfo, GroupState, PciIds, WatchedFile, ADDR_LEN, DRIVER_KEY_LEN,
-    MAX_BELOW, PCI_ANY_ID,
+    config, driver_class, DeviceInfo, GroupState, WatchedFile, ADDR_LEN, DRIVER_KEY_LEN, MAX_BELOW,
 };
 
 use crate::{
@@ -20,7 +19,6 @@ use crate::{
 pub struct Content {
     pub topology: BTreeMap<[u8; ADDR_LEN], DeviceInfo>,
     pub slots: BTreeMap<[u8; ADDR_LEN], DeviceInfo>,
-    pub device_ids: Vec<PciIds>,
     pub user_drivers: BTreeMap<[u8; DRIVER_KEY_LEN], u32>,
     pub group_rdev: BTreeMap<u32, u32>,
     pub reserved: BTreeMap<u32, u32>,
@@ -34,8 +32,6 @@ pub struct Content {
 pub struct NodeFacts {
     /// Hotplug slot name -> its address (`DDDD:BB:DD`).
     pub slots: BTreeMap<String, String>,
-    /// Device -> (subsystem vendor, subsystem device).
-    pub subsystem: BTreeMap<String, (u32, u32)>,
     /// PCI drivers registered now (`/sys/bus/pci/drivers`).
     pub drivers: BTreeSet<String>,
     /// Group -> kernel dev_t of `/dev/vfio/<group>`.
@@ -78,19 +74,6 @@ impl Content {
             groups.remove(&dev.group);
             c.topology
                 .insert(key(&dev.address), info(dev.group, &groups));
-            let (subvendor, subdevice) = facts
-                .subsystem
-                .get(&dev.address)
-                .copied()
-                .unwrap_or((PCI_ANY_ID, PCI_ANY_ID));
-            c.device_ids.push(PciIds {
-                vendor: dev.vendor.map_or(PCI_ANY_ID, u32::from),
-                device: dev.device.map_or(PCI_ANY_ID, u32::from),
-                subvendor,
-                subdevice,
-                class: dev.class.unwrap_or(0),
-                group: dev.group,
-            });
         }
         for (slot, address) in &facts.slots {
             // The slot's functions and everything below them.
@@ -130,7 +113,6 @@ impl Content {
         cfg[config::AGENT_TGID as usize] = agent_tgid;
         cfg[config::DRY_RUN as usize] = u32::from(dry_run);
         cfg[config::PROTECT_USER as usize] = u32::from(protect_user);
-        cfg[config::DEVICE_IDS as usize] = self.device_ids.len() as u32;
         cfg[config::RESERVED as usize] = self.reserved.len() as u32;
         cfg[config::LOADED as usize] = 1;
         self.config = cfg;
@@ -222,15 +204,6 @@ mod tests {
         assert_eq!(c.topology[&key("0000:02:00.0")].nbelow, 0);
         let slot = c.slots[&key("3")];
         assert_eq!((slot.group, slot.nbelow, slot.below[0]), (u32::MAX, 1, 7));
-        let ids = c
-            .device_ids
-            .iter()
-            .find(|d| d.vendor == 0x8086)
-            .expect("ids");
-        assert_eq!(
-            (ids.device, ids.subvendor, ids.group),
-            (0x100e, PCI_ANY_ID, 5)
-        );
     }
 
     #[test]

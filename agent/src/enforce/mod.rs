@@ -54,8 +54,6 @@ pub struct Enforcer {
     reserved: BTreeSet<u32>,
     /// Devices whose pin this agent wrote (or found in place): a later change is restored.
     pinned: BTreeMap<String, String>,
-    /// Subsystem IDs by device (they never change while the device exists).
-    subsystem: BTreeMap<String, (u32, u32)>,
 }
 
 impl Enforcer {
@@ -87,18 +85,12 @@ impl Enforcer {
             reported: BTreeSet::new(),
             reserved: BTreeSet::new(),
             pinned: BTreeMap::new(),
-            subsystem: BTreeMap::new(),
         }
     }
 
     /// Groups the policy reserves, as of the last [`Enforcer::apply`].
     pub fn reserved(&self) -> &BTreeSet<u32> {
         &self.reserved
-    }
-
-    /// Devices came or went: what was cached about them is stale.
-    pub fn forget_devices(&mut self) {
-        self.subsystem.clear();
     }
 
     /// The kernel maps, when the programs loaded.
@@ -131,7 +123,10 @@ impl Enforcer {
         if !self.dry_run {
             let mut changed = false;
             for address in plan.protected.keys() {
-                let live = sysfs_files::current_override(&self.sysfs, address);
+                // Unknown (the read stalled) is not unset: keep what the model says.
+                let Ok(live) = sysfs_files::current_override(&self.sysfs, address) else {
+                    continue;
+                };
                 let model = node
                     .map()
                     .device(address)
@@ -180,16 +175,8 @@ impl Enforcer {
     }
 
     fn content(&mut self, plan: &Plan, node: &NodeState) -> Content {
-        for dev in node.map().devices() {
-            if !self.subsystem.contains_key(&dev.address) {
-                if let Some(ids) = sysfs_files::subsystem_ids(&self.sysfs, &dev.address) {
-                    self.subsystem.insert(dev.address.clone(), ids);
-                }
-            }
-        }
         let facts = NodeFacts {
             slots: sysfs_files::slots(&self.sysfs),
-            subsystem: self.subsystem.clone(),
             drivers: sysfs_files::drivers(&self.sysfs),
             group_nodes: self.group_nodes(),
         };
@@ -363,7 +350,8 @@ impl Enforcer {
                 probe,
                 ..
             } => {
-                sysfs_files::current_override(&self.sysfs, device).as_deref() == Some(value)
+                sysfs_files::current_override(&self.sysfs, device)
+                    .is_ok_and(|live| live.as_deref() == Some(value))
                     && (!probe || sysfs_files::bound_driver(&self.sysfs, device).is_some())
             }
             Reservation::Rebind { device, value, .. } => {
@@ -435,7 +423,9 @@ mod tests {
         assert_eq!(first, ["0000:0a:00.1", "0000:0a:00.2", "0000:0a:00.3"]);
         for device in &first {
             assert_eq!(
-                sysfs_files::current_override(&built.sysfs, device).as_deref(),
+                sysfs_files::current_override(&built.sysfs, device)
+                    .expect("read")
+                    .as_deref(),
                 Some("vfio-pci")
             );
         }

@@ -1,5 +1,7 @@
 //! The sysfs facts enforcement loads into the kernel maps and the agent's own writes (pins,
-//! rebinds). I/O, kept small.
+//! rebinds). I/O, kept small. Whatever takes the device lock (`driver_override`, `bind`,
+//! `unbind`, `drivers_probe`) runs with a deadline ([`crate::io_deadline`]): the kernel may hold
+//! that lock for as long as a VFIO user keeps its group.
 use std::{
     collections::{BTreeMap, BTreeSet},
     fs,
@@ -7,6 +9,10 @@ use std::{
     os::unix::fs::MetadataExt,
     path::Path,
 };
+
+use log::warn;
+
+use crate::io_deadline;
 
 /// The kernel's dev_t encoding (major << 20 | minor) of a userspace device number.
 pub fn kernel_dev(dev: u64) -> u32 {
@@ -25,10 +31,24 @@ pub fn exe_key(path: &Path) -> io::Result<(u64, u64)> {
     Ok((u64::from(kernel_dev(meta.dev())), meta.ino()))
 }
 
+/// Runs `job` with the attribute deadline; a stall is logged and becomes ETIMEDOUT.
+fn with_deadline<T: Send + 'static>(
+    what: String,
+    job: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    io_deadline::run(&what, io_deadline::ATTRIBUTE, job).unwrap_or_else(|stalled| {
+        warn!("{what}: {stalled}");
+        Err(io::Error::from_raw_os_error(libc::ETIMEDOUT))
+    })
+}
+
 /// One write of `value` to a sysfs attribute, as an operator would do with `echo`.
 pub fn write_attr(path: &Path, value: &str) -> io::Result<()> {
-    let mut f = fs::OpenOptions::new().write(true).open(path)?;
-    f.write_all(value.as_bytes())
+    let (path, value) = (path.to_path_buf(), value.to_string());
+    with_deadline(format!("write {}", path.display()), move || {
+        let mut f = fs::OpenOptions::new().write(true).open(&path)?;
+        f.write_all(value.as_bytes())
+    })
 }
 
 /// `driver_override` of a device.
@@ -54,13 +74,18 @@ pub fn bound_driver(sysfs: &Path, device: &str) -> Option<String> {
         .flatten()
 }
 
-/// A device's `driver_override` right now; `None` when unset or unreadable.
-pub fn current_override(sysfs: &Path, device: &str) -> Option<String> {
+/// A device's `driver_override` right now: `Ok(None)` when unset or gone, an error when the
+/// read did not finish in time (the value is then unknown, not unset).
+pub fn current_override(sysfs: &Path, device: &str) -> io::Result<Option<String>> {
     let path = sysfs
         .join("bus/pci/devices")
         .join(device)
         .join("driver_override");
-    crate::sysfs::parse_driver_override(&fs::read_to_string(path).ok()?)
+    with_deadline(format!("read {}", path.display()), move || {
+        Ok(read_small(&path)
+            .as_deref()
+            .and_then(crate::sysfs::parse_driver_override))
+    })
 }
 
 /// Unbinds a device from its driver and probes it again.
@@ -84,16 +109,6 @@ pub fn slots(sysfs: &Path) -> BTreeMap<String, String> {
         }
     }
     out
-}
-
-/// (subsystem vendor, subsystem device) of a device.
-pub fn subsystem_ids(sysfs: &Path, device: &str) -> Option<(u32, u32)> {
-    let dir = sysfs.join("bus/pci/devices").join(device);
-    let hex = |f: &str| {
-        let text = read_small(&dir.join(f))?;
-        u32::from_str_radix(text.trim_start_matches("0x"), 16).ok()
-    };
-    Some((hex("subsystem_vendor")?, hex("subsystem_device")?))
 }
 
 /// PCI drivers registered now.
@@ -140,7 +155,9 @@ mod tests {
         assert!(drivers(&node.sysfs).contains("vfio-pci"));
         pin(&node.sysfs, "0000:0a:00.1", "vfio-pci").expect("writes");
         assert_eq!(
-            current_override(&node.sysfs, "0000:0a:00.1").as_deref(),
+            current_override(&node.sysfs, "0000:0a:00.1")
+                .expect("read")
+                .as_deref(),
             Some("vfio-pci")
         );
         let slot = node.sysfs.join("bus/pci/slots/3");

@@ -1,0 +1,149 @@
+//! Blocking filesystem work with a deadline. A sysfs read or write can sleep uninterruptibly:
+//! on 5.10 `driver_override` and `bind` take the device lock, which a `remove` holds while VFIO
+//! waits for its group to be released, for as long as user space keeps it. Such work runs on one
+//! worker thread; the caller waits at most its deadline. A stuck job cannot be cancelled, so
+//! while it is stuck every other job fails at once (`Busy`) instead of piling up threads; the
+//! worker takes jobs again when the kernel lets it go.
+use std::{
+    sync::{
+        mpsc::{self, RecvTimeoutError, SyncSender},
+        Arc, Mutex, OnceLock,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+/// A single attribute read or write.
+pub const ATTRIBUTE: Duration = Duration::from_secs(2);
+/// A whole scan of sysfs or of every process's fds.
+pub const SCAN: Duration = Duration::from_secs(10);
+
+/// Why a job gave no result.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Stalled {
+    #[error("did not finish within {} ms (the kernel is blocking it; it goes on in the background)", after.as_millis())]
+    TimedOut { after: Duration },
+    #[error("not tried: `{what}` has been blocked in the kernel for {} ms", since.as_millis())]
+    Busy { what: String, since: Duration },
+}
+
+impl From<Stalled> for std::io::Error {
+    fn from(s: Stalled) -> Self {
+        std::io::Error::new(std::io::ErrorKind::TimedOut, s.to_string())
+    }
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+struct Worker {
+    jobs: SyncSender<Job>,
+    /// The job running now: what it is and when it started.
+    running: Arc<Mutex<Option<(String, Instant)>>>,
+}
+
+impl Worker {
+    fn start() -> Worker {
+        let (jobs, queue) = mpsc::sync_channel::<Job>(1);
+        thread::Builder::new()
+            .name("sysfs-io".into())
+            .spawn(move || {
+                for job in queue {
+                    job();
+                }
+            })
+            .expect("cannot start the sysfs-io thread");
+        Worker {
+            jobs,
+            running: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    fn run<T: Send + 'static>(
+        &self,
+        what: &str,
+        limit: Duration,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, Stalled> {
+        {
+            let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((stuck, since)) = running.as_ref() {
+                return Err(Stalled::Busy {
+                    what: stuck.clone(),
+                    since: since.elapsed(),
+                });
+            }
+            *running = Some((what.to_string(), Instant::now()));
+        }
+        let (reply, result) = mpsc::sync_channel(1);
+        let running = Arc::clone(&self.running);
+        let sent = self.jobs.send(Box::new(move || {
+            let value = job();
+            // Free before the reply, so the caller's next job is never refused as busy.
+            *running.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            // The caller may have given up: a closed reply channel is fine.
+            let _ = reply.send(value);
+        }));
+        if sent.is_err() {
+            // The worker thread is gone (only a panicking job ends it): say so, never hang.
+            return Err(Stalled::Busy {
+                what: "the sysfs-io thread ended".to_string(),
+                since: Duration::ZERO,
+            });
+        }
+        match result.recv_timeout(limit) {
+            Ok(v) => Ok(v),
+            Err(RecvTimeoutError::Timeout) => Err(Stalled::TimedOut { after: limit }),
+            Err(RecvTimeoutError::Disconnected) => Err(Stalled::Busy {
+                what: what.to_string(),
+                since: Duration::ZERO,
+            }),
+        }
+    }
+}
+
+/// Runs `job` on the process's sysfs-io worker and waits for it at most `limit`.
+pub fn run<T: Send + 'static>(
+    what: &str,
+    limit: Duration,
+    job: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Stalled> {
+    static WORKER: OnceLock<Worker> = OnceLock::new();
+    WORKER.get_or_init(Worker::start).run(what, limit, job)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc::channel;
+
+    #[test]
+    fn a_stuck_job_times_out_then_blocks_nothing_else_until_it_ends() {
+        // A worker of its own: the process-wide one serves the other tests.
+        let w = Worker::start();
+        let run = |what: &str, limit, job: Box<dyn FnOnce() -> i32 + Send>| w.run(what, limit, job);
+        assert_eq!(run("quick", ATTRIBUTE, Box::new(|| 7)), Ok(7));
+        let (release, gate) = channel::<()>();
+        let stuck = run(
+            "stuck read",
+            Duration::from_millis(50),
+            Box::new(move || gate.recv().map_or(0, |()| 1)),
+        );
+        assert!(matches!(stuck, Err(Stalled::TimedOut { .. })), "{stuck:?}");
+        // Refused before it is queued: nothing waits behind the stuck job.
+        match run("next", ATTRIBUTE, Box::new(|| 1)) {
+            Err(Stalled::Busy { what, .. }) => assert_eq!(what, "stuck read"),
+            other => panic!("expected Busy, got {other:?}"),
+        }
+        release.send(()).expect("the stuck job is waiting");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match run("after", ATTRIBUTE, Box::new(|| 2)) {
+                Ok(v) => break assert_eq!(v, 2),
+                Err(Stalled::Busy { .. }) if Instant::now() < deadline => {
+                    thread::sleep(Duration::from_millis(5))
+                }
+                Err(e) => panic!("the worker did not come back: {e}"),
+            }
+        }
+    }
+}
