@@ -208,10 +208,13 @@ static OFF_TASK_FLAGS: u32 = UNRESOLVED;
 /// `offsetof(struct task_struct, ptrace)`.
 #[unsafe(no_mangle)]
 static OFF_TASK_PTRACE: u32 = UNRESOLVED;
-/// `offsetof(struct pci_dev, dev)`.
+/// What to subtract from a `struct device *` to reach the struct holding the override's
+/// pointer: `offsetof(struct pci_dev, dev)`, or 0 where the driver core keeps it in
+/// `struct device` (6.19, backported by Debian to 6.12.118).
 #[unsafe(no_mangle)]
 static OFF_PCI_DEV_DEV: u32 = UNRESOLVED;
-/// `offsetof(struct pci_dev, driver_override)`.
+/// The override pointer's offset in that struct: `pci_dev.driver_override` or
+/// `device.driver_override.name`.
 #[unsafe(no_mangle)]
 static OFF_PCI_DEV_OVERRIDE: u32 = UNRESOLVED;
 

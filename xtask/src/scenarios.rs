@@ -871,6 +871,14 @@ fn hidden_holder(c: &mut Checker) {
         )
         .len();
     c.expect(bound == 0, format!("e1000 bound {fn1} {bound} times"));
+    // The autoprobe the pin stopped is reported, with the driver it stopped.
+    let refused = c
+        .events("pin_refused", &[("device", fn1), ("driver", "e1000")])
+        .len();
+    c.expect(
+        refused >= 1,
+        format!("no pin_refused event for e1000 on {fn1}"),
+    );
 }
 
 fn blocked_removal(c: &mut Checker) {

@@ -166,11 +166,23 @@ impl KernelBtf {
 
     /// Byte offset of `member` in `struct name`, looking through anonymous struct/union members.
     pub fn member_offset(&self, name: &str, member: &str) -> Option<u32> {
-        let id = *self.structs.get(name)?;
-        self.find_member(id, member, 0).map(|bits| bits / 8)
+        self.member_path_offset(name, &[member])
     }
 
-    fn find_member(&self, id: u32, member: &str, base_bits: u32) -> Option<u32> {
+    /// Byte offset of a nested member (`device`, [`driver_override`, `name`]).
+    pub fn member_path_offset(&self, name: &str, path: &[&str]) -> Option<u32> {
+        let mut id = *self.structs.get(name)?;
+        let mut bits = 0;
+        for member in path {
+            let (at, ty) = self.find_member(id, member, bits)?;
+            bits = at;
+            id = self.strip(ty);
+        }
+        Some(bits / 8)
+    }
+
+    /// (bit offset, type id) of `member`, looking into anonymous members too.
+    fn find_member(&self, id: u32, member: &str, base_bits: u32) -> Option<(u32, u32)> {
         let t = self.ty(id)?;
         if t.kind != KIND_STRUCT && t.kind != KIND_UNION {
             return None;
@@ -188,7 +200,7 @@ impl KernelBtf {
             };
             let n = self.name(m_name);
             if n == member {
-                return Some(base_bits + bits);
+                return Some((base_bits + bits, m_type));
             }
             if n.is_empty() {
                 if let Some(found) = self.find_member(self.strip(m_type), member, base_bits + bits)
@@ -284,6 +296,31 @@ mod tests {
         assert!(k.has_function("really_probe"));
         assert!(!k.has_function("iommu_device_use_default_domain"));
         assert!(k.has_tracepoint("add_device_to_group"));
+    }
+
+    #[test]
+    fn nested_members_follow_named_struct_members() {
+        // struct device { struct { int pad; int name; } driver_override @ byte 128; }
+        let strings = "\0int\0device\0driver_override\0name\0";
+        let btf = blob(
+            strings,
+            &[
+                (1, info(1, 0, false), 4, &[32]),            // 1: int
+                (0, info(4, 1, false), 16, &[28, 1, 64]),    // 2: anon struct { name @ bit 64 }
+                (5, info(4, 1, false), 256, &[12, 2, 1024]), // 3: struct device
+            ],
+        );
+        let k = KernelBtf::parse(&btf).expect("parses");
+        assert_eq!(
+            k.member_path_offset("device", &["driver_override", "name"]),
+            Some(136)
+        );
+        // A named member's fields are not the struct's own.
+        assert_eq!(k.member_offset("device", "name"), None);
+        assert_eq!(
+            k.member_path_offset("device", &["driver_override", "x"]),
+            None
+        );
     }
 
     #[test]

@@ -155,8 +155,18 @@ impl Features {
             fdt_max_fds: btf.member_offset("fdtable", "max_fds"),
             task_flags: btf.member_offset("task_struct", "flags"),
             task_ptrace: btf.member_offset("task_struct", "ptrace"),
-            pci_dev_dev: btf.member_offset("pci_dev", "dev"),
-            pci_dev_override: btf.member_offset("pci_dev", "driver_override"),
+            // Where the override string's pointer is: `pci_dev.driver_override`, or since the
+            // driver core took it over (6.19; Debian backports it, 6.12.118 has it)
+            // `device.driver_override.name`, read from the device itself.
+            pci_dev_dev: if btf.member_offset("pci_dev", "driver_override").is_some() {
+                btf.member_offset("pci_dev", "dev")
+            } else {
+                btf.member_path_offset("device", &["driver_override", "name"])
+                    .map(|_| 0)
+            },
+            pci_dev_override: btf
+                .member_offset("pci_dev", "driver_override")
+                .or_else(|| btf.member_path_offset("device", &["driver_override", "name"])),
         }
     }
 
