@@ -81,7 +81,7 @@ pub fn vm_test(filter: &Filter) -> Result<(usize, usize)> {
     let mut bases: HashMap<&str, (Kernel, PathBuf)> = HashMap::new();
     for series in kernels::SERIES {
         if jobs.iter().any(|j| j.series == *series) {
-            let kernel = Kernel::get(series)?;
+            let kernel = Kernel::ready(series)?;
             let base = initramfs::base(&kernel, &bins)?;
             bases.insert(series, (kernel, base));
         }
