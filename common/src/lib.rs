@@ -404,6 +404,7 @@ pub mod names {
     pub const OFF_KN_PARENT: &str = "OFF_KN_PARENT";
     pub const OFF_FILE_MODE: &str = "OFF_FILE_MODE";
     pub const OFF_FILE_COUNT: &str = "OFF_FILE_COUNT";
+    pub const FILE_COUNT_ONE: &str = "FILE_COUNT_ONE";
     pub const OFF_FILE_POS_OWNER: &str = "OFF_FILE_POS_OWNER";
     pub const OFF_TASK_FILES: &str = "OFF_TASK_FILES";
     pub const OFF_FILES_FDT: &str = "OFF_FILES_FDT";

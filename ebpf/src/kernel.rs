@@ -303,9 +303,13 @@ pub unsafe fn pci_driver_override(dev: *const u8, out: &mut [u8]) -> bool {
     }
 }
 
-/// `offsetof(struct file, f_count)`.
+/// `offsetof(struct file, f_count)`, or of `f_ref` from 6.13 (`file_ref_t`, its counter first).
 #[unsafe(no_mangle)]
 static OFF_FILE_COUNT: u32 = UNRESOLVED;
+/// The counter's value for a single reference: 1 in `f_count`; 0 in `f_ref`, which stores the
+/// count minus one (`file_ref_init(ref, cnt)` sets `cnt - 1`).
+#[unsafe(no_mangle)]
+static FILE_COUNT_ONE: u32 = 1;
 /// `offsetof(struct file, f_pos_lock) + offsetof(struct mutex, owner)`.
 #[unsafe(no_mangle)]
 static OFF_FILE_POS_OWNER: u32 = UNRESOLVED;
@@ -318,7 +322,7 @@ pub unsafe fn in_own_write(file: *const u8, task: *const u8) -> bool {
     let Some(count) = (unsafe { read_at::<i64>(file, global(&OFF_FILE_COUNT)) }) else {
         return false;
     };
-    if count == 1 {
+    if count == global(&FILE_COUNT_ONE) as i64 {
         return true;
     }
     match unsafe { read_at::<u64>(file, global(&OFF_FILE_POS_OWNER)) } {

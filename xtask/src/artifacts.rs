@@ -72,6 +72,7 @@ const TOOLS: &[&str] = &[
     "with-caps",
     "acct-on",
     "bind-race",
+    "cdev-bind",
 ];
 
 /// Builds `enforcer` (with the eBPF object embedded), `vfio-holder` and the guest tools statically

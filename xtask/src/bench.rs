@@ -38,7 +38,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 pub fn vm_bench(args: &BenchArgs) -> Result<bool> {
     let bins = vm::prepare()?;
-    let kernel = Kernel::get(&args.kernel)?;
+    let kernel = Kernel::ready(&args.kernel)?;
     let base = initramfs::base(&kernel, &bins)?;
     let script_path = workspace_root().join("tests/vm/bench.sh");
     let script =

@@ -17,8 +17,9 @@ use crate::topology;
 use crate::util::{run, say, target_dir, workspace_root};
 
 /// Modules the guest needs; their dependencies come along. Missing ones (built in, or merged into
-/// another module on this kernel) are skipped.
-const MODULES: &[&str] = &[
+/// another module on this kernel, iommufd outside 6.12-iommufd) are skipped. kbuild.rs keeps
+/// exactly these in the kernel it builds.
+pub const MODULES: &[&str] = &[
     "vfio",
     "vfio_iommu_type1",
     "vfio_pci",
@@ -33,6 +34,7 @@ const MODULES: &[&str] = &[
     "virtio_pci_modern_dev",
     "virtio_pci_legacy_dev",
     "virtio_net",
+    "iommufd",
 ];
 /// Loaded by /init before the agent starts: what a VFIO node has.
 const BOOT_MODULES: &str = "vfio vfio_iommu_type1 vfio_pci";

@@ -1,5 +1,6 @@
 //! The Debian kernels the VM boots, downloaded with a private apt state (the machine's sources are
-//! never touched) and unpacked with `dpkg -x` into `target/vm/kernels/<series>/`, not installed.
+//! never touched) and unpacked with `dpkg -x` into `target/vm/kernels/<series>/`, not installed;
+//! plus `6.12-iommufd`, built from Debian's 6.12 source by kbuild.rs.
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -8,9 +9,13 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use crate::util::{output, run, say, target_dir};
 
-pub const SERIES: &[&str] = &["5.10", "6.1", "6.12"];
+/// In setup order: 6.12-iommufd is configured from the 6.12 package's config, so it comes after it.
+pub const SERIES: &[&str] = &["5.10", "6.1", "6.12", "7.3", "6.12-iommufd"];
+/// The series `setup` builds from source instead of downloading.
+pub const BUILT: &str = "6.12-iommufd";
 
-/// The archives holding the three series; bullseye and trixie are not in a bookworm machine's sources.
+/// The archives holding the series; bullseye and trixie are not in a bookworm machine's sources,
+/// trixie-backports carries 7.3.
 const SOURCES: &str = "\
 deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bullseye main
 deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian-security bullseye-security main
@@ -18,6 +23,7 @@ deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian
 deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian-security bookworm-security main
 deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main
 deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian-security trixie-security main
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie-backports main
 ";
 
 /// An unpacked kernel: its image and its module tree.
@@ -29,12 +35,41 @@ pub struct Kernel {
     /// `uname -r` inside the guest, e.g. `6.1.0-56-amd64`.
     pub release: String,
     pub vmlinuz: PathBuf,
-    /// `lib/modules/<release>` (or `usr/lib/modules/<release>` on 6.12).
+    /// `lib/modules/<release>` (or `usr/lib/modules/<release>` on 6.12 and later).
     pub modules: PathBuf,
 }
 
-fn cache_dir(series: &str) -> PathBuf {
+pub fn cache_dir(series: &str) -> PathBuf {
     target_dir().join("vm/kernels").join(series)
+}
+
+/// The kernel version a series names: `6.12-iommufd` is a 6.12 kernel.
+pub fn version_of(series: &str) -> &str {
+    series.split('-').next().unwrap_or(series)
+}
+
+/// The image and release under an unpacked root: `boot/vmlinuz-<release>` up to 7.1;
+/// `usr/lib/modules/<release>/vmlinuz.unsigned` from 7.2, where Debian split the kernel into
+/// linux-binary-unsigned, linux-modules and linux-base.
+fn find_image(root: &Path) -> Option<(PathBuf, String)> {
+    let in_boot = fs::read_dir(root.join("boot")).ok().and_then(|d| {
+        d.filter_map(|e| e.ok()).find_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let release = name.strip_prefix("vmlinuz-")?.to_string();
+            Some((e.path(), release))
+        })
+    });
+    in_boot.or_else(|| {
+        fs::read_dir(root.join("usr/lib/modules"))
+            .ok()?
+            .filter_map(|e| e.ok())
+            .find_map(|e| {
+                let image = e.path().join("vmlinuz.unsigned");
+                image
+                    .is_file()
+                    .then(|| (image, e.file_name().to_string_lossy().into_owned()))
+            })
+    })
 }
 
 impl Kernel {
@@ -46,20 +81,11 @@ impl Kernel {
             .ok()?
             .trim()
             .to_string();
+        if series == BUILT && !crate::kbuild::is_current(&dir) {
+            return None;
+        }
         let root = dir.join("root");
-        let vmlinuz = fs::read_dir(root.join("boot"))
-            .ok()?
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .find(|p| {
-                p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
-            })?;
-        let release = vmlinuz
-            .file_name()?
-            .to_string_lossy()
-            .strip_prefix("vmlinuz-")?
-            .to_string();
+        let (vmlinuz, release) = find_image(&root)?;
         let modules = ["lib/modules", "usr/lib/modules"]
             .iter()
             .map(|m| root.join(m).join(&release))
@@ -73,20 +99,32 @@ impl Kernel {
         })
     }
 
+    /// The kernel of `series`, building 6.12-iommufd first if this machine has not yet: the other
+    /// series are there once `setup::ensure` ran, the built one only when a command boots it.
+    pub fn ready(series: &str) -> Result<Kernel> {
+        if series == BUILT && Kernel::cached(series).is_none() {
+            ensure_all(true)?;
+        }
+        Kernel::get(series)
+    }
+
     pub fn get(series: &str) -> Result<Kernel> {
         Kernel::cached(series)
             .ok_or_else(|| anyhow!("kernel {series} is not in {}", cache_dir(series).display()))
     }
 }
 
-/// Downloads and unpacks every series not yet cached.
-pub fn ensure_all() -> Result<()> {
+/// Downloads and unpacks every series not yet cached; builds 6.12-iommufd too when `build`.
+pub fn ensure_all(build: bool) -> Result<()> {
     let missing: Vec<&str> = SERIES
         .iter()
         .copied()
-        .filter(|s| Kernel::cached(s).is_none())
+        .filter(|s| *s != BUILT && Kernel::cached(s).is_none())
         .collect();
-    for s in SERIES.iter().filter(|s| !missing.contains(s)) {
+    for s in SERIES
+        .iter()
+        .filter(|s| **s != BUILT && !missing.contains(s))
+    {
         if let Some(k) = Kernel::cached(s) {
             say(format!(
                 "setup: kernel {s} cached: {} ({})",
@@ -94,13 +132,20 @@ pub fn ensure_all() -> Result<()> {
             ));
         }
     }
-    if missing.is_empty() {
+    let build = build && Kernel::cached(BUILT).is_none();
+    if let Some(k) = Kernel::cached(BUILT) {
+        say(format!(
+            "setup: kernel {BUILT} cached: {} ({})",
+            k.package, k.release
+        ));
+    }
+    if missing.is_empty() && !build {
         return Ok(());
     }
     let apt = PrivateApt::new(target_dir().join("vm/apt"))?;
-    say("setup: apt-get update in the private apt state for the kernel archives (bullseye, bookworm, trixie)");
+    say("setup: apt-get update in the private apt state for the kernel archives (bullseye, bookworm, trixie, trixie-backports)");
     apt.run(&["update", "-q"])?;
-    let names = apt.output(&["pkgnames", "linux-image-"])?;
+    let names = apt.output(&["pkgnames", "linux-"])?;
     let names: Vec<&str> = names.lines().map(str::trim).collect();
     let packages = missing
         .iter()
@@ -109,10 +154,20 @@ pub fn ensure_all() -> Result<()> {
 
     let debs = apt.dir.join("debs");
     fs::create_dir_all(&debs).with_context(|| format!("creating {}", debs.display()))?;
-    for (series, package) in &packages {
-        say(format!("setup: downloading kernel {series}: {package}"));
-        apt.run_in(&debs, &["download", "-q", package])?;
-        let deb = find_deb(&debs, package)?;
+    for (series, parts) in &packages {
+        let package = &parts[0];
+        say(format!(
+            "setup: downloading kernel {series}: {}",
+            parts.join(" ")
+        ));
+        let mut args = vec!["download", "-q"];
+        args.extend(parts.iter().map(String::as_str));
+        apt.run_in(&debs, &args)?;
+        let parts_debs = parts
+            .iter()
+            .map(|p| find_deb(&debs, p))
+            .collect::<Result<Vec<_>>>()?;
+        let deb = &parts_debs[0];
         let version = deb
             .file_name()
             .map(|n| {
@@ -129,31 +184,44 @@ pub fn ensure_all() -> Result<()> {
         let _ = fs::remove_dir_all(&tmp);
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        say(format!(
-            "setup: unpacking {} into {}",
-            deb.display(),
-            dir.display()
-        ));
-        run(Command::new("dpkg")
-            .arg("-x")
-            .arg(&deb)
-            .arg(tmp.join("root")))?;
-        fs::write(tmp.join("package"), format!("{package} {version}\n"))?;
+        for deb in &parts_debs {
+            say(format!(
+                "setup: unpacking {} into {}",
+                deb.display(),
+                dir.display()
+            ));
+            run(Command::new("dpkg")
+                .arg("-x")
+                .arg(deb)
+                .arg(tmp.join("root")))?;
+        }
+        // The split packages (7.2+) are recorded after the image's: `<image> <version> + <others>`.
+        let mut record = format!("{package} {version}");
+        if parts.len() > 1 {
+            record.push_str(&format!(" + {}", parts[1..].join(" ")));
+        }
+        fs::write(tmp.join("package"), format!("{record}\n"))?;
         fs::rename(&tmp, &dir)
             .with_context(|| format!("moving {} to {}", tmp.display(), dir.display()))?;
-        let _ = fs::remove_file(&deb);
+        for deb in &parts_debs {
+            let _ = fs::remove_file(deb);
+        }
         let k = Kernel::get(series)?;
         say(format!(
             "setup: kernel {series} ready: {} ({})",
             k.package, k.release
         ));
     }
+    if build {
+        crate::kbuild::ensure(&apt)?;
+    }
     Ok(())
 }
 
-/// The package for `series`: 5.10 is pinned to the build DESIGN.md measured; 6.1 and 6.12 take the
-/// newest ABI in the archive today, since old ones are dropped from it.
-fn resolve(series: &str, names: &[&str]) -> Result<String> {
+/// The packages for `series`, the image first: 5.10 is pinned to the build DESIGN.md measured; 6.1,
+/// 6.12 and 7.3 take the newest in the archive today, since old ones are dropped from it. 7.3 is
+/// three packages (image; modules; config and System.map), all of one release.
+fn resolve(series: &str, names: &[&str]) -> Result<Vec<String>> {
     let newest = |prefix: &str, suffix: &str| {
         names
             .iter()
@@ -171,15 +239,32 @@ fn resolve(series: &str, names: &[&str]) -> Result<String> {
             .map(|n| n.to_string()),
         "6.1" => newest("linux-image-6.1.0-", "-amd64-unsigned"),
         "6.12" => newest("linux-image-6.12.", "+deb13-amd64-unsigned"),
+        "7.3" => {
+            let image = newest("linux-binary-unsigned-7.3.", "+deb13-amd64").ok_or_else(|| {
+                anyhow!("no linux-binary-unsigned-7.3.N+deb13-amd64 package in trixie-backports")
+            })?;
+            let release = image.trim_start_matches("linux-binary-unsigned-");
+            let parts = vec![
+                image.clone(),
+                format!("linux-modules-{release}"),
+                format!("linux-base-{release}"),
+            ];
+            if let Some(gone) = parts.iter().find(|p| !names.contains(&p.as_str())) {
+                bail!("{image} is in the archive but {gone} is not");
+            }
+            return Ok(parts);
+        }
         other => bail!(
             "unknown kernel series {other} (known: {})",
             SERIES.join(", ")
         ),
     };
-    found.ok_or_else(|| anyhow!("no linux-image package for kernel {series} in the Debian archive"))
+    found
+        .map(|p| vec![p])
+        .ok_or_else(|| anyhow!("no linux-image package for kernel {series} in the Debian archive"))
 }
 
-fn find_deb(dir: &Path, package: &str) -> Result<PathBuf> {
+pub fn find_deb(dir: &Path, package: &str) -> Result<PathBuf> {
     let prefix = format!("{package}_");
     fs::read_dir(dir)?
         .filter_map(|e| e.ok())
@@ -197,8 +282,8 @@ fn find_deb(dir: &Path, package: &str) -> Result<PathBuf> {
 }
 
 /// apt with its own sources, state and cache under `dir`.
-struct PrivateApt {
-    dir: PathBuf,
+pub struct PrivateApt {
+    pub dir: PathBuf,
 }
 
 impl PrivateApt {
@@ -236,14 +321,14 @@ impl PrivateApt {
         run(Command::new("apt-get").args(self.options()).args(args))
     }
 
-    fn run_in(&self, cwd: &Path, args: &[&str]) -> Result<()> {
+    pub fn run_in(&self, cwd: &Path, args: &[&str]) -> Result<()> {
         run(Command::new("apt-get")
             .args(self.options())
             .args(args)
             .current_dir(cwd))
     }
 
-    fn output(&self, args: &[&str]) -> Result<String> {
+    pub fn output(&self, args: &[&str]) -> Result<String> {
         output(Command::new("apt-cache").args(self.options()).args(args))
     }
 }

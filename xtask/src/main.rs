@@ -7,6 +7,7 @@ mod elf;
 mod fuzz;
 mod image;
 mod initramfs;
+mod kbuild;
 mod kernels;
 mod metrics_scrape;
 mod modules;
@@ -45,7 +46,7 @@ enum Cmd {
     /// Boot the test node once and print the agent's JSON lines and the final audit JSON.
     Vm {
         /// Kernel series to boot.
-        #[arg(long, default_value = "6.1", value_parser = ["5.10", "6.1", "6.12"])]
+        #[arg(long, default_value = "6.1", value_parser = ["5.10", "6.1", "6.12", "7.3", "6.12-iommufd"])]
         kernel: String,
         /// Run the agent with --dry-run.
         #[arg(long)]
@@ -75,7 +76,7 @@ enum Cmd {
     /// Cost of the agent's LSM hooks on open(): tests/vm/bench.sh in one boot.
     VmBench {
         /// Kernel series to boot.
-        #[arg(long, default_value = "6.1", value_parser = ["5.10", "6.1", "6.12"])]
+        #[arg(long, default_value = "6.1", value_parser = ["5.10", "6.1", "6.12", "7.3", "6.12-iommufd"])]
         kernel: String,
         /// Policy file for the agent.
         #[arg(long, value_name = "FILE")]
@@ -90,7 +91,7 @@ enum Cmd {
     /// A real Prometheus scrapes the agent in the test node; every dashboard query is evaluated.
     VmMetrics {
         /// Kernel series to boot.
-        #[arg(long, default_value = "6.1", value_parser = ["5.10", "6.1", "6.12"])]
+        #[arg(long, default_value = "6.1", value_parser = ["5.10", "6.1", "6.12", "7.3", "6.12-iommufd"])]
         kernel: String,
     },
     /// A short run of every fuzz target under fuzz/ (installs cargo-fuzz if missing; nightly).

@@ -38,7 +38,7 @@ fn get(port: u16, path: &str) -> Option<String> {
 
 pub fn vm_metrics(series: &str) -> Result<bool> {
     let bins = vm::prepare()?;
-    let kernel = Kernel::get(series)?;
+    let kernel = Kernel::ready(series)?;
     let base = initramfs::base(&kernel, &bins)?;
     let root = workspace_root();
     let script = fs::read(root.join("tests/vm/metrics-scrape.sh"))?;

@@ -16,17 +16,39 @@ pub struct Scenario {
     pub check: fn(&mut Checker),
 }
 
-const ALL: &[(&str, Option<&str>)] = &[("5.10", None), ("6.1", None), ("6.12", None)];
-const SIX: &[(&str, Option<&str>)] = &[("6.1", None), ("6.12", None)];
+const ALL: &[(&str, Option<&str>)] = &[
+    ("5.10", None),
+    ("6.1", None),
+    ("6.12", None),
+    ("7.3", None),
+    (IOMMUFD, None),
+];
+const SIX: &[(&str, Option<&str>)] = &[
+    ("6.1", None),
+    ("6.12", None),
+    ("7.3", None),
+    (IOMMUFD, None),
+];
 /// Kernels where BPF LSM runs: 5.10 only when booted with it.
-const LSM: &[(&str, Option<&str>)] = &[("5.10", Some(LSM_BPF)), ("6.1", None), ("6.12", None)];
+const LSM: &[(&str, Option<&str>)] = &[
+    ("5.10", Some(LSM_BPF)),
+    ("6.1", None),
+    ("6.12", None),
+    ("7.3", None),
+    (IOMMUFD, None),
+];
 /// Every kernel, 5.10 both with and without BPF LSM.
 const EVERY: &[(&str, Option<&str>)] = &[
     ("5.10", None),
     ("5.10", Some(LSM_BPF)),
     ("6.1", None),
     ("6.12", None),
+    ("7.3", None),
+    (IOMMUFD, None),
 ];
+/// The only kernel with CONFIG_IOMMUFD and CONFIG_VFIO_DEVICE_CDEV (built by kbuild.rs).
+const IOMMUFD: &str = crate::kernels::BUILT;
+const CDEV: &[(&str, Option<&str>)] = &[(IOMMUFD, None)];
 /// The two-function device reserved: .0 for vfio-pci, .1 unbound; a trusted writer.
 const RESERVE: Option<&str> = Some("reserve-two-function.toml");
 /// Debian 5.10 leaves bpf out of the LSM list unless the command line adds it.
@@ -35,12 +57,7 @@ pub const LSM_BPF: &str = "lsm=lockdown,yama,bpf";
 pub const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "capabilities",
-        boots: &[
-            ("5.10", None),
-            ("5.10", Some(LSM_BPF)),
-            ("6.1", None),
-            ("6.12", None),
-        ],
+        boots: EVERY,
         dry_run: false,
         policy: None,
         check: capabilities,
@@ -187,6 +204,27 @@ pub const SCENARIOS: &[Scenario] = &[
         check: daemonset_caps,
     },
     Scenario {
+        name: "cdev-bind-iommufd",
+        boots: CDEV,
+        dry_run: false,
+        policy: None,
+        check: cdev_bind_iommufd,
+    },
+    Scenario {
+        name: "cdev-open-not-viable",
+        boots: CDEV,
+        dry_run: false,
+        policy: None,
+        check: cdev_open_vetoed,
+    },
+    Scenario {
+        name: "cdev-open-not-viable",
+        boots: CDEV,
+        dry_run: true,
+        policy: None,
+        check: cdev_open_would_veto,
+    },
+    Scenario {
         name: "malformed-policy",
         boots: &[("5.10", None), ("6.1", None)],
         dry_run: false,
@@ -207,7 +245,7 @@ fn capabilities(c: &mut Checker) {
     };
     let release = str_of(&caps, "kernel").unwrap_or("");
     c.expect(
-        release.starts_with(&format!("{}.", c.series)),
+        release.starts_with(&format!("{}.", crate::kernels::version_of(&c.series))),
         format!(
             "capabilities.kernel {release:?} is not a {} kernel",
             c.series
@@ -272,6 +310,21 @@ fn capabilities(c: &mut Checker) {
                 c.series
             ),
         );
+    }
+    // Only this kernel has CONFIG_VFIO_DEVICE_CDEV: the real vfio_device_fops_cdev_open, not the
+    // notrace stub the others carry.
+    if c.series == IOMMUFD {
+        for cdev in ["vfio_cdev_open_entry", "vfio_cdev_open_exit"] {
+            let state = programs
+                .iter()
+                .find(|(n, _)| n == cdev)
+                .map(|(_, s)| s.as_str())
+                .unwrap_or("missing");
+            c.expect(
+                state == "attached",
+                format!("program {cdev} is {state:?} on {IOMMUFD}, expected \"attached\""),
+            );
+        }
     }
     let lsm = caps
         .pointer("/enforcement/lsm")
@@ -758,6 +811,159 @@ fn vfio_open_would_veto(c: &mut Checker) {
     c.expect(
         claims >= 1,
         format!("the kernel's own EPERM for the claim of group {g} was not seen"),
+    );
+}
+
+/// The cdev the script opened, as the agent must name it in `path`.
+fn cdev_path(c: &mut Checker) -> String {
+    let cdev = c.fact("cdev");
+    c.expect(
+        cdev.starts_with("/dev/vfio/devices/vfio"),
+        format!("the script found no cdev of the device: {cdev:?}"),
+    );
+    cdev
+}
+
+fn cdev_bind_iommufd(c: &mut Checker) {
+    let g = c.fact("group");
+    let fn0 = c.dev("VM_DEV_FN0");
+    let cdev = cdev_path(c);
+    expect_fact(c, "open", "ok");
+    expect_fact(c, "bind", "ok");
+    let opens = c
+        .events(
+            "vfio_open",
+            &[
+                ("device", fn0),
+                ("group", &g),
+                ("path", &cdev),
+                ("result", "ok"),
+            ],
+        )
+        .len();
+    c.expect(
+        opens == 1,
+        format!("expected one ok vfio_open of {cdev} naming {fn0} in group {g}, got {opens}"),
+    );
+    let claims: Vec<Value> = c
+        .events(
+            "claim",
+            &[("device", fn0), ("scope", "device"), ("result", "ok")],
+        )
+        .into_iter()
+        .cloned()
+        .collect();
+    c.expect(
+        claims.len() == 1,
+        format!(
+            "expected one ok device-scope claim of {fn0}, got {}",
+            claims.len()
+        ),
+    );
+    for claim in &claims {
+        c.expect(
+            claim.get("errno") == Some(&Value::Null),
+            format!("an ok claim carries an errno: {claim}"),
+        );
+    }
+    let vetoes = c
+        .of_type("event")
+        .iter()
+        .filter(|e| str_of(e, "kind") == Some("veto"))
+        .count();
+    c.expect(
+        vetoes == 0,
+        format!("{vetoes} vetoes of a viable group's cdev bind"),
+    );
+}
+
+fn cdev_open_vetoed(c: &mut Checker) {
+    let g = c.fact("group");
+    let fn0 = c.dev("VM_DEV_FN0");
+    let cdev = cdev_path(c);
+    expect_hook_attached(c, "file_open");
+    expect_fact(c, "fn1_driver", "e1000");
+    expect_fact(c, "open", "error_EPERM");
+    let n = c
+        .events(
+            "veto",
+            &[
+                ("device", fn0),
+                ("group", &g),
+                ("path", &cdev),
+                ("rule", "vfio_open_not_viable"),
+                ("action", "vetoed"),
+            ],
+        )
+        .len();
+    c.expect(
+        n == 1,
+        format!("expected one vetoed open of {cdev} ({fn0}, group {g}), got {n}"),
+    );
+    let opens = c
+        .events("vfio_open", &[("path", &cdev), ("result", "ok")])
+        .len();
+    c.expect(
+        opens == 0,
+        format!("{opens} successful opens of {cdev} despite the veto"),
+    );
+    let claims = c.events("claim", &[("device", fn0)]).len();
+    c.expect(
+        claims == 0,
+        format!("{claims} claims of {fn0} after a vetoed open"),
+    );
+}
+
+fn cdev_open_would_veto(c: &mut Checker) {
+    let g = c.fact("group");
+    let fn0 = c.dev("VM_DEV_FN0");
+    let cdev = cdev_path(c);
+    expect_fact(c, "fn1_driver", "e1000");
+    expect_fact(c, "open", "ok");
+    // The kernel's own refusal: e1000 holds .1, so the group cannot be claimed for user space.
+    expect_fact(c, "bind", "error_EPERM");
+    let n = c
+        .events(
+            "veto",
+            &[
+                ("device", fn0),
+                ("group", &g),
+                ("path", &cdev),
+                ("rule", "vfio_open_not_viable"),
+                ("action", "would_veto"),
+            ],
+        )
+        .len();
+    c.expect(
+        n == 1,
+        format!("expected one would_veto open of {cdev} ({fn0}, group {g}), got {n}"),
+    );
+    let opens = c
+        .events(
+            "vfio_open",
+            &[("device", fn0), ("path", &cdev), ("result", "ok")],
+        )
+        .len();
+    c.expect(
+        opens == 1,
+        format!("dry-run: expected one ok vfio_open of {cdev} naming {fn0}, got {opens}"),
+    );
+    let claims = c
+        .events(
+            "claim",
+            &[
+                ("device", fn0),
+                ("scope", "device"),
+                ("errno", "EPERM"),
+                ("result", "error"),
+            ],
+        )
+        .len();
+    c.expect(
+        claims == 1,
+        format!(
+            "expected the kernel's EPERM for the device claim of {fn0}, got {claims} such claims"
+        ),
     );
 }
 

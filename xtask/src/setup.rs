@@ -21,20 +21,40 @@ const LLVM_PACKAGES: &[&str] = &["llvm-22-dev", "libllvm22"];
 /// What the workspace tests and benches call: promtool and a real Prometheus (metrics tests, which
 /// require them when CI=true) and lspci (the audit benchmark's baseline).
 const TEST_PACKAGES: &[&str] = &["prometheus", "pciutils"];
+/// What building the 6.12-iommufd kernel from source takes (kbuild.rs): the toolchain, Kconfig's
+/// flex and bison, libelf for objtool and resolve_btfids, pahole (dwarves) for BTF, openssl
+/// headers for the module signing key, kmod for depmod.
+pub const KERNEL_BUILD_PACKAGES: &[&str] = &[
+    "build-essential",
+    "bc",
+    "flex",
+    "bison",
+    "libelf-dev",
+    "libssl-dev",
+    "dwarves",
+    "kmod",
+    "cpio",
+];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 pub fn setup() -> Result<()> {
+    setup_with(true)
+}
+
+/// `build`: also build 6.12-iommufd (setup itself); the other commands leave it to `Kernel::ready`.
+fn setup_with(build: bool) -> Result<()> {
     let mut apt = Apt::default();
     rust_src()?;
     apt.ensure(VM_PACKAGES)?;
     apt.ensure_with(TEST_PACKAGES, false)?;
     bpf_linker(&mut apt)?;
-    kernels::ensure_all()?;
+    kernels::ensure_all(build)?;
     say("setup: done");
     Ok(())
 }
 
-/// Quick check used by the other commands: true when `setup` has nothing left to do.
+/// Quick check used by the other commands: true when `setup` has nothing left to do but build
+/// 6.12-iommufd, which `Kernel::ready` builds when a command first boots it (an hour, once).
 pub fn is_complete() -> bool {
     has_rust_src()
         && bpf_linker_ok()
@@ -44,6 +64,7 @@ pub fn is_complete() -> bool {
             .all(|p| installed(p))
         && kernels::SERIES
             .iter()
+            .filter(|s| **s != kernels::BUILT)
             .all(|s| kernels::Kernel::cached(s).is_some())
 }
 
@@ -53,7 +74,7 @@ pub fn ensure() -> Result<()> {
         return Ok(());
     }
     say("setup: something is missing, running `cargo xtask setup` first");
-    setup()
+    setup_with(false)
 }
 
 fn has_rust_src() -> bool {

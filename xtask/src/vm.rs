@@ -89,7 +89,7 @@ pub struct VmArgs {
 /// Returns whether the guest completed without crashing.
 pub fn vm(args: &VmArgs) -> Result<bool> {
     let bins = prepare()?;
-    let kernel = Kernel::get(&args.kernel)?;
+    let kernel = Kernel::ready(&args.kernel)?;
     let base = initramfs::base(&kernel, &bins)?;
     let script_path = args
         .script

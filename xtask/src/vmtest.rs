@@ -57,6 +57,16 @@ pub struct Filter {
 /// Runs the boots; returns how many passed and failed (the caller prints the closing line).
 pub fn vm_test(filter: &Filter) -> Result<(usize, usize)> {
     let started = Instant::now();
+    // The built kernel joins a run without --kernel only once this machine has it: its first
+    // build (hours on 2 busy cores, see README) does not fit a CI run yet.
+    let built_ready = Kernel::cached(kernels::BUILT).is_some();
+    if filter.kernel.is_none() && !built_ready {
+        say(format!(
+            "vm-test: {} is not built on this machine: its scenarios are left out (`cargo xtask setup` builds it; `--kernel {}` builds and runs it)",
+            kernels::BUILT,
+            kernels::BUILT
+        ));
+    }
     let jobs: Vec<Job> = SCENARIOS
         .iter()
         .flat_map(|s| {
@@ -66,7 +76,10 @@ pub fn vm_test(filter: &Filter) -> Result<(usize, usize)> {
                 cmdline: *cmdline,
             })
         })
-        .filter(|j| filter.kernel.as_deref().is_none_or(|k| k == j.series))
+        .filter(|j| match filter.kernel.as_deref() {
+            Some(k) => k == j.series,
+            None => j.series != kernels::BUILT || built_ready,
+        })
         .filter(|j| {
             filter
                 .scenario
@@ -81,7 +94,7 @@ pub fn vm_test(filter: &Filter) -> Result<(usize, usize)> {
     let mut bases: HashMap<&str, (Kernel, PathBuf)> = HashMap::new();
     for series in kernels::SERIES {
         if jobs.iter().any(|j| j.series == *series) {
-            let kernel = Kernel::get(series)?;
+            let kernel = Kernel::ready(series)?;
             let base = initramfs::base(&kernel, &bins)?;
             bases.insert(series, (kernel, base));
         }

@@ -29,7 +29,10 @@ pub struct Offsets {
     pub kn_name: Option<u32>,
     pub kn_parent: Option<u32>,
     pub file_mode: Option<u32>,
+    /// `f_count` up to 6.12, `f_ref` (a `file_ref_t`, counter at offset 0) from 6.13.
     pub file_count: Option<u32>,
+    /// What that counter reads for one reference: 1 for `f_count`, 0 for `f_ref` (count - 1).
+    pub file_count_one: u32,
     /// `f_pos_lock.owner` within `struct file`.
     pub file_pos_owner: Option<u32>,
     pub task_files: Option<u32>,
@@ -144,7 +147,14 @@ impl Features {
                 .member_offset("kernfs_node", "parent")
                 .or_else(|| btf.member_offset("kernfs_node", "__parent")),
             file_mode: btf.member_offset("file", "f_mode"),
-            file_count: btf.member_offset("file", "f_count"),
+            file_count: btf
+                .member_offset("file", "f_count")
+                .or_else(|| btf.member_offset("file", "f_ref")),
+            file_count_one: if btf.member_offset("file", "f_count").is_some() {
+                1
+            } else {
+                0
+            },
             file_pos_owner: btf
                 .member_offset("file", "f_pos_lock")
                 .zip(btf.member_offset("mutex", "owner"))

@@ -150,6 +150,7 @@ pub fn load(object: &[u8], features: &Features, pin_root: &Path) -> Result<Loade
         (names::OFF_KN_PARENT, u(off.kn_parent)),
         (names::OFF_FILE_MODE, u(off.file_mode)),
         (names::OFF_FILE_COUNT, u(off.file_count)),
+        (names::FILE_COUNT_ONE, off.file_count_one),
         (names::OFF_FILE_POS_OWNER, u(off.file_pos_owner)),
         (names::OFF_TASK_FILES, u(off.task_files)),
         (names::OFF_FILES_FDT, u(off.files_fdt)),

@@ -62,7 +62,7 @@ impl Live {
         let mut follow = FollowUp::default();
         let mut out = Vec::new();
         while let Some(item) = ring.next() {
-            let ev = match record::decode(&item) {
+            let mut ev = match record::decode(&item) {
                 Ok(ev) => ev,
                 Err(e) => {
                     warn!("dropping a malformed ring-buffer record: {e}");
@@ -70,6 +70,16 @@ impl Live {
                 }
             };
             let path = ev.rdev.map(|rdev| self.node_path(rdev));
+            // A cdev open's record has only the node: name the device behind it (its group
+            // follows from the map).
+            if ev.device.is_empty() {
+                if let Some(d) = path
+                    .as_deref()
+                    .and_then(|p| vfio_nodes::device_of_cdev(&self.sysfs_root, p))
+                {
+                    ev.device = d;
+                }
+            }
             let (lines, f) = self.node.apply(&ev, path);
             out.extend(lines);
             follow.rescan_sysfs |= f.rescan_sysfs;
