@@ -435,7 +435,7 @@ fn bad_policies_exit_2_naming_file_line_and_column() {
         ("bad-id.toml", "2:6", "is not vendor:device"),
         ("bad-class.toml", "2:9", "is not a class code prefix"),
         ("bad-empty-selector.toml", "3:1", "empty reserve selector"),
-        ("bad-syntax.toml", "1:10", "invalid table header"),
+        ("bad-syntax.toml", "1:11", "unclosed array table"),
     ] {
         let path = policy(file);
         for command in ["audit", "groups"] {

@@ -119,6 +119,31 @@ pub fn load(object: &[u8], features: &Features, pin_root: &Path) -> Result<Loade
     } else {
         Vec::new()
     };
+    let globals = globals(features);
+    let mut loader = EbpfLoader::new();
+    loader.btf(Some(&btf));
+    // An existing pin is reused, a missing one created and pinned.
+    for (name, path) in &map_paths {
+        loader.map_pin_path(name, path.as_path());
+    }
+    for (name, value) in &globals {
+        loader.override_global(name, value, true);
+    }
+    let ebpf = loader.load(object)?;
+    Ok(Loaded {
+        ebpf,
+        btf,
+        status: BTreeMap::new(),
+        unpinned: Vec::new(),
+        links_dir,
+        pinning,
+        fresh_maps,
+    })
+}
+
+/// Every global the agent sets in the object before loading (`override_global`, which fails
+/// when one is missing), with its value for this kernel.
+pub fn globals(features: &Features) -> Vec<(&'static str, u32)> {
     let off = features.offsets();
     let u = |o: Option<u32>| o.unwrap_or(UNRESOLVED);
     let regs_mode = if features.has_task_pt_regs_helper() {
@@ -126,7 +151,7 @@ pub fn load(object: &[u8], features: &Features, pin_root: &Path) -> Result<Loade
     } else {
         pt_regs_mode::STACK
     };
-    let globals = [
+    vec![
         (names::OFF_DEVICE_DRIVER, u(off.device_driver)),
         (names::OFF_DEVICE_IOMMU_GROUP, u(off.device_iommu_group)),
         (names::OFF_GROUP_ID, u(off.group_id)),
@@ -161,26 +186,7 @@ pub fn load(object: &[u8], features: &Features, pin_root: &Path) -> Result<Loade
         (names::OFF_PCI_DEV_DEV, u(off.pci_dev_dev)),
         (names::OFF_PCI_DEV_OVERRIDE, u(off.pci_dev_override)),
         (names::PROBE_OK, features.probe_ok_ret()),
-    ];
-    let mut loader = EbpfLoader::new();
-    loader.btf(Some(&btf));
-    // An existing pin is reused, a missing one created and pinned.
-    for (name, path) in &map_paths {
-        loader.map_pin_path(name, path.as_path());
-    }
-    for (name, value) in &globals {
-        loader.override_global(name, value, true);
-    }
-    let ebpf = loader.load(object)?;
-    Ok(Loaded {
-        ebpf,
-        btf,
-        status: BTreeMap::new(),
-        unpinned: Vec::new(),
-        links_dir,
-        pinning,
-        fresh_maps,
-    })
+    ]
 }
 
 /// Removes every pin under `pin_root`: the programs detach once no agent holds them.

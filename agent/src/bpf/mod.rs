@@ -2,6 +2,8 @@
 //! goes where ([`programs`]), loading and attaching ([`loader`]), and decoding ring-buffer records
 //! ([`record`]). Only [`loader`] makes BPF syscalls.
 pub mod btf;
+#[cfg(test)]
+mod contract;
 pub mod features;
 pub mod loader;
 pub mod programs;

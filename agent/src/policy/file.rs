@@ -1,13 +1,9 @@
 //! Reading and checking the policy file.
 use std::collections::HashMap;
-use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use serde::de::{self, Deserializer, Visitor};
-use serde::Deserialize;
-use toml::Spanned;
-
+use super::reader::{self, Spanned, Table, Value};
 use super::{ClassPrefix, Intended, Policy, Reserve, Selector};
 use crate::bounded::{self, BoundedError};
 use crate::model::parse_address;
@@ -72,10 +68,9 @@ impl Policy {
                 message,
             }
         };
-        let raw: RawPolicy = toml::from_str(text).map_err(|e| {
-            let message = e.message().trim().replace('\n', "; ");
-            invalid(e.span().unwrap_or(0..0), message)
-        })?;
+        let raw = reader::read(text)
+            .and_then(raw_policy)
+            .map_err(|(span, message)| invalid(span, message))?;
 
         let mut policy = Policy {
             source: Some(path.to_path_buf()),
@@ -207,19 +202,15 @@ impl Policy {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawPolicy {
     protect_user_groups: Option<bool>,
     allowed_drivers: Option<Vec<Spanned<String>>>,
     denied_drivers: Option<Vec<Spanned<String>>>,
     trusted_writers: Option<Vec<Spanned<String>>>,
-    #[serde(default)]
     reserve: Vec<Spanned<RawReserve>>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Default)]
 struct RawReserve {
     group: Option<Spanned<GroupNumber>>,
     device: Option<Spanned<String>>,
@@ -229,34 +220,145 @@ struct RawReserve {
     rebind: Option<bool>,
 }
 
+const POLICY_KEYS: &[&str] = &[
+    "protect_user_groups",
+    "allowed_drivers",
+    "denied_drivers",
+    "trusted_writers",
+    "reserve",
+];
+const RESERVE_KEYS: &[&str] = &["group", "device", "id", "class", "driver", "rebind"];
+
+/// The schema over the document tree: unknown keys and wrong types are errors, worded as serde
+/// words them.
+fn raw_policy(root: Table) -> Result<RawPolicy, reader::Error> {
+    let mut raw = RawPolicy {
+        protect_user_groups: None,
+        allowed_drivers: None,
+        denied_drivers: None,
+        trusted_writers: None,
+        reserve: Vec::new(),
+    };
+    for (key, value) in root.entries {
+        match key.get_ref().as_str() {
+            "protect_user_groups" => raw.protect_user_groups = Some(boolean(value)?),
+            "allowed_drivers" => raw.allowed_drivers = Some(strings(value)?),
+            "denied_drivers" => raw.denied_drivers = Some(strings(value)?),
+            "trusted_writers" => raw.trusted_writers = Some(strings(value)?),
+            "reserve" => {
+                for item in array(value)? {
+                    let span = item.span();
+                    let t = match item.into_inner() {
+                        Value::Table(t) => t,
+                        other => return Err(invalid_type(&other, span, "struct RawReserve")),
+                    };
+                    raw.reserve.push(Spanned::new(span, raw_reserve(t)?));
+                }
+            }
+            _ => return Err(unknown(&key, POLICY_KEYS)),
+        }
+    }
+    Ok(raw)
+}
+
+fn raw_reserve(table: Table) -> Result<RawReserve, reader::Error> {
+    let mut r = RawReserve::default();
+    for (key, value) in table.entries {
+        match key.get_ref().as_str() {
+            "group" => {
+                let span = value.span();
+                r.group = Some(Spanned::new(
+                    span.clone(),
+                    group_number(value.into_inner(), span)?,
+                ));
+            }
+            "device" => r.device = Some(string(value)?),
+            "id" => r.id = Some(string(value)?),
+            "class" => r.class = Some(string(value)?),
+            "driver" => r.driver = Some(string(value)?),
+            "rebind" => r.rebind = Some(boolean(value)?),
+            _ => return Err(unknown(&key, RESERVE_KEYS)),
+        }
+    }
+    Ok(r)
+}
+
+fn unknown(key: &Spanned<String>, expected: &[&str]) -> reader::Error {
+    let list: Vec<String> = expected.iter().map(|k| format!("`{k}`")).collect();
+    (
+        key.span(),
+        format!(
+            "unknown field `{}`, expected one of {}",
+            key.get_ref(),
+            list.join(", ")
+        ),
+    )
+}
+
+fn invalid_type(v: &Value, span: Range<usize>, expected: &str) -> reader::Error {
+    let found = match v {
+        Value::String(s) => format!("string {s:?}"),
+        Value::Integer(i) => format!("integer `{i}`"),
+        Value::Boolean(b) => format!("boolean `{b}`"),
+        other => other.kind().to_string(),
+    };
+    (span, format!("invalid type: {found}, expected {expected}"))
+}
+
+fn boolean(v: Spanned<Value>) -> Result<bool, reader::Error> {
+    match v.get_ref() {
+        Value::Boolean(b) => Ok(*b),
+        other => Err(invalid_type(other, v.span(), "a boolean")),
+    }
+}
+
+fn string(v: Spanned<Value>) -> Result<Spanned<String>, reader::Error> {
+    let span = v.span();
+    match v.into_inner() {
+        Value::String(s) => Ok(Spanned::new(span, s)),
+        other => Err(invalid_type(&other, span, "a string")),
+    }
+}
+
+fn array(v: Spanned<Value>) -> Result<Vec<Spanned<Value>>, reader::Error> {
+    let span = v.span();
+    match v.into_inner() {
+        Value::Array(items) => Ok(items),
+        other => Err(invalid_type(&other, span, "a sequence")),
+    }
+}
+
+fn strings(v: Spanned<Value>) -> Result<Vec<Spanned<String>>, reader::Error> {
+    array(v)?.into_iter().map(string).collect()
+}
+
 /// A group number written as `"14"` or `14`.
 struct GroupNumber(u32);
 
-impl<'de> Deserialize<'de> for GroupNumber {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = GroupNumber;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an IOMMU group number such as \"14\"")
+fn group_number(v: Value, span: Range<usize>) -> Result<GroupNumber, reader::Error> {
+    let bad = |shown: String| {
+        (
+            span.clone(),
+            format!("group {shown} is not an IOMMU group number"),
+        )
+    };
+    match v {
+        Value::Integer(i) => u32::try_from(i)
+            .map(GroupNumber)
+            .map_err(|_| bad(i.to_string())),
+        Value::String(s) => {
+            if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad(format!("{s:?}")));
             }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<GroupNumber, E> {
-                u32::try_from(v)
-                    .map(GroupNumber)
-                    .map_err(|_| E::custom(format!("group {v} is not an IOMMU group number")))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<GroupNumber, E> {
-                if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(E::custom(format!(
-                        "group {v:?} is not an IOMMU group number"
-                    )));
-                }
-                v.parse()
-                    .map(GroupNumber)
-                    .map_err(|_| E::custom(format!("group {v:?} is not an IOMMU group number")))
-            }
+            s.parse()
+                .map(GroupNumber)
+                .map_err(|_| bad(format!("{s:?}")))
         }
-        d.deserialize_any(V)
+        other => Err(invalid_type(
+            &other,
+            span.clone(),
+            "an IOMMU group number such as \"14\"",
+        )),
     }
 }
 

@@ -157,7 +157,8 @@ fn errors_name_file_line_and_column() {
     assert!(error("[[reserve]]\ngroup = \"1x\"\n").starts_with("node.toml:2:9: group \"1x\""));
     assert!(error("[[reserve]]\ngroup = -1\n").starts_with("node.toml:2:9: "));
     assert!(error("protect_user_groups = \"yes\"\n").starts_with("node.toml:1:23: "));
-    assert!(error("[[reserve]\n").starts_with("node.toml:1:10: "));
+    // toml 1.x points after the header, where the second `]` is missing.
+    assert!(error("[[reserve]\n").starts_with("node.toml:1:11: unclosed array table"));
     assert!(error("trusted_writers = [\"validator\"]\n")
         .starts_with("node.toml:1:20: trusted_writers: \"validator\" is not an absolute path"));
     assert!(
@@ -165,6 +166,47 @@ fn errors_name_file_line_and_column() {
             .starts_with("node.toml:2:24: driver \"x\" is both")
     );
     assert!(error("[[reserve]]\ngroup = 1\ndriver = \"\"\n").starts_with("node.toml:3:10: "));
+}
+
+#[test]
+fn any_toml_spelling_of_the_schema_reads_the_same() {
+    let p = parse(
+        "reserve = [{ group = 3 }, { \"device\" = '0000:01:00.0', rebind = true }]\n\
+         # a comment\n\
+         'protect_user_groups' = false\n",
+    )
+    .expect("valid");
+    assert!(!p.protect_user_groups);
+    let r: Vec<String> = p.reserve.iter().map(|r| r.selector.to_string()).collect();
+    assert_eq!(r, ["group 3", "device 0000:01:00.0"]);
+    assert!(p.reserve[1].rebind);
+    assert_eq!(p.reserve[1].line, 1);
+}
+
+#[test]
+fn toml_structure_errors_name_their_place() {
+    assert_eq!(
+        error("[[reserve]]\ngroup = 1\ngroup = 2\n"),
+        "node.toml:3:1: duplicate key `group`"
+    );
+    assert_eq!(
+        error("protect_user_groups = true\nprotect_user_groups = false\n"),
+        "node.toml:2:1: duplicate key `protect_user_groups`"
+    );
+    assert!(error("[reserve]\ngroup = 1\n")
+        .starts_with("node.toml:1:1: invalid type: map, expected a sequence"));
+    assert!(error("reserve = []\n[[reserve]]\ngroup = 1\n")
+        .starts_with("node.toml:2:3: duplicate key `reserve`"));
+    assert!(error("a.b = 1\n").starts_with("node.toml:1:1: unknown field `a`"));
+    assert!(error("[[reserve]]\ngroup.x = 1\n")
+        .starts_with("node.toml:2:1: invalid type: map, expected an IOMMU group number"));
+    assert!(error("[[reserve.x]]\n").starts_with("node.toml:1:11: table reserve.x is not part"));
+    assert!(error("reserve = [1]\n").starts_with("node.toml:1:12: invalid type: integer `1`"));
+    assert!(error("allowed_drivers = [\"a\", 1.5]\n")
+        .starts_with("node.toml:1:25: invalid type: floating point, expected a string"));
+    assert!(error("allowed_drivers = \"a\\q\"\n").starts_with("node.toml:1:"));
+    let deep = format!("x = {}{}\n", "[".repeat(200), "]".repeat(200));
+    assert!(error(&deep).starts_with("node.toml:1:"));
 }
 
 #[test]
