@@ -8,7 +8,7 @@ use std::mem::size_of;
 
 use aya_obj::{Object, ProgramSection};
 use iommu_enforcer_common::{
-    names, pins, DeviceInfo, ExeKey, GroupState, PciIds, WatchedFile, ADDR_LEN, DRIVER_KEY_LEN,
+    names, pins, DeviceInfo, ExeKey, GroupState, WatchedFile, ADDR_LEN, DRIVER_KEY_LEN,
 };
 use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
 
@@ -32,7 +32,6 @@ fn expected_maps() -> Vec<(&'static str, u32, usize, usize)> {
         (names::LOST, PERCPU_ARRAY, u32s, size_of::<u64>()),
         (names::TOPOLOGY, HASH, ADDR_LEN, size_of::<DeviceInfo>()),
         (names::SLOTS, HASH, ADDR_LEN, size_of::<DeviceInfo>()),
-        (names::DEVICE_IDS, ARRAY, u32s, size_of::<PciIds>()),
         (names::USER_DRIVERS, HASH, DRIVER_KEY_LEN, u32s),
         (names::GROUP_RDEV, HASH, u32s, u32s),
         (names::RESERVED, HASH, u32s, u32s),
