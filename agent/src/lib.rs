@@ -10,6 +10,7 @@ pub mod enforce;
 pub mod metrics;
 pub mod model;
 pub mod nfd;
+pub mod pods;
 pub mod policy;
 pub mod report;
 pub mod sysfs;

@@ -6,6 +6,7 @@ use aya::maps::{MapData, RingBuf};
 use log::warn;
 
 use super::{
+    attribution::Attribution,
     output::{Line, Sink},
     scan,
     state::{FollowUp, NodeState},
@@ -27,6 +28,8 @@ pub struct Live {
     pub dev_root: PathBuf,
     /// (major, minor) -> /dev path of VFIO nodes, refreshed when an unknown one shows up.
     nodes: BTreeMap<(u32, u32), String>,
+    /// cgroup id -> pod and container of the events.
+    pub attribution: Attribution,
 }
 
 impl Live {
@@ -38,6 +41,7 @@ impl Live {
         sysfs_root: PathBuf,
         proc_root: PathBuf,
         dev_root: PathBuf,
+        attribution: Attribution,
     ) -> Self {
         let nodes = vfio_nodes::vfio_nodes(&dev_root);
         Self {
@@ -49,6 +53,7 @@ impl Live {
             proc_root,
             dev_root,
             nodes,
+            attribution,
         }
     }
 
@@ -74,6 +79,7 @@ impl Live {
         if out.is_empty() {
             return;
         }
+        self.attribution.attribute(&mut out, self.sink.metrics());
         self.sink.emit(&out);
         // Even without a re-read, a bind may have changed a group's viability: the enforcer
         // updates pins and the LSM maps right away, not at the next housekeeping pass.

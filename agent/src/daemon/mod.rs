@@ -1,6 +1,7 @@
 //! The node agent: probes the kernel, loads and attaches the eBPF programs it supports, scans
 //! sysfs, then keeps the group map current from kernel events, printing one JSON line per event
 //! and per verdict change (docs/events.md). Detaches and exits cleanly on SIGTERM/SIGINT.
+mod attribution;
 mod live;
 pub mod output;
 mod scan;
@@ -131,6 +132,7 @@ async fn agent(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
         common.sysfs_root.clone(),
         common.proc_root.clone(),
         dev_root,
+        attribution::Attribution::new(&args.cgroup_root),
     );
     let holders = scan::holders(&common.proc_root, &common.sysfs_root);
     let _ = live.node.set_holders(holders);

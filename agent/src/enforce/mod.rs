@@ -349,6 +349,8 @@ impl Enforcer {
                 tgid: pid,
                 comm: "enforcer".into(),
                 cgroup_id: 0,
+                pod_uid: None,
+                container_id: None,
             })),
         );
         lines
