@@ -57,12 +57,21 @@ step() {
 	return $rc
 }
 
+# in_cgroup DIR CMD...: runs CMD as a process of the cgroup v2 directory DIR (the process moves
+# itself in, then execs CMD: same pid).
+in_cgroup() { sh -c 'echo $$ > "$0/cgroup.procs" && exec "$@"' "$@"; }
+
 # hold GROUP [DEVICE]: claim the group with vfio-holder in the background, as a VM would, and wait
-# until it holds it (0) or gave up (1). HOLDER_PID is the holder.
+# until it holds it (0) or gave up (1). HOLDER_PID is the holder; with HOLD_CGROUP=DIR it runs in
+# that cgroup.
 hold() {
 	out=/tmp/holder.$1.out
 	: > $out
-	vfio-holder "$@" > $out 2>&1 &
+	if [ -n "$HOLD_CGROUP" ]; then
+		in_cgroup "$HOLD_CGROUP" vfio-holder "$@" > $out 2>&1 &
+	else
+		vfio-holder "$@" > $out 2>&1 &
+	fi
 	HOLDER_PID=$!
 	i=0
 	while [ $i -lt 300 ]; do

@@ -67,6 +67,8 @@ pub struct CgroupIds {
     cache: HashMap<u64, Entry>,
     /// Walks done so far (the log says how often misses cost one).
     pub walks: u64,
+    /// Why the last walk did not finish, for the ids it left unanswered.
+    last_failure: Option<Failure>,
 }
 
 impl CgroupIds {
@@ -75,6 +77,7 @@ impl CgroupIds {
             root: root.to_path_buf(),
             cache: HashMap::new(),
             walks: 0,
+            last_failure: None,
         }
     }
 
@@ -85,12 +88,13 @@ impl CgroupIds {
             Some(Entry::Pod(p)) => Ok(Some(p)),
             Some(Entry::NotPod) => Ok(None),
             Some(Entry::Missing(f)) => Err(*f),
-            None => Err(Failure::NotFound),
+            None => Err(self.last_failure.unwrap_or(Failure::NotFound)),
         }
     }
 
     /// Makes every id of `ids` answerable: one walk when any is not cached yet (id 0, no
-    /// cgroup recorded, is never looked up).
+    /// cgroup recorded, is never looked up). An id the walk could not answer is answered
+    /// `Err` by [`CgroupIds::lookup`].
     pub fn prepare(&mut self, ids: impl IntoIterator<Item = u64>) {
         let wanted: HashSet<u64> = ids
             .into_iter()
@@ -99,12 +103,14 @@ impl CgroupIds {
         if wanted.is_empty() {
             return;
         }
-        let outcome = self.walk(&wanted);
+        let failure = match self.walk(&wanted) {
+            Ok(()) => Failure::NotFound,
+            Err(f @ Failure::WalkLimit) => f,
+            // No tree yet (cgroup2 mounted later) or an unreadable part: the next batch with
+            // these ids looks again instead of remembering a miss that may not be one.
+            Err(_) => return,
+        };
         for id in wanted {
-            let failure = match outcome {
-                Ok(()) => Failure::NotFound,
-                Err(f) => f,
-            };
             self.cache.entry(id).or_insert(Entry::Missing(failure));
         }
     }
@@ -124,6 +130,12 @@ impl CgroupIds {
 
     /// Walks the tree, keeping every pod cgroup and every wanted id it sees.
     fn walk(&mut self, wanted: &HashSet<u64>) -> Result<(), Failure> {
+        let result = self.walk_tree(wanted);
+        self.last_failure = result.err();
+        result
+    }
+
+    fn walk_tree(&mut self, wanted: &HashSet<u64>) -> Result<(), Failure> {
         self.walks += 1;
         let root = self.cgroup2_root().ok_or(Failure::NoCgroup2)?;
         if self.cache.len() >= MAX_CACHED {
@@ -261,6 +273,12 @@ mod tests {
         let mut ids = CgroupIds::new(dir.path());
         ids.prepare([12345]);
         assert_eq!(ids.lookup(12345), Err(Failure::NoCgroup2));
+        // Not remembered: cgroup2 mounted later answers.
+        fs::write(dir.path().join("cgroup.controllers"), "").unwrap();
+        let root_id = ino(dir.path());
+        ids.prepare([root_id]);
+        assert_eq!(ids.lookup(root_id), Ok(None));
+        fs::remove_file(dir.path().join("cgroup.controllers")).unwrap();
         let unified = dir.path().join("unified");
         let pod = unified.join(format!("kubepods/pod{UID}/{ID}"));
         fs::create_dir_all(&pod).unwrap();
