@@ -186,6 +186,13 @@ pub const SCENARIOS: &[Scenario] = &[
         check: malformed_policy,
     },
     Scenario {
+        name: "trusted-writer-installed",
+        boots: LSM,
+        dry_run: false,
+        policy: Some("reserve-late-writer.toml"),
+        check: trusted_writer_installed,
+    },
+    Scenario {
         name: "pod-attribution",
         boots: ALL,
         dry_run: false,
@@ -937,6 +944,27 @@ fn traced_trusted_writer(c: &mut Checker) {
     );
 }
 
+fn trusted_writer_installed(c: &mut Checker) {
+    expect_fact(c, "before", "error_EPERM");
+    expect_fact(c, "reresolved", "yes");
+    expect_fact(c, "after", "ok");
+    expect_fact(c, "fn1_override", "none");
+    let fn1 = c.dev("VM_DEV_FN1");
+    let vetoes: Vec<String> = c
+        .events(
+            "veto",
+            &[("rule", "protected_driver_override"), ("device", fn1)],
+        )
+        .iter()
+        .filter_map(|e| str_of(e, "comm").map(str::to_string))
+        .collect();
+    // Refused once, before it was installed; the installed one was let through.
+    c.expect(
+        vetoes == ["late-writer"],
+        format!("expected one veto of late-writer's write, got {vetoes:?}"),
+    );
+}
+
 fn daemonset_caps(c: &mut Checker) {
     // Measured on every Debian kernel here: 3, which makes the prerequisite necessary.
     expect_fact(c, "default_paranoid", "3");
@@ -1012,6 +1040,19 @@ fn pod_attribution(c: &mut Checker) {
             &format!("vfio_open of group {g} by {who}"),
             uid,
             id,
+        );
+    }
+    // Holder A's release ran as it exited; its cgroup was removed afterwards: named from the id.
+    let releases: Vec<Value> = c
+        .events("vfio_release", &[("tgid", &pid_a)])
+        .into_iter()
+        .cloned()
+        .collect();
+    for e in &releases {
+        let got = (str_of(e, "pod_uid"), str_of(e, "container_id"));
+        c.expect(
+            got == (Some(uid_a.as_str()), Some(id_a.as_str())),
+            format!("vfio_release by holder A should name its pod: {e}"),
         );
     }
     // Nothing is attributed to a pod the script did not make.

@@ -17,6 +17,13 @@ use crate::{
     enforce::Enforcer,
 };
 
+/// Where the agent reads the node from.
+pub struct Roots {
+    pub sysfs: PathBuf,
+    pub proc: PathBuf,
+    pub dev: PathBuf,
+}
+
 pub struct Live {
     /// The programs (dropping it detaches them all).
     pub loaded: Loaded,
@@ -38,20 +45,18 @@ impl Live {
         node: NodeState,
         enforcer: Enforcer,
         sink: Sink,
-        sysfs_root: PathBuf,
-        proc_root: PathBuf,
-        dev_root: PathBuf,
+        roots: Roots,
         attribution: Attribution,
     ) -> Self {
-        let nodes = vfio_nodes::vfio_nodes(&dev_root);
+        let nodes = vfio_nodes::vfio_nodes(&roots.dev);
         Self {
             loaded,
             node,
             enforcer,
             sink,
-            sysfs_root,
-            proc_root,
-            dev_root,
+            sysfs_root: roots.sysfs,
+            proc_root: roots.proc,
+            dev_root: roots.dev,
             nodes,
             attribution,
         }

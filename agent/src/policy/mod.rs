@@ -59,6 +59,7 @@ use crate::model::Device;
 mod decide;
 mod file;
 pub mod host_path;
+pub mod writer_watch;
 
 pub use decide::{
     intended_driver, pins, reserved_groups, unmatched, violations, Action, Pin, Rule, Violation,
