@@ -1003,6 +1003,7 @@ fn pod_attribution(c: &mut Checker) {
         c.expect(!v.is_empty(), format!("script did not report {k}"));
     }
     expect_fact(c, "fn0_driver", "vfio-pci");
+    expect_fact(c, "a_seen", "yes");
     expect_fact(c, "a_cgroup_removed", "yes");
     // The bind attempts, written from pod C (guaranteed QoS, systemd driver, CRI-O).
     for var in ["VM_DEV_FN0", "VM_DEV_FN1"] {

@@ -1,6 +1,7 @@
 # Pods without an API: kubelet-shaped cgroups in the guest's real cgroup v2, a VFIO holder and a
 # bind in them; the agent names pod_uid and container_id from each event's cgroup id, the audit
-# from each holder's /proc/PID/cgroup. Holder A exits and its cgroup is removed before the end.
+# from each holder's /proc/PID/cgroup. Holder A exits and its cgroup is removed before the end:
+# its release event is named from the cached id.
 . /lib/vm/lib.sh
 CG=/sys/fs/cgroup
 if ! grep -q "^[^ ]* $CG cgroup2 " /proc/mounts; then
@@ -34,6 +35,15 @@ fact fn0_driver $(driver_of $VM_DEV_FN0)
 
 HOLD_CGROUP=$CG_A hold $g || exit 1
 fact pid_a $HOLDER_PID
+# A container lives longer than the agent takes to read its first event: wait (bounded) until
+# the agent printed holder A's open, so the id is known before the cgroup goes (a cgroup made
+# and removed between two of the agent's reads is not attributed: not_found).
+i=0
+while [ $i -lt 300 ] && ! grep -q "\"kind\":\"vfio_open\".*\"tgid\":$HOLDER_PID," /tmp/agent.out; do
+	sleep 0.1
+	i=$((i + 1))
+done
+fact a_seen $(grep -q "\"kind\":\"vfio_open\".*\"tgid\":$HOLDER_PID," /tmp/agent.out && echo yes || echo no)
 release
 # The container is gone: its cgroup too, as the runtime removes it.
 rmdir $CG_A $POD_A && echo "+ removed $CG_A"
