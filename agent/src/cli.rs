@@ -58,6 +58,10 @@ pub struct DaemonArgs {
     /// The host's root filesystem, against which policy paths (trusted_writers) are resolved.
     #[arg(long, default_value = "/", value_name = "DIR")]
     pub host_root: PathBuf,
+    /// The host's cgroup2 mount (or a hybrid host's cgroup root, whose `unified/` is used):
+    /// events' cgroup ids are looked up here to name their pod and container.
+    #[arg(long, default_value = "/sys/fs/cgroup", value_name = "DIR")]
+    pub cgroup_root: PathBuf,
 }
 
 #[derive(Subcommand, Debug)]

@@ -11,6 +11,7 @@ pub mod io_deadline;
 pub mod metrics;
 pub mod model;
 pub mod nfd;
+pub mod pods;
 pub mod policy;
 pub mod report;
 pub mod sysfs;

@@ -57,12 +57,22 @@ step() {
 	return $rc
 }
 
+# sh -c "$IN_CGROUP" DIR CMD...: runs CMD as a process of the cgroup v2 directory DIR (the shell
+# moves itself in, then execs CMD: same pid, so `$!` of it run in the background is CMD's).
+IN_CGROUP='echo $$ > "$0/cgroup.procs" && exec "$@"'
+in_cgroup() { sh -c "$IN_CGROUP" "$@"; }
+
 # hold GROUP [DEVICE]: claim the group with vfio-holder in the background, as a VM would, and wait
-# until it holds it (0) or gave up (1). HOLDER_PID is the holder.
+# until it holds it (0) or gave up (1). HOLDER_PID is the holder; with HOLD_CGROUP=DIR it runs in
+# that cgroup.
 hold() {
 	out=/tmp/holder.$1.out
 	: > $out
-	vfio-holder "$@" > $out 2>&1 &
+	if [ -n "$HOLD_CGROUP" ]; then
+		sh -c "$IN_CGROUP" "$HOLD_CGROUP" vfio-holder "$@" > $out 2>&1 &
+	else
+		vfio-holder "$@" > $out 2>&1 &
+	fi
 	HOLDER_PID=$!
 	i=0
 	while [ $i -lt 300 ]; do

@@ -231,6 +231,20 @@ pub const SCENARIOS: &[Scenario] = &[
         policy: None,
         check: malformed_policy,
     },
+    Scenario {
+        name: "trusted-writer-installed",
+        boots: LSM,
+        dry_run: false,
+        policy: Some("reserve-late-writer.toml"),
+        check: trusted_writer_installed,
+    },
+    Scenario {
+        name: "pod-attribution",
+        boots: ALL,
+        dry_run: false,
+        policy: None,
+        check: pod_attribution,
+    },
 ];
 
 /// Programs on the DMA-ownership functions (iommu_device_use_default_domain,
@@ -1167,6 +1181,27 @@ fn traced_trusted_writer(c: &mut Checker) {
     );
 }
 
+fn trusted_writer_installed(c: &mut Checker) {
+    expect_fact(c, "before", "error_EPERM");
+    expect_fact(c, "reresolved", "yes");
+    expect_fact(c, "after", "ok");
+    expect_fact(c, "fn1_override", "none");
+    let fn1 = c.dev("VM_DEV_FN1");
+    let vetoes: Vec<String> = c
+        .events(
+            "veto",
+            &[("rule", "protected_driver_override"), ("device", fn1)],
+        )
+        .iter()
+        .filter_map(|e| str_of(e, "comm").map(str::to_string))
+        .collect();
+    // Refused once, before it was installed; the installed one was let through.
+    c.expect(
+        vetoes == ["late-writer"],
+        format!("expected one veto of late-writer's write, got {vetoes:?}"),
+    );
+}
+
 fn daemonset_caps(c: &mut Checker) {
     // Measured on every Debian kernel here: 3, which makes the prerequisite necessary.
     expect_fact(c, "default_paranoid", "3");
@@ -1181,4 +1216,125 @@ fn daemonset_caps(c: &mut Checker) {
         expect_fact(c, "lsm_active", "1");
     }
     expect_fact(c, "alive", "yes");
+}
+
+/// Every event of `events` names pod `uid` and container `id`; `what` says whose they are.
+fn expect_pod(c: &mut Checker, events: &[Value], what: &str, uid: &str, id: &str) {
+    c.expect(!events.is_empty(), format!("no {what} event"));
+    for e in events {
+        let got = (str_of(e, "pod_uid"), str_of(e, "container_id"));
+        c.expect(
+            got == (Some(uid), Some(id)),
+            format!("{what}: expected pod_uid {uid} and container_id {id}, got {e}"),
+        );
+    }
+}
+
+fn pod_attribution(c: &mut Checker) {
+    let g = c.fact("group");
+    let [uid_a, id_a, uid_b, id_b, uid_c, id_c, pid_a, pid_b] = [
+        "uid_a", "id_a", "uid_b", "id_b", "uid_c", "id_c", "pid_a", "pid_b",
+    ]
+    .map(|k| c.fact(k));
+    for (k, v) in [("group", &g), ("pid_a", &pid_a), ("pid_b", &pid_b)] {
+        c.expect(!v.is_empty(), format!("script did not report {k}"));
+    }
+    expect_fact(c, "fn0_driver", "vfio-pci");
+    expect_fact(c, "a_seen", "yes");
+    expect_fact(c, "a_cgroup_removed", "yes");
+    // The bind attempts, written from pod C (guaranteed QoS, systemd driver, CRI-O).
+    for var in ["VM_DEV_FN0", "VM_DEV_FN1"] {
+        let dev = c.dev(var);
+        let binds: Vec<Value> = c
+            .events("bind", &[("device", dev), ("driver", "vfio-pci")])
+            .into_iter()
+            .cloned()
+            .collect();
+        expect_pod(
+            c,
+            &binds,
+            &format!("bind of vfio-pci to {dev}"),
+            &uid_c,
+            &id_c,
+        );
+    }
+    // Holder A (besteffort, systemd driver, containerd) exited and its cgroup was removed
+    // before the agent stopped; holder B (burstable, cgroupfs driver) still holds the group.
+    for (pid, uid, id, who) in [
+        (&pid_a, &uid_a, &id_a, "holder A"),
+        (&pid_b, &uid_b, &id_b, "holder B"),
+    ] {
+        let opens: Vec<Value> = c
+            .events(
+                "vfio_open",
+                &[("group", &g), ("tgid", pid), ("result", "ok")],
+            )
+            .into_iter()
+            .cloned()
+            .collect();
+        expect_pod(
+            c,
+            &opens,
+            &format!("vfio_open of group {g} by {who}"),
+            uid,
+            id,
+        );
+    }
+    // Holder A's release ran as it exited; its cgroup was removed afterwards: named from the id.
+    let releases: Vec<Value> = c
+        .events("vfio_release", &[("tgid", &pid_a)])
+        .into_iter()
+        .cloned()
+        .collect();
+    for e in &releases {
+        let got = (str_of(e, "pod_uid"), str_of(e, "container_id"));
+        c.expect(
+            got == (Some(uid_a.as_str()), Some(id_a.as_str())),
+            format!("vfio_release by holder A should name its pod: {e}"),
+        );
+    }
+    // Nothing is attributed to a pod the script did not make.
+    let known = [&uid_a, &uid_b, &uid_c];
+    let stray: Vec<String> = c
+        .of_type("event")
+        .into_iter()
+        .filter_map(|e| str_of(e, "pod_uid"))
+        .filter(|u| !known.iter().any(|k| k.as_str() == *u))
+        .map(str::to_string)
+        .collect();
+    c.expect(
+        stray.is_empty(),
+        format!("events name pods nobody made: {stray:?}"),
+    );
+    // The audit: holder B in its pod, holder A gone.
+    let holders: Vec<Value> = c
+        .audit
+        .as_ref()
+        .and_then(|a| a.get("groups")?.as_array().cloned())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|grp| str_of(grp, "id") == Some(g.as_str()))
+        .filter_map(|grp| grp.get("holders")?.as_array().cloned())
+        .flatten()
+        .collect();
+    let pid_of = |h: &Value| h.get("pid").and_then(Value::as_u64).map(|p| p.to_string());
+    let b: Vec<&Value> = holders
+        .iter()
+        .filter(|h| pid_of(h) == Some(pid_b.clone()))
+        .collect();
+    c.expect(
+        !b.is_empty(),
+        format!("audit: holder B (pid {pid_b}) not among the holders of group {g}: {holders:?}"),
+    );
+    for h in b {
+        let got = (str_of(h, "pod_uid"), str_of(h, "container_id"));
+        c.expect(
+            got == (Some(uid_b.as_str()), Some(id_b.as_str())),
+            format!("audit: holder B should name pod {uid_b} container {id_b}: {h}"),
+        );
+    }
+    c.expect(
+        !holders.iter().any(|h| pid_of(h) == Some(pid_a.clone())),
+        format!("audit: holder A (pid {pid_a}) exited but is listed"),
+    );
 }

@@ -6,6 +6,7 @@ use aya::maps::{MapData, RingBuf};
 use log::warn;
 
 use super::{
+    attribution::Attribution,
     output::{Line, Sink},
     scan,
     state::{FollowUp, NodeState},
@@ -16,6 +17,13 @@ use crate::{
     enforce::Enforcer,
     io_deadline::{self, Stalled},
 };
+
+/// Where the agent reads the node from.
+pub struct Roots {
+    pub sysfs: PathBuf,
+    pub proc: PathBuf,
+    pub dev: PathBuf,
+}
 
 pub struct Live {
     /// The programs (dropping it detaches them all).
@@ -30,6 +38,8 @@ pub struct Live {
     nodes: BTreeMap<(u32, u32), String>,
     /// The kernel work the last `stalled` line named: said once while it stays stuck.
     stall_reported: Option<String>,
+    /// cgroup id -> pod and container of the events.
+    pub attribution: Attribution,
 }
 
 impl Live {
@@ -38,21 +48,21 @@ impl Live {
         node: NodeState,
         enforcer: Enforcer,
         sink: Sink,
-        sysfs_root: PathBuf,
-        proc_root: PathBuf,
-        dev_root: PathBuf,
+        roots: Roots,
+        attribution: Attribution,
     ) -> Self {
-        let nodes = vfio_nodes::vfio_nodes(&dev_root);
+        let nodes = vfio_nodes::vfio_nodes(&roots.dev);
         Self {
             loaded,
             node,
             enforcer,
             sink,
-            sysfs_root,
-            proc_root,
-            dev_root,
+            sysfs_root: roots.sysfs,
+            proc_root: roots.proc,
+            dev_root: roots.dev,
             nodes,
             stall_reported: None,
+            attribution,
         }
     }
 
@@ -88,6 +98,7 @@ impl Live {
         if out.is_empty() {
             return;
         }
+        self.attribution.attribute(&mut out, self.sink.metrics());
         self.sink.emit(&out);
         // Even without a re-read, a bind may have changed a group's viability: the enforcer
         // updates pins and the LSM maps right away, not at the next housekeeping pass.

@@ -1,6 +1,7 @@
 //! The node agent: probes the kernel, loads and attaches the eBPF programs it supports, scans
 //! sysfs, then keeps the group map current from kernel events, printing one JSON line per event
 //! and per verdict change (docs/events.md). Detaches and exits cleanly on SIGTERM/SIGINT.
+mod attribution;
 mod live;
 pub mod output;
 mod scan;
@@ -110,6 +111,20 @@ async fn agent(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
     let map = scan::group_map(&common.sysfs_root)?;
     let dev_root = PathBuf::from(DEV_ROOT);
     let fresh = loaded.fresh_maps;
+    // The writers as the host names them, watched so that one installed or replaced later is
+    // trusted when it happens.
+    let writers =
+        crate::policy::writer_watch::WriterWatch::new(&args.host_root, &policy.trusted_writers)
+            .map_err(|e| {
+                warn!(
+                    "trusted writers: cannot watch their paths ({e}); they are resolved once, now"
+                )
+            })
+            .ok()
+            .flatten()
+            .map(watch)
+            .transpose()?;
+    let mut writers = writers;
     let policy = crate::policy::host_path::for_host(&args.host_root, policy);
     let enforcer = Enforcer::new(
         &common.sysfs_root,
@@ -128,9 +143,12 @@ async fn agent(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
         node,
         enforcer,
         sink,
-        common.sysfs_root.clone(),
-        common.proc_root.clone(),
-        dev_root,
+        live::Roots {
+            sysfs: common.sysfs_root.clone(),
+            proc: common.proc_root.clone(),
+            dev: dev_root,
+        },
+        attribution::Attribution::new(&args.cgroup_root),
     );
     let holders = scan::holders(&common.proc_root, &common.sysfs_root);
     let _ = live.node.set_holders(holders);
@@ -217,6 +235,21 @@ async fn agent(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
                     live.follow_up(FollowUp { rescan_sysfs: false, rescan_holders: true });
                 }
             }
+            guard = async {
+                match writers.as_mut() {
+                    Some(w) => w.readable_mut().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let mut guard = guard?;
+                guard.clear_ready();
+                let w = guard.get_inner_mut();
+                if w.changed() {
+                    let paths = w.resolved();
+                    live.enforcer.set_trusted_writers(&paths);
+                    live.follow_up(FollowUp::default());
+                }
+            }
             _ = module_retry.tick(), if live.loaded.waiting_for_targets() => {
                 features.refresh_symbols(&common.proc_root);
                 let before = live.loaded.attached_count();
@@ -278,8 +311,8 @@ fn log_features(features: &Features) {
 
 /// Registers a ring buffer (events or aya-log's) with the runtime for readiness.
 fn watch<T: std::os::fd::AsRawFd>(ring: T) -> anyhow::Result<AsyncFd<T>> {
-    // SAFETY: both ring buffer types own their map fd and keep it open until they are dropped,
-    // which is after the AsyncFd that wraps them.
+    // SAFETY: both ring buffer types and the writers' inotify watch own their fd and keep it
+    // open until they are dropped, which is after the AsyncFd that wraps them.
     unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
         .map_err(|e| anyhow::anyhow!("epoll registration failed: {e}"))
 }

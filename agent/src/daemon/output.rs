@@ -95,6 +95,10 @@ pub struct EventLine {
     pub tgid: u32,
     pub comm: String,
     pub cgroup_id: u64,
+    /// The pod (`metadata.uid`) and container (runtime id) of `cgroup_id`, from kubelet's
+    /// cgroup layout; `null` outside a pod or when the cgroup could not be found.
+    pub pod_uid: Option<String>,
+    pub container_id: Option<String>,
 }
 
 /// A line as printed: `time` (RFC 3339, UTC, microseconds: when the agent printed it) first,

@@ -235,6 +235,8 @@ impl NodeState {
             tgid: ev.tgid,
             comm: ev.comm.clone(),
             cgroup_id: ev.cgroup_id,
+            pod_uid: None,
+            container_id: None,
         }));
         let mut lines = vec![line];
         if let Some(g) = group {

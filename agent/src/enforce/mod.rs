@@ -42,6 +42,24 @@ pub struct Status {
     pub reservation: String,
 }
 
+/// (dev, inode) of every writer that exists; the others are logged and trusted once they
+/// appear (the agent watches their paths).
+fn trusted_keys(paths: &[PathBuf]) -> BTreeMap<(u64, u64), u8> {
+    let mut trusted = BTreeMap::new();
+    for path in paths {
+        match exe_key(path) {
+            Ok(key) => {
+                trusted.insert(key, 1);
+            }
+            Err(e) => warn!(
+                "trusted writer {}: {e}; not trusted until it is there",
+                path.display()
+            ),
+        }
+    }
+    trusted
+}
+
 pub struct Enforcer {
     sysfs: PathBuf,
     dev: PathBuf,
@@ -64,18 +82,7 @@ impl Enforcer {
         kernel: Option<KernelMaps>,
         policy: &Policy,
     ) -> Self {
-        let mut trusted = BTreeMap::new();
-        for path in &policy.trusted_writers {
-            match exe_key(path) {
-                Ok(key) => {
-                    trusted.insert(key, 1);
-                }
-                Err(e) => warn!(
-                    "trusted writer {}: {e}; not trusted until the agent restarts",
-                    path.display()
-                ),
-            }
-        }
+        let trusted = trusted_keys(&policy.trusted_writers);
         Self {
             sysfs: sysfs.to_path_buf(),
             dev: dev.to_path_buf(),
@@ -86,6 +93,17 @@ impl Enforcer {
             reserved: BTreeSet::new(),
             pinned: BTreeMap::new(),
         }
+    }
+
+    /// The trusted writers changed on disk (policy::writer_watch): trust what the paths name
+    /// now. The kernel map follows at the next [`Enforcer::apply`].
+    pub fn set_trusted_writers(&mut self, paths: &[PathBuf]) {
+        self.trusted = trusted_keys(paths);
+        info!(
+            "trusted writers re-resolved: {} of {} present",
+            self.trusted.len(),
+            paths.len()
+        );
     }
 
     /// Groups the policy reserves, as of the last [`Enforcer::apply`].
@@ -336,6 +354,8 @@ impl Enforcer {
                 tgid: pid,
                 comm: "enforcer".into(),
                 cgroup_id: 0,
+                pod_uid: None,
+                container_id: None,
             })),
         );
         lines

@@ -280,6 +280,7 @@ mod tests {
             path: "/dev/vfio/12".into(),
             group: Some(12),
             device: None,
+            pod: None,
         }]);
         let plan = Plan::compute(&map, &Policy::default());
         assert_eq!(

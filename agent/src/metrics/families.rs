@@ -26,6 +26,7 @@ pub(super) struct Families {
     pub program_status: IntGaugeVec,
     pub build_info: IntGaugeVec,
     pub dry_run: IntGauge,
+    pub pod_attribution_failures: IntCounterVec,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -136,6 +137,11 @@ impl Families {
                 "dry_run",
                 "1 when the agent runs with --dry-run: violations are counted as would_veto, nothing is denied.",
             )?,
+            pod_attribution_failures: counter_vec(
+                "pod_attribution_failures_total",
+                "Events whose pod could not be named from their cgroup id, by reason: no_cgroup2 (none mounted at --cgroup-root), not_found (the cgroup was gone before the agent walked the tree), walk_limit, io.",
+                &["reason"],
+            )?,
             registry,
         };
         // Every series whose label values are known in advance exists from the start at 0, so
@@ -161,6 +167,11 @@ impl Families {
                     .reservation_actions
                     .get_metric_with_label_values(&[kind, action, result])?;
             }
+        }
+        for reason in crate::pods::Failure::ALL {
+            families
+                .pod_attribution_failures
+                .get_metric_with_label_values(&[reason.as_str()])?;
         }
         for scope in super::CLAIM_SCOPES {
             for result in super::RESULTS {

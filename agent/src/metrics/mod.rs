@@ -205,6 +205,14 @@ impl Metrics {
     }
 
     /// Readiness of `/readyz`. A `ready` line sets it, a `shutdown` line clears it.
+    /// An event whose pod could not be named (daemon::attribution).
+    pub fn pod_attribution_failed(&self, reason: crate::pods::Failure) {
+        self.families
+            .pod_attribution_failures
+            .with_label_values(&[reason.as_str()])
+            .inc();
+    }
+
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
     }

@@ -189,6 +189,8 @@ pub struct Holder {
     pub group: Option<u32>,
     /// Device behind a cdev (`None` for group files).
     pub device: Option<String>,
+    /// The pod and container of the process, from `/proc/PID/cgroup` (`None` outside a pod).
+    pub pod: Option<crate::pods::PodIdentity>,
 }
 
 /// One IOMMU group.

@@ -27,6 +27,7 @@ fn holder(pid: u32, group: Option<u32>, device: Option<&str>) -> Holder {
         path: format!("/dev/vfio/{}", group.unwrap_or(0)),
         group,
         device: device.map(str::to_string),
+        pod: None,
     }
 }
 

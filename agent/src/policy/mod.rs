@@ -60,6 +60,7 @@ mod decide;
 mod file;
 pub mod host_path;
 mod reader;
+pub mod writer_watch;
 
 pub use decide::{
     intended_driver, pins, reserved_groups, unmatched, violations, Action, Pin, Rule, Violation,

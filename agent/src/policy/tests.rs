@@ -42,6 +42,7 @@ fn held(group: u32) -> Holder {
         path: format!("/dev/vfio/{group}"),
         group: Some(group),
         device: None,
+        pod: None,
     }
 }
 

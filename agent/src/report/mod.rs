@@ -9,7 +9,8 @@
 //!     "reasons": ["0000:01:00.1 is bound to snd_hda_intel (kernel DMA) while 0000:01:00.0 is on vfio-pci"],
 //!     "why_shared": "functions of one multifunction device without ACS (0000:01:00)" | null,
 //!     "reserved": false, "claimed": false,
-//!     "holders": [{"pid": 4242, "comm": "qemu", "fd": 17, "path": "/dev/vfio/12", "device": null}],
+//!     "holders": [{"pid": 4242, "comm": "qemu", "fd": 17, "path": "/dev/vfio/12", "device": null,
+//!                  "pod_uid": "8d2f7c1e-..." | null, "container_id": "4f3e..." | null}],
 //!     "devices": [{"address": "0000:01:00.0", "vendor": "0x10de", "device": "0x2204",
 //!                  "class": "0x030000", "driver": "vfio-pci" | null, "driver_override": null,
 //!                  "bridge": false, "port_type": "endpoint" | null, "acs": "none",
@@ -113,6 +114,10 @@ pub struct HolderReport {
     pub path: String,
     /// The device behind a cdev; `null` for the group file.
     pub device: Option<String>,
+    /// The holder's pod (`metadata.uid`) and container (runtime id), from its cgroup; `null`
+    /// outside a pod.
+    pub pod_uid: Option<String>,
+    pub container_id: Option<String>,
 }
 
 /// One PCI member, spelled as sysfs spells it.
@@ -185,6 +190,8 @@ pub fn group_reports(map: &GroupMap, policy: &Policy) -> Vec<GroupReport> {
                         fd: h.fd,
                         path: h.path.clone(),
                         device: h.device.clone(),
+                        pod_uid: h.pod.as_ref().map(|p| p.pod_uid.clone()),
+                        container_id: h.pod.as_ref().and_then(|p| p.container_id.clone()),
                     })
                     .collect(),
                 devices: g

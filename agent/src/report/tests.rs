@@ -27,8 +27,32 @@ fn split_map() -> GroupMap {
         path: "/dev/vfio/13".to_string(),
         group: Some(13),
         device: None,
+        pod: None,
     }]);
     map
+}
+
+#[test]
+fn holders_name_their_pod_or_null() {
+    let mut map = split_map();
+    let mut holders = map.all_holders().to_vec();
+    let mut in_pod = holders[0].clone();
+    in_pod.pid = 4343;
+    in_pod.pod = Some(crate::pods::PodIdentity {
+        pod_uid: "8d2f7c1e-3b4a-4c5d-9e6f-0a1b2c3d4e5f".into(),
+        container_id: Some("4f3e2d1c".into()),
+    });
+    holders.push(in_pod);
+    map.set_holders(holders);
+    let audit = Audit::new(&map, Vec::new(), &Policy::default());
+    let json = serde_json::to_value(&audit).expect("json");
+    let held = &json["groups"][1]["holders"];
+    assert_eq!(held[0]["pid"], 4242);
+    assert!(held[0]["pod_uid"].is_null());
+    assert!(held[0]["container_id"].is_null());
+    assert_eq!(held[1]["pid"], 4343);
+    assert_eq!(held[1]["pod_uid"], "8d2f7c1e-3b4a-4c5d-9e6f-0a1b2c3d4e5f");
+    assert_eq!(held[1]["container_id"], "4f3e2d1c");
 }
 
 #[test]

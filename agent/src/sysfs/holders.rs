@@ -200,6 +200,7 @@ fn process_holders(
             path: target,
             group,
             device,
+            pod: None,
         });
     }
     if !found.is_empty() {
@@ -207,11 +208,23 @@ fn process_holders(
         let comm = crate::bounded::read_text(&comm_path, crate::bounded::ATTRIBUTE_LIMIT)
             .map_err(|e| classify_bounded(comm_path, e))?;
         let comm = comm.trim_end_matches('\n').to_string();
+        let pod = pod_of(dir);
         for h in &mut found {
             h.comm.clone_from(&comm);
+            h.pod.clone_from(&pod);
         }
     }
     Ok(found)
+}
+
+/// `/proc/PID/cgroup` is a line per hierarchy: a few hundred bytes, a v1 host's a few KiB.
+const CGROUP_LIMIT: usize = 16 * 1024;
+
+/// The pod of process `dir` (`<proc>/<pid>`), from its cgroup file. An unreadable file (the
+/// process exited, a foreign procfs) leaves it unknown: the holder is still reported.
+fn pod_of(dir: &Path) -> Option<crate::pods::PodIdentity> {
+    let text = crate::bounded::read_text(&dir.join("cgroup"), CGROUP_LIMIT).ok()?;
+    crate::pods::proc_cgroup_identity(&text)
 }
 
 #[cfg(test)]

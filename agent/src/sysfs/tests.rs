@@ -309,6 +309,37 @@ fn fixture_holders_of_group_files_and_cdevs() {
 }
 
 #[test]
+fn holders_carry_the_pod_of_their_cgroup() {
+    let (_d, node) = fixture("viable-passthrough");
+    let uid = "8d2f7c1e-3b4a-4c5d-9e6f-0a1b2c3d4e5f";
+    let id = "4f3e2d1c0b0a99887766554433221100ffeeddccbbaa99887766554433221100";
+    let fd = node.proc.join("901/fd");
+    std::fs::create_dir_all(&fd).expect("mkdir");
+    symlink("/dev/vfio/15", fd.join("3")).expect("symlink");
+    std::fs::write(node.proc.join("901/comm"), "virt-launcher\n").expect("write");
+    let cgroup = format!(
+        "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{id}.scope\n",
+        uid.replace('-', "_")
+    );
+    std::fs::write(node.proc.join("901/cgroup"), cgroup).expect("write");
+    let found = scan_holders(&node.proc, &node.sysfs);
+    let pods: Vec<(u32, Option<&str>, Option<&str>)> = found
+        .holders
+        .iter()
+        .map(|h| {
+            let pod = h.pod.as_ref();
+            (
+                h.pid,
+                pod.map(|p| p.pod_uid.as_str()),
+                pod.and_then(|p| p.container_id.as_deref()),
+            )
+        })
+        .collect();
+    // The fixture's own holder has no cgroup file: outside a pod as far as anyone can tell.
+    assert_eq!(pods, vec![(901, Some(uid), Some(id)), (4242, None, None)]);
+}
+
+#[test]
 fn processes_that_vanish_are_skipped() {
     let (_d, node) = fixture("viable-passthrough");
     // a process whose comm is gone (exited after readdir), one without fd/, a non-pid entry

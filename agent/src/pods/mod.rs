@@ -1,0 +1,8 @@
+//! Pod attribution without an API token: which pod and container a process belongs to, from
+//! its cgroup v2 path as kubelet lays it out ([`parse`], pure), found from an event's cgroup id
+//! ([`cgroup_ids`], a walk of the cgroup2 mount) or a holder's `/proc/PID/cgroup`.
+pub mod cgroup_ids;
+pub mod parse;
+
+pub use cgroup_ids::{CgroupIds, Failure};
+pub use parse::{pod_identity, proc_cgroup_identity, PodIdentity};
