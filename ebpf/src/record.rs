@@ -4,11 +4,11 @@ use aya_ebpf::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
     },
     macros::map,
-    maps::{PerCpuArray, RingBuf},
+    maps::{Array, PerCpuArray, RingBuf},
     EbpfContext,
 };
 use aya_log_ebpf::warn;
-use iommu_enforcer_common::{Event, EventKind, GROUP_UNKNOWN};
+use iommu_enforcer_common::{agent_log, Event, EventKind, GROUP_UNKNOWN};
 
 /// 256 KiB: about 1700 records, far more than a burst of binds produces between two polls.
 #[map(name = "EVENTS")]
@@ -18,6 +18,11 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 /// resyncs from sysfs.
 #[map(name = "LOST")]
 static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// The agents' own bookkeeping (see `common::agent_log`), pinned with the ring and `LOST` so
+/// that a new agent knows what the last one reported. No program touches it.
+#[map(name = "AGENT_LOG")]
+static AGENT_LOG: Array<u64> = Array::with_max_entries(agent_log::LEN, 0);
 
 /// Reserves a record, lets `fill` write the event-specific fields, and submits it. Counts the
 /// record as lost when the buffer is full.

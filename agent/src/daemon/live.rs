@@ -5,10 +5,13 @@ use std::{collections::BTreeMap, path::PathBuf};
 use aya::maps::{MapData, RingBuf};
 use log::warn;
 
+use iommu_enforcer_common::EventKind;
+
 use super::{
+    accounting::{self, Ledger},
     output::{Line, Sink},
     scan,
-    state::{FollowUp, NodeState},
+    state::{FollowUp, NodeState, VfioNode},
     vfio_nodes,
 };
 use crate::{
@@ -27,6 +30,15 @@ pub struct Live {
     pub dev_root: PathBuf,
     /// (major, minor) -> /dev path of VFIO nodes, refreshed when an unknown one shows up.
     nodes: BTreeMap<(u32, u32), String>,
+    /// The loss counter as reported (set from the pinned bookkeeping at start).
+    pub ledger: Ledger,
+}
+
+/// What a drain saw that the event loop acts on.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Drained {
+    /// A module loaded: absent kprobe targets may be there now.
+    pub module_loaded: bool,
 }
 
 impl Live {
@@ -49,14 +61,16 @@ impl Live {
             proc_root,
             dev_root,
             nodes,
+            ledger: Ledger::default(),
         }
     }
 
     /// Reads every record in the ring buffer, applies it, prints the resulting lines, then
-    /// re-reads whatever the records said changed.
-    pub fn drain(&mut self, ring: &mut RingBuf<MapData>) {
+    /// re-reads whatever the records said changed, and last reads the loss counter.
+    pub fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Drained {
         let mut follow = FollowUp::default();
-        let mut out = Vec::new();
+        let mut drained = Drained::default();
+        let mut printed = false;
         while let Some(item) = ring.next() {
             let ev = match record::decode(&item) {
                 Ok(ev) => ev,
@@ -65,19 +79,51 @@ impl Live {
                     continue;
                 }
             };
-            let path = ev.rdev.map(|rdev| self.node_path(rdev));
-            let (lines, f) = self.node.apply(&ev, path);
-            out.extend(lines);
+            if ev.kind == EventKind::ModuleLoad {
+                drained.module_loaded = true;
+                continue;
+            }
+            let node = ev.rdev.map(|rdev| self.vfio_node(ev.kind, rdev));
+            let (lines, f) = self.node.apply_node(&ev, node);
+            // Printed before the record leaves the ring (dropping `item` consumes it): an
+            // agent killed here leaves the record for the next one instead of losing it.
+            self.sink.emit(&lines);
+            printed |= !lines.is_empty();
+            drop(item);
             follow.rescan_sysfs |= f.rescan_sysfs;
             follow.rescan_holders |= f.rescan_holders;
         }
-        if out.is_empty() {
-            return;
+        // Read after the ring is empty: a record lost while it was full stands behind records
+        // still unread then, and their submission wakes the loop again, so no loss waits for
+        // a timer to be seen.
+        let lost = self
+            .loaded
+            .lost_total()
+            .map(|total| self.ledger.observe(total));
+        match lost {
+            Ok(0) => {}
+            Ok(n) => {
+                accounting::commit(&mut self.loaded, &self.ledger);
+                self.lost(n);
+                return drained;
+            }
+            Err(e) => warn!("cannot read the loss counter: {e}"),
         }
-        self.sink.emit(&out);
-        // Even without a re-read, a bind may have changed a group's viability: the enforcer
-        // updates pins and the LSM maps right away, not at the next housekeeping pass.
-        self.follow_up(follow);
+        if printed {
+            // Even without a re-read, a bind may have changed a group's viability: the
+            // enforcer updates pins and the LSM maps right away.
+            self.follow_up(follow);
+        }
+        drained
+    }
+
+    /// The node a VFIO record names, and for a cdev the device behind it.
+    fn vfio_node(&mut self, kind: EventKind, rdev: (u32, u32)) -> VfioNode {
+        let path = self.node_path(rdev);
+        let device = matches!(kind, EventKind::VfioCdevOpen | EventKind::VfioCdevRelease)
+            .then(|| vfio_nodes::cdev_device(&self.sysfs_root, &path))
+            .flatten();
+        VfioNode { path, device }
     }
 
     fn node_path(&mut self, rdev: (u32, u32)) -> String {

@@ -34,6 +34,17 @@ pub fn group_of_node(path: &str) -> Option<u32> {
     path.strip_prefix("/dev/vfio/")?.parse().ok()
 }
 
+/// The PCI device behind a cdev path (`/dev/vfio/devices/vfio0`), from the link
+/// `<sysfs>/class/vfio-dev/vfio0/device`.
+pub fn cdev_device(sysfs_root: &Path, path: &str) -> Option<String> {
+    let name = path.strip_prefix("/dev/vfio/devices/")?;
+    if name.is_empty() || name.contains('/') || name.starts_with('.') {
+        return None;
+    }
+    let link = fs::read_link(sysfs_root.join("class/vfio-dev").join(name).join("device")).ok()?;
+    Some(link.file_name()?.to_str()?.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -43,6 +54,25 @@ mod tests {
         assert_eq!(group_of_node("/dev/vfio/14"), Some(14));
         assert_eq!(group_of_node("/dev/vfio/vfio"), None);
         assert_eq!(group_of_node("/dev/vfio/devices/vfio0"), None);
+    }
+
+    #[test]
+    fn cdev_devices_from_sysfs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let class = dir.path().join("class/vfio-dev/vfio0");
+        fs::create_dir_all(&class).expect("mkdir");
+        std::os::unix::fs::symlink(
+            "../../../devices/pci0000:00/0000:00:05.0",
+            class.join("device"),
+        )
+        .expect("symlink");
+        assert_eq!(
+            cdev_device(dir.path(), "/dev/vfio/devices/vfio0").as_deref(),
+            Some("0000:00:05.0")
+        );
+        assert_eq!(cdev_device(dir.path(), "/dev/vfio/devices/vfio1"), None);
+        assert_eq!(cdev_device(dir.path(), "/dev/vfio/devices/../x"), None);
+        assert_eq!(cdev_device(dir.path(), "/dev/vfio/9"), None);
     }
 
     #[test]
