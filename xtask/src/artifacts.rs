@@ -72,6 +72,9 @@ const TOOLS: &[&str] = &[
     "with-caps",
     "acct-on",
     "bind-race",
+    "open-flood",
+    // iommu-fixtures: the synthetic sysfs tree of the idle benchmark.
+    "mkfixture",
 ];
 
 /// Builds `enforcer` (with the eBPF object embedded), `vfio-holder` and the guest tools statically
@@ -93,7 +96,7 @@ pub fn build_guest_bins() -> Result<GuestBins> {
             "vfio-holder",
         ])
         .args(if with_tools {
-            &["-p", "vm-tools"][..]
+            &["-p", "vm-tools", "-p", "iommu-fixtures"][..]
         } else {
             &[][..]
         })

@@ -141,7 +141,8 @@ async fn agent(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
     );
     live.ledger = ledger;
     let holders = scan::holders(&common.proc_root, &common.sysfs_root);
-    let _ = live.node.set_holders(holders);
+    // The first verdict of every group: printed after the capability line, below.
+    let start_verdicts = live.node.set_holders(holders);
     if fresh {
         live.enforcer.seed(&live.node, features.has_dma_ownership());
     } else {
@@ -165,6 +166,7 @@ async fn agent(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
         })
         .collect();
     live.sink.emit(&hooks);
+    live.sink.emit(&start_verdicts);
     live.sink.emit(&first);
     live.sink.emit(&live.node.changed_verdicts());
     // An earlier agent ran on these pins: what overflowed since it last reported, then the

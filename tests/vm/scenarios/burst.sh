@@ -1,0 +1,17 @@
+# A burst: 1,000 bind/unbind cycles of pci-stub on the device below the switch, then a flood of
+# opens of a VFIO group file while the agent is stopped (SIGSTOP), so the ring overflows. The
+# host checks that every record made was printed or counted lost, and that the agent's final
+# verdicts match the audit's fresh read of sysfs. Sized for TCG on 2 busy cores.
+. /lib/vm/lib.sh
+. /lib/vm/burst.sh
+agent=$(pidof enforcer)
+burst_prepare
+burst_cycles 1000
+# Let the agent catch up before it is stopped: the flood's records alone fill the ring.
+sleep 3
+kill -STOP $agent
+burst_flood 4000
+kill -CONT $agent
+sleep 5
+burst_facts
+fact alive $([ -e /proc/$agent ] && echo yes || echo no)
