@@ -12,6 +12,11 @@ sleep 3
 kill -STOP $agent
 burst_flood 4000
 kill -CONT $agent
-sleep 5
+# Until the agent has read the ring, counted the losses and resynced (several seconds under TCG
+# on 5.10 and 6.1), so that all of it is printed before the script ends.
+i=0
+while ! grep -q '"type":"resync"' /tmp/agent.out && [ $i -lt 900 ]; do sleep 0.1; i=$((i + 1)); done
+fact catch_up_ms $((i * 100))
+sleep 3
 burst_facts
 fact alive $([ -e /proc/$agent ] && echo yes || echo no)
