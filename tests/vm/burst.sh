@@ -44,6 +44,13 @@ burst_cycles() {
 	echo "+ $n cycles in $(($(date +%s) - t0)) s: $b binds, $u unbinds"
 }
 
+# The cycles done so far: the loop rewrites the file each cycle, so a read can find it empty.
+burst_done() {
+	c=
+	while [ -z "$c" ]; do c=$(cat /tmp/burst.done); done
+	echo $c
+}
+
 burst_cycles_bg() {
 	touch /tmp/burst.running
 	( burst_cycles $1; rm -f /tmp/burst.running ) &

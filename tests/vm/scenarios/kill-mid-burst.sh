@@ -14,15 +14,15 @@ kill -KILL $agent
 i=0
 while [ -e /proc/$agent ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
 fact agent_killed $([ -e /proc/$agent ] && echo no || echo yes)
-fact cycles_at_kill $(cat /tmp/burst.done)
+fact cycles_at_kill $(burst_done)
 # Enough cycles with no agent to overflow the ring (1,500 records fit): 2 records a cycle.
 i=0
-start=$(cat /tmp/burst.done)
-while [ $(($(cat /tmp/burst.done) - start)) -lt 900 ] && [ -e /tmp/burst.running ] && [ $i -lt 900 ]; do
+start=$(burst_done)
+while [ $(($(burst_done) - start)) -lt 900 ] && [ -e /tmp/burst.running ] && [ $i -lt 900 ]; do
 	sleep 0.1
 	i=$((i + 1))
 done
-fact cycles_without_agent $(($(cat /tmp/burst.done) - start))
+fact cycles_without_agent $(($(burst_done) - start))
 touch /tmp/burst.pause
 i=0
 while [ "$(cat /tmp/burst.pause.ack)" != paused ] && [ -e /tmp/burst.running ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
