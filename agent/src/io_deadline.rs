@@ -58,6 +58,13 @@ impl Worker {
         }
     }
 
+    fn stuck(&self) -> Option<(String, Duration)> {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        running
+            .as_ref()
+            .map(|(what, since)| (what.clone(), since.elapsed()))
+    }
+
     fn run<T: Send + 'static>(
         &self,
         what: &str,
@@ -101,14 +108,24 @@ impl Worker {
     }
 }
 
+fn worker() -> &'static Worker {
+    static WORKER: OnceLock<Worker> = OnceLock::new();
+    WORKER.get_or_init(Worker::start)
+}
+
 /// Runs `job` on the process's sysfs-io worker and waits for it at most `limit`.
 pub fn run<T: Send + 'static>(
     what: &str,
     limit: Duration,
     job: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, Stalled> {
-    static WORKER: OnceLock<Worker> = OnceLock::new();
-    WORKER.get_or_init(Worker::start).run(what, limit, job)
+    worker().run(what, limit, job)
+}
+
+/// The job the kernel is holding, and for how long. Callers wait for every job they start, so
+/// between calls a running job is one that outlived its deadline.
+pub fn stuck() -> Option<(String, Duration)> {
+    worker().stuck()
 }
 
 #[cfg(test)]
@@ -129,6 +146,10 @@ mod tests {
             Box::new(move || gate.recv().map_or(0, |()| 1)),
         );
         assert!(matches!(stuck, Err(Stalled::TimedOut { .. })), "{stuck:?}");
+        assert_eq!(
+            w.stuck().map(|(what, _)| what).as_deref(),
+            Some("stuck read")
+        );
         // Refused before it is queued: nothing waits behind the stuck job.
         match run("next", ATTRIBUTE, Box::new(|| 1)) {
             Err(Stalled::Busy { what, .. }) => assert_eq!(what, "stuck read"),
@@ -138,7 +159,10 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             match run("after", ATTRIBUTE, Box::new(|| 2)) {
-                Ok(v) => break assert_eq!(v, 2),
+                Ok(v) => {
+                    assert_eq!(w.stuck(), None);
+                    break assert_eq!(v, 2);
+                }
                 Err(Stalled::Busy { .. }) if Instant::now() < deadline => {
                     thread::sleep(Duration::from_millis(5))
                 }

@@ -2,9 +2,9 @@
 //! and a bad `--metrics-addr`.
 mod metrics_support;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
-use iommu_enforcer::metrics::{serve, Metrics, MetricsServer, CONTENT_TYPE};
+use iommu_enforcer::metrics::{Metrics, MetricsServer, CONTENT_TYPE};
 use metrics_support::{get, request, serve_on_loopback};
 
 #[test]
@@ -76,7 +76,29 @@ async fn bad_or_busy_addresses_fail_at_bind_with_a_clear_error() {
         .await
         .expect("binds");
     let busy = held.local_addr().to_string();
-    let e = serve(&busy, metrics).await.expect_err("the port is taken");
-    assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse, "{e}");
+    let e = MetricsServer::bind_within(&busy, Arc::clone(&metrics), Duration::from_millis(600))
+        .await
+        .err()
+        .expect("the port is taken");
     assert!(e.to_string().contains(&busy), "{e}");
+    assert!(e.to_string().contains("in use"), "{e}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_port_freed_while_waiting_is_taken() {
+    // The old agent after kill -9: its port frees up a moment later.
+    let metrics = Arc::new(Metrics::new().expect("registry"));
+    let held = MetricsServer::bind("127.0.0.1:0", Arc::clone(&metrics))
+        .await
+        .expect("binds");
+    let busy = held.local_addr().to_string();
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        drop(held);
+    });
+    let server = MetricsServer::bind_within(&busy, metrics, Duration::from_secs(10))
+        .await
+        .expect("bound once the old one let go");
+    assert_eq!(server.local_addr().to_string(), busy);
+    release.await.expect("join");
 }

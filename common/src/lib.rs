@@ -46,6 +46,12 @@ pub enum EventKind {
     /// fexit `pci_bus_match` in a protected group: a driver was refused because the device's
     /// `driver_override` names another one (the pin held); `driver` is the refused driver.
     PinRefused = 14,
+    /// tp_btf `module_load`: a module was loaded; the agent looks again for kprobe targets that
+    /// were absent (not printed as an event).
+    ModuleLoad = 15,
+    /// kprobe `vfio_device_fops_release` on an inode with a device number: the last reference
+    /// to a `/dev/vfio/devices/vfioX` file went away (device fds from a group have none).
+    VfioCdevRelease = 16,
 }
 
 impl EventKind {
@@ -65,6 +71,8 @@ impl EventKind {
             12 => Self::Veto,
             13 => Self::VfioGroupRelease,
             14 => Self::PinRefused,
+            15 => Self::ModuleLoad,
+            16 => Self::VfioCdevRelease,
             _ => return None,
         })
     }
@@ -362,6 +370,7 @@ pub mod offsets {
 pub mod names {
     pub const EVENTS: &str = "EVENTS";
     pub const LOST: &str = "LOST";
+    pub const AGENT_LOG: &str = "AGENT_LOG";
     pub const OFF_DEVICE_DRIVER: &str = "OFF_DEVICE_DRIVER";
     pub const OFF_DEVICE_IOMMU_GROUP: &str = "OFF_DEVICE_IOMMU_GROUP";
     pub const OFF_GROUP_ID: &str = "OFF_GROUP_ID";
@@ -417,6 +426,16 @@ pub mod names {
     pub const OFF_REGS_DI: &str = "OFF_REGS_DI";
 }
 
+/// Slots of the pinned `AGENT_LOG` array (u64 each), written by the agents only: how a new
+/// agent learns what happened while none ran.
+pub mod agent_log {
+    /// The `LOST` total (summed over CPUs) the last agent had reported in `lost` lines.
+    pub const LOST_REPORTED: u32 = 0;
+    /// How many agents have started on these pins (the start marker).
+    pub const STARTS: u32 = 1;
+    pub const LEN: u32 = 4;
+}
+
 /// Where the agent pins what must outlive it (bpffs). Maps live in a directory named after
 /// their layout, so an agent with other map definitions never adopts incompatible ones.
 pub mod pins {
@@ -436,6 +455,11 @@ pub mod pins {
         super::names::USER_DRIVERS,
         super::names::VFIO_DENY,
         super::names::TRUSTED_EXE,
+        // The ring and the loss counter too: records made while no agent runs wait in the
+        // ring for the next one, and what overflowed is counted for it.
+        super::names::EVENTS,
+        super::names::LOST,
+        super::names::AGENT_LOG,
     ];
 }
 

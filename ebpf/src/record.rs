@@ -4,11 +4,10 @@ use aya_ebpf::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
     },
     macros::map,
-    maps::{PerCpuArray, RingBuf},
+    maps::{Array, PerCpuArray, RingBuf},
     EbpfContext,
 };
-use aya_log_ebpf::warn;
-use iommu_enforcer_common::{Event, EventKind, GROUP_UNKNOWN};
+use iommu_enforcer_common::{agent_log, Event, EventKind, GROUP_UNKNOWN};
 
 /// 256 KiB: about 1700 records, far more than a burst of binds produces between two polls.
 #[map(name = "EVENTS")]
@@ -19,11 +18,17 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 #[map(name = "LOST")]
 static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
+/// The agents' own bookkeeping (see `common::agent_log`), pinned with the ring and `LOST` so
+/// that a new agent knows what the last one reported. No program touches it.
+#[map(name = "AGENT_LOG")]
+static AGENT_LOG: Array<u64> = Array::with_max_entries(agent_log::LEN, 0);
+
 /// Reserves a record, lets `fill` write the event-specific fields, and submits it. Counts the
 /// record as lost when the buffer is full.
 #[inline(always)]
 pub fn emit<C: EbpfContext>(
-    ctx: &C,
+    // Only a program's context may emit (the type says so); nothing is read from it.
+    _ctx: &C,
     kind: EventKind,
     ret: i32,
     group: i32,
@@ -34,10 +39,8 @@ pub fn emit<C: EbpfContext>(
             // Per-CPU slot: no other writer can race this increment.
             unsafe { *lost += 1 };
         }
-        warn!(
-            ctx,
-            "ring buffer full: a record of kind {} was lost", kind as u32
-        );
+        // Counted, not logged: a log line per lost record would flood the log ring in the
+        // very burst that filled this one; the agent reports the count and resyncs.
         return;
     };
     let ev = entry.as_mut_ptr();

@@ -44,6 +44,21 @@ pub fn vfio_group_release(ctx: ProbeContext) -> u32 {
     0
 }
 
+/// `vfio_device_fops_release(struct inode *, struct file *)` serves the cdev and the device
+/// fds `VFIO_GROUP_GET_DEVICE_FD` hands out; only a cdev's inode has a device number, so only
+/// the last close of a `/dev/vfio/devices/vfioX` file is reported.
+#[kprobe(function = "vfio_device_fops_release")]
+pub fn vfio_cdev_release(ctx: ProbeContext) -> u32 {
+    let Some(inode) = ctx.arg::<*const u8>(0) else {
+        return 0;
+    };
+    let rdev = unsafe { kernel::inode_rdev(inode) };
+    if rdev != 0 {
+        emit(&ctx, EventKind::VfioCdevRelease, 0, NO_GROUP, |ev| ev.rdev = rdev);
+    }
+    0
+}
+
 #[kprobe(function = "vfio_device_fops_cdev_open")]
 pub fn vfio_cdev_open_entry(ctx: ProbeContext) -> u32 {
     remember(&ctx)

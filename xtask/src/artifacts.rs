@@ -73,6 +73,9 @@ const TOOLS: &[&str] = &[
     "acct-on",
     "bind-race",
     "cdev-bind",
+    "open-flood",
+    // iommu-fixtures: the synthetic sysfs tree of the idle benchmark.
+    "mkfixture",
 ];
 
 /// Builds `enforcer` (with the eBPF object embedded), `vfio-holder` and the guest tools statically
@@ -94,7 +97,7 @@ pub fn build_guest_bins() -> Result<GuestBins> {
             "vfio-holder",
         ])
         .args(if with_tools {
-            &["-p", "vm-tools"][..]
+            &["-p", "vm-tools", "-p", "iommu-fixtures"][..]
         } else {
             &[][..]
         })

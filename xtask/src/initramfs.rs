@@ -102,12 +102,15 @@ pub fn base(kernel: &Kernel, bins: &GuestBins) -> Result<PathBuf> {
         0o755,
         &fs::read(&init).with_context(|| format!("reading {}", init.display()))?,
     );
-    let lib = vm.join("lib.sh");
-    a.file(
-        "lib/vm/lib.sh",
-        0o644,
-        &fs::read(&lib).with_context(|| format!("reading {}", lib.display()))?,
-    );
+    // Script helpers: lib.sh for all, burst.sh for the burst scenarios.
+    for name in ["lib.sh", "burst.sh"] {
+        let lib = vm.join(name);
+        a.file(
+            &format!("lib/vm/{name}"),
+            0o644,
+            &fs::read(&lib).with_context(|| format!("reading {}", lib.display()))?,
+        );
+    }
 
     let mods = modules::collect(kernel, MODULES)?;
     let root = format!("lib/modules/{}", kernel.release);

@@ -5,6 +5,7 @@ mod checks;
 mod cpio;
 mod elf;
 mod fuzz;
+mod idle;
 mod image;
 mod initramfs;
 mod kbuild;
@@ -88,6 +89,19 @@ enum Cmd {
         #[arg(long)]
         non_viable_group: bool,
     },
+    /// The idle agent's wakeups, CPU ticks and RSS, on the test node and on a synthetic tree of
+    /// 1,000 devices: tests/vm/idle.sh in one boot.
+    VmIdle {
+        /// Kernel series to boot.
+        #[arg(long, default_value = "6.12", value_parser = ["5.10", "6.1", "6.12"])]
+        kernel: String,
+        /// Seconds idle per phase.
+        #[arg(long, default_value_t = 60)]
+        seconds: u32,
+        /// Devices in the synthetic sysfs tree.
+        #[arg(long, default_value_t = 1000)]
+        devices: u32,
+    },
     /// A real Prometheus scrapes the agent in the test node; every dashboard query is evaluated.
     VmMetrics {
         /// Kernel series to boot.
@@ -153,6 +167,11 @@ fn real_main() -> Result<bool> {
             Ok(failed == 0 && passed > 0)
         }
         Cmd::VmMetrics { kernel } => metrics_scrape::vm_metrics(&kernel),
+        Cmd::VmIdle {
+            kernel,
+            seconds,
+            devices,
+        } => idle::vm_idle(&kernel, seconds, devices),
         Cmd::VmBench {
             kernel,
             policy,

@@ -1,6 +1,11 @@
 //! What the running kernel offers, probed once at start: BTF, BPF LSM, which probe targets
 //! exist. The capability ladder of DESIGN.md section 2 is decided from this.
-use std::{collections::BTreeSet, fs, path::Path};
+use std::{
+    collections::BTreeSet,
+    fs,
+    io::{BufRead, BufReader, Read},
+    path::{Path, PathBuf},
+};
 
 use super::{btf::KernelBtf, programs::PROGRAMS};
 use crate::bounded;
@@ -49,11 +54,42 @@ pub struct Features {
     /// `uname -r`.
     pub kernel_release: String,
     pub btf: Result<KernelBtf, String>,
+    /// Whether BTF was there at start (it is released after attaching: [`Self::shed_btf`]).
+    btf_present: bool,
     /// Active LSMs in order (`/sys/kernel/security/lsm`), or why they could not be read.
     pub lsms: Result<Vec<String>, String>,
     /// Kernel symbols (vmlinux and modules) that kprobe targets need, as found in kallsyms.
     symbols: BTreeSet<String>,
+    /// The kprobe targets ftrace can patch (tracefs `available_filter_functions`), or `None`
+    /// when tracefs is not mounted under the sysfs root: then kallsyms and the attach decide.
+    traceable: Option<BTreeSet<String>>,
+    /// Where tracefs was found (`<sysfs>/kernel/tracing` or the debugfs one).
+    tracefs: Option<PathBuf>,
 }
+
+/// Whether a kprobe target can be probed on this kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Probeable {
+    Yes,
+    /// Not in kallsyms: its module has not loaded (yet).
+    NotLoaded,
+    /// In kallsyms but not in `available_filter_functions`: compiled `notrace` (every kernel
+    /// `inline` is, so an out-of-line copy of an inline stub such as 6.12's
+    /// `vfio_device_fops_cdev_open` without VFIO_DEVICE_CDEV). It never becomes probeable.
+    Notrace,
+}
+
+impl Probeable {
+    pub fn is_present(self) -> bool {
+        self == Self::Yes
+    }
+}
+
+/// Longest line kept from kallsyms or available_filter_functions (names are at most
+/// KSYM_NAME_LEN = 512 bytes, plus address, type and module).
+const SYMBOL_LINE_LIMIT: u64 = 1024;
+/// Most bytes read from either listing (Debian's kallsyms is about 10 MB).
+const LISTING_LIMIT: u64 = 256 << 20;
 
 impl Features {
     /// Reads the kernel's self-description below the given roots.
@@ -78,18 +114,55 @@ impl Features {
             .map_err(|e| format!("{}: {e} (is securityfs mounted?)", lsm_path.display()));
         let mut features = Features {
             kernel_release,
+            btf_present: btf.is_ok(),
             btf,
             lsms,
             symbols: BTreeSet::new(),
+            traceable: None,
+            tracefs: ["kernel/tracing", "kernel/debug/tracing"]
+                .into_iter()
+                .map(|d| sysfs_root.join(d))
+                .find(|d| d.join("available_filter_functions").is_file()),
         };
         features.refresh_symbols(proc_root);
         features
     }
 
-    /// Re-reads kallsyms for the kprobe targets (their module may have loaded since).
+    /// Re-reads kallsyms and ftrace's table for the kprobe targets: at start, and when a
+    /// module has loaded (the only time an absent target can appear).
     pub fn refresh_symbols(&mut self, proc_root: &Path) {
-        if let Ok(text) = fs::read_to_string(proc_root.join("kallsyms")) {
-            self.symbols = kprobe_symbols_in(&text);
+        if let Ok(f) = fs::File::open(proc_root.join("kallsyms")) {
+            // `addr type name [module]`
+            self.symbols = kprobe_targets_in(f, 2);
+        }
+        if let Some(dir) = &self.tracefs {
+            // `name [module]`; unreadable (not root, lockdown) means: decide from kallsyms.
+            self.traceable = fs::File::open(dir.join("available_filter_functions"))
+                .ok()
+                .map(|f| kprobe_targets_in(f, 0));
+        }
+    }
+
+    /// Whether a kprobe can go on `name`, as far as the kernel's own listings tell.
+    pub fn probeable(&self, name: &str) -> Probeable {
+        match (&self.traceable, self.symbols.contains(name)) {
+            (Some(t), _) if t.contains(name) => Probeable::Yes,
+            (Some(_), true) => Probeable::Notrace,
+            (None, true) => Probeable::Yes,
+            (_, false) => Probeable::NotLoaded,
+        }
+    }
+
+    /// Whether the kernel has BTF (CONFIG_DEBUG_INFO_BTF), as found at start.
+    pub fn has_btf(&self) -> bool {
+        self.btf_present
+    }
+
+    /// Drops the parsed BTF (megabytes) once the programs that need it are attached; the
+    /// queries on it answer `false` from then on, and only kprobes attach later.
+    pub fn shed_btf(&mut self) {
+        if self.btf.is_ok() {
+            self.btf = Err("released after the programs were attached".to_owned());
         }
     }
 
@@ -99,10 +172,6 @@ impl Features {
 
     pub fn has_tracepoint(&self, name: &str) -> bool {
         self.btf.as_ref().is_ok_and(|b| b.has_tracepoint(name))
-    }
-
-    pub fn has_symbol(&self, name: &str) -> bool {
-        self.symbols.contains(name)
     }
 
     /// BPF LSM programs only run when `bpf` is among the active LSMs: on Debian 5.10 an LSM
@@ -212,19 +281,42 @@ fn parse_lsm_list(s: &str) -> Vec<String> {
         .collect()
 }
 
-/// The kprobe targets named in a kallsyms listing (`addr type name [module]`).
-fn kprobe_symbols_in(kallsyms: &str) -> BTreeSet<String> {
+/// The kprobe targets named in a listing whose `column` (whitespace-separated) is the name,
+/// read line by line so that only the few names wanted are ever held; bounded in total size
+/// and per line.
+fn kprobe_targets_in(listing: impl Read, column: usize) -> BTreeSet<String> {
     let wanted: BTreeSet<&str> = PROGRAMS
         .iter()
         .filter(|p| p.may_appear_later())
         .map(|p| p.target)
         .collect();
-    kallsyms
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(2))
-        .filter(|name| wanted.contains(name))
-        .map(str::to_owned)
-        .collect()
+    let mut reader = BufReader::new(listing.take(LISTING_LIMIT));
+    let mut found = BTreeSet::new();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match (&mut reader)
+            .take(SYMBOL_LINE_LIMIT)
+            .read_until(b'\n', &mut line)
+        {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let name = std::str::from_utf8(&line)
+            .ok()
+            .and_then(|l| l.split_whitespace().nth(column));
+        if let Some(name) = name.filter(|n| wanted.contains(n)) {
+            found.insert(name.to_owned());
+        }
+        if line.last() != Some(&b'\n') {
+            // An over-long line: skip its rest.
+            let mut rest = Vec::new();
+            if reader.read_until(b'\n', &mut rest).map_or(true, |n| n == 0) {
+                break;
+            }
+        }
+    }
+    found
 }
 
 #[cfg(test)]
@@ -260,11 +352,43 @@ mod tests {
         let text = "ffffffffc0a01000 t vfio_group_fops_open\t[vfio]\n\
                     ffffffff81000000 T _stext\n\
                     ffffffffc0a02000 t vfio_group_fops_release\t[vfio]\n";
-        let found = kprobe_symbols_in(text);
+        let found = kprobe_targets_in(text.as_bytes(), 2);
         assert!(found.contains("vfio_group_fops_open"));
         assert!(found.contains("vfio_group_fops_release"));
         assert!(!found.contains("vfio_device_fops_cdev_open"));
         assert_eq!(found.len(), 2);
+    }
+
+    #[test]
+    fn a_stub_in_kallsyms_but_not_in_ftrace_is_notrace() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let proc = dir.path().join("proc");
+        let tracing = dir.path().join("sys/kernel/tracing");
+        fs::create_dir_all(&proc).expect("mkdir");
+        fs::create_dir_all(&tracing).expect("mkdir");
+        fs::write(
+            proc.join("kallsyms"),
+            "ffffffffc0a01000 t vfio_group_fops_open\t[vfio]\n\
+             ffffffffc0a03000 t vfio_device_fops_cdev_open\t[vfio]\n",
+        )
+        .expect("write");
+        // An over-long line first: skipped, not mistaken for names.
+        let long = "x".repeat(5000);
+        fs::write(
+            tracing.join("available_filter_functions"),
+            format!("{long} vfio_device_fops_cdev_open\nvfio_group_fops_open [vfio]\n"),
+        )
+        .expect("write");
+        let f = Features::probe(&dir.path().join("sys"), &proc);
+        assert_eq!(f.probeable("vfio_group_fops_open"), Probeable::Yes);
+        assert_eq!(
+            f.probeable("vfio_device_fops_cdev_open"),
+            Probeable::Notrace
+        );
+        assert_eq!(f.probeable("vfio_group_fops_release"), Probeable::NotLoaded);
+        // Without tracefs, kallsyms alone says present and the attach decides.
+        let bare = Features::probe(&dir.path().join("nosys"), &proc);
+        assert_eq!(bare.probeable("vfio_device_fops_cdev_open"), Probeable::Yes);
     }
 
     #[test]

@@ -13,14 +13,14 @@ use std::{
 };
 
 use aya::{
-    maps::{MapData, PerCpuArray, RingBuf},
+    maps::{Array, MapData, PerCpuArray, RingBuf},
     programs::{links::FdLink, BtfTracePoint, FEntry, FExit, KProbe, Lsm, ProgramError},
     Btf, Ebpf, EbpfLoader,
 };
 use iommu_enforcer_common::{names, offsets::UNRESOLVED, pins, pt_regs_mode};
 
 use super::{
-    features::Features,
+    features::{Features, Probeable},
     programs::{Attach, ProgramSpec, PROGRAMS},
 };
 
@@ -50,6 +50,8 @@ pub enum ProgramStatus {
     AttachedUnpinned,
     /// The kernel has no such function or tracepoint (yet, for module functions).
     Absent,
+    /// The function exists but can never carry a kprobe (why): decided once, not retried.
+    Unprobeable(&'static str),
     Failed(String),
 }
 
@@ -59,6 +61,7 @@ impl std::fmt::Display for ProgramStatus {
             Self::Attached => f.write_str("attached"),
             Self::AttachedUnpinned => f.write_str("attached (not pinned)"),
             Self::Absent => f.write_str("absent"),
+            Self::Unprobeable(why) => write!(f, "absent: {why}"),
             Self::Failed(why) => write!(f, "failed: {why}"),
         }
     }
@@ -73,7 +76,9 @@ impl ProgramStatus {
 /// The loaded object and what got attached. Dropping it leaves the pinned links attached.
 pub struct Loaded {
     ebpf: Ebpf,
-    btf: Btf,
+    /// The kernel's BTF, for programs attached by BTF id; released once they are attached
+    /// (megabytes, and later attaches are kprobes, which do not need it).
+    btf: Option<Btf>,
     /// By program name.
     status: BTreeMap<&'static str, ProgramStatus>,
     /// Links the kernel cannot pin, detached when the agent exits.
@@ -132,7 +137,7 @@ pub fn load(object: &[u8], features: &Features, pin_root: &Path) -> Result<Loade
     let ebpf = loader.load(object)?;
     Ok(Loaded {
         ebpf,
-        btf,
+        btf: Some(btf),
         status: BTreeMap::new(),
         unpinned: Vec::new(),
         links_dir,
@@ -214,29 +219,31 @@ pub fn detach(pin_root: &Path) -> io::Result<usize> {
 
 impl Loaded {
     /// Attaches every program whose target exists; records why the others did not attach.
+    /// Called again after a module load: then only kprobes still absent are tried (vmlinux
+    /// targets do not appear later).
     pub fn attach_all(&mut self, features: &Features) {
         for spec in PROGRAMS {
-            if self
-                .status
-                .get(spec.program)
-                .is_some_and(ProgramStatus::is_attached)
-            {
+            if self.status.get(spec.program).is_some_and(|s| {
+                s.is_attached()
+                    || matches!(s, ProgramStatus::Unprobeable(_))
+                    || !spec.may_appear_later()
+            }) {
                 continue;
             }
-            let status = if !spec.target_present(features) {
+            let notrace =
+                spec.may_appear_later() && features.probeable(spec.target) == Probeable::Notrace;
+            let status = if notrace {
+                ProgramStatus::Unprobeable(NOTRACE)
+            } else if !spec.target_present(features) {
                 ProgramStatus::Absent
             } else {
                 match self.attach(spec) {
                     Ok(status) => status,
-                    // A symbol kallsyms lists but kprobes refuse (a stub such as 6.12's
-                    // vfio_device_fops_cdev_open without CONFIG_VFIO_DEVICE_CDEV) is not there
-                    // to trace: absent, not broken.
+                    // Without tracefs to tell, a symbol kallsyms lists but kprobes refuse (a
+                    // notrace stub) is found out here: absent for good, not broken.
                     Err(e) if spec.may_appear_later() && refused_by_kprobes(&e) => {
-                        log::info!(
-                            "{}: in kallsyms but not probeable ({e}); treated as absent",
-                            spec.target
-                        );
-                        ProgramStatus::Absent
+                        log::info!("{}: in kallsyms but kprobes refuse it ({e})", spec.target);
+                        ProgramStatus::Unprobeable(REFUSED)
                     }
                     Err(e) => ProgramStatus::Failed(describe(&e)),
                 }
@@ -273,6 +280,12 @@ impl Loaded {
     }
 
     fn attach(&mut self, spec: &ProgramSpec) -> Result<ProgramStatus, ProgramError> {
+        let kernel_btf = self.btf.as_ref();
+        let btf = || {
+            kernel_btf.ok_or_else(|| {
+                ProgramError::IOError(io::Error::other("the kernel BTF was released after start"))
+            })
+        };
         let program = self
             .ebpf
             .program_mut(spec.program)
@@ -280,25 +293,25 @@ impl Loaded {
         let link: FdLink = match spec.attach {
             Attach::FEntry => {
                 let p: &mut FEntry = program.try_into()?;
-                p.load(spec.target, &self.btf)?;
+                p.load(spec.target, btf()?)?;
                 let id = p.attach()?;
                 p.take_link(id)?.into()
             }
             Attach::FExit => {
                 let p: &mut FExit = program.try_into()?;
-                p.load(spec.target, &self.btf)?;
+                p.load(spec.target, btf()?)?;
                 let id = p.attach()?;
                 p.take_link(id)?.into()
             }
             Attach::TracePoint => {
                 let p: &mut BtfTracePoint = program.try_into()?;
-                p.load(spec.target, &self.btf)?;
+                p.load(spec.target, btf()?)?;
                 let id = p.attach()?;
                 p.take_link(id)?.into()
             }
             Attach::Lsm => {
                 let p: &mut Lsm = program.try_into()?;
-                p.load(spec.target, &self.btf)?;
+                p.load(spec.target, btf()?)?;
                 let id = p.attach()?;
                 p.take_link(id)?.into()
             }
@@ -345,6 +358,11 @@ impl Loaded {
         out
     }
 
+    /// Frees the kernel BTF: every program that needs it has been tried.
+    pub fn release_btf(&mut self) {
+        self.btf = None;
+    }
+
     pub fn attached_count(&self) -> usize {
         self.status.values().filter(|s| s.is_attached()).count()
     }
@@ -389,11 +407,39 @@ impl Loaded {
         Ok(values.iter().sum())
     }
 
+    /// One slot of the pinned `AGENT_LOG` (see `common::agent_log`).
+    pub fn agent_log(&self, slot: u32) -> Result<u64, LoadError> {
+        let map = self
+            .ebpf
+            .map(names::AGENT_LOG)
+            .ok_or(LoadError::MissingMap(names::AGENT_LOG))?;
+        let log: Array<_, u64> =
+            Array::try_from(map).map_err(|e| LoadError::Map(names::AGENT_LOG, e))?;
+        log.get(&slot, 0)
+            .map_err(|e| LoadError::Map(names::AGENT_LOG, e))
+    }
+
+    pub fn set_agent_log(&mut self, slot: u32, value: u64) -> Result<(), LoadError> {
+        let map = self
+            .ebpf
+            .map_mut(names::AGENT_LOG)
+            .ok_or(LoadError::MissingMap(names::AGENT_LOG))?;
+        let mut log: Array<_, u64> =
+            Array::try_from(map).map_err(|e| LoadError::Map(names::AGENT_LOG, e))?;
+        log.set(slot, value, 0)
+            .map_err(|e| LoadError::Map(names::AGENT_LOG, e))
+    }
+
     /// aya-log's reader for the programs' own log lines.
     pub fn logger(&mut self) -> Option<aya_log::EbpfLogger<&'static dyn log::Log>> {
         aya_log::EbpfLogger::init(&mut self.ebpf).ok()
     }
 }
+
+/// Why a kprobe target that kallsyms lists is reported absent without retries.
+const NOTRACE: &str = "notrace (in kallsyms, not in tracefs available_filter_functions: an inline stub such as a config-disabled feature's), not retried";
+const REFUSED: &str =
+    "kprobes refuse it (in kallsyms; tracefs not readable to tell why), not retried";
 
 /// Whether an attach failed because the kernel will not put a kprobe there (EINVAL, ENOENT),
 /// rather than for lack of rights or a broken program.

@@ -47,6 +47,7 @@ pub const PROGRAMS: &[ProgramSpec] = &[
     spec("pci_remove_exit", "pci_device_remove", Attach::FExit),
     spec("pci_bus_match_exit", "pci_bus_match", Attach::FExit),
     spec("process_exit", "sched_process_exit", Attach::TracePoint),
+    spec("module_loaded", "module_load", Attach::TracePoint),
     spec(
         "group_claim_exit",
         "iommu_group_claim_dma_owner",
@@ -89,6 +90,11 @@ pub const PROGRAMS: &[ProgramSpec] = &[
         Attach::KProbe,
     ),
     spec(
+        "vfio_cdev_release",
+        "vfio_device_fops_release",
+        Attach::KProbe,
+    ),
+    spec(
         "vfio_cdev_open_entry",
         "vfio_device_fops_cdev_open",
         Attach::KProbe,
@@ -109,7 +115,7 @@ impl ProgramSpec {
         match self.attach {
             Attach::FEntry | Attach::FExit => features.has_function(self.target),
             Attach::TracePoint => features.has_tracepoint(self.target),
-            Attach::KProbe | Attach::KRetProbe => features.has_symbol(self.target),
+            Attach::KProbe | Attach::KRetProbe => features.probeable(self.target).is_present(),
             Attach::Lsm => features.has_lsm_hook(self.target),
         }
     }

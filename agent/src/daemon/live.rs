@@ -5,17 +5,20 @@ use std::{collections::BTreeMap, path::PathBuf};
 use aya::maps::{MapData, RingBuf};
 use log::warn;
 
+use iommu_enforcer_common::EventKind;
+
 use super::{
+    accounting::{self, Ledger},
     attribution::Attribution,
     output::{Line, Sink},
     scan,
-    state::{FollowUp, NodeState},
+    state::{FollowUp, NodeState, VfioNode},
     vfio_nodes,
 };
 use crate::{
     bpf::{loader::Loaded, record},
     enforce::Enforcer,
-    io_deadline::{self, Stalled},
+    io_deadline,
 };
 
 /// Where the agent reads the node from.
@@ -40,6 +43,15 @@ pub struct Live {
     stall_reported: Option<String>,
     /// cgroup id -> pod and container of the events.
     pub attribution: Attribution,
+    /// The loss counter as reported (set from the pinned bookkeeping at start).
+    pub ledger: Ledger,
+}
+
+/// What a drain saw that the event loop acts on.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Drained {
+    /// A module loaded: absent kprobe targets may be there now.
+    pub module_loaded: bool,
 }
 
 impl Live {
@@ -63,46 +75,70 @@ impl Live {
             nodes,
             stall_reported: None,
             attribution,
+            ledger: Ledger::default(),
         }
     }
 
     /// Reads every record in the ring buffer, applies it, prints the resulting lines, then
-    /// re-reads whatever the records said changed.
-    pub fn drain(&mut self, ring: &mut RingBuf<MapData>) {
+    /// re-reads whatever the records said changed, and last reads the loss counter.
+    pub fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Drained {
         let mut follow = FollowUp::default();
-        let mut out = Vec::new();
+        let mut drained = Drained::default();
+        let mut printed = false;
         while let Some(item) = ring.next() {
-            let mut ev = match record::decode(&item) {
+            let ev = match record::decode(&item) {
                 Ok(ev) => ev,
                 Err(e) => {
                     warn!("dropping a malformed ring-buffer record: {e}");
                     continue;
                 }
             };
-            let path = ev.rdev.map(|rdev| self.node_path(rdev));
-            // A cdev open's record has only the node: name the device behind it (its group
-            // follows from the map).
-            if ev.device.is_empty() {
-                if let Some(d) = path
-                    .as_deref()
-                    .and_then(|p| vfio_nodes::device_of_cdev(&self.sysfs_root, p))
-                {
-                    ev.device = d;
-                }
+            if ev.kind == EventKind::ModuleLoad {
+                drained.module_loaded = true;
+                continue;
             }
-            let (lines, f) = self.node.apply(&ev, path);
-            out.extend(lines);
+            let node = ev.rdev.map(|rdev| self.vfio_node(ev.kind, rdev));
+            let (mut lines, f) = self.node.apply_node(&ev, node);
+            self.attribution.attribute(&mut lines, self.sink.metrics());
+            // Printed before the record leaves the ring (dropping `item` consumes it): an
+            // agent killed here leaves the record for the next one instead of losing it.
+            self.sink.emit(&lines);
+            printed |= !lines.is_empty();
+            drop(item);
             follow.rescan_sysfs |= f.rescan_sysfs;
             follow.rescan_holders |= f.rescan_holders;
         }
-        if out.is_empty() {
-            return;
+        // Read after the ring is empty: a record lost while it was full stands behind records
+        // still unread then, and their submission wakes the loop again, so no loss waits for
+        // a timer to be seen.
+        let lost = self
+            .loaded
+            .lost_total()
+            .map(|total| self.ledger.observe(total));
+        match lost {
+            Ok(0) => {}
+            Ok(n) => {
+                accounting::commit(&mut self.loaded, &self.ledger);
+                self.lost(n);
+                return drained;
+            }
+            Err(e) => warn!("cannot read the loss counter: {e}"),
         }
-        self.attribution.attribute(&mut out, self.sink.metrics());
-        self.sink.emit(&out);
-        // Even without a re-read, a bind may have changed a group's viability: the enforcer
-        // updates pins and the LSM maps right away, not at the next housekeeping pass.
-        self.follow_up(follow);
+        if printed {
+            // Even without a re-read, a bind may have changed a group's viability: the
+            // enforcer updates pins and the LSM maps right away.
+            self.follow_up(follow);
+        }
+        drained
+    }
+
+    /// The node a VFIO record names, and for a cdev the device behind it.
+    fn vfio_node(&mut self, kind: EventKind, rdev: (u32, u32)) -> VfioNode {
+        let path = self.node_path(rdev);
+        let device = matches!(kind, EventKind::VfioCdevOpen | EventKind::VfioCdevRelease)
+            .then(|| vfio_nodes::cdev_device(&self.sysfs_root, &path))
+            .flatten();
+        VfioNode { path, device }
     }
 
     fn node_path(&mut self, rdev: (u32, u32)) -> String {
@@ -125,12 +161,9 @@ impl Live {
             match io_deadline::run("sysfs scan", io_deadline::SCAN, move || {
                 scan::group_map(&root)
             }) {
-                Ok(Ok(map)) => {
-                    self.stall_reported = None;
-                    lines.extend(self.node.resync(map));
-                }
+                Ok(Ok(map)) => lines.extend(self.node.resync(map)),
                 Ok(Err(e)) => warn!("resync from sysfs failed, keeping the live map: {e}"),
-                Err(stalled) => lines.extend(self.stalled("sysfs scan", &stalled)),
+                Err(stalled) => warn!("sysfs scan: {stalled}; keeping the live map"),
             }
         }
         if follow.rescan_holders {
@@ -138,35 +171,36 @@ impl Live {
             match io_deadline::run("holders scan", io_deadline::SCAN, move || {
                 scan::holders(&proc_root, &sysfs_root)
             }) {
-                Ok(holders) => {
-                    self.stall_reported = None;
-                    lines.extend(self.node.set_holders(holders));
-                }
-                Err(stalled) => lines.extend(self.stalled("holders scan", &stalled)),
+                Ok(holders) => lines.extend(self.node.set_holders(holders)),
+                Err(stalled) => warn!("holders scan: {stalled}; keeping the holders known"),
             }
         }
         lines.extend(self.enforcer.apply(&mut self.node));
+        lines.extend(self.stalled());
         self.sink.emit(&lines);
         if let Some(m) = self.sink.metrics() {
             m.set_reserved(self.enforcer.reserved().iter().map(u32::to_string));
         }
     }
 
-    /// A scan that did not finish: the live map is kept, and the next event that calls for a
-    /// re-read tries again. Said once per stuck piece of kernel work, not at every retry.
-    fn stalled(&mut self, what: &str, stalled: &Stalled) -> Option<Line> {
-        let culprit = match stalled {
-            Stalled::Busy { what: stuck, .. } => stuck.clone(),
-            Stalled::TimedOut { .. } => what.to_string(),
+    /// Sysfs work the kernel is still holding after this pass (a read or write past its
+    /// deadline): what it skipped is retried by the next event that calls for it. Said once
+    /// per stuck piece of work, not at every pass.
+    fn stalled(&mut self) -> Option<Line> {
+        let Some((what, since)) = io_deadline::stuck() else {
+            self.stall_reported = None;
+            return None;
         };
-        if self.stall_reported.as_ref() == Some(&culprit) {
+        if self.stall_reported.as_ref() == Some(&what) {
             return None;
         }
-        warn!("{what}: {stalled}; keeping the live map");
-        self.stall_reported = Some(culprit);
+        self.stall_reported = Some(what.clone());
         Some(Line::Stalled {
-            what: what.to_string(),
-            error: stalled.to_string(),
+            error: format!(
+                "blocked in the kernel for {} ms; work that needs sysfs waits until it returns",
+                since.as_millis()
+            ),
+            what,
         })
     }
 

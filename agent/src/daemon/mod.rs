@@ -1,6 +1,12 @@
 //! The node agent: probes the kernel, loads and attaches the eBPF programs it supports, scans
 //! sysfs, then keeps the group map current from kernel events, printing one JSON line per event
 //! and per verdict change (docs/events.md). Detaches and exits cleanly on SIGTERM/SIGINT.
+//!
+//! Event-driven: the loop wakes for ring-buffer records, log lines and signals only. Holders
+//! follow the open and release records, losses are read after each drain, and absent kprobe
+//! targets are looked for again when a `module_load` record says a module loaded. procfs is
+//! scanned at start and on a resync after lost records.
+mod accounting;
 mod attribution;
 mod live;
 pub mod output;
@@ -33,11 +39,11 @@ use crate::{
     policy::Policy,
 };
 
-/// How often holders are re-read (closing a VFIO file produces no event) and losses checked.
-const HOUSEKEEPING: Duration = Duration::from_secs(1);
-/// How often module kprobe targets that were absent are looked for again.
-const MODULE_RETRY: Duration = Duration::from_secs(5);
 const DEV_ROOT: &str = "/dev";
+/// How often kept pins are compared with sysfs. The only timer, armed only while the agent
+/// keeps pins: no kernel event covers every write of `driver_override` (a trusted writer's,
+/// acct(2)'s on 5.10), and a cleared pin must come back before a driver binds.
+const PIN_WATCH: Duration = Duration::from_secs(1);
 
 pub fn run(common: &CommonArgs, args: &DaemonArgs) -> u8 {
     init_logging();
@@ -104,6 +110,7 @@ async fn agent(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
     // Must stay alive, or the programs' log lines are dropped (DESIGN.md section 5).
     let mut ebpf_logger = loaded.logger().map(watch).transpose()?;
     let mut events = watch(loaded.take_events()?)?;
+    let (start, ledger) = accounting::begin(&mut loaded);
     if !features.bpf_lsm_active() {
         warn!("BPF LSM is not active on this kernel: vetoes are unavailable; reservation still protects reserved groups");
     }
@@ -150,8 +157,10 @@ async fn agent(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
         },
         attribution::Attribution::new(&args.cgroup_root),
     );
+    live.ledger = ledger;
     let holders = scan::holders(&common.proc_root, &common.sysfs_root);
-    let _ = live.node.set_holders(holders);
+    // The first verdict of every group: printed after the capability line, below.
+    let start_verdicts = live.node.set_holders(holders);
     if fresh {
         live.enforcer.seed(&live.node, features.has_dma_ownership());
     } else {
@@ -175,12 +184,21 @@ async fn agent(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
         })
         .collect();
     live.sink.emit(&hooks);
+    live.sink.emit(&start_verdicts);
     live.sink.emit(&first);
     live.sink.emit(&live.node.changed_verdicts());
+    // An earlier agent ran on these pins: what overflowed since it last reported, then the
+    // records it left in the ring, then a full re-read (those records predate the scan).
+    let restart = start.line();
+    live.sink.emit(restart.as_slice());
+    let backlog = live.drain(events.get_mut());
     live.follow_up(FollowUp {
-        rescan_sysfs: false,
+        rescan_sysfs: restart.is_some(),
         rescan_holders: true,
     });
+    if backlog.module_loaded {
+        attach_after_module_load(&mut live, &mut features, common, args.dry_run);
+    }
     live.sink.emit(&[Line::Ready {
         groups: live.node.map().groups().count(),
     }]);
@@ -192,16 +210,17 @@ async fn agent(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
     } else {
         metrics.set_ready(true);
     }
+    // Idle cost: the kernel BTF (two parsed copies, tens of MB) is not needed past the first
+    // attach, and the start's big reads leave freed heap that the allocator keeps otherwise.
+    features.shed_btf();
+    live.loaded.release_btf();
+    trim_heap();
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    // The startup pass above was the first: the next one is a period away.
-    let mut housekeeping =
-        tokio::time::interval_at(tokio::time::Instant::now() + HOUSEKEEPING, HOUSEKEEPING);
-    // After a stall, one catch-up pass, not a burst of them.
-    housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut module_retry = tokio::time::interval(MODULE_RETRY);
-    let mut lost_seen = live.loaded.lost_total().unwrap_or(0);
+    let mut pin_watch =
+        tokio::time::interval_at(tokio::time::Instant::now() + PIN_WATCH, PIN_WATCH);
+    pin_watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     let signal_name = loop {
         tokio::select! {
@@ -209,8 +228,15 @@ async fn agent(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
             _ = int.recv() => break "SIGINT",
             guard = events.readable_mut() => {
                 let mut guard = guard?;
+                // Cleared before the drain: a record submitted during it wakes the loop again.
                 guard.clear_ready();
-                live.drain(guard.get_inner_mut());
+                if live.drain(guard.get_inner_mut()).module_loaded {
+                    attach_after_module_load(&mut live, &mut features, common, args.dry_run);
+                }
+            }
+            // Not polled (so no timer is armed) while no pin is kept.
+            _ = pin_watch.tick(), if live.enforcer.keeps_pins() => {
+                live.follow_up(FollowUp::default());
             }
             guard = async {
                 match ebpf_logger.as_mut() {
@@ -221,19 +247,6 @@ async fn agent(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
                 let mut guard = guard?;
                 guard.get_inner_mut().flush();
                 guard.clear_ready();
-            }
-            _ = housekeeping.tick() => {
-                // Records first: a wakeup raced with clear_ready must not strand them, and the
-                // pass below must not act on a model that has not seen the agent's own writes.
-                live.drain(events.get_mut());
-                // Closing a VFIO file produces no event: holders are re-read here.
-                let lost = live.loaded.lost_total().unwrap_or(lost_seen);
-                if lost > lost_seen {
-                    live.lost(lost - lost_seen);
-                    lost_seen = lost;
-                } else {
-                    live.follow_up(FollowUp { rescan_sysfs: false, rescan_holders: true });
-                }
             }
             guard = async {
                 match writers.as_mut() {
@@ -248,16 +261,6 @@ async fn agent(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
                     let paths = w.resolved();
                     live.enforcer.set_trusted_writers(&paths);
                     live.follow_up(FollowUp::default());
-                }
-            }
-            _ = module_retry.tick(), if live.loaded.waiting_for_targets() => {
-                features.refresh_symbols(&common.proc_root);
-                let before = live.loaded.attached_count();
-                live.loaded.attach_all(&features);
-                if live.loaded.attached_count() != before {
-                    info!("module probes attached after their module loaded");
-                    let line = capabilities(&features, &live.loaded, args.dry_run);
-                    live.sink.emit(&[line]);
                 }
             }
         }
@@ -276,6 +279,37 @@ async fn agent(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
     }]);
     info!("{signal_name}: exiting; the pinned programs stay attached (`enforcer detach` removes them)");
     Ok(())
+}
+
+/// A module loaded: kprobe targets still absent are looked for again (the only moment they can
+/// appear), and a new capability line says what attached.
+fn attach_after_module_load(
+    live: &mut Live,
+    features: &mut Features,
+    common: &CommonArgs,
+    dry_run: bool,
+) {
+    if !live.loaded.waiting_for_targets() {
+        return;
+    }
+    features.refresh_symbols(&common.proc_root);
+    let before = live.loaded.attached_count();
+    live.loaded.attach_all(features);
+    if live.loaded.attached_count() != before {
+        info!("module probes attached after their module loaded");
+        let line = capabilities(features, &live.loaded, dry_run);
+        live.sink.emit(&[line]);
+    }
+}
+
+/// Hands freed heap back to the kernel (glibc keeps it for reuse; an idle agent does not reuse
+/// the start's buffers). Not on other C libraries, which do without.
+fn trim_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Before 5.11 BPF maps and programs are charged against RLIMIT_MEMLOCK, whose default (64 KiB
@@ -299,7 +333,7 @@ fn log_features(features: &Features) {
     info!(
         "kernel {}: BTF {}, BPF LSM {}, DMA-ownership functions {}",
         features.kernel_release,
-        word(features.btf.is_ok(), "present", "missing"),
+        word(features.has_btf(), "present", "missing"),
         word(features.bpf_lsm_active(), "active", "inactive"),
         word(
             features.has_dma_ownership(),
@@ -325,7 +359,7 @@ fn capabilities(features: &Features, loaded: &Loaded, dry_run: bool) -> Line {
             ("reservation".to_string(), status.reservation),
         ]),
         kernel: features.kernel_release.clone(),
-        btf: features.btf.is_ok(),
+        btf: features.has_btf(),
         bpf_lsm: features.bpf_lsm_active(),
         dry_run,
         programs: loaded

@@ -39,6 +39,12 @@ pub enum Line {
     Lost {
         count: u64,
     },
+    /// A new agent on pins an earlier one left: how many ran before, and how many records
+    /// overflowed the ring while none read it (the records that fitted are read and printed).
+    Restart {
+        agents_before: u64,
+        missed: u64,
+    },
     Resync {
         groups: usize,
     },

@@ -45,8 +45,17 @@ impl ProbeConvention {
 pub struct FollowUp {
     /// Group membership changed: re-read sysfs.
     pub rescan_sysfs: bool,
-    /// A VFIO node was opened: re-read the holders.
+    /// Holders unknown (records lost): re-read them from procfs. Opens and releases do not
+    /// ask for it: their records say who holds what.
     pub rescan_holders: bool,
+}
+
+/// The VFIO node a record concerned, resolved by the caller: its /dev path and, for a cdev,
+/// the device behind it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VfioNode {
+    pub path: String,
+    pub device: Option<String>,
 }
 
 pub struct NodeState {
@@ -140,9 +149,21 @@ impl NodeState {
     }
 
     /// Applies one kernel event; returns the lines to print and what to re-read.
-    /// `vfio_path` is the node a VFIO open concerned, resolved by the caller.
+    /// `vfio_path` is the node a VFIO record concerned, resolved by the caller.
     pub fn apply(&mut self, ev: &KernelEvent, vfio_path: Option<String>) -> (Vec<Line>, FollowUp) {
+        let node = vfio_path.map(|path| VfioNode { path, device: None });
+        self.apply_node(ev, node)
+    }
+
+    /// [`Self::apply`] with the device behind a cdev resolved too.
+    pub fn apply_node(
+        &mut self,
+        ev: &KernelEvent,
+        node: Option<VfioNode>,
+    ) -> (Vec<Line>, FollowUp) {
         let mut follow = FollowUp::default();
+        let cdev_device = node.as_ref().and_then(|n| n.device.clone());
+        let vfio_path = node.map(|n| n.path);
         let mut scope = None;
         let mut path = None;
         let mut veto_of = None;
@@ -172,8 +193,6 @@ impl NodeState {
             }
             EventKind::GroupRelease | EventKind::DeviceRelease => {
                 scope = Some(scope_of(ev.kind));
-                // The releasing process is closing its VFIO file: re-read who still holds it.
-                follow.rescan_holders = true;
                 if let Some(g) = ev.group {
                     let n = self.claims.entry(g).or_default();
                     *n = n.saturating_sub(1);
@@ -192,16 +211,34 @@ impl NodeState {
                 (kind, true, None)
             }
             EventKind::VfioGroupOpen | EventKind::VfioCdevOpen => {
-                follow.rescan_holders = !failed(ev.ret);
                 path = vfio_path;
+                if let (false, Some(p)) = (failed(ev.ret), &path) {
+                    // The opener holds it now; its descriptor number is not in the record.
+                    self.map.add_holder(Holder {
+                        pid: ev.tgid,
+                        comm: ev.comm.clone(),
+                        fd: None,
+                        path: p.clone(),
+                        group: super::vfio_nodes::group_of_node(p),
+                        device: cdev_device.clone(),
+                        // The event line carries the pod, resolved from its cgroup id.
+                        pod: None,
+                    });
+                }
                 ("vfio_open", !failed(ev.ret), errno_of_ret(ev.ret))
             }
-            EventKind::VfioGroupRelease => {
-                // The last reference went away (fds in flight included): who holds it now.
-                follow.rescan_holders = true;
+            EventKind::VfioGroupRelease | EventKind::VfioCdevRelease => {
+                // The last reference went away (fds in flight included): nobody holds that
+                // file any more.
                 path = vfio_path;
+                if let Some(p) = &path {
+                    let whole = ev.kind == EventKind::VfioGroupRelease;
+                    self.map.release_holder(p, ev.tgid, whole);
+                }
                 ("vfio_release", true, None)
             }
+            // The daemon handles it before it gets here; nothing to print.
+            EventKind::ModuleLoad => return (Vec::new(), follow),
             EventKind::PinRefused => ("pin_refused", false, errno_name(19)),
             EventKind::Veto => {
                 path = vfio_path;
@@ -215,6 +252,7 @@ impl NodeState {
         let group = ev
             .group
             .or_else(|| self.map.group_of(&ev.device))
+            .or_else(|| cdev_device.as_deref().and_then(|d| self.map.group_of(d)))
             .or_else(|| path.as_deref().and_then(super::vfio_nodes::group_of_node));
         let line = Line::Event(Box::new(EventLine {
             kind,
@@ -566,7 +604,7 @@ mod tests {
     }
 
     #[test]
-    fn vfio_open_names_the_group_from_the_node_and_asks_for_holders() {
+    fn vfio_open_and_release_follow_the_holder_without_a_proc_scan() {
         let mut n = node();
         let mut ev = event(EventKind::VfioGroupOpen, 0, "", None, None);
         ev.rdev = Some((245, 0));
@@ -576,7 +614,50 @@ mod tests {
             (e.kind, e.group.as_deref(), e.path.as_deref()),
             ("vfio_open", Some("9"), Some("/dev/vfio/9"))
         );
-        assert!(follow.rescan_holders);
+        assert_eq!(follow, FollowUp::default());
+        let held: Vec<(u32, Option<u32>)> = n.map().holders(9).map(|h| (h.pid, h.fd)).collect();
+        assert_eq!(held, [(100, None)]);
+        // A failed open holds nothing.
+        let mut busy = event(EventKind::VfioGroupOpen, -16, "", None, None);
+        busy.tgid = 200;
+        n.apply(&busy, Some("/dev/vfio/9".into()));
+        assert_eq!(n.map().holders(9).count(), 1);
+        // The release is the file's last reference (another process may have closed it).
+        let mut rel = event(EventKind::VfioGroupRelease, 0, "", None, None);
+        rel.tgid = 300;
+        let (lines, follow) = n.apply(&rel, Some("/dev/vfio/9".into()));
+        assert_eq!(event_line(&lines).kind, "vfio_release");
+        assert_eq!(follow, FollowUp::default());
+        assert_eq!(n.map().holders(9).count(), 0);
+    }
+
+    #[test]
+    fn cdev_holders_count_for_their_device_group_and_go_one_at_a_time() {
+        let mut n = node();
+        let cdev = || {
+            Some(VfioNode {
+                path: "/dev/vfio/devices/vfio0".into(),
+                device: Some("0000:00:05.0".into()),
+            })
+        };
+        let open = event(EventKind::VfioCdevOpen, 0, "", None, None);
+        let (lines, _) = n.apply_node(&open, cdev());
+        assert_eq!(event_line(&lines).group.as_deref(), Some("9"));
+        n.apply_node(&open, cdev());
+        assert_eq!(n.map().holders(9).count(), 2);
+        let release = event(EventKind::VfioCdevRelease, 0, "", None, None);
+        n.apply_node(&release, cdev());
+        assert_eq!(n.map().holders(9).count(), 1);
+        n.apply_node(&release, cdev());
+        assert_eq!(n.map().holders(9).count(), 0);
+    }
+
+    #[test]
+    fn a_module_load_prints_nothing() {
+        let mut n = node();
+        let (lines, follow) = n.apply(&event(EventKind::ModuleLoad, 0, "", None, None), None);
+        assert!(lines.is_empty());
+        assert_eq!(follow, FollowUp::default());
     }
 
     #[test]

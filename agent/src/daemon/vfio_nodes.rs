@@ -34,19 +34,15 @@ pub fn group_of_node(path: &str) -> Option<u32> {
     path.strip_prefix("/dev/vfio/")?.parse().ok()
 }
 
-/// The PCI device behind a cdev path (`/dev/vfio/devices/vfio0`): the device whose
-/// `<sysfs_root>/bus/pci/devices/<addr>/vfio-dev/` holds that name. `None` for group nodes and
-/// for a cdev whose device left sysfs.
-pub fn device_of_cdev(sysfs_root: &Path, path: &str) -> Option<String> {
-    let cdev = path.strip_prefix("/dev/vfio/devices/")?;
-    if cdev.is_empty() || cdev.contains('/') {
+/// The PCI device behind a cdev path (`/dev/vfio/devices/vfio0`), from the link
+/// `<sysfs>/class/vfio-dev/vfio0/device`.
+pub fn cdev_device(sysfs_root: &Path, path: &str) -> Option<String> {
+    let name = path.strip_prefix("/dev/vfio/devices/")?;
+    if name.is_empty() || name.contains('/') || name.starts_with('.') {
         return None;
     }
-    fs::read_dir(sysfs_root.join("bus/pci/devices"))
-        .ok()?
-        .flatten()
-        .find(|dev| dev.path().join("vfio-dev").join(cdev).exists())
-        .map(|dev| dev.file_name().to_string_lossy().into_owned())
+    let link = fs::read_link(sysfs_root.join("class/vfio-dev").join(name).join("device")).ok()?;
+    Some(link.file_name()?.to_str()?.to_owned())
 }
 
 #[cfg(test)]
@@ -54,25 +50,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_cdev_names_its_device_from_sysfs() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let devices = dir.path().join("bus/pci/devices");
-        fs::create_dir_all(devices.join("0000:05:00.0/vfio-dev/vfio3")).expect("mkdir");
-        fs::create_dir_all(devices.join("0000:05:00.1")).expect("mkdir");
-        assert_eq!(
-            device_of_cdev(dir.path(), "/dev/vfio/devices/vfio3").as_deref(),
-            Some("0000:05:00.0")
-        );
-        assert_eq!(device_of_cdev(dir.path(), "/dev/vfio/devices/vfio4"), None);
-        assert_eq!(device_of_cdev(dir.path(), "/dev/vfio/8"), None);
-        assert_eq!(device_of_cdev(dir.path(), "/dev/vfio/devices/../x"), None);
-    }
-
-    #[test]
     fn group_nodes() {
         assert_eq!(group_of_node("/dev/vfio/14"), Some(14));
         assert_eq!(group_of_node("/dev/vfio/vfio"), None);
         assert_eq!(group_of_node("/dev/vfio/devices/vfio0"), None);
+    }
+
+    #[test]
+    fn cdev_devices_from_sysfs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let class = dir.path().join("class/vfio-dev/vfio0");
+        fs::create_dir_all(&class).expect("mkdir");
+        std::os::unix::fs::symlink(
+            "../../../devices/pci0000:00/0000:00:05.0",
+            class.join("device"),
+        )
+        .expect("symlink");
+        assert_eq!(
+            cdev_device(dir.path(), "/dev/vfio/devices/vfio0").as_deref(),
+            Some("0000:00:05.0")
+        );
+        assert_eq!(cdev_device(dir.path(), "/dev/vfio/devices/vfio1"), None);
+        assert_eq!(cdev_device(dir.path(), "/dev/vfio/devices/../x"), None);
+        assert_eq!(cdev_device(dir.path(), "/dev/vfio/9"), None);
     }
 
     #[test]

@@ -107,6 +107,12 @@ impl Enforcer {
     }
 
     /// Groups the policy reserves, as of the last [`Enforcer::apply`].
+    /// Whether pins are being kept: the one thing the daemon still has to look at by itself
+    /// (a `driver_override` written through a path no hook sees has no event).
+    pub fn keeps_pins(&self) -> bool {
+        !self.dry_run && !self.pinned.is_empty()
+    }
+
     pub fn reserved(&self) -> &BTreeSet<u32> {
         &self.reserved
     }

@@ -276,7 +276,7 @@ mod tests {
         map.set_holders(vec![Holder {
             pid: 7,
             comm: "qemu".into(),
-            fd: 3,
+            fd: Some(3),
             path: "/dev/vfio/12".into(),
             group: Some(12),
             device: None,

@@ -19,6 +19,11 @@ use super::{Metrics, MetricsError, CONTENT_TYPE};
 const MAX_HEAD: usize = 8 * 1024;
 /// A client that sends nothing for this long is dropped (a stuck peer must not pin a task).
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// An address in use is tried again this often, for this long: right after `kill -9` the old
+/// agent still holds the port while the kernel tears it down (its pinned programs, its maps).
+/// Past the bound the port is someone else's, and that is an error.
+const BIND_RETRY: Duration = Duration::from_millis(250);
+const BIND_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Parses `--metrics-addr`: an IP address and a port. Checked at start so a typo is an error
 /// on the command line, not a silent lack of metrics.
@@ -40,12 +45,23 @@ pub struct MetricsServer {
 
 impl MetricsServer {
     pub async fn bind(addr: &str, metrics: Arc<Metrics>) -> Result<Self, MetricsError> {
+        Self::bind_within(addr, metrics, BIND_PATIENCE).await
+    }
+
+    /// [`Self::bind`], waiting at most `patience` for an address in use to free up.
+    pub async fn bind_within(
+        addr: &str,
+        metrics: Arc<Metrics>,
+        patience: Duration,
+    ) -> Result<Self, MetricsError> {
         let parsed = parse_addr(addr)?;
         let bind_err = |error| MetricsError::Bind {
             addr: addr.to_owned(),
             error,
         };
-        let listener = TcpListener::bind(parsed).await.map_err(bind_err)?;
+        let listener = bind_patiently(parsed, BIND_RETRY, patience)
+            .await
+            .map_err(bind_err)?;
         let local_addr = listener.local_addr().map_err(bind_err)?;
         Ok(MetricsServer {
             listener,
@@ -77,6 +93,31 @@ impl MetricsServer {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
+        }
+    }
+}
+
+/// Binds, trying again while the address is in use, for at most `patience`.
+async fn bind_patiently(
+    addr: SocketAddr,
+    every: Duration,
+    patience: Duration,
+) -> io::Result<TcpListener> {
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut said = false;
+    loop {
+        match TcpListener::bind(addr).await {
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+                if tokio::time::Instant::now() + every > deadline {
+                    return Err(e);
+                }
+                if !said {
+                    warn!("metrics: {addr} is in use (a previous agent exiting?); retrying for up to {}s", patience.as_secs());
+                    said = true;
+                }
+                tokio::time::sleep(every).await;
+            }
+            other => return other,
         }
     }
 }

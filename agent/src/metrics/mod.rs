@@ -15,7 +15,7 @@
 //! | `event` `veto` (fields `rule`, `action`) | `violations_total` |
 //! | `event` `pin` / `rebind` / `reservation_blocked` | `reservation_actions_total`; a failed pin holds `enforcement_active{mechanism="reservation"}` at 0 |
 //! | `verdict` | `group_owner`, `group_viable`, `reserved_group_viable` |
-//! | `lost` | `events_lost_total` |
+//! | `lost`, `restart` (field `missed`) | `events_lost_total` |
 //! | `resync` | `resyncs_total` |
 //! | `group_removed` | drops the group's `group_owner` and `group_viable` series |
 //! | `lsm_hook` | `program_status` and `programs_attached` of that hook (attached or standby) |
@@ -197,6 +197,7 @@ impl Metrics {
                 viable,
             } => self.verdict(&group, &owner, viable),
             View::Lost { count } => self.families.events_lost.inc_by(count),
+            View::Restart { missed } => self.families.events_lost.inc_by(missed),
             View::Resync {} => self.families.resyncs.inc(),
             View::GroupRemoved { group } => self.group_removed(&group),
             View::LsmHook { hook, state } => self.program_changed(&hook, &state),

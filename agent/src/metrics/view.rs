@@ -32,6 +32,9 @@ pub(super) enum View {
     Lost {
         count: u64,
     },
+    Restart {
+        missed: u64,
+    },
     Resync {},
     GroupRemoved {
         group: String,
@@ -75,7 +78,7 @@ pub(super) fn program_status(report: &str) -> &'static str {
     match report {
         "attached" => "attached",
         "standby" => "standby",
-        "absent" => "absent",
+        r if r == "absent" || r.starts_with("absent:") => "absent",
         _ => "failed",
     }
 }

@@ -181,8 +181,9 @@ pub struct Holder {
     pub pid: u32,
     /// `comm` of the process (`/proc/PID/comm`).
     pub comm: String,
-    /// File descriptor number.
-    pub fd: u32,
+    /// File descriptor number; `None` for a holder known from a `vfio_open` record, which
+    /// names the process but not the descriptor (the agent does not scan /proc for it).
+    pub fd: Option<u32>,
     /// The path the descriptor points at, as the kernel shows it.
     pub path: String,
     /// Group held, when known (always for `/dev/vfio/N`; for a cdev once resolved).
@@ -311,6 +312,30 @@ impl GroupMap {
     /// for the group its device is in.
     pub fn set_holders(&mut self, holders: Vec<Holder>) {
         self.holders = holders;
+    }
+
+    /// A process opened a VFIO file (a `vfio_open` record).
+    pub fn add_holder(&mut self, holder: Holder) {
+        self.holders.push(holder);
+    }
+
+    /// The last reference to the VFIO file at `path` went away (a `vfio_release` record).
+    /// VFIO lets a group file be open once at a time, so with `whole` every holder of it goes
+    /// (dup'd or passed fds included); a cdev can be open several times: one holder goes, the
+    /// one `tgid` opened if there is one. Returns whether any went.
+    pub fn release_holder(&mut self, path: &str, tgid: u32, whole: bool) -> bool {
+        let before = self.holders.len();
+        if whole {
+            self.holders.retain(|h| h.path != path);
+        } else if let Some(i) = self
+            .holders
+            .iter()
+            .position(|h| h.path == path && h.pid == tgid)
+            .or_else(|| self.holders.iter().position(|h| h.path == path))
+        {
+            self.holders.remove(i);
+        }
+        self.holders.len() != before
     }
 
     /// All holders, as last set.

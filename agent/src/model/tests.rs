@@ -23,7 +23,7 @@ fn holder(pid: u32, group: Option<u32>, device: Option<&str>) -> Holder {
     Holder {
         pid,
         comm: "qemu".to_string(),
-        fd: 17,
+        fd: Some(17),
         path: format!("/dev/vfio/{}", group.unwrap_or(0)),
         group,
         device: device.map(str::to_string),

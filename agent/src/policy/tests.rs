@@ -38,7 +38,7 @@ fn held(group: u32) -> Holder {
     Holder {
         pid: 4242,
         comm: "qemu".to_string(),
-        fd: 17,
+        fd: Some(17),
         path: format!("/dev/vfio/{group}"),
         group: Some(group),
         device: None,

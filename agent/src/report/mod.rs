@@ -110,7 +110,8 @@ pub struct GroupReport {
 pub struct HolderReport {
     pub pid: u32,
     pub comm: String,
-    pub fd: u32,
+    /// Always known in a scan; `null` only for a holder known from a kernel record.
+    pub fd: Option<u32>,
     pub path: String,
     /// The device behind a cdev; `null` for the group file.
     pub device: Option<String>,

@@ -23,7 +23,7 @@ fn split_map() -> GroupMap {
     map.set_holders(vec![Holder {
         pid: 4242,
         comm: "qemu".to_string(),
-        fd: 17,
+        fd: Some(17),
         path: "/dev/vfio/13".to_string(),
         group: Some(13),
         device: None,

@@ -100,7 +100,9 @@ pub fn scan_holders(proc_root: &Path, sysfs_root: &Path) -> HolderScan {
                             group: None,
                             device: None,
                             kind: ProblemKind::Unresolved,
-                            path: dir.join("fd").join(h.fd.to_string()),
+                            path: dir
+                                .join("fd")
+                                .join(h.fd.map_or_else(String::new, |fd| fd.to_string())),
                             message: format!(
                                 "{} (pid {}) holds {}, which no device in sysfs provides",
                                 h.comm, h.pid, h.path
@@ -196,7 +198,7 @@ fn process_holders(
         found.push(Holder {
             pid,
             comm: String::new(),
-            fd,
+            fd: Some(fd),
             path: target,
             group,
             device,

@@ -1,5 +1,5 @@
 # A pin cleared behind the agent's back (here by the policy's trusted writer; on 5.10 acct(2)
-# writes through a path no hook sees) is put back on the next housekeeping pass, with an event.
+# writes through a path no hook sees) is put back on the next pin-watch pass (1 s), with an event.
 . /lib/vm/lib.sh
 fact fn1_override "$(cat $(pcidev $VM_DEV_FN1)/driver_override)"
 # A lone newline clears driver_override (as `echo "" >` does); an empty write never reaches it.
