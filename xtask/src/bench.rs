@@ -78,14 +78,7 @@ pub fn vm_bench(args: &BenchArgs) -> Result<bool> {
         bail!("{p} (console: {})", outcome.console.display());
     }
     let fact = |key: &str| -> Option<f64> {
-        outcome
-            .channel
-            .script
-            .lines()
-            .filter_map(|l| l.strip_prefix("@fact "))
-            .filter_map(|kv| kv.split_once('='))
-            .find(|(k, _)| *k == key)
-            .and_then(|(_, v)| v.trim().parse().ok())
+        vm::script_fact(&outcome.channel.script, key).and_then(|v| v.parse().ok())
     };
     // Emulator noise only ever adds time, so the fastest round of each side is the steadiest
     // estimate; the medians are printed too.

@@ -42,14 +42,7 @@ pub fn vm_idle(series: &str, seconds: u32, devices: u32) -> Result<bool> {
         bail!("{p} (console: {})", outcome.console.display());
     }
     let fact = |key: &str| -> Option<u64> {
-        outcome
-            .channel
-            .script
-            .lines()
-            .filter_map(|l| l.strip_prefix("@fact "))
-            .filter_map(|kv| kv.split_once('='))
-            .find(|(k, _)| *k == key)
-            .and_then(|(_, v)| v.trim().parse().ok())
+        vm::script_fact(&outcome.channel.script, key).and_then(|v| v.parse().ok())
     };
     let hz = fact("hz").unwrap_or(100);
     let mut met = true;

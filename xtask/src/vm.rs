@@ -161,3 +161,13 @@ pub fn vm(args: &VmArgs) -> Result<bool> {
         None => Ok(true),
     }
 }
+
+/// The value of the first `@fact KEY=VALUE` line a guest script printed for `key`, trimmed.
+pub fn script_fact<'a>(script: &'a str, key: &str) -> Option<&'a str> {
+    script
+        .lines()
+        .filter_map(|l| l.strip_prefix("@fact "))
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| k.trim() == key)
+        .map(|(_, v)| v.trim())
+}
