@@ -39,6 +39,9 @@ struct Worker {
     jobs: SyncSender<Job>,
     /// The job running now: what it is and when it started.
     running: Arc<Mutex<Option<(String, Instant)>>>,
+    /// Held by a caller for the whole of its call: callers on other threads wait their turn
+    /// (at most one deadline), so a job still running when a caller gets in is a stuck one.
+    calls: Mutex<()>,
 }
 
 impl Worker {
@@ -55,6 +58,7 @@ impl Worker {
         Worker {
             jobs,
             running: Arc::new(Mutex::new(None)),
+            calls: Mutex::new(()),
         }
     }
 
@@ -71,6 +75,7 @@ impl Worker {
         limit: Duration,
         job: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, Stalled> {
+        let _turn = self.calls.lock().unwrap_or_else(|p| p.into_inner());
         {
             let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
             if let Some((stuck, since)) = running.as_ref() {

@@ -236,7 +236,9 @@ async fn agent(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
             }
             // Not polled (so no timer is armed) while no pin is kept.
             _ = pin_watch.tick(), if live.enforcer.keeps_pins() => {
-                live.follow_up(FollowUp::default());
+                if live.enforcer.pins_drifted() {
+                    live.follow_up(FollowUp::default());
+                }
             }
             guard = async {
                 match ebpf_logger.as_mut() {

@@ -106,13 +106,25 @@ impl Enforcer {
         );
     }
 
-    /// Groups the policy reserves, as of the last [`Enforcer::apply`].
     /// Whether pins are being kept: the one thing the daemon still has to look at by itself
     /// (a `driver_override` written through a path no hook sees has no event).
     pub fn keeps_pins(&self) -> bool {
         !self.dry_run && !self.pinned.is_empty()
     }
 
+    /// Whether some kept pin no longer reads as written: one read per pinned device, so the
+    /// watch costs that much and not a whole pass over the node (a read that stalls is not a
+    /// change).
+    pub fn pins_drifted(&self) -> bool {
+        let pins = self
+            .pinned
+            .iter()
+            .map(|(d, v)| (d.clone(), v.clone()))
+            .collect();
+        sysfs_files::pins_differ(&self.sysfs, pins).unwrap_or(false)
+    }
+
+    /// Groups the policy reserves, as of the last [`Enforcer::apply`].
     pub fn reserved(&self) -> &BTreeSet<u32> {
         &self.reserved
     }
@@ -465,5 +477,29 @@ mod tests {
             ["0000:0a:00.3"],
             "only the function still on its host driver is moved again"
         );
+    }
+
+    #[test]
+    fn the_pin_watch_sees_only_a_pin_changed_behind_its_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spec = iommu_fixtures::fixture("consumer-gpu-audio-split").expect("fixture");
+        let built = iommu_fixtures::build(spec, dir.path()).expect("builds");
+        let policy = Policy::parse(
+            "[[reserve]]\ngroup = 12\nrebind = true\n",
+            Path::new("test.toml"),
+        )
+        .expect("valid policy");
+        let map = crate::sysfs::scan(&built.sysfs).expect("scans").to_map();
+        let mut node = NodeState::new(map, policy.clone(), ProbeConvention::ZeroIsBound);
+        let mut enforcer = Enforcer::new(&built.sysfs, dir.path(), false, None, &policy);
+        enforcer.apply(&mut node);
+        assert!(enforcer.keeps_pins());
+        assert!(!enforcer.pins_drifted(), "just written");
+        // As the kernel shows a cleared override (a fixture file is not truncated by a write).
+        let file = built
+            .sysfs
+            .join("bus/pci/devices/0000:0a:00.2/driver_override");
+        fs::write(file, "(null)\n").expect("cleared");
+        assert!(enforcer.pins_drifted(), "a cleared pin is seen");
     }
 }

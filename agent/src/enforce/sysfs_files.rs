@@ -62,6 +62,24 @@ pub fn pin(sysfs: &Path, device: &str, value: &str) -> io::Result<()> {
     )
 }
 
+/// Whether any of `pins` (device, value) no longer reads as written: every read in one job, so
+/// a watch pass is one handoff to the worker, not one per device.
+pub fn pins_differ(sysfs: &Path, pins: Vec<(String, String)>) -> io::Result<bool> {
+    let devices = sysfs.join("bus/pci/devices");
+    with_deadline(
+        format!("read {} pinned driver_override", pins.len()),
+        move || {
+            Ok(pins.iter().any(|(device, value)| {
+                let file = devices.join(device).join("driver_override");
+                let live = read_small(&file)
+                    .as_deref()
+                    .and_then(crate::sysfs::parse_driver_override);
+                live.as_deref() != Some(value.as_str())
+            }))
+        },
+    )
+}
+
 /// Asks the bus to probe a device (it takes the driver its override names).
 pub fn probe(sysfs: &Path, device: &str) -> io::Result<()> {
     write_attr(&sysfs.join("bus/pci/drivers_probe"), device)
