@@ -443,19 +443,34 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn a_pass_before_the_rebind_events_arrive_does_not_rebind_again() {
+    /// The consumer GPU fixture, built in a temporary directory kept alive by the caller.
+    fn fixture_node() -> (tempfile::TempDir, iommu_fixtures::Node) {
         let dir = tempfile::tempdir().expect("tempdir");
         let spec = iommu_fixtures::fixture("consumer-gpu-audio-split").expect("fixture");
         let built = iommu_fixtures::build(spec, dir.path()).expect("builds");
+        (dir, built)
+    }
+
+    /// The node and an enforcer whose policy reserves group 12 with `rebind = true`.
+    fn reserve_group_12(
+        dir: &tempfile::TempDir,
+        built: &iommu_fixtures::Node,
+    ) -> (NodeState, Enforcer) {
         let policy = Policy::parse(
             "[[reserve]]\ngroup = 12\nrebind = true\n",
             Path::new("test.toml"),
         )
         .expect("valid policy");
         let map = crate::sysfs::scan(&built.sysfs).expect("scans").to_map();
-        let mut node = NodeState::new(map, policy.clone(), ProbeConvention::ZeroIsBound);
-        let mut enforcer = Enforcer::new(&built.sysfs, dir.path(), false, None, &policy);
+        let node = NodeState::new(map, policy.clone(), ProbeConvention::ZeroIsBound);
+        let enforcer = Enforcer::new(&built.sysfs, dir.path(), false, None, &policy);
+        (node, enforcer)
+    }
+
+    #[test]
+    fn a_pass_before_the_rebind_events_arrive_does_not_rebind_again() {
+        let (dir, built) = fixture_node();
+        let (mut node, mut enforcer) = reserve_group_12(&dir, &built);
 
         let first = rebound(&enforcer.apply(&mut node));
         assert_eq!(first, ["0000:0a:00.1", "0000:0a:00.2", "0000:0a:00.3"]);
@@ -481,17 +496,8 @@ mod tests {
 
     #[test]
     fn the_pin_watch_sees_only_a_pin_changed_behind_its_back() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let spec = iommu_fixtures::fixture("consumer-gpu-audio-split").expect("fixture");
-        let built = iommu_fixtures::build(spec, dir.path()).expect("builds");
-        let policy = Policy::parse(
-            "[[reserve]]\ngroup = 12\nrebind = true\n",
-            Path::new("test.toml"),
-        )
-        .expect("valid policy");
-        let map = crate::sysfs::scan(&built.sysfs).expect("scans").to_map();
-        let mut node = NodeState::new(map, policy.clone(), ProbeConvention::ZeroIsBound);
-        let mut enforcer = Enforcer::new(&built.sysfs, dir.path(), false, None, &policy);
+        let (dir, built) = fixture_node();
+        let (mut node, mut enforcer) = reserve_group_12(&dir, &built);
         enforcer.apply(&mut node);
         assert!(enforcer.keeps_pins());
         assert!(!enforcer.pins_drifted(), "just written");
