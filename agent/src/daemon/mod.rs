@@ -93,6 +93,11 @@ fn object_bytes(args: &DaemonArgs) -> anyhow::Result<std::borrow::Cow<'static, [
 }
 
 async fn agent(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow::Result<()> {
+    // Handlers first: a SIGTERM that arrives while the agent starts (or right after `ready`,
+    // while it frees the BTF) is kept for the loop below, not the default action that ends the
+    // process without its `shutdown` line.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     // The endpoint first: a bad --metrics-addr is an error before anything is attached.
     let metrics = Arc::new(Metrics::new()?);
     let server = MetricsServer::bind(&args.metrics_addr, Arc::clone(&metrics)).await?;
@@ -216,8 +221,6 @@ async fn agent(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
     live.loaded.release_btf();
     trim_heap();
 
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
     let mut pin_watch =
         tokio::time::interval_at(tokio::time::Instant::now() + PIN_WATCH, PIN_WATCH);
     pin_watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
