@@ -37,14 +37,15 @@ done
 [ -e /dev/vfio/vfio ] || log "no /dev/vfio/vfio after loading vfio"
 
 log "starting: enforcer $VM_AGENT_ARGS"
-: > /tmp/agent.out
-enforcer $VM_AGENT_ARGS > /tmp/agent.out 2> /tmp/agent.err &
-agent=$!
-# Stream the agent's lines as they come, so that a crash (5.10's BUG) still leaves what the agent
-# saw before it on the host.
+# The agent's lines go to the host as they come, so that a crash (5.10's BUG) still leaves what
+# the agent saw before it, and to /tmp/agent.out for the scripts. Through a FIFO, not `tail -f`
+# (which polls once a second): tee ends when the agent does, with every line sent.
 section "events"
-tail -n +1 -f /tmp/agent.out > $CH &
+mkfifo /tmp/agent.fifo
+tee /tmp/agent.out < /tmp/agent.fifo > $CH &
 forwarder=$!
+enforcer $VM_AGENT_ARGS > /tmp/agent.fifo 2> /tmp/agent.err &
+agent=$!
 ready=no
 i=0
 while [ $i -lt $((VM_READY_TIMEOUT * 5)) ]; do
@@ -62,8 +63,9 @@ script_rc=$?
 cd /
 log "script exit code $script_rc"
 
-# Let the agent drain its ring buffer before asking it to stop.
-sleep 2
+# A moment for the agent's reaction to the script's last step (it drains the ring at SIGTERM
+# anyway).
+sleep 1
 kill -TERM $agent 2>/dev/null
 i=0
 # Detaching every program takes a few seconds under TCG on busy cores: allow 30.
@@ -76,9 +78,7 @@ log "agent exit code $agent_rc"
 enforcer audit --json $VM_AUDIT_ARGS > /tmp/audit.json 2> /tmp/audit.err
 audit_rc=$?
 
-# busybox tail -f polls once a second: let it reach the end of the file.
-sleep 1.5
-kill $forwarder
+# tee has the agent's last line once the agent is gone.
 wait $forwarder 2>/dev/null
 section "status ready=$ready"
 section "audit rc=$audit_rc"

@@ -17,8 +17,8 @@ use crate::topology;
 use crate::util::{run, say, target_dir, workspace_root};
 
 /// Modules the guest needs; their dependencies come along. Missing ones (built in, or merged into
-/// another module on this kernel, iommufd outside 6.12-iommufd) are skipped. kbuild.rs keeps
-/// exactly these in the kernel it builds.
+/// another module on this kernel, iommufd outside 6.12-iommufd) are skipped. The fragment of the
+/// kernel kbuild.rs builds makes each of these a module.
 pub const MODULES: &[&str] = &[
     "vfio",
     "vfio_iommu_type1",

@@ -344,21 +344,6 @@ fn capabilities(c: &mut Checker) {
             ),
         );
     }
-    // Only this kernel has CONFIG_VFIO_DEVICE_CDEV: the real vfio_device_fops_cdev_open, not the
-    // notrace stub the others carry.
-    if c.series == IOMMUFD {
-        for cdev in ["vfio_cdev_open_entry", "vfio_cdev_open_exit"] {
-            let state = programs
-                .iter()
-                .find(|(n, _)| n == cdev)
-                .map(|(_, s)| s.as_str())
-                .unwrap_or("missing");
-            c.expect(
-                state == "attached",
-                format!("program {cdev} is {state:?} on {IOMMUFD}, expected \"attached\""),
-            );
-        }
-    }
     let lsm = caps
         .pointer("/enforcement/lsm")
         .and_then(Value::as_str)

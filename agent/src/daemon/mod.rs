@@ -80,7 +80,11 @@ pub fn run(common: &CommonArgs, args: &DaemonArgs) -> u8 {
 fn init_logging() {
     let mut builder =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
-    builder.target(env_logger::Target::Stderr).init();
+    // Milliseconds: where a start of a few seconds goes is the question these lines answer.
+    builder
+        .target(env_logger::Target::Stderr)
+        .format_timestamp_millis()
+        .init();
 }
 
 fn object_bytes(args: &DaemonArgs) -> anyhow::Result<std::borrow::Cow<'static, [u8]>> {

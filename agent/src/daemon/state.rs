@@ -256,7 +256,10 @@ impl NodeState {
             .or_else(|| path.as_deref().and_then(super::vfio_nodes::group_of_node));
         let line = Line::Event(Box::new(EventLine {
             kind,
-            device: (!ev.device.is_empty()).then(|| ev.device.clone()),
+            // A cdev record carries no device of its own: the one behind the node is named.
+            device: (!ev.device.is_empty())
+                .then(|| ev.device.clone())
+                .or(cdev_device),
             driver: ev.driver.clone(),
             group: group.map(|g| g.to_string()),
             ret: ev.ret,
@@ -643,6 +646,8 @@ mod tests {
         let open = event(EventKind::VfioCdevOpen, 0, "", None, None);
         let (lines, _) = n.apply_node(&open, cdev());
         assert_eq!(event_line(&lines).group.as_deref(), Some("9"));
+        // The record names no device; the line names the one behind the cdev.
+        assert_eq!(event_line(&lines).device.as_deref(), Some("0000:00:05.0"));
         n.apply_node(&open, cdev());
         assert_eq!(n.map().holders(9).count(), 2);
         let release = event(EventKind::VfioCdevRelease, 0, "", None, None);
