@@ -11,6 +11,8 @@ pub mod io_deadline;
 pub mod metrics;
 pub mod model;
 pub mod nfd;
+pub mod node;
+pub mod pci;
 pub mod pods;
 pub mod policy;
 pub mod report;

@@ -10,7 +10,7 @@ fn main() -> ExitCode {
         Some(Command::Audit(args)) => iommu_enforcer::cli::audit(&cli.common, args),
         Some(Command::Groups(args)) => iommu_enforcer::cli::groups(&cli.common, args),
         Some(Command::Detach) => iommu_enforcer::cli::detach(&cli.daemon),
-        None => iommu_enforcer::daemon::run(&cli.common, &cli.daemon),
+        None => iommu_enforcer::daemon::main(&cli.common, &cli.daemon),
     };
     ExitCode::from(code)
 }

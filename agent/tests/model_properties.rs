@@ -1,8 +1,8 @@
 //! Properties of the live model: the group map the agent keeps from bind and unbind records,
 //! applied in any order, equals a fresh scan of the tree those records leave behind.
 use iommu_enforcer::bpf::record::KernelEvent;
-use iommu_enforcer::daemon::state::{NodeState, ProbeConvention};
 use iommu_enforcer::model::GroupMap;
+use iommu_enforcer::node::{NodeState, ProbeConvention};
 use iommu_enforcer::policy::Policy;
 use iommu_enforcer_common::EventKind;
 use proptest::prelude::*;
@@ -109,8 +109,8 @@ fn assert_same(live: &GroupMap, rescan: &GroupMap) {
         assert_eq!(driver(live), driver(rescan), "{address}");
         assert_eq!(live.group_of(address), Some(group));
         assert_eq!(
-            live.verdict(group, &policy),
-            rescan.verdict(group, &policy),
+            policy.verdict(live, group),
+            policy.verdict(rescan, group),
             "group {group}"
         );
     }

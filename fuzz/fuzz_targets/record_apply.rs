@@ -3,7 +3,7 @@
 //! `ret`, kind, group, name), and the map keeps every device in the group it was scanned in.
 #![no_main]
 use iommu_enforcer::bpf::record::decode;
-use iommu_enforcer::daemon::state::{NodeState, ProbeConvention};
+use iommu_enforcer::node::{NodeState, ProbeConvention};
 use iommu_enforcer::model::{Device, GroupMap};
 use iommu_enforcer::policy::Policy;
 use iommu_enforcer_common::Event;

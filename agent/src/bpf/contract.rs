@@ -118,6 +118,7 @@ fn every_global_the_agent_sets_is_a_u32_in_the_object() {
     let features = Features::probe(
         std::path::Path::new("/nonexistent"),
         std::path::Path::new("/nonexistent"),
+        super::programs::kprobe_targets(),
     );
     let mut wrong = Vec::new();
     for (name, _) in globals(&features) {

@@ -7,7 +7,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::{btf::KernelBtf, programs::PROGRAMS};
+use super::btf::KernelBtf;
 use crate::bounded;
 
 /// Field offsets handed to the eBPF programs (see common::names).
@@ -58,7 +58,10 @@ pub struct Features {
     btf_present: bool,
     /// Active LSMs in order (`/sys/kernel/security/lsm`), or why they could not be read.
     pub lsms: Result<Vec<String>, String>,
-    /// Kernel symbols (vmlinux and modules) that kprobe targets need, as found in kallsyms.
+    /// The kprobe targets asked about (the caller's program table says which): the only names
+    /// kept from the listings.
+    wanted: BTreeSet<&'static str>,
+    /// Those of them found in kallsyms (vmlinux and modules).
     symbols: BTreeSet<String>,
     /// The kprobe targets ftrace can patch (tracefs `available_filter_functions`), or `None`
     /// when tracefs is not mounted under the sysfs root: then kallsyms and the attach decide.
@@ -92,8 +95,13 @@ const SYMBOL_LINE_LIMIT: u64 = 1024;
 const LISTING_LIMIT: u64 = 256 << 20;
 
 impl Features {
-    /// Reads the kernel's self-description below the given roots.
-    pub fn probe(sysfs_root: &Path, proc_root: &Path) -> Self {
+    /// Reads the kernel's self-description below the given roots; `kprobe_targets` are the
+    /// functions whose probe-ability [`Self::probeable`] answers for.
+    pub fn probe(
+        sysfs_root: &Path,
+        proc_root: &Path,
+        kprobe_targets: impl IntoIterator<Item = &'static str>,
+    ) -> Self {
         let kernel_release = bounded::read_text(
             &proc_root.join("sys/kernel/osrelease"),
             bounded::ATTRIBUTE_LIMIT,
@@ -117,6 +125,7 @@ impl Features {
             btf_present: btf.is_ok(),
             btf,
             lsms,
+            wanted: kprobe_targets.into_iter().collect(),
             symbols: BTreeSet::new(),
             traceable: None,
             tracefs: ["kernel/tracing", "kernel/debug/tracing"]
@@ -133,13 +142,13 @@ impl Features {
     pub fn refresh_symbols(&mut self, proc_root: &Path) {
         if let Ok(f) = fs::File::open(proc_root.join("kallsyms")) {
             // `addr type name [module]`
-            self.symbols = kprobe_targets_in(f, 2);
+            self.symbols = names_in(f, 2, &self.wanted);
         }
         if let Some(dir) = &self.tracefs {
             // `name [module]`; unreadable (not root, lockdown) means: decide from kallsyms.
             self.traceable = fs::File::open(dir.join("available_filter_functions"))
                 .ok()
-                .map(|f| kprobe_targets_in(f, 0));
+                .map(|f| names_in(f, 0, &self.wanted));
         }
     }
 
@@ -281,15 +290,10 @@ fn parse_lsm_list(s: &str) -> Vec<String> {
         .collect()
 }
 
-/// The kprobe targets named in a listing whose `column` (whitespace-separated) is the name,
+/// The `wanted` names found in a listing whose `column` (whitespace-separated) is the name,
 /// read line by line so that only the few names wanted are ever held; bounded in total size
 /// and per line.
-fn kprobe_targets_in(listing: impl Read, column: usize) -> BTreeSet<String> {
-    let wanted: BTreeSet<&str> = PROGRAMS
-        .iter()
-        .filter(|p| p.may_appear_later())
-        .map(|p| p.target)
-        .collect();
+fn names_in(listing: impl Read, column: usize, wanted: &BTreeSet<&str>) -> BTreeSet<String> {
     let mut reader = BufReader::new(listing.take(LISTING_LIMIT));
     let mut found = BTreeSet::new();
     let mut line = Vec::new();
@@ -323,6 +327,11 @@ fn kprobe_targets_in(listing: impl Read, column: usize) -> BTreeSet<String> {
 mod tests {
     use super::*;
 
+    /// The agent's own kprobe targets.
+    fn targets() -> impl Iterator<Item = &'static str> {
+        crate::bpf::programs::kprobe_targets()
+    }
+
     #[test]
     fn lsm_list() {
         assert_eq!(
@@ -352,7 +361,7 @@ mod tests {
         let text = "ffffffffc0a01000 t vfio_group_fops_open\t[vfio]\n\
                     ffffffff81000000 T _stext\n\
                     ffffffffc0a02000 t vfio_group_fops_release\t[vfio]\n";
-        let found = kprobe_targets_in(text.as_bytes(), 2);
+        let found = names_in(text.as_bytes(), 2, &targets().collect());
         assert!(found.contains("vfio_group_fops_open"));
         assert!(found.contains("vfio_group_fops_release"));
         assert!(!found.contains("vfio_device_fops_cdev_open"));
@@ -379,7 +388,7 @@ mod tests {
             format!("{long} vfio_device_fops_cdev_open\nvfio_group_fops_open [vfio]\n"),
         )
         .expect("write");
-        let f = Features::probe(&dir.path().join("sys"), &proc);
+        let f = Features::probe(&dir.path().join("sys"), &proc, targets());
         assert_eq!(f.probeable("vfio_group_fops_open"), Probeable::Yes);
         assert_eq!(
             f.probeable("vfio_device_fops_cdev_open"),
@@ -387,14 +396,14 @@ mod tests {
         );
         assert_eq!(f.probeable("vfio_group_fops_release"), Probeable::NotLoaded);
         // Without tracefs, kallsyms alone says present and the attach decides.
-        let bare = Features::probe(&dir.path().join("nosys"), &proc);
+        let bare = Features::probe(&dir.path().join("nosys"), &proc, targets());
         assert_eq!(bare.probeable("vfio_device_fops_cdev_open"), Probeable::Yes);
     }
 
     #[test]
     fn missing_btf_and_securityfs_are_reported_not_fatal() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let f = Features::probe(dir.path(), dir.path());
+        let f = Features::probe(dir.path(), dir.path(), targets());
         assert!(f
             .btf
             .as_ref()

@@ -126,6 +126,15 @@ impl ProgramSpec {
     }
 }
 
+/// The kprobe targets: the functions whose presence [`Features`] looks up in kallsyms and
+/// ftrace's table, at start and after a module loads.
+pub fn kprobe_targets() -> impl Iterator<Item = &'static str> {
+    PROGRAMS
+        .iter()
+        .filter(|p| p.may_appear_later())
+        .map(|p| p.target)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

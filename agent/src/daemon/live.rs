@@ -11,14 +11,13 @@ use super::{
     accounting::{self, Ledger},
     attribution::Attribution,
     output::{Line, Sink},
-    scan,
-    state::{FollowUp, NodeState, VfioNode},
-    vfio_nodes,
+    scan, vfio_nodes,
 };
 use crate::{
     bpf::{loader::Loaded, record},
     enforce::Enforcer,
     io_deadline,
+    node::{FollowUp, NodeState, VfioNode},
 };
 
 /// Where the agent reads the node from.

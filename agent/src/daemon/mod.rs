@@ -11,21 +11,20 @@ mod attribution;
 mod live;
 pub mod output;
 mod scan;
-pub mod state;
 mod vfio_nodes;
 
 use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
 
+use aya::maps::{MapData, RingBuf};
 use log::{info, warn};
 use tokio::{
     io::{unix::AsyncFd, Interest},
-    signal::unix::{signal, SignalKind},
+    signal::unix::{signal, Signal, SignalKind},
 };
 
 use self::{
     live::Live,
     output::{Line, Sink},
-    state::{FollowUp, NodeState, ProbeConvention},
 };
 use crate::{
     bpf::{
@@ -36,7 +35,8 @@ use crate::{
     cli::{CommonArgs, DaemonArgs, EXIT_ERROR, EXIT_OK},
     enforce::{self, kernel_maps::KernelMaps, Enforcer},
     metrics::{Metrics, MetricsServer},
-    policy::Policy,
+    node::{FollowUp, NodeState, ProbeConvention},
+    policy::{writer_watch::WriterWatch, Policy},
 };
 
 const DEV_ROOT: &str = "/dev";
@@ -45,7 +45,8 @@ const DEV_ROOT: &str = "/dev";
 /// acct(2)'s on 5.10), and a cleared pin must come back before a driver binds.
 const PIN_WATCH: Duration = Duration::from_secs(1);
 
-pub fn run(common: &CommonArgs, args: &DaemonArgs) -> u8 {
+/// The daemon's entry point: the policy, the runtime, the agent; its exit code.
+pub fn main(common: &CommonArgs, args: &DaemonArgs) -> u8 {
     init_logging();
     let policy = match &common.policy {
         Some(path) => match Policy::load(path) {
@@ -96,12 +97,33 @@ fn object_bytes(args: &DaemonArgs) -> anyhow::Result<std::borrow::Cow<'static, [
     })
 }
 
+/// The agent: [`start`] until `ready`, then [`run`] until a signal.
 async fn agent(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow::Result<()> {
+    let started = start(common, args, policy).await?;
+    run(started, common, args.dry_run).await
+}
+
+/// What a started agent runs on: the live state and every source the loop waits on.
+struct Started {
+    live: Live,
+    features: Features,
+    metrics: Arc<Metrics>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    events: AsyncFd<RingBuf<MapData>>,
+    ebpf_logger: Option<AsyncFd<aya_log::EbpfLogger<&'static dyn log::Log>>>,
+    writers: Option<AsyncFd<WriterWatch>>,
+    term: Signal,
+    int: Signal,
+}
+
+/// Everything up to `ready`: signal handlers, metrics endpoint, probe, load, scan, seed,
+/// attach, the start lines and the records a previous agent left in the ring.
+async fn start(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow::Result<Started> {
     // Handlers first: a SIGTERM that arrives while the agent starts (or right after `ready`,
-    // while it frees the BTF) is kept for the loop below, not the default action that ends the
+    // while it frees the BTF) is kept for the loop ([`run`]), not the default action that ends the
     // process without its `shutdown` line.
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
+    let term = signal(SignalKind::terminate())?;
+    let int = signal(SignalKind::interrupt())?;
     // The endpoint first: a bad --metrics-addr is an error before anything is attached.
     let metrics = Arc::new(Metrics::new()?);
     let server = MetricsServer::bind(&args.metrics_addr, Arc::clone(&metrics)).await?;
@@ -111,13 +133,17 @@ async fn agent(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
     raise_memlock_limit();
     let sink = Sink::new(Some(Arc::clone(&metrics))).with_nfd(args.nfd_features_dir.as_deref());
 
-    let mut features = Features::probe(&common.sysfs_root, &common.proc_root);
+    let mut features = Features::probe(
+        &common.sysfs_root,
+        &common.proc_root,
+        bpf::programs::kprobe_targets(),
+    );
     log_features(&features);
     let object = object_bytes(args)?;
     let mut loaded = loader::load(&object, &features, &args.pin_root)?;
     let kernel = KernelMaps::take(&mut loaded)?;
     // Must stay alive, or the programs' log lines are dropped (DESIGN.md section 5).
-    let mut ebpf_logger = loaded.logger().map(watch).transpose()?;
+    let ebpf_logger = loaded.logger().map(watch).transpose()?;
     let mut events = watch(loaded.take_events()?)?;
     let (start, ledger) = accounting::begin(&mut loaded);
     if !features.bpf_lsm_active() {
@@ -129,18 +155,14 @@ async fn agent(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
     let fresh = loaded.fresh_maps;
     // The writers as the host names them, watched so that one installed or replaced later is
     // trusted when it happens.
-    let writers =
-        crate::policy::writer_watch::WriterWatch::new(&args.host_root, &policy.trusted_writers)
-            .map_err(|e| {
-                warn!(
-                    "trusted writers: cannot watch their paths ({e}); they are resolved once, now"
-                )
-            })
-            .ok()
-            .flatten()
-            .map(watch)
-            .transpose()?;
-    let mut writers = writers;
+    let writers = WriterWatch::new(&args.host_root, &policy.trusted_writers)
+        .map_err(|e| {
+            warn!("trusted writers: cannot watch their paths ({e}); they are resolved once, now")
+        })
+        .ok()
+        .flatten()
+        .map(watch)
+        .transpose()?;
     let policy = crate::policy::host_path::for_host(&args.host_root, policy);
     let enforcer = Enforcer::new(
         &common.sysfs_root,
@@ -224,7 +246,33 @@ async fn agent(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
     features.shed_btf();
     live.loaded.release_btf();
     trim_heap();
+    Ok(Started {
+        live,
+        features,
+        metrics,
+        server,
+        events,
+        ebpf_logger,
+        writers,
+        term,
+        int,
+    })
+}
 
+/// The event loop of a started agent, then the shutdown: the last drain, the `shutdown` line;
+/// the pinned programs stay attached.
+async fn run(started: Started, common: &CommonArgs, dry_run: bool) -> anyhow::Result<()> {
+    let Started {
+        mut live,
+        mut features,
+        metrics,
+        server,
+        mut events,
+        mut ebpf_logger,
+        mut writers,
+        mut term,
+        mut int,
+    } = started;
     let mut pin_watch =
         tokio::time::interval_at(tokio::time::Instant::now() + PIN_WATCH, PIN_WATCH);
     pin_watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -238,7 +286,7 @@ async fn agent(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
                 // Cleared before the drain: a record submitted during it wakes the loop again.
                 guard.clear_ready();
                 if live.drain(guard.get_inner_mut()).module_loaded {
-                    attach_after_module_load(&mut live, &mut features, common, args.dry_run);
+                    attach_after_module_load(&mut live, &mut features, common, dry_run);
                 }
             }
             // Not polled (so no timer is armed) while no pin is kept.

@@ -29,11 +29,6 @@ pub fn vfio_nodes(dev_root: &Path) -> BTreeMap<(u32, u32), String> {
     nodes
 }
 
-/// The group number of a legacy group node path (`/dev/vfio/14` -> 14).
-pub fn group_of_node(path: &str) -> Option<u32> {
-    path.strip_prefix("/dev/vfio/")?.parse().ok()
-}
-
 /// The PCI device behind a cdev path (`/dev/vfio/devices/vfio0`), from the link
 /// `<sysfs>/class/vfio-dev/vfio0/device`.
 pub fn cdev_device(sysfs_root: &Path, path: &str) -> Option<String> {
@@ -48,13 +43,6 @@ pub fn cdev_device(sysfs_root: &Path, path: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn group_nodes() {
-        assert_eq!(group_of_node("/dev/vfio/14"), Some(14));
-        assert_eq!(group_of_node("/dev/vfio/vfio"), None);
-        assert_eq!(group_of_node("/dev/vfio/devices/vfio0"), None);
-    }
 
     #[test]
     fn cdev_devices_from_sysfs() {

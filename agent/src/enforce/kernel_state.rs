@@ -11,6 +11,7 @@ use iommu_enforcer_common::{
 
 use crate::{
     model::{driver::is_user_driver, GroupMap},
+    pci::DriverName,
     policy::Policy,
 };
 
@@ -33,18 +34,18 @@ pub struct NodeFacts {
     /// Hotplug slot name -> its address (`DDDD:BB:DD`).
     pub slots: BTreeMap<String, String>,
     /// PCI drivers registered now (`/sys/bus/pci/drivers`).
-    pub drivers: BTreeSet<String>,
+    pub drivers: BTreeSet<DriverName>,
     /// Group -> kernel dev_t of `/dev/vfio/<group>`.
     pub group_nodes: BTreeMap<u32, u32>,
 }
 
 /// A name as the hooks compare it: its bytes, NUL padded (and cut to fit).
 pub fn key<const N: usize>(name: &str) -> [u8; N] {
-    let mut k = [0u8; N];
-    let n = name.len().min(N);
-    k[..n].copy_from_slice(&name.as_bytes()[..n]);
-    k
+    crate::pci::padded(name)
 }
+
+/// Drivers that are always in the driver map: the user driver and the two that manage DMA.
+const ALWAYS: [&str; 3] = ["vfio-pci", "pci-stub", "pcieport"];
 
 fn info(group: u32, below: &BTreeSet<u32>) -> DeviceInfo {
     let mut d = DeviceInfo {
@@ -88,19 +89,23 @@ impl Content {
             }
             c.slots.insert(key(slot), info(u32::MAX, &groups));
         }
-        let mut drivers: BTreeSet<&str> = facts.drivers.iter().map(String::as_str).collect();
-        drivers.extend(["vfio-pci", "pci-stub", "pcieport"]);
-        drivers.extend(policy.allowed_drivers.iter().map(String::as_str));
+        let always: Vec<DriverName> = ALWAYS
+            .into_iter()
+            .filter_map(|d| DriverName::parse(d).ok())
+            .collect();
+        let mut drivers: BTreeSet<&DriverName> = facts.drivers.iter().collect();
+        drivers.extend(&always);
+        drivers.extend(&policy.allowed_drivers);
         for d in drivers {
             let mut flags = 0;
-            if is_user_driver(d) {
+            if is_user_driver(d.as_str()) {
                 flags |= driver_class::USER;
             }
-            if policy.allows(d) {
+            if policy.allows(d.as_str()) {
                 flags |= driver_class::ALLOWED;
             }
             if flags != 0 {
-                c.user_drivers.insert(key(d), flags);
+                c.user_drivers.insert(d.key(), flags);
             }
         }
         c.group_rdev = facts.group_nodes.clone();
@@ -214,7 +219,10 @@ mod tests {
         )
         .expect("policy");
         let facts = NodeFacts {
-            drivers: BTreeSet::from(["e1000".into(), "mlx5_vfio_pci".into()]),
+            drivers: BTreeSet::from([
+                crate::pci::driver("e1000"),
+                crate::pci::driver("mlx5_vfio_pci"),
+            ]),
             ..NodeFacts::default()
         };
         let c = Content::compute(&node(), &policy, &facts);

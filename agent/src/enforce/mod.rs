@@ -26,10 +26,8 @@ use self::{
 };
 use crate::{
     bpf::record::errno_name,
-    daemon::{
-        output::{EventLine, Line},
-        state::NodeState,
-    },
+    daemon::output::{EventLine, Line},
+    node::NodeState,
     policy::Policy,
 };
 
@@ -421,7 +419,7 @@ mod tests {
     use std::os::unix::fs::symlink;
 
     use super::*;
-    use crate::daemon::state::ProbeConvention;
+    use crate::node::ProbeConvention;
 
     /// The kernel moving a device to another driver: the device's `driver` link.
     fn relink(sysfs: &Path, device: &str, driver: &str) {

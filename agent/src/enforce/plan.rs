@@ -80,7 +80,7 @@ impl Plan {
             ..Plan::default()
         };
         for group in map.groups() {
-            let verdict = map.verdict(group.id, policy);
+            let verdict = policy.verdict(map, group.id);
             if verdict.as_ref().is_some_and(|v| !v.viable) {
                 plan.not_viable.insert(group.id);
             }
@@ -111,7 +111,7 @@ impl Plan {
                 let value = intended.driver_override().to_string();
                 let on_other = match (&intended, dev.driver.as_deref()) {
                     (_, None) => None,
-                    (Intended::Driver(want), Some(have)) if want == have => None,
+                    (Intended::Driver(want), Some(have)) if want.as_str() == have => None,
                     (_, Some(have)) => Some(have.to_string()),
                 };
                 let (group, device) = (group.id, dev.address.clone());

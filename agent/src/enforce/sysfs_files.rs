@@ -13,6 +13,7 @@ use std::{
 use log::warn;
 
 use crate::io_deadline;
+use crate::pci::DriverName;
 
 /// The kernel's dev_t encoding (major << 20 | minor) of a userspace device number.
 pub fn kernel_dev(dev: u64) -> u32 {
@@ -129,13 +130,14 @@ pub fn slots(sysfs: &Path) -> BTreeMap<String, String> {
     out
 }
 
-/// PCI drivers registered now.
-pub fn drivers(sysfs: &Path) -> BTreeSet<String> {
+/// PCI drivers registered now. A directory whose name is no driver name is left out: it gets
+/// no entry in the driver map, so it counts as neither a user driver nor allowed.
+pub fn drivers(sysfs: &Path) -> BTreeSet<DriverName> {
     fs::read_dir(sysfs.join("bus/pci/drivers"))
         .into_iter()
         .flatten()
         .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter_map(|e| DriverName::parse(e.file_name().to_str()?).ok())
         .collect()
 }
 
@@ -170,7 +172,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let spec = iommu_fixtures::fixture("consumer-gpu-audio-split").expect("fixture");
         let node = iommu_fixtures::build(spec, dir.path()).expect("builds");
-        assert!(drivers(&node.sysfs).contains("vfio-pci"));
+        assert!(drivers(&node.sysfs).contains(&crate::pci::driver("vfio-pci")));
         pin(&node.sysfs, "0000:0a:00.1", "vfio-pci").expect("writes");
         assert_eq!(
             current_override(&node.sysfs, "0000:0a:00.1")

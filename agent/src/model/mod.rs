@@ -7,18 +7,18 @@
 //!   address as the kernel spells it, `0000:01:00.1`) and any non-PCI members ([`OtherMember`]).
 //! - The owner of a group ([`Owner`]) follows from the bound drivers (kernel DMA API users), the
 //!   processes holding the group's VFIO files ([`Holder`]) and the claims recorded from events.
-//! - The [`Verdict`] of a group adds viability under a [`Policy`](crate::policy::Policy) and one
-//!   reason per offending member; [`GroupMap::why_shared`] explains from sysfs why the group has
+//! - The verdict of a group ([`crate::policy::Policy::verdict`]) adds viability under a policy
+//!   and one reason per offending member; [`GroupMap::why_shared`] explains from sysfs why the group has
 //!   more than one member.
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
 pub mod driver;
-mod verdict;
+mod owner;
 mod why_shared;
 
-pub use verdict::{Offence, Offender, Owner, Verdict};
+pub use owner::{bound_drivers, Owner};
 
 /// ACS (Access Control Services) state of a device, from its extended capability 0x000D.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -378,26 +378,6 @@ impl GroupMap {
     pub fn devices(&self) -> impl Iterator<Item = &Device> {
         self.index.keys().filter_map(|a| self.device(a))
     }
-}
-
-/// `0000:01:00.0` -> itself in lowercase, when it is DDDD:BB:DD.F with device <= 0x1f and
-/// function <= 7.
-pub fn parse_address(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    if b.len() != 12 || b[4] != b':' || b[7] != b':' || b[10] != b'.' {
-        return None;
-    }
-    let hex = |r: std::ops::Range<usize>| {
-        let part = s.get(r)?;
-        part.bytes()
-            .all(|c| c.is_ascii_hexdigit())
-            .then(|| u32::from_str_radix(part, 16).ok())?
-    };
-    hex(0..4)?;
-    hex(5..7)?;
-    let dev = hex(8..10)?;
-    let func = hex(11..12)?;
-    (dev <= 0x1f && func <= 7).then(|| s.to_ascii_lowercase())
 }
 
 #[cfg(test)]

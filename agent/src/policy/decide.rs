@@ -24,9 +24,9 @@ use std::collections::BTreeSet;
 
 use serde::{Serialize, Serializer};
 
-use super::{Intended, Policy, Reserve};
+use super::{DriverName, Intended, Offence, Policy, Reserve};
 use crate::model::driver::{is_driver_managed_dma, is_user_driver};
-use crate::model::{Device, GroupMap, Offence, Owner};
+use crate::model::{Device, GroupMap, Owner};
 
 /// A rule a group breaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -104,6 +104,12 @@ fn group_string<S: Serializer>(group: &u32, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(group)
 }
 
+/// A user driver the kernel named, as the driver to pin. One that is no driver name (it could
+/// not be written to `driver_override`) pins `none`: nothing else may bind (fail closed).
+fn as_intended(driver: &str) -> Intended {
+    DriverName::parse(driver).map_or(Intended::Unbound, Intended::Driver)
+}
+
 /// The driver `device` is meant for, `None` when nothing reserves or protects it.
 ///
 /// - A device a `[[reserve]]` entry selects: that entry's driver (the first entry wins).
@@ -132,11 +138,11 @@ pub fn intended_driver(map: &GroupMap, policy: &Policy, device: &str) -> Option<
         map.owner(dev.group) == Some(Owner::User) || map.user_bound_member(dev.group).is_some();
     if policy.protect_user_groups && user {
         if let Some(d) = dev.driver.as_deref().filter(|d| is_user_driver(d)) {
-            return Some(Intended::Driver(d.to_string()));
+            return Some(as_intended(d));
         }
         if dev.driver.is_none() {
             return Some(match map.user_bound_member(dev.group) {
-                Some((_, d)) => Intended::Driver(d.to_string()),
+                Some((_, d)) => as_intended(d),
                 None => Intended::Unbound,
             });
         }
@@ -175,14 +181,14 @@ pub fn violations(map: &GroupMap, policy: &Policy) -> Vec<Violation> {
     let reserved = reserved_groups(map, policy);
     let mut out = Vec::new();
     for g in map.groups() {
-        let Some(verdict) = map.verdict(g.id, policy) else {
+        let Some(verdict) = policy.verdict(map, g.id) else {
             continue;
         };
         let user_member = map.user_bound_member(g.id);
         let user_owned = matches!(verdict.owner, Owner::User | Owner::Conflict);
         let is_reserved = reserved.contains(&g.id);
 
-        for o in map.offenders(g.id, policy) {
+        for o in policy.offenders(map, g.id) {
             match o.offence {
                 Offence::KernelDma => {
                     if let Some((u, ud)) = user_member {
@@ -284,7 +290,7 @@ fn check_reserved(d: &Device, intended: &Intended) -> Option<Violation> {
         message,
     };
     match (intended, d.driver.as_deref()) {
-        (Intended::Driver(want), Some(have)) if have != want => {
+        (Intended::Driver(want), Some(have)) if have != want.as_str() => {
             return Some(violation(
                 Rule::ReservedWrongDriver,
                 Action::WouldRebind,
@@ -326,7 +332,7 @@ pub fn pins(map: &GroupMap, policy: &Policy) -> Vec<Pin> {
             let intended = intended_driver(map, policy, &d.address)?;
             let fits = match (&intended, d.driver.as_deref()) {
                 (_, None) => true,
-                (Intended::Driver(want), Some(have)) => want == have,
+                (Intended::Driver(want), Some(have)) => want.as_str() == have,
                 (Intended::Unbound, Some(_)) => false,
             };
             fits.then(|| Pin {

@@ -4,9 +4,9 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use super::reader::{self, Spanned, Table, Value};
-use super::{ClassPrefix, Intended, Policy, Reserve, Selector};
+use super::{Intended, Policy, Reserve, Selector};
 use crate::bounded::{self, BoundedError};
-use crate::model::parse_address;
+use crate::pci::{ClassPrefix, DriverName, PciAddress, PciId};
 
 /// The largest policy file read: far above any real policy (200,000 reservations are about
 /// 8 MiB), small enough that `/dev/zero` behind a regular-looking name cannot exhaust memory.
@@ -80,19 +80,21 @@ impl Policy {
             policy.protect_user_groups = p;
         }
         if let Some(list) = raw.allowed_drivers {
-            policy.allowed_drivers = drivers(list, "allowed_drivers", &invalid)?;
+            policy.allowed_drivers = list.into_iter().map(Spanned::into_inner).collect();
         }
         if let Some(list) = raw.denied_drivers {
-            let spans: Vec<Range<usize>> = list.iter().map(Spanned::span).collect();
-            policy.denied_drivers = drivers(list, "denied_drivers", &invalid)?;
-            for (d, span) in policy.denied_drivers.iter().zip(spans) {
-                if policy.allowed_drivers.contains(d) {
+            for d in &list {
+                if policy.allowed_drivers.contains(d.get_ref()) {
                     return Err(invalid(
-                        span,
-                        format!("driver {d:?} is both in allowed_drivers and in denied_drivers"),
+                        d.span(),
+                        format!(
+                            "driver {:?} is both in allowed_drivers and in denied_drivers",
+                            d.get_ref().as_str()
+                        ),
                     ));
                 }
             }
+            policy.denied_drivers = list.into_iter().map(Spanned::into_inner).collect();
         }
         for w in raw.trusted_writers.unwrap_or_default() {
             let span = w.span();
@@ -115,42 +117,13 @@ impl Policy {
                 selectors.push((g.span(), Selector::Group(g.into_inner().0)));
             }
             if let Some(a) = r.device {
-                let sel = parse_address(a.get_ref())
-                    .map(Selector::Device)
-                    .ok_or_else(|| {
-                        invalid(
-                            a.span(),
-                            format!(
-                                "device {:?} is not a PCI address (DDDD:BB:DD.F, e.g. 0000:01:00.0)",
-                                a.get_ref()
-                            ),
-                        )
-                    })?;
-                selectors.push((a.span(), sel));
+                selectors.push((a.span(), Selector::Device(a.into_inner())));
             }
             if let Some(id) = r.id {
-                let (vendor, device) = parse_id(id.get_ref()).ok_or_else(|| {
-                    invalid(
-                        id.span(),
-                        format!(
-                            "id {:?} is not vendor:device in hex (e.g. 10de:2204)",
-                            id.get_ref()
-                        ),
-                    )
-                })?;
-                selectors.push((id.span(), Selector::Id { vendor, device }));
+                selectors.push((id.span(), Selector::Id(id.into_inner())));
             }
             if let Some(c) = r.class {
-                let prefix = parse_class(c.get_ref()).ok_or_else(|| {
-                    invalid(
-                        c.span(),
-                        format!(
-                            "class {:?} is not a class code prefix of 2, 4 or 6 hex digits (e.g. 0x0300)",
-                            c.get_ref()
-                        ),
-                    )
-                })?;
-                selectors.push((c.span(), Selector::Class(prefix)));
+                selectors.push((c.span(), Selector::Class(c.into_inner())));
             }
             let (selector_span, selector) = match selectors.len() {
                 0 => {
@@ -168,17 +141,9 @@ impl Policy {
                     ))
                 }
             };
-            let driver = match r.driver {
-                None => Intended::Driver("vfio-pci".to_string()),
-                Some(d) if d.get_ref() == "none" => Intended::Unbound,
-                Some(d) => {
-                    let span = d.span();
-                    let d = d.into_inner();
-                    check_driver_name(&d)
-                        .map_err(|why| invalid(span, format!("reserve driver {d:?} {why}")))?;
-                    Intended::Driver(d)
-                }
-            };
+            let driver = r
+                .driver
+                .map_or_else(|| Intended::Driver(vfio_pci()), Spanned::into_inner);
             let line = lines.line_column(text, span.start).0;
             if let Some((first, first_line)) = reserved.get(&selector) {
                 let message = if *first == driver {
@@ -202,10 +167,12 @@ impl Policy {
     }
 }
 
+/// The policy as written, every value already checked and typed (with where it was written,
+/// for the checks across entries).
 struct RawPolicy {
     protect_user_groups: Option<bool>,
-    allowed_drivers: Option<Vec<Spanned<String>>>,
-    denied_drivers: Option<Vec<Spanned<String>>>,
+    allowed_drivers: Option<Vec<Spanned<DriverName>>>,
+    denied_drivers: Option<Vec<Spanned<DriverName>>>,
     trusted_writers: Option<Vec<Spanned<String>>>,
     reserve: Vec<Spanned<RawReserve>>,
 }
@@ -213,10 +180,10 @@ struct RawPolicy {
 #[derive(Default)]
 struct RawReserve {
     group: Option<Spanned<GroupNumber>>,
-    device: Option<Spanned<String>>,
-    id: Option<Spanned<String>>,
-    class: Option<Spanned<String>>,
-    driver: Option<Spanned<String>>,
+    device: Option<Spanned<PciAddress>>,
+    id: Option<Spanned<PciId>>,
+    class: Option<Spanned<ClassPrefix>>,
+    driver: Option<Spanned<Intended>>,
     rebind: Option<bool>,
 }
 
@@ -242,8 +209,8 @@ fn raw_policy(root: Table) -> Result<RawPolicy, reader::Error> {
     for (key, value) in root.entries {
         match key.get_ref().as_str() {
             "protect_user_groups" => raw.protect_user_groups = Some(boolean(value)?),
-            "allowed_drivers" => raw.allowed_drivers = Some(strings(value)?),
-            "denied_drivers" => raw.denied_drivers = Some(strings(value)?),
+            "allowed_drivers" => raw.allowed_drivers = Some(drivers(value, "allowed_drivers")?),
+            "denied_drivers" => raw.denied_drivers = Some(drivers(value, "denied_drivers")?),
             "trusted_writers" => raw.trusted_writers = Some(strings(value)?),
             "reserve" => {
                 for item in array(value)? {
@@ -272,10 +239,22 @@ fn raw_reserve(table: Table) -> Result<RawReserve, reader::Error> {
                     group_number(value.into_inner(), span)?,
                 ));
             }
-            "device" => r.device = Some(string(value)?),
-            "id" => r.id = Some(string(value)?),
-            "class" => r.class = Some(string(value)?),
-            "driver" => r.driver = Some(string(value)?),
+            "device" => {
+                r.device = Some(checked(string(value)?, PciAddress::parse, |a| {
+                    format!("device {a:?} is not a PCI address (DDDD:BB:DD.F, e.g. 0000:01:00.0)")
+                })?)
+            }
+            "id" => {
+                r.id = Some(checked(string(value)?, PciId::parse, |id| {
+                    format!("id {id:?} is not vendor:device in hex (e.g. 10de:2204)")
+                })?)
+            }
+            "class" => {
+                r.class = Some(checked(string(value)?, ClassPrefix::parse, |c| {
+                    format!("class {c:?} is not a class code prefix of 2, 4 or 6 hex digits (e.g. 0x0300)")
+                })?)
+            }
+            "driver" => r.driver = Some(intended(string(value)?)?),
             "rebind" => r.rebind = Some(boolean(value)?),
             _ => return Err(unknown(&key, RESERVE_KEYS)),
         }
@@ -362,61 +341,46 @@ fn group_number(v: Value, span: Range<usize>) -> Result<GroupNumber, reader::Err
     }
 }
 
-fn drivers<F>(
-    list: Vec<Spanned<String>>,
-    key: &str,
-    invalid: &F,
-) -> Result<Vec<String>, PolicyError>
-where
-    F: Fn(Range<usize>, String) -> PolicyError,
-{
-    list.into_iter()
+/// A string value made into `T` by `parse`, or `message(the string)` at its place.
+fn checked<T>(
+    v: Spanned<String>,
+    parse: impl Fn(&str) -> Option<T>,
+    message: impl Fn(&str) -> String,
+) -> Result<Spanned<T>, reader::Error> {
+    let span = v.span();
+    match parse(v.get_ref()) {
+        Some(t) => Ok(Spanned::new(span, t)),
+        None => Err((span, message(v.get_ref()))),
+    }
+}
+
+/// A list of driver names (`allowed_drivers`, `denied_drivers`), each checked.
+fn drivers(v: Spanned<Value>, key: &str) -> Result<Vec<Spanned<DriverName>>, reader::Error> {
+    strings(v)?
+        .into_iter()
         .map(|d| {
             let span = d.span();
-            let d = d.into_inner();
-            check_driver_name(&d)
-                .map(|()| d.clone())
-                .map_err(|why| invalid(span, format!("{key}: driver {d:?} {why}")))
+            DriverName::parse(d.get_ref())
+                .map(|name| Spanned::new(span.clone(), name))
+                .map_err(|why| (span, format!("{key}: driver {:?} {why}", d.get_ref())))
         })
         .collect()
 }
 
-fn check_driver_name(d: &str) -> Result<(), &'static str> {
-    if d.is_empty() {
-        Err("is empty")
-    } else if d
-        .bytes()
-        .any(|b| b == b'/' || b.is_ascii_whitespace() || b.is_ascii_control())
-    {
-        Err("is not a driver name")
-    } else {
-        Ok(())
+/// A reserve entry's `driver`: `none` (stay unbound) or a driver name.
+fn intended(v: Spanned<String>) -> Result<Spanned<Intended>, reader::Error> {
+    let span = v.span();
+    if v.get_ref() == "none" {
+        return Ok(Spanned::new(span, Intended::Unbound));
     }
+    DriverName::parse(v.get_ref())
+        .map(|d| Spanned::new(span.clone(), Intended::Driver(d)))
+        .map_err(|why| (span, format!("reserve driver {:?} {why}", v.get_ref())))
 }
 
-/// `10de:2204` -> (0x10de, 0x2204).
-fn parse_id(s: &str) -> Option<(u16, u16)> {
-    let (v, d) = s.split_once(':')?;
-    let part = |p: &str| {
-        (p.len() == 4 && p.bytes().all(|c| c.is_ascii_hexdigit()))
-            .then(|| u16::from_str_radix(p, 16).ok())?
-    };
-    Some((part(v)?, part(d)?))
-}
-
-/// `0x0300`, `03`, `0x030000` -> a prefix of the 24-bit class code.
-fn parse_class(s: &str) -> Option<ClassPrefix> {
-    let digits = s
-        .strip_prefix("0x")
-        .or_else(|| s.strip_prefix("0X"))
-        .unwrap_or(s);
-    if !matches!(digits.len(), 2 | 4 | 6) || !digits.bytes().all(|c| c.is_ascii_hexdigit()) {
-        return None;
-    }
-    Some(ClassPrefix {
-        value: u32::from_str_radix(digits, 16).ok()?,
-        digits: u8::try_from(digits.len()).ok()?,
-    })
+/// The driver of a `[[reserve]]` entry that names none.
+fn vfio_pci() -> DriverName {
+    DriverName::parse("vfio-pci").expect("a valid driver name")
 }
 
 /// The byte offsets where the lines of a text start, built in one pass.
@@ -446,19 +410,6 @@ impl LineIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ids_and_classes() {
-        assert_eq!(parse_id("10de:2204"), Some((0x10de, 0x2204)));
-        assert_eq!(parse_id("10de:220"), None);
-        assert_eq!(parse_id("0x10de:2204"), None);
-        let p = parse_class("0x0300").unwrap();
-        assert!(p.matches(0x030000) && p.matches(0x030001) && !p.matches(0x030200));
-        assert!(parse_class("0x03").unwrap().matches(0x038000));
-        assert!(parse_class("0x040300").unwrap().matches(0x040300));
-        assert_eq!(parse_class("0x3"), None);
-        assert_eq!(parse_class("display"), None);
-    }
 
     #[test]
     fn line_and_column() {

@@ -55,17 +55,20 @@ use std::path::PathBuf;
 
 use crate::model::driver::{is_allowed_by_default, DEFAULT_DENIED};
 use crate::model::Device;
+pub use crate::pci::{ClassPrefix, DriverName, PciAddress, PciId};
 
 mod decide;
 mod file;
 pub mod host_path;
 mod reader;
+mod verdict;
 pub mod writer_watch;
 
 pub use decide::{
     intended_driver, pins, reserved_groups, unmatched, violations, Action, Pin, Rule, Violation,
 };
 pub use file::{PolicyError, POLICY_LIMIT};
+pub use verdict::{Offence, Offender, Verdict};
 
 /// A parsed node policy. [`Policy::default`] is the policy without a file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,8 +76,8 @@ pub struct Policy {
     /// The file it was read from, `None` for the default policy.
     pub source: Option<PathBuf>,
     pub protect_user_groups: bool,
-    pub allowed_drivers: Vec<String>,
-    pub denied_drivers: Vec<String>,
+    pub allowed_drivers: Vec<DriverName>,
+    pub denied_drivers: Vec<DriverName>,
     pub trusted_writers: Vec<PathBuf>,
     pub reserve: Vec<Reserve>,
 }
@@ -85,7 +88,10 @@ impl Default for Policy {
             source: None,
             protect_user_groups: true,
             allowed_drivers: Vec::new(),
-            denied_drivers: DEFAULT_DENIED.iter().map(|d| d.to_string()).collect(),
+            denied_drivers: DEFAULT_DENIED
+                .iter()
+                .filter_map(|d| DriverName::parse(d).ok())
+                .collect(),
             trusted_writers: Vec::new(),
             reserve: Vec::new(),
         }
@@ -97,12 +103,13 @@ impl Policy {
     /// one in `allowed_drivers`, and not in `denied_drivers`.
     pub fn allows(&self, driver: &str) -> bool {
         !self.denies(driver)
-            && (is_allowed_by_default(driver) || self.allowed_drivers.iter().any(|d| d == driver))
+            && (is_allowed_by_default(driver)
+                || self.allowed_drivers.iter().any(|d| d.as_str() == driver))
     }
 
     /// Whether `driver` is in `denied_drivers`.
     pub fn denies(&self, driver: &str) -> bool {
-        self.denied_drivers.iter().any(|d| d == driver)
+        self.denied_drivers.iter().any(|d| d.as_str() == driver)
     }
 
     /// The first reservation that selects `device` itself.
@@ -129,9 +136,9 @@ pub enum Selector {
     /// Every member of this IOMMU group.
     Group(u32),
     /// One device by address, `0000:01:00.0` (lowercase).
-    Device(String),
+    Device(PciAddress),
     /// Every device with this vendor and device ID.
-    Id { vendor: u16, device: u16 },
+    Id(PciId),
     /// Every device whose 24-bit class code starts with these hex digits.
     Class(ClassPrefix),
 }
@@ -141,10 +148,8 @@ impl Selector {
     pub fn matches(&self, device: &Device) -> bool {
         match self {
             Selector::Group(g) => device.group == *g,
-            Selector::Device(a) => device.address == *a,
-            Selector::Id { vendor, device: id } => {
-                device.vendor == Some(*vendor) && device.device == Some(*id)
-            }
+            Selector::Device(a) => device.address == a.as_str(),
+            Selector::Id(id) => id.matches(device.vendor, device.device),
             Selector::Class(prefix) => device.class.is_some_and(|c| prefix.matches(c)),
         }
     }
@@ -155,35 +160,9 @@ impl std::fmt::Display for Selector {
         match self {
             Selector::Group(g) => write!(f, "group {g}"),
             Selector::Device(a) => write!(f, "device {a}"),
-            Selector::Id { vendor, device } => write!(f, "id {vendor:04x}:{device:04x}"),
+            Selector::Id(id) => write!(f, "id {id}"),
             Selector::Class(p) => write!(f, "class {p}"),
         }
-    }
-}
-
-/// A class-code prefix: the first `digits` hex digits of the 6-digit class code.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct ClassPrefix {
-    pub value: u32,
-    /// 2, 4 or 6.
-    pub digits: u8,
-}
-
-impl ClassPrefix {
-    pub fn matches(self, class: u32) -> bool {
-        let shift = 4 * (6 - u32::from(self.digits));
-        (class & 0x00ff_ffff) >> shift == self.value
-    }
-}
-
-impl std::fmt::Display for ClassPrefix {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "0x{:0width$x}",
-            self.value,
-            width = usize::from(self.digits)
-        )
     }
 }
 
@@ -191,7 +170,7 @@ impl std::fmt::Display for ClassPrefix {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Intended {
     /// Bound to this driver (and `driver_override` pinned to it).
-    Driver(String),
+    Driver(DriverName),
     /// Unbound, `driver_override` pinned to `none`.
     Unbound,
 }
@@ -200,7 +179,7 @@ impl Intended {
     /// The `driver_override` value that pins it.
     pub fn driver_override(&self) -> &str {
         match self {
-            Intended::Driver(d) => d,
+            Intended::Driver(d) => d.as_str(),
             Intended::Unbound => "none",
         }
     }

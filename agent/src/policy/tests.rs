@@ -2,6 +2,7 @@ use std::path::Path;
 
 use super::*;
 use crate::model::{Acs, Device, GroupMap, Holder, PortType};
+use crate::pci::driver;
 
 fn parse(text: &str) -> Result<Policy, PolicyError> {
     Policy::parse(text, Path::new("node.toml"))
@@ -89,8 +90,8 @@ driver = "nvidia_vfio_pci"
     )
     .expect("valid");
     assert!(!p.protect_user_groups);
-    assert_eq!(p.allowed_drivers, vec!["nvidia_vfio_pci"]);
-    assert_eq!(p.denied_drivers, vec!["shpchp", "pcieport"]);
+    assert_eq!(p.allowed_drivers, vec![driver("nvidia_vfio_pci")]);
+    assert_eq!(p.denied_drivers, vec![driver("shpchp"), driver("pcieport")]);
     assert_eq!(
         p.trusted_writers,
         vec![std::path::PathBuf::from(
@@ -229,7 +230,7 @@ fn split_group_without_policy() {
     assert_eq!(v[0].driver.as_deref(), Some("snd_hda_intel"));
     // the same driver allowed by the policy is no split
     let p = Policy {
-        allowed_drivers: vec!["snd_hda_intel".to_string()],
+        allowed_drivers: vec![driver("snd_hda_intel")],
         ..Policy::default()
     };
     assert!(violations(&map, &p).is_empty());
@@ -266,7 +267,7 @@ fn reservations_check_every_member_and_plan_pins() {
     let p = parse("[[reserve]]\nid = \"10de:2204\"\ndriver = \"vfio-pci\"\n").expect("valid");
     assert_eq!(
         intended_driver(&map, &p, "0000:01:00.1"),
-        Some(Intended::Driver("vfio-pci".to_string())),
+        Some(Intended::Driver(driver("vfio-pci"))),
         "the companion follows the reserved device"
     );
     let v = violations(&map, &p);

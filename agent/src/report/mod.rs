@@ -174,7 +174,7 @@ pub fn group_reports(map: &GroupMap, policy: &Policy) -> Vec<GroupReport> {
     let reserved = policy::reserved_groups(map, policy);
     map.groups()
         .filter_map(|g| {
-            let verdict = map.verdict(g.id, policy)?;
+            let verdict = policy.verdict(map, g.id)?;
             Some(GroupReport {
                 id: g.id.to_string(),
                 owner: verdict.owner,

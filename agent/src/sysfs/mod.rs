@@ -21,6 +21,7 @@ use serde::{Serialize, Serializer};
 
 use crate::bounded::{self, BoundedError, ATTRIBUTE_LIMIT, CONFIG_LIMIT};
 use crate::model::{Acs, Device, GroupMap, OtherMember};
+use crate::pci::PciAddress;
 
 pub mod config;
 mod holders;
@@ -438,7 +439,7 @@ fn read_member(
 ) -> Result<Member, SysfsError> {
     let dir = std::fs::canonicalize(link).map_err(|e| SysfsError::io(link, e))?;
     let driver = read_driver(&dir)?;
-    if crate::model::parse_address(name).is_none() {
+    if PciAddress::parse(name).is_none() {
         return Ok(Member::Other(OtherMember {
             name: name.to_string(),
             group,
@@ -477,7 +478,7 @@ fn read_member(
     let mut parents: Vec<String> = relative
         .components()
         .filter_map(|c| c.as_os_str().to_str())
-        .filter(|c| crate::model::parse_address(c).is_some())
+        .filter(|c| PciAddress::parse(c).is_some())
         .map(str::to_string)
         .collect();
     if parents.last().map(String::as_str) == Some(name) {

@@ -1,17 +1,18 @@
 //! The live node: the group map kept current from kernel events, and which verdicts the agent
-//! has already reported. Pure: the daemon does the I/O and hands results in.
+//! has already reported. Pure: the daemon does the I/O and hands results in; enforce reads and
+//! updates it. Its own module so that neither has to reach into the other for it.
 use std::collections::BTreeMap;
 
 use iommu_enforcer_common::{veto, watched, EventKind};
 
-use super::output::{EventLine, Line};
 use crate::{
     bpf::{
         features::release_at_least,
         record::{errno_name, errno_of_ret, KernelEvent},
     },
-    model::{GroupMap, Holder, Verdict},
-    policy::Policy,
+    daemon::output::{EventLine, Line},
+    model::{GroupMap, Holder},
+    policy::{Policy, Verdict},
 };
 
 /// How this kernel's `really_probe` says "bound": 1 before 5.13, 0 since (commit ef6dcbdd8eb2,
@@ -96,7 +97,7 @@ impl NodeState {
     }
 
     fn verdict_if_changed(&mut self, group: u32) -> Option<Line> {
-        let verdict = self.map.verdict(group, &self.policy)?;
+        let verdict = self.policy.verdict(&self.map, group)?;
         if self.reported.get(&group) == Some(&verdict) {
             return None;
         }
@@ -219,7 +220,7 @@ impl NodeState {
                         comm: ev.comm.clone(),
                         fd: None,
                         path: p.clone(),
-                        group: super::vfio_nodes::group_of_node(p),
+                        group: group_of_node(p),
                         device: cdev_device.clone(),
                         // The event line carries the pod, resolved from its cgroup id.
                         pod: None,
@@ -253,7 +254,7 @@ impl NodeState {
             .group
             .or_else(|| self.map.group_of(&ev.device))
             .or_else(|| cdev_device.as_deref().and_then(|d| self.map.group_of(d)))
-            .or_else(|| path.as_deref().and_then(super::vfio_nodes::group_of_node));
+            .or_else(|| path.as_deref().and_then(group_of_node));
         let line = Line::Event(Box::new(EventLine {
             kind,
             // A cdev record carries no device of its own: the one behind the node is named.
@@ -352,10 +353,22 @@ fn probe_errno(convention: ProbeConvention, ret: i32) -> Option<&'static str> {
     }
 }
 
+/// The group number of a legacy group node path (`/dev/vfio/14` -> 14).
+pub fn group_of_node(path: &str) -> Option<u32> {
+    path.strip_prefix("/dev/vfio/")?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::{Device, Owner};
+
+    #[test]
+    fn group_nodes() {
+        assert_eq!(group_of_node("/dev/vfio/14"), Some(14));
+        assert_eq!(group_of_node("/dev/vfio/vfio"), None);
+        assert_eq!(group_of_node("/dev/vfio/devices/vfio0"), None);
+    }
 
     /// The two-function device of the VM test node: .0 on vfio-pci, .1 unbound, group 9.
     fn node() -> NodeState {
@@ -541,7 +554,7 @@ mod tests {
         let e = event_line(&lines);
         assert_eq!((e.result, e.errno), ("error", Some("EPERM")));
         assert!(verdicts(&lines).is_empty());
-        let v = n.map().verdict(9, n.policy()).expect("group 9");
+        let v = n.policy().verdict(n.map(), 9).expect("group 9");
         assert!(
             v.reasons.iter().any(|r| r.contains("0000:00:05.1")),
             "{:?}",
