@@ -74,6 +74,7 @@ const TOOLS: &[&str] = &[
     "bind-race",
     "cdev-bind",
     "open-flood",
+    "lsm-noop",
     // iommu-fixtures: the synthetic sysfs tree of the idle benchmark.
     "mkfixture",
 ];
