@@ -142,6 +142,7 @@ mod tests {
             btf: true,
             bpf_lsm: true,
             dry_run,
+            pin_watch: "event".into(),
             programs: BTreeMap::new(),
             enforcement: [
                 ("lsm".to_owned(), lsm.to_owned()),

@@ -241,6 +241,11 @@ impl NodeState {
             // The daemon handles it before it gets here; nothing to print.
             EventKind::ModuleLoad => return (Vec::new(), follow),
             EventKind::PinRefused => ("pin_refused", false, errno_name(19)),
+            // The daemon's pass after the drain re-reads the pins against sysfs: a pin this
+            // write changed is restored there (`pin_restored`).
+            EventKind::OverrideWritten => {
+                ("driver_override_write", ev.ret >= 0, errno_of_ret(ev.ret))
+            }
             EventKind::Veto => {
                 path = vfio_path;
                 let veto = Veto::from_detail(ev.detail);
@@ -261,7 +266,11 @@ impl NodeState {
             device: (!ev.device.is_empty())
                 .then(|| ev.device.clone())
                 .or(cdev_device),
-            driver: ev.driver.clone(),
+            driver: if ev.kind == EventKind::OverrideWritten {
+                written_override(ev.driver.as_deref())
+            } else {
+                ev.driver.clone()
+            },
             group: group.map(|g| g.to_string()),
             ret: ev.ret,
             errno,
@@ -286,6 +295,13 @@ impl NodeState {
         }
         (lines, follow)
     }
+}
+
+/// What a `driver_override` write sets, as the kernel takes it: the written bytes up to a
+/// newline; nothing (or a lone newline) clears the override.
+fn written_override(written: Option<&str>) -> Option<String> {
+    let value = written?.split('\n').next().unwrap_or("");
+    (!value.is_empty()).then(|| value.to_owned())
 }
 
 /// A veto record's `detail`, spelled out.
@@ -700,5 +716,32 @@ mod tests {
             lines.contains(&Line::GroupRemoved { group: "10".into() }),
             "{lines:?}"
         );
+    }
+
+    #[test]
+    fn an_override_write_is_an_event_with_the_value_the_kernel_took() {
+        let mut n = node();
+        for (written, ret, value, result) in [
+            ("none\n", 5, Some("none"), "ok"),
+            ("\n", 1, None, "ok"),
+            ("e1000\nrest", 11, Some("e1000"), "ok"),
+            ("vfio-pci\n", -12, Some("vfio-pci"), "error"),
+        ] {
+            let ev = event(
+                EventKind::OverrideWritten,
+                ret,
+                "0000:00:05.1",
+                Some(written),
+                Some(9),
+            );
+            let (lines, follow) = n.apply(&ev, None);
+            let line = event_line(&lines);
+            assert_eq!(line.kind, "driver_override_write");
+            assert_eq!(line.driver.as_deref(), value, "{written:?}");
+            assert_eq!(line.result, result);
+            assert_eq!(line.group.as_deref(), Some("9"));
+            // The model follows sysfs at the pass after the drain, not the record.
+            assert_eq!(follow, FollowUp::default());
+        }
     }
 }

@@ -52,6 +52,11 @@ pub enum EventKind {
     /// kprobe `vfio_device_fops_release` on an inode with a device number: the last reference
     /// to a `/dev/vfio/devices/vfioX` file went away (device fds from a group have none).
     VfioCdevRelease = 16,
+    /// fexit `dev_attr_store` of a device's `driver_override` attribute, by any task but the
+    /// agent (write(2), `__kernel_write`, io_uring alike): `device` is the device, `driver` the
+    /// bytes written (up to [`NAME_LEN`] - 1, newline included), `ret` the store's result. The
+    /// agent re-checks its pins on it instead of polling them.
+    OverrideWritten = 17,
 }
 
 impl EventKind {
@@ -73,6 +78,7 @@ impl EventKind {
             14 => Self::PinRefused,
             15 => Self::ModuleLoad,
             16 => Self::VfioCdevRelease,
+            17 => Self::OverrideWritten,
             _ => return None,
         })
     }

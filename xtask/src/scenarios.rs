@@ -1316,19 +1316,47 @@ fn claim_race(c: &mut Checker) {
 
 fn pin_restored(c: &mut Checker) {
     expect_fact(c, "fn1_override", "none");
-    expect_fact(c, "cleared", "(null)");
-    expect_fact(c, "restored", "none");
     expect_fact(c, "alive", "yes");
     let fn1 = c.dev("VM_DEV_FN1");
-    let n = c
-        .events(
-            "pin_restored",
-            &[("device", fn1), ("driver", "none"), ("result", "ok")],
-        )
-        .len();
+    let watch = c
+        .of_type("capabilities")
+        .first()
+        .and_then(|v| str_of(v, "pin_watch"))
+        .unwrap_or("")
+        .to_owned();
     c.expect(
-        n == 1,
-        format!("expected one pin_restored event for {fn1}, got {n}"),
+        watch.starts_with("event"),
+        format!("capabilities.pin_watch is {watch:?}: the pins are polled, not watched by event"),
+    );
+    for mode in ["write", "io_uring"] {
+        expect_fact(c, &format!("{mode}_clear"), "ok");
+        expect_fact(c, &format!("{mode}_restored"), "none");
+    }
+    // Each clearing store is recorded (the value written: none, so `driver` null), and each
+    // restore follows its record.
+    let kinds: Vec<&str> = c
+        .of_type("event")
+        .into_iter()
+        .filter(|v| str_of(v, "device") == Some(fn1))
+        .filter_map(|v| match str_of(v, "kind") {
+            Some("driver_override_write")
+                if v.get("driver") == Some(&Value::Null) && str_of(v, "result") == Some("ok") =>
+            {
+                Some("cleared")
+            }
+            Some("pin_restored")
+                if str_of(v, "driver") == Some("none") && str_of(v, "result") == Some("ok") =>
+            {
+                Some("restored")
+            }
+            _ => None,
+        })
+        .collect();
+    c.expect(
+        kinds == ["cleared", "restored", "cleared", "restored"],
+        format!(
+            "expected for {fn1}: driver_override_write (cleared) then pin_restored, twice; got {kinds:?}"
+        ),
     );
 }
 

@@ -372,6 +372,14 @@ impl Loaded {
         self.ebpf.take_map(name)
     }
 
+    /// Whether `driver_override` stores are recorded (ebpf/src/pin_watch.rs): kept pins are
+    /// then re-read on those records, not by a timer.
+    pub fn pin_watch_attached(&self) -> bool {
+        self.report()
+            .get(super::programs::PIN_WATCH_TARGET)
+            .is_some_and(ProgramStatus::is_attached)
+    }
+
     /// Whether every LSM hook is attached: vetoes are possible.
     pub fn lsm_ready(&self) -> bool {
         PROGRAMS

@@ -34,6 +34,10 @@ const fn spec(program: &'static str, target: &'static str, attach: Attach) -> Pr
     }
 }
 
+/// Where the pin watch's program attaches (`ebpf/src/pin_watch.rs`); where it cannot, the
+/// agent polls its pins instead.
+pub const PIN_WATCH_TARGET: &str = "dev_attr_store";
+
 pub const PROGRAMS: &[ProgramSpec] = &[
     // The state maps first, the vetoes that read them after.
     spec("really_probe_entry", "really_probe", Attach::FEntry),
@@ -48,6 +52,8 @@ pub const PROGRAMS: &[ProgramSpec] = &[
     spec("pci_bus_match_exit", "pci_bus_match", Attach::FExit),
     spec("process_exit", "sched_process_exit", Attach::TracePoint),
     spec("module_loaded", "module_load", Attach::TracePoint),
+    // The pin watch: a record per `driver_override` store, so kept pins need no timer.
+    spec("dev_attr_store_exit", PIN_WATCH_TARGET, Attach::FExit),
     spec(
         "group_claim_exit",
         "iommu_group_claim_dma_owner",

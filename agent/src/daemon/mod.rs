@@ -3,9 +3,11 @@
 //! and per verdict change (docs/events.md). Detaches and exits cleanly on SIGTERM/SIGINT.
 //!
 //! Event-driven: the loop wakes for ring-buffer records, log lines and signals only. Holders
-//! follow the open and release records, losses are read after each drain, and absent kprobe
-//! targets are looked for again when a `module_load` record says a module loaded. procfs is
-//! scanned at start and on a resync after lost records.
+//! follow the open and release records, losses are read after each drain, absent kprobe
+//! targets are looked for again when a `module_load` record says a module loaded, and kept
+//! pins are re-read when a `driver_override` store is recorded. procfs is scanned at start and
+//! on a resync after lost records. The one timer left is the pin poll of a kernel where the
+//! pin watch's program cannot attach.
 mod accounting;
 mod attribution;
 mod live;
@@ -40,10 +42,10 @@ use crate::{
 };
 
 const DEV_ROOT: &str = "/dev";
-/// How often kept pins are compared with sysfs. The only timer, armed only while the agent
-/// keeps pins: no kernel event covers every write of `driver_override` (a trusted writer's,
-/// acct(2)'s on 5.10), and a cleared pin must come back before a driver binds.
-const PIN_WATCH: Duration = Duration::from_secs(1);
+/// How often kept pins are compared with sysfs where no program records `driver_override`
+/// stores (its target absent or refused): the only timer, armed only there and only while the
+/// agent keeps pins, since a cleared pin must come back before a driver binds.
+const PIN_POLL: Duration = Duration::from_secs(1);
 
 /// The daemon's entry point: the policy, the runtime, the agent; its exit code.
 pub fn main(common: &CommonArgs, args: &DaemonArgs) -> u8 {
@@ -206,6 +208,13 @@ async fn start(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
     for (target, status) in live.loaded.report() {
         info!("{target}: {status}");
     }
+    // Decided once: the program is a vmlinux function's, it does not come later.
+    let poll_pins = !live.loaded.pin_watch_attached();
+    if poll_pins {
+        warn!("pin watch: {}", pin_watch(&live.loaded));
+    } else {
+        info!("pin watch: {}", pin_watch(&live.loaded));
+    }
     let hooks: Vec<Line> = ["kernfs_init_security", "file_open", "file_permission"]
         .into_iter()
         .filter(|h| live.loaded.report().get(h).is_some_and(|s| s.is_attached()))
@@ -273,9 +282,9 @@ async fn run(started: Started, common: &CommonArgs, dry_run: bool) -> anyhow::Re
         mut term,
         mut int,
     } = started;
-    let mut pin_watch =
-        tokio::time::interval_at(tokio::time::Instant::now() + PIN_WATCH, PIN_WATCH);
-    pin_watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let poll_pins = !live.loaded.pin_watch_attached();
+    let mut pin_poll = tokio::time::interval_at(tokio::time::Instant::now() + PIN_POLL, PIN_POLL);
+    pin_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     let signal_name = loop {
         tokio::select! {
@@ -289,8 +298,9 @@ async fn run(started: Started, common: &CommonArgs, dry_run: bool) -> anyhow::Re
                     attach_after_module_load(&mut live, &mut features, common, dry_run);
                 }
             }
-            // Not polled (so no timer is armed) while no pin is kept.
-            _ = pin_watch.tick(), if live.enforcer.keeps_pins() => {
+            // Not polled (so no timer is armed) where stores are recorded, or while no pin is
+            // kept.
+            _ = pin_poll.tick(), if poll_pins && live.enforcer.keeps_pins() => {
                 if live.enforcer.pins_drifted() {
                     live.follow_up(FollowUp::default());
                 }
@@ -408,6 +418,23 @@ fn watch<T: std::os::fd::AsRawFd>(ring: T) -> anyhow::Result<AsyncFd<T>> {
         .map_err(|e| anyhow::anyhow!("epoll registration failed: {e}"))
 }
 
+/// How kept pins are watched on this kernel, as the capability line and the log say it.
+fn pin_watch(loaded: &Loaded) -> String {
+    let target = bpf::programs::PIN_WATCH_TARGET;
+    if loaded.pin_watch_attached() {
+        format!("event (fexit {target}: every driver_override store)")
+    } else {
+        let status = loaded
+            .report()
+            .get(target)
+            .map_or_else(|| "absent".to_owned(), ToString::to_string);
+        format!(
+            "poll every {} s (fexit {target} {status})",
+            PIN_POLL.as_secs()
+        )
+    }
+}
+
 fn capabilities(features: &Features, loaded: &Loaded, dry_run: bool) -> Line {
     let status = enforce::status(features.bpf_lsm_active(), loaded.lsm_ready(), dry_run);
     Line::Capabilities {
@@ -419,6 +446,7 @@ fn capabilities(features: &Features, loaded: &Loaded, dry_run: bool) -> Line {
         btf: features.has_btf(),
         bpf_lsm: features.bpf_lsm_active(),
         dry_run,
+        pin_watch: pin_watch(loaded),
         programs: loaded
             .report()
             .into_iter()

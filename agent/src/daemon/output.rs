@@ -22,6 +22,9 @@ pub enum Line {
         btf: bool,
         bpf_lsm: bool,
         dry_run: bool,
+        /// How kept pins are watched: `event (...)`, or `poll every 1 s (...)` where the
+        /// program that records `driver_override` stores cannot attach.
+        pin_watch: String,
         programs: BTreeMap<String, String>,
         /// Per mechanism (`lsm`, `reservation`): `active`, `dry_run` or `unavailable: why`.
         enforcement: BTreeMap<String, String>,

@@ -104,8 +104,8 @@ impl Enforcer {
         );
     }
 
-    /// Whether pins are being kept: the one thing the daemon still has to look at by itself
-    /// (a `driver_override` written through a path no hook sees has no event).
+    /// Whether pins are being kept: what the daemon polls by itself on a kernel where no
+    /// program records `driver_override` stores (elsewhere each store is a record).
     pub fn keeps_pins(&self) -> bool {
         !self.dry_run && !self.pinned.is_empty()
     }

@@ -150,6 +150,7 @@ fn lsm_hook_lines_move_the_program_status() {
         btf: true,
         bpf_lsm: true,
         dry_run: false,
+        pin_watch: "event".into(),
         programs: [("file_open", "standby"), ("really_probe", "attached")]
             .into_iter()
             .map(|(p, s)| (p.to_string(), s.to_string()))
