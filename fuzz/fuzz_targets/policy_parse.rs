@@ -43,10 +43,12 @@ fn same_policy(policy: &Policy, doc: &Table) {
         Some(items.iter().map(|s| s.as_str().unwrap().to_string()).collect())
     };
     if let Some(allowed) = list("allowed_drivers") {
-        assert_eq!(policy.allowed_drivers, allowed);
+        let names: Vec<&str> = policy.allowed_drivers.iter().map(|d| d.as_str()).collect();
+        assert_eq!(names, allowed);
     }
     if let Some(denied) = list("denied_drivers") {
-        assert_eq!(policy.denied_drivers, denied);
+        let names: Vec<&str> = policy.denied_drivers.iter().map(|d| d.as_str()).collect();
+        assert_eq!(names, denied);
     }
     let writers: Vec<PathBuf> = list("trusted_writers")
         .unwrap_or_default()

@@ -37,15 +37,17 @@ done
 [ -e /dev/vfio/vfio ] || log "no /dev/vfio/vfio after loading vfio"
 
 log "starting: enforcer $VM_AGENT_ARGS"
-# The agent's lines go to the host as they come, so that a crash (5.10's BUG) still leaves what
-# the agent saw before it, and to /tmp/agent.out for the scripts. Through a FIFO, not `tail -f`
-# (which polls once a second): tee ends when the agent does, with every line sent.
-section "events"
-mkfifo /tmp/agent.fifo
-tee /tmp/agent.out < /tmp/agent.fifo > $CH &
-forwarder=$!
-enforcer $VM_AGENT_ARGS > /tmp/agent.fifo 2> /tmp/agent.err &
+: > /tmp/agent.out
+# Into a regular file, never a pipe: a write to a pipe that tee drains slowly under TCG can hold
+# the agent between printing a record and consuming it from the ring, and a kill -9 there makes
+# the next agent print that record again (kill-mid-burst counts every record exactly).
+enforcer $VM_AGENT_ARGS > /tmp/agent.out 2> /tmp/agent.err &
 agent=$!
+# Stream the agent's lines as they come, so that a crash (5.10's BUG) still leaves what the agent
+# saw before it on the host.
+section "events"
+tail -n +1 -f /tmp/agent.out > $CH &
+forwarder=$!
 ready=no
 i=0
 while [ $i -lt $((VM_READY_TIMEOUT * 5)) ]; do
@@ -78,7 +80,9 @@ log "agent exit code $agent_rc"
 enforcer audit --json $VM_AUDIT_ARGS > /tmp/audit.json 2> /tmp/audit.err
 audit_rc=$?
 
-# tee has the agent's last line once the agent is gone.
+# busybox tail -f polls once a second: let it reach the end of the file.
+sleep 1.5
+kill $forwarder
 wait $forwarder 2>/dev/null
 section "status ready=$ready"
 section "audit rc=$audit_rc"
