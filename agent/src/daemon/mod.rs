@@ -209,8 +209,8 @@ async fn start(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
         info!("{target}: {status}");
     }
     // Decided once: the program is a vmlinux function's, it does not come later.
-    let poll_pins = !live.loaded.pin_watch_attached();
-    if poll_pins {
+    // Said once here; `run` arms its poll on the same status.
+    if !live.loaded.pin_watch_attached() {
         warn!("pin watch: {}", pin_watch(&live.loaded));
     } else {
         info!("pin watch: {}", pin_watch(&live.loaded));
