@@ -1,0 +1,223 @@
+//! `event` lines: one per kernel record, and one per reservation action of the agent.
+use serde::{Deserialize, Serialize};
+
+use crate::text_enum::wire_enum;
+
+wire_enum! {
+    /// What happened (docs/events.md, "Event kinds").
+    pub enum Kind {
+        /// `really_probe` returned; `result` ok when the driver bound.
+        Bind = "bind",
+        /// The kernel refused a driver's DMA use of a device (5.19+).
+        Refusal = "refusal",
+        /// A bound driver is being released from a device.
+        Unbind = "unbind",
+        /// User-space DMA ownership of a group or (iommufd) a device taken ...
+        Claim = "claim",
+        /// ... and given back.
+        Release = "release",
+        DeviceAdded = "device_added",
+        DeviceRemoved = "device_removed",
+        /// `/dev/vfio/N` or a VFIO cdev opened.
+        VfioOpen = "vfio_open",
+        /// The last reference to a VFIO group or cdev file went away.
+        VfioRelease = "vfio_release",
+        /// A bind stopped before `really_probe` by a pinned `driver_override`.
+        PinRefused = "pin_refused",
+        /// A task other than the agent stored a device's `driver_override`.
+        DriverOverrideWrite = "driver_override_write",
+        /// An LSM hook refused (or, dry-run, would have refused) an operation.
+        Veto = "veto",
+        /// The agent wrote a reservation's `driver_override`.
+        Pin = "pin",
+        /// The agent wrote a pin again after it changed behind its back.
+        PinRestored = "pin_restored",
+        /// The agent moved a reserved device off its driver and probed it again.
+        Rebind = "rebind",
+        /// A reserved device sits on a driver the policy does not allow moving it from.
+        ReservationBlocked = "reservation_blocked",
+    }
+}
+
+impl Kind {
+    /// The agent's own reservation actions (`reservation_actions_total{kind}`).
+    pub const RESERVATION: [Kind; 4] = [
+        Kind::Pin,
+        Kind::PinRestored,
+        Kind::Rebind,
+        Kind::ReservationBlocked,
+    ];
+}
+
+wire_enum! {
+    /// Whether the operation an event reports succeeded.
+    pub enum Outcome {
+        Ok = "ok",
+        Error = "error",
+    }
+}
+
+impl Outcome {
+    pub fn of(ok: bool) -> Self {
+        if ok {
+            Outcome::Ok
+        } else {
+            Outcome::Error
+        }
+    }
+}
+
+wire_enum! {
+    /// What a claim or release covers.
+    pub enum Scope {
+        Group = "group",
+        /// One device (iommufd's per-device claim).
+        Device = "device",
+    }
+}
+
+wire_enum! {
+    /// The rule behind a veto or an agent action.
+    pub enum Rule {
+        ProtectedDriverOverride = "protected_driver_override",
+        ProtectedRemove = "protected_remove",
+        ProtectedBind = "protected_bind",
+        ProtectedUnbind = "protected_unbind",
+        ProtectedNewId = "protected_new_id",
+        ProtectedDriversProbe = "protected_drivers_probe",
+        ProtectedRemoveId = "protected_remove_id",
+        ProtectedReset = "protected_reset",
+        ProtectedResetSubordinate = "protected_reset_subordinate",
+        ProtectedSlotPower = "protected_slot_power",
+        ProtectedProbe = "protected_probe",
+        VfioOpenNotViable = "vfio_open_not_viable",
+        /// A record whose rule bits this agent does not know (a newer eBPF object).
+        Unknown = "unknown",
+        /// The agent's reservation actions.
+        Reservation = "reservation",
+    }
+}
+
+impl Rule {
+    /// The rules a veto can name (`violations_total{rule}`).
+    pub fn vetoes() -> impl Iterator<Item = Rule> {
+        Rule::ALL
+            .iter()
+            .copied()
+            .filter(|r| *r != Rule::Reservation)
+    }
+}
+
+wire_enum! {
+    /// What the agent or a hook did.
+    pub enum Action {
+        /// Vetoes: refused.
+        Vetoed = "vetoed",
+        /// Vetoes in dry-run: would have refused.
+        WouldVeto = "would_veto",
+        /// Vetoes: let through (kept as a label value of `violations_total`).
+        Allowed = "allowed",
+        Pinned = "pinned",
+        Rebound = "rebound",
+        WouldPin = "would_pin",
+        WouldRebind = "would_rebind",
+        /// `reservation_blocked`: reported, nothing done.
+        Report = "report",
+    }
+}
+
+impl Action {
+    /// The actions of a veto (`violations_total{action}`).
+    pub const VETO: [Action; 3] = [Action::Vetoed, Action::WouldVeto, Action::Allowed];
+
+    /// The actions each reservation kind may take (`reservation_actions_total{kind,action}`).
+    pub fn of_reservation(kind: Kind) -> &'static [Action] {
+        match kind {
+            Kind::Pin => &[Action::Pinned, Action::WouldPin],
+            Kind::PinRestored => &[Action::Pinned],
+            Kind::Rebind => &[Action::Rebound, Action::WouldRebind],
+            Kind::ReservationBlocked => &[Action::Report],
+            _ => &[],
+        }
+    }
+}
+
+wire_enum! {
+    /// What else a veto's hook knew.
+    pub enum Why {
+        /// The target is a bridge, port or slot above a protected group.
+        AboveProtectedGroup = "above_protected_group",
+        /// Refused at open.
+        OpenedForWriting = "opened_for_writing",
+        /// io_uring, a worker, task work or another fd: the registers did not describe this
+        /// write.
+        NotThisWritesRegisters = "not_this_writes_registers",
+        TrustedWriterTraced = "trusted_writer_traced",
+    }
+}
+
+/// A kernel event or an agent action, as reported.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub kind: Kind,
+    pub device: Option<String>,
+    pub driver: Option<String>,
+    pub group: Option<String>,
+    pub ret: i32,
+    /// `EBUSY`, ... (the name of `-ret`, or of the agent's own write's error).
+    pub errno: Option<String>,
+    pub result: Outcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<Scope>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Vetoes and reservations: the rule that decided and what was done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<Rule>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<Action>,
+    /// Vetoes: the hook could not read the written data and failed closed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fail_closed: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub why: Vec<Why>,
+    /// Reservations: the driver a member sits on instead of the intended one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bound_to: Option<String>,
+    pub pid: u32,
+    pub tgid: u32,
+    pub comm: String,
+    pub cgroup_id: u64,
+    /// The pod (`metadata.uid`) and container (runtime id) of `cgroup_id`, from kubelet's
+    /// cgroup layout; `null` outside a pod or when the cgroup could not be found.
+    pub pod_uid: Option<String>,
+    pub container_id: Option<String>,
+}
+
+impl Event {
+    /// An event of `kind` with nothing else known yet: the builders fill in the rest.
+    pub fn new(kind: Kind, result: Outcome) -> Self {
+        Event {
+            kind,
+            device: None,
+            driver: None,
+            group: None,
+            ret: 0,
+            errno: None,
+            result,
+            scope: None,
+            path: None,
+            rule: None,
+            action: None,
+            fail_closed: false,
+            why: Vec::new(),
+            bound_to: None,
+            pid: 0,
+            tgid: 0,
+            comm: String::new(),
+            cgroup_id: 0,
+            pod_uid: None,
+            container_id: None,
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! One output line: the `type` field selects the variant (docs/events.md).
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Event, HookState, Mechanism, MechanismState, Owner, ProgramState};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Line {
+    Capabilities {
+        kernel: String,
+        btf: bool,
+        bpf_lsm: bool,
+        dry_run: bool,
+        /// How kept pins are watched: `event (...)`, or `poll every 1 s (...)` where the
+        /// program that records `driver_override` stores cannot attach.
+        pin_watch: String,
+        /// By program target.
+        programs: BTreeMap<String, ProgramState>,
+        enforcement: BTreeMap<Mechanism, MechanismState>,
+    },
+    Ready {
+        groups: usize,
+    },
+    Event(Box<Event>),
+    Verdict {
+        group: String,
+        owner: Owner,
+        viable: bool,
+        reasons: Vec<String>,
+    },
+    Lost {
+        count: u64,
+    },
+    /// A new agent on pins an earlier one left: how many ran before, and how many records
+    /// overflowed the ring while none read it (the records that fitted are read and printed).
+    Restart {
+        agents_before: u64,
+        missed: u64,
+    },
+    Resync {
+        groups: usize,
+    },
+    /// A group left the node (its last device was removed).
+    GroupRemoved {
+        group: String,
+    },
+    /// A re-read of sysfs or procfs did not finish in time (the kernel blocked it); the live
+    /// map stands until a later re-read succeeds.
+    Stalled {
+        what: String,
+        error: String,
+    },
+    /// An LSM hook was attached (it has something to veto) or put back on standby.
+    LsmHook {
+        hook: String,
+        state: HookState,
+    },
+    Shutdown {
+        signal: String,
+    },
+}
+
+impl Line {
+    /// The wire name of the line's `type`, for messages.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Line::Capabilities { .. } => "capabilities",
+            Line::Ready { .. } => "ready",
+            Line::Event(_) => "event",
+            Line::Verdict { .. } => "verdict",
+            Line::Lost { .. } => "lost",
+            Line::Restart { .. } => "restart",
+            Line::Resync { .. } => "resync",
+            Line::GroupRemoved { .. } => "group_removed",
+            Line::Stalled { .. } => "stalled",
+            Line::LsmHook { .. } => "lsm_hook",
+            Line::Shutdown { .. } => "shutdown",
+        }
+    }
+
+    pub fn as_event(&self) -> Option<&Event> {
+        match self {
+            Line::Event(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Action, Kind, Outcome, Rule, Why};
+
+    /// The wire format docs/events.md describes, byte for byte: what users' scripts parse.
+    #[test]
+    fn lines_print_as_docs_events_md_spells_them() {
+        let mut veto = Event::new(Kind::Veto, Outcome::Error);
+        veto.device = Some("0000:00:03.0".into());
+        veto.group = Some("12".into());
+        veto.ret = -1;
+        veto.errno = Some("EPERM".into());
+        veto.rule = Some(Rule::ProtectedBind);
+        veto.action = Some(Action::Vetoed);
+        veto.fail_closed = true;
+        veto.why = vec![Why::NotThisWritesRegisters];
+        veto.pid = 7;
+        veto.tgid = 7;
+        veto.comm = "sh".into();
+        veto.cgroup_id = 42;
+        let line = Line::Event(Box::new(veto));
+        let json = serde_json::to_string(&line).unwrap();
+        assert_eq!(
+            json,
+            concat!(
+                r#"{"type":"event","kind":"veto","device":"0000:00:03.0","driver":null,"#,
+                r#""group":"12","ret":-1,"errno":"EPERM","result":"error","#,
+                r#""rule":"protected_bind","action":"vetoed","fail_closed":true,"#,
+                r#""why":["not_this_writes_registers"],"pid":7,"tgid":7,"comm":"sh","#,
+                r#""cgroup_id":42,"pod_uid":null,"container_id":null}"#
+            )
+        );
+        assert_eq!(serde_json::from_str::<Line>(&json).unwrap(), line);
+
+        let caps = Line::Capabilities {
+            kernel: "6.12.1".into(),
+            btf: true,
+            bpf_lsm: true,
+            dry_run: false,
+            pin_watch: "event".into(),
+            programs: BTreeMap::from([
+                ("file_open".into(), ProgramState::Attached),
+                (
+                    "vfio_device_fops_cdev_open".into(),
+                    ProgramState::Absent(Some("notrace".into())),
+                ),
+            ]),
+            enforcement: BTreeMap::from([
+                (Mechanism::Reservation, MechanismState::DryRun),
+                (Mechanism::Lsm, MechanismState::Unavailable("no bpf".into())),
+            ]),
+        };
+        let json = serde_json::to_string(&caps).unwrap();
+        assert_eq!(
+            json,
+            concat!(
+                r#"{"type":"capabilities","kernel":"6.12.1","btf":true,"bpf_lsm":true,"#,
+                r#""dry_run":false,"pin_watch":"event","programs":{"file_open":"attached","#,
+                r#""vfio_device_fops_cdev_open":"absent: notrace"},"#,
+                r#""enforcement":{"lsm":"unavailable: no bpf","reservation":"dry_run"}}"#
+            )
+        );
+        assert_eq!(serde_json::from_str::<Line>(&json).unwrap(), caps);
+
+        let verdict = Line::Verdict {
+            group: "3".into(),
+            owner: Owner::Conflict,
+            viable: false,
+            reasons: vec!["x".into()],
+        };
+        assert_eq!(
+            serde_json::to_string(&verdict).unwrap(),
+            r#"{"type":"verdict","group":"3","owner":"conflict","viable":false,"reasons":["x"]}"#
+        );
+        let hook = Line::LsmHook {
+            hook: "file_open".into(),
+            state: HookState::Attached,
+        };
+        assert_eq!(
+            serde_json::to_string(&hook).unwrap(),
+            r#"{"type":"lsm_hook","hook":"file_open","state":"attached"}"#
+        );
+    }
+
+    #[test]
+    fn optional_fields_left_out_read_back_as_absent() {
+        let json = concat!(
+            r#"{"type":"event","kind":"bind","device":"0000:00:03.0","driver":"e1000","#,
+            r#""group":null,"ret":0,"errno":null,"result":"ok","pid":1,"tgid":1,"comm":"k","#,
+            r#""cgroup_id":0,"pod_uid":null,"container_id":null}"#
+        );
+        let line: Line = serde_json::from_str(json).unwrap();
+        let ev = line.as_event().unwrap();
+        assert_eq!(
+            (ev.kind, ev.result, ev.rule, ev.fail_closed),
+            (Kind::Bind, Outcome::Ok, None, false)
+        );
+        assert!(ev.why.is_empty());
+        assert_eq!(serde_json::to_string(&line).unwrap(), json);
+    }
+
+    #[test]
+    fn every_kind_and_rule_has_its_own_spelling() {
+        let mut seen = std::collections::BTreeSet::new();
+        for k in Kind::ALL {
+            assert!(seen.insert(k.as_str()), "{k}");
+            let json = serde_json::to_string(k).unwrap();
+            assert_eq!(json, format!("\"{k}\""));
+        }
+        assert!(Rule::vetoes().all(|r| r != Rule::Reservation));
+        for kind in Kind::RESERVATION {
+            assert!(!Action::of_reservation(kind).is_empty(), "{kind}");
+        }
+    }
+}
