@@ -20,7 +20,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::daemon::output::Line;
+use iommu_enforcer_schema::{Line, MechanismState};
 
 /// Name of the feature file in NFD's `features.d`.
 pub const FILE_NAME: &str = "iommu-enforcer";
@@ -53,7 +53,7 @@ impl NodeLabels {
             } => {
                 self.enforcement = Some(if *dry_run {
                     "dry-run"
-                } else if enforcement.values().any(|s| s == "active") {
+                } else if enforcement.values().any(|s| *s == MechanismState::Active) {
                     "active"
                 } else {
                     "unavailable"
@@ -133,8 +133,9 @@ fn write_atomically(path: &Path, text: &str) -> Result<(), NfdError> {
 
 #[cfg(test)]
 mod tests {
+    use iommu_enforcer_schema::{Mechanism, Owner};
+
     use super::*;
-    use crate::model::Owner;
 
     fn caps(dry_run: bool, lsm: &str, reservation: &str) -> Line {
         Line::Capabilities {
@@ -145,8 +146,11 @@ mod tests {
             pin_watch: "event".into(),
             programs: BTreeMap::new(),
             enforcement: [
-                ("lsm".to_owned(), lsm.to_owned()),
-                ("reservation".to_owned(), reservation.to_owned()),
+                (Mechanism::Lsm, lsm.parse().expect("a mechanism state")),
+                (
+                    Mechanism::Reservation,
+                    reservation.parse().expect("a mechanism state"),
+                ),
             ]
             .into(),
         }

@@ -4,13 +4,13 @@
 use std::collections::BTreeMap;
 
 use iommu_enforcer_common::{veto, watched, EventKind};
+use iommu_enforcer_schema::{Action, Event, Kind, Line, Outcome, Rule, Scope, Why};
 
 use crate::{
     bpf::{
         features::release_at_least,
         record::{errno_name, errno_of_ret, KernelEvent},
     },
-    daemon::output::{EventLine, Line},
     model::{GroupMap, Holder},
     policy::{Policy, Verdict},
 };
@@ -175,12 +175,12 @@ impl NodeState {
                 if bound {
                     self.map.set_driver(&ev.device, ev.driver.as_deref());
                 }
-                ("bind", bound, probe_errno(self.convention, ev.ret))
+                (Kind::Bind, bound, probe_errno(self.convention, ev.ret))
             }
-            EventKind::UseDefaultDomain => ("refusal", false, errno_of_ret(ev.ret)),
+            EventKind::UseDefaultDomain => (Kind::Refusal, false, errno_of_ret(ev.ret)),
             EventKind::Unbind => {
                 self.map.set_driver(&ev.device, None);
-                ("unbind", true, None)
+                (Kind::Unbind, true, None)
             }
             EventKind::GroupClaim | EventKind::DeviceClaim => {
                 scope = Some(scope_of(ev.kind));
@@ -190,7 +190,7 @@ impl NodeState {
                         self.map.record_claim(g, true);
                     }
                 }
-                ("claim", !failed(ev.ret), errno_of_ret(ev.ret))
+                (Kind::Claim, !failed(ev.ret), errno_of_ret(ev.ret))
             }
             EventKind::GroupRelease | EventKind::DeviceRelease => {
                 scope = Some(scope_of(ev.kind));
@@ -200,14 +200,14 @@ impl NodeState {
                     let still = *n > 0;
                     self.map.record_claim(g, still);
                 }
-                ("release", true, None)
+                (Kind::Release, true, None)
             }
             EventKind::DeviceAdded | EventKind::DeviceRemoved => {
                 follow.rescan_sysfs = true;
                 let kind = if ev.kind == EventKind::DeviceAdded {
-                    "device_added"
+                    Kind::DeviceAdded
                 } else {
-                    "device_removed"
+                    Kind::DeviceRemoved
                 };
                 (kind, true, None)
             }
@@ -226,7 +226,7 @@ impl NodeState {
                         pod: None,
                     });
                 }
-                ("vfio_open", !failed(ev.ret), errno_of_ret(ev.ret))
+                (Kind::VfioOpen, !failed(ev.ret), errno_of_ret(ev.ret))
             }
             EventKind::VfioGroupRelease | EventKind::VfioCdevRelease => {
                 // The last reference went away (fds in flight included): nobody holds that
@@ -236,23 +236,23 @@ impl NodeState {
                     let whole = ev.kind == EventKind::VfioGroupRelease;
                     self.map.release_holder(p, ev.tgid, whole);
                 }
-                ("vfio_release", true, None)
+                (Kind::VfioRelease, true, None)
             }
             // The daemon handles it before it gets here; nothing to print.
             EventKind::ModuleLoad => return (Vec::new(), follow),
-            EventKind::PinRefused => ("pin_refused", false, errno_name(19)),
+            EventKind::PinRefused => (Kind::PinRefused, false, errno_name(19)),
             // The daemon's pass after the drain re-reads the pins against sysfs: a pin this
             // write changed is restored there (`pin_restored`).
             EventKind::OverrideWritten => {
-                ("driver_override_write", ev.ret >= 0, errno_of_ret(ev.ret))
+                (Kind::DriverOverrideWrite, ev.ret >= 0, errno_of_ret(ev.ret))
             }
             EventKind::Veto => {
                 path = vfio_path;
                 let veto = Veto::from_detail(ev.detail);
-                let ok = veto.action != "vetoed";
+                let ok = veto.action != Action::Vetoed;
                 veto_of = Some(veto);
                 // `result` is the vetoed operation's: refused, or (dry-run) let through.
-                ("veto", ok, errno_of_ret(ev.ret))
+                (Kind::Veto, ok, errno_of_ret(ev.ret))
             }
         };
         let group = ev
@@ -260,7 +260,7 @@ impl NodeState {
             .or_else(|| self.map.group_of(&ev.device))
             .or_else(|| cdev_device.as_deref().and_then(|d| self.map.group_of(d)))
             .or_else(|| path.as_deref().and_then(group_of_node));
-        let line = Line::Event(Box::new(EventLine {
+        let line = Line::Event(Box::new(Event {
             kind,
             // A cdev record carries no device of its own: the one behind the node is named.
             device: (!ev.device.is_empty())
@@ -273,8 +273,8 @@ impl NodeState {
             },
             group: group.map(|g| g.to_string()),
             ret: ev.ret,
-            errno,
-            result: if ok { "ok" } else { "error" },
+            errno: errno.map(str::to_owned),
+            result: Outcome::of(ok),
             scope,
             path,
             rule: veto_of.as_ref().map(|v| v.rule),
@@ -307,42 +307,42 @@ fn written_override(written: Option<&str>) -> Option<String> {
 /// A veto record's `detail`, spelled out.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Veto {
-    rule: &'static str,
-    action: &'static str,
+    rule: Rule,
+    action: Action,
     fail_closed: bool,
-    why: Vec<&'static str>,
+    why: Vec<Why>,
 }
 
 impl Veto {
     fn from_detail(detail: u32) -> Self {
         let rule = match detail & veto::KIND_MASK {
-            watched::DRIVER_OVERRIDE => "protected_driver_override",
-            watched::REMOVE => "protected_remove",
-            watched::BIND => "protected_bind",
-            watched::UNBIND => "protected_unbind",
-            watched::NEW_ID => "protected_new_id",
-            watched::DRIVERS_PROBE => "protected_drivers_probe",
-            watched::VFIO_GROUP | watched::VFIO_CDEV => "vfio_open_not_viable",
-            watched::RESET => "protected_reset",
-            watched::RESET_SUBORDINATE => "protected_reset_subordinate",
-            watched::SLOT_POWER => "protected_slot_power",
-            watched::PROBE => "protected_probe",
-            watched::REMOVE_ID => "protected_remove_id",
-            _ => "unknown",
+            watched::DRIVER_OVERRIDE => Rule::ProtectedDriverOverride,
+            watched::REMOVE => Rule::ProtectedRemove,
+            watched::BIND => Rule::ProtectedBind,
+            watched::UNBIND => Rule::ProtectedUnbind,
+            watched::NEW_ID => Rule::ProtectedNewId,
+            watched::DRIVERS_PROBE => Rule::ProtectedDriversProbe,
+            watched::VFIO_GROUP | watched::VFIO_CDEV => Rule::VfioOpenNotViable,
+            watched::RESET => Rule::ProtectedReset,
+            watched::RESET_SUBORDINATE => Rule::ProtectedResetSubordinate,
+            watched::SLOT_POWER => Rule::ProtectedSlotPower,
+            watched::PROBE => Rule::ProtectedProbe,
+            watched::REMOVE_ID => Rule::ProtectedRemoveId,
+            _ => Rule::Unknown,
         };
         Self {
             rule,
             action: if detail & veto::DENIED != 0 {
-                "vetoed"
+                Action::Vetoed
             } else {
-                "would_veto"
+                Action::WouldVeto
             },
             fail_closed: detail & veto::TARGET_UNKNOWN != 0,
             why: [
-                (veto::ABOVE, "above_protected_group"),
-                (veto::AT_OPEN, "opened_for_writing"),
-                (veto::NOT_THIS_WRITE, "not_this_writes_registers"),
-                (veto::TRACED, "trusted_writer_traced"),
+                (veto::ABOVE, Why::AboveProtectedGroup),
+                (veto::AT_OPEN, Why::OpenedForWriting),
+                (veto::NOT_THIS_WRITE, Why::NotThisWritesRegisters),
+                (veto::TRACED, Why::TrustedWriterTraced),
             ]
             .into_iter()
             .filter(|(bit, _)| detail & bit != 0)
@@ -352,10 +352,10 @@ impl Veto {
     }
 }
 
-fn scope_of(kind: EventKind) -> &'static str {
+fn scope_of(kind: EventKind) -> Scope {
     match kind {
-        EventKind::DeviceClaim | EventKind::DeviceRelease => "device",
-        _ => "group",
+        EventKind::DeviceClaim | EventKind::DeviceRelease => Scope::Device,
+        _ => Scope::Group,
     }
 }
 
@@ -421,7 +421,7 @@ mod tests {
         }
     }
 
-    fn event_line(lines: &[Line]) -> &EventLine {
+    fn event_line(lines: &[Line]) -> &Event {
         match &lines[0] {
             Line::Event(e) => e,
             other => panic!("expected an event line, got {other:?}"),
@@ -470,11 +470,11 @@ mod tests {
         let e = event_line(&lines);
         assert_eq!(
             (e.kind, e.result, e.scope, e.group.as_deref()),
-            ("claim", "ok", Some("group"), Some("9"))
+            (Kind::Claim, Outcome::Ok, Some(Scope::Group), Some("9"))
         );
         assert_eq!(verdicts(&lines), [("9".to_string(), Owner::User, true)]);
         let (lines, _) = n.apply(&event(EventKind::GroupRelease, 0, "", None, Some(9)), None);
-        assert_eq!(event_line(&lines).kind, "release");
+        assert_eq!(event_line(&lines).kind, Kind::Release);
         assert_eq!(verdicts(&lines), [("9".to_string(), Owner::None, true)]);
     }
 
@@ -494,8 +494,8 @@ mod tests {
         );
         let e = event_line(&lines);
         assert_eq!(
-            (e.kind, e.errno, e.result),
-            ("refusal", Some("EBUSY"), "error")
+            (e.kind, e.errno.as_deref(), e.result),
+            (Kind::Refusal, Some("EBUSY"), Outcome::Error)
         );
         assert_eq!(
             (e.device.as_deref(), e.driver.as_deref()),
@@ -513,7 +513,7 @@ mod tests {
         );
         assert_eq!(
             (event_line(&lines).kind, event_line(&lines).result),
-            ("bind", "error")
+            (Kind::Bind, Outcome::Error)
         );
         assert!(verdicts(&lines).is_empty(), "nothing changed");
         assert_eq!(
@@ -543,7 +543,7 @@ mod tests {
                 let ev = event(kind, i32::MIN, "0000:00:05.1", Some("e1000"), Some(9));
                 let (lines, _) = n.apply(&ev, None);
                 let e = event_line(&lines);
-                assert_eq!((e.ret, e.errno), (i32::MIN, None), "{kind:?}");
+                assert_eq!((e.ret, e.errno.as_deref()), (i32::MIN, None), "{kind:?}");
             }
             assert_eq!(
                 n.map()
@@ -564,11 +564,14 @@ mod tests {
             &event(EventKind::Probe, 0, "0000:00:05.1", Some("e1000"), Some(9)),
             None,
         );
-        assert_eq!(event_line(&lines).result, "ok");
+        assert_eq!(event_line(&lines).result, Outcome::Ok);
         assert_eq!(verdicts(&lines), [("9".to_string(), Owner::Kernel, false)]);
         let (lines, _) = n.apply(&event(EventKind::GroupClaim, -1, "", None, Some(9)), None);
         let e = event_line(&lines);
-        assert_eq!((e.result, e.errno), ("error", Some("EPERM")));
+        assert_eq!(
+            (e.result, e.errno.as_deref()),
+            (Outcome::Error, Some("EPERM"))
+        );
         assert!(verdicts(&lines).is_empty());
         let v = n.policy().verdict(n.map(), 9).expect("group 9");
         assert!(
@@ -624,14 +627,17 @@ mod tests {
             &event(EventKind::Probe, 1, "0000:00:05.1", Some("e1000"), Some(9)),
             None,
         );
-        assert_eq!(event_line(&lines).result, "ok");
+        assert_eq!(event_line(&lines).result, Outcome::Ok);
         let (lines, _) = n.apply(
             &event(EventKind::Probe, 0, "0000:00:05.1", Some("e1000"), Some(9)),
             None,
         );
         assert_eq!(
-            (event_line(&lines).result, event_line(&lines).errno),
-            ("error", None)
+            (
+                event_line(&lines).result,
+                event_line(&lines).errno.as_deref()
+            ),
+            (Outcome::Error, None)
         );
     }
 
@@ -644,7 +650,7 @@ mod tests {
         let e = event_line(&lines);
         assert_eq!(
             (e.kind, e.group.as_deref(), e.path.as_deref()),
-            ("vfio_open", Some("9"), Some("/dev/vfio/9"))
+            (Kind::VfioOpen, Some("9"), Some("/dev/vfio/9"))
         );
         assert_eq!(follow, FollowUp::default());
         let held: Vec<(u32, Option<u32>)> = n.map().holders(9).map(|h| (h.pid, h.fd)).collect();
@@ -658,7 +664,7 @@ mod tests {
         let mut rel = event(EventKind::VfioGroupRelease, 0, "", None, None);
         rel.tgid = 300;
         let (lines, follow) = n.apply(&rel, Some("/dev/vfio/9".into()));
-        assert_eq!(event_line(&lines).kind, "vfio_release");
+        assert_eq!(event_line(&lines).kind, Kind::VfioRelease);
         assert_eq!(follow, FollowUp::default());
         assert_eq!(n.map().holders(9).count(), 0);
     }
@@ -722,10 +728,10 @@ mod tests {
     fn an_override_write_is_an_event_with_the_value_the_kernel_took() {
         let mut n = node();
         for (written, ret, value, result) in [
-            ("none\n", 5, Some("none"), "ok"),
-            ("\n", 1, None, "ok"),
-            ("e1000\nrest", 11, Some("e1000"), "ok"),
-            ("vfio-pci\n", -12, Some("vfio-pci"), "error"),
+            ("none\n", 5, Some("none"), Outcome::Ok),
+            ("\n", 1, None, Outcome::Ok),
+            ("e1000\nrest", 11, Some("e1000"), Outcome::Ok),
+            ("vfio-pci\n", -12, Some("vfio-pci"), Outcome::Error),
         ] {
             let ev = event(
                 EventKind::OverrideWritten,
@@ -736,7 +742,7 @@ mod tests {
             );
             let (lines, follow) = n.apply(&ev, None);
             let line = event_line(&lines);
-            assert_eq!(line.kind, "driver_override_write");
+            assert_eq!(line.kind, Kind::DriverOverrideWrite);
             assert_eq!(line.driver.as_deref(), value, "{written:?}");
             assert_eq!(line.result, result);
             assert_eq!(line.group.as_deref(), Some("9"));

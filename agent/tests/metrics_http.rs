@@ -5,6 +5,7 @@ mod metrics_support;
 use std::{sync::Arc, time::Duration};
 
 use iommu_enforcer::metrics::{Metrics, MetricsServer, CONTENT_TYPE};
+use iommu_enforcer_schema::Line;
 use metrics_support::{get, request, serve_on_loopback};
 
 #[test]
@@ -18,10 +19,10 @@ fn metrics_healthz_readyz_and_404_over_tcp() {
 
     let r = get(addr, "/readyz").expect("GET /readyz");
     assert_eq!(r.status, 503, "not ready before the first scan: {r:?}");
-    metrics.observe_json(r#"{"type":"ready","groups":2}"#);
+    metrics.observe(&Line::Ready { groups: 2 });
     assert_eq!(get(addr, "/readyz").expect("GET /readyz").status, 200);
 
-    metrics.observe_json(r#"{"type":"lost","count":5}"#);
+    metrics.observe(&Line::Lost { count: 5 });
     let r = get(addr, "/metrics").expect("GET /metrics");
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), Some(CONTENT_TYPE));
@@ -45,7 +46,9 @@ fn metrics_healthz_readyz_and_404_over_tcp() {
     assert_eq!(get(addr, "/metrics/x").expect("GET").status, 404);
     assert_eq!(request(addr, "POST", "/metrics").expect("POST").status, 405);
 
-    metrics.observe_json(r#"{"type":"shutdown","signal":"SIGTERM"}"#);
+    metrics.observe(&Line::Shutdown {
+        signal: "SIGTERM".into(),
+    });
     assert_eq!(get(addr, "/readyz").expect("GET /readyz").status, 503);
     assert_eq!(get(addr, "/healthz").expect("GET /healthz").status, 200);
 }

@@ -19,6 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use iommu_enforcer_schema::Line;
 use metrics_support::{encode, fed_metrics, get, root, serve_on_loopback, tool};
 use serde_json::Value;
 
@@ -222,9 +223,9 @@ fn every_dashboard_query_and_alert_rule_works_against_a_real_prometheus() {
     });
     if let Some(m) = &metrics {
         // A second batch after the first scrape, so increase() sees counters grow.
-        for line in metrics_support::recorded_lines() {
-            if line.contains(r#""type":"event""#) || line.contains(r#""type":"lost""#) {
-                m.observe_json(&line);
+        for line in metrics_support::recorded() {
+            if matches!(line, Line::Event(_) | Line::Lost { .. }) {
+                m.observe(&line);
             }
         }
     }

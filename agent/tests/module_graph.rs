@@ -259,12 +259,9 @@ impl<'ast> Visit<'ast> for References<'_> {
 /// Each edge keeps the (from module, named path) pairs that make it, for the report.
 type Siblings = BTreeMap<ModPath, BTreeMap<(String, String), BTreeSet<(String, String)>>>;
 
-fn sibling_edges(krate: &Crate, left_out: &[&str]) -> Siblings {
+fn sibling_edges(krate: &Crate) -> Siblings {
     let mut out = Siblings::new();
     for (from, target) in &krate.references {
-        if left_out.iter().any(|l| target.join("::") == *l) {
-            continue;
-        }
         let to = krate.module_of(target);
         let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
         if common == from.len() || common == to.len() {
@@ -348,19 +345,13 @@ fn cycles(nodes: &BTreeSet<String>, edges: &BTreeSet<(String, String)>) -> Vec<V
     t.out
 }
 
-/// References left out of the cycle check because another change removes them: the `Line` enum
-/// (and its `EventLine`) living in `daemon::output`, which enforce, node, metrics and nfd
-/// build or read, while output holds the metrics. Issue 13 items 1 and 2 move `Line` into a
-/// schema crate; empty this list then, and the check covers everything.
-const LEFT_OUT: &[&str] = &["daemon::output::Line", "daemon::output::EventLine"];
-
 struct Report {
     text: String,
     cycles: Vec<(String, Vec<String>)>,
 }
 
-fn report(krate: &Crate, left_out: &[&str]) -> Report {
-    let siblings = sibling_edges(krate, left_out);
+fn report(krate: &Crate) -> Report {
+    let siblings = sibling_edges(krate);
     let mut text = String::new();
     let mut found = Vec::new();
     for (parent, edges) in &siblings {
@@ -409,10 +400,8 @@ fn agent_crate() -> Crate {
 #[test]
 fn no_import_cycles_between_agent_modules() {
     let krate = agent_crate();
-    let all = report(&krate, &[]);
-    println!("every reference:\n{}", all.text);
-    let checked = report(&krate, LEFT_OUT);
-    println!("without {LEFT_OUT:?}:\n{}", checked.text);
+    let checked = report(&krate);
+    println!("every reference:\n{}", checked.text);
     assert!(
         checked.cycles.is_empty(),
         "import cycles between agent modules: {:?}\n{}",
@@ -444,7 +433,7 @@ fn finds_a_cycle_between_siblings_and_not_between_parent_and_child() {
         "#[cfg(test)]\nmod tests { use crate::a::Y; }\npub fn h() { let _ = format!(\"{}\", crate::b::X); }\n",
     )
     .expect("write");
-    let report = report(&Crate::read(&src.join("lib.rs")), &[]);
+    let report = report(&Crate::read(&src.join("lib.rs")));
     assert_eq!(
         report.cycles,
         vec![("crate".to_string(), vec!["a".to_string(), "b".to_string()])],

@@ -99,13 +99,21 @@ wire_enum! {
 }
 
 impl Rule {
-    /// The rules a veto can name (`violations_total{rule}`).
-    pub fn vetoes() -> impl Iterator<Item = Rule> {
-        Rule::ALL
-            .iter()
-            .copied()
-            .filter(|r| *r != Rule::Reservation)
-    }
+    /// The rules the hooks veto by (docs/events.md; the `violations_total{rule}` label values
+    /// exported from the start). drivers_probe and remove_id are no longer vetoed: their
+    /// rules stay spelled only for records of an older eBPF object.
+    pub const VETOES: [Rule; 10] = [
+        Rule::ProtectedDriverOverride,
+        Rule::ProtectedRemove,
+        Rule::ProtectedBind,
+        Rule::ProtectedUnbind,
+        Rule::ProtectedNewId,
+        Rule::ProtectedReset,
+        Rule::ProtectedResetSubordinate,
+        Rule::ProtectedSlotPower,
+        Rule::ProtectedProbe,
+        Rule::VfioOpenNotViable,
+    ];
 }
 
 wire_enum! {

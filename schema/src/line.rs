@@ -198,7 +198,7 @@ mod tests {
             let json = serde_json::to_string(k).unwrap();
             assert_eq!(json, format!("\"{k}\""));
         }
-        assert!(Rule::vetoes().all(|r| r != Rule::Reservation));
+        assert!(!Rule::VETOES.contains(&Rule::Reservation));
         for kind in Kind::RESERVATION {
             assert!(!Action::of_reservation(kind).is_empty(), "{kind}");
         }

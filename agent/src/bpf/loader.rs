@@ -18,6 +18,7 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
 };
 use iommu_enforcer_common::{names, offsets::UNRESOLVED, pins, pt_regs_mode};
+use iommu_enforcer_schema::ProgramState;
 
 use super::{
     features::{Features, Probeable},
@@ -68,6 +69,17 @@ impl std::fmt::Display for ProgramStatus {
 }
 
 impl ProgramStatus {
+    /// As the capabilities line reports it.
+    pub fn state(&self) -> ProgramState {
+        match self {
+            Self::Attached => ProgramState::Attached,
+            Self::AttachedUnpinned => ProgramState::AttachedUnpinned,
+            Self::Absent => ProgramState::Absent(None),
+            Self::Unprobeable(why) => ProgramState::Absent(Some((*why).to_owned())),
+            Self::Failed(why) => ProgramState::Failed(why.clone()),
+        }
+    }
+
     pub fn is_attached(&self) -> bool {
         matches!(self, Self::Attached | Self::AttachedUnpinned)
     }

@@ -4,8 +4,8 @@
 //! read the ring, and every record made is either printed or counted.
 use iommu_enforcer_common::agent_log;
 
-use super::output::Line;
 use crate::bpf::loader::Loaded;
+use iommu_enforcer_schema::Line;
 
 /// The loss counter as reported so far.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -4,9 +4,9 @@
 //! null and is counted by reason.
 use std::path::Path;
 
+use iommu_enforcer_schema::Line;
 use log::{debug, info};
 
-use super::output::Line;
 use crate::{
     metrics::Metrics,
     pods::{CgroupIds, Failure},
@@ -81,31 +81,13 @@ mod tests {
     use std::{fs, os::unix::fs::MetadataExt};
 
     use super::*;
-    use crate::daemon::output::EventLine;
+    use iommu_enforcer_schema::{Event, Kind, Outcome};
 
     fn event(cgroup_id: u64) -> Line {
-        Line::Event(Box::new(EventLine {
-            kind: "vfio_open",
-            device: None,
-            driver: None,
-            group: Some("8".into()),
-            ret: 0,
-            errno: None,
-            result: "ok",
-            scope: None,
-            path: None,
-            rule: None,
-            action: None,
-            fail_closed: false,
-            why: Vec::new(),
-            bound_to: None,
-            pid: 1,
-            tgid: 1,
-            comm: "vfio-holder".into(),
-            cgroup_id,
-            pod_uid: None,
-            container_id: None,
-        }))
+        let mut e = Event::new(Kind::VfioOpen, Outcome::Ok);
+        e.group = Some("8".into());
+        (e.pid, e.tgid, e.comm, e.cgroup_id) = (1, 1, "vfio-holder".into(), cgroup_id);
+        Line::Event(Box::new(e))
     }
 
     fn pod_of(line: &Line) -> (Option<&str>, Option<&str>) {

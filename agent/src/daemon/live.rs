@@ -6,11 +6,12 @@ use aya::maps::{MapData, RingBuf};
 use log::warn;
 
 use iommu_enforcer_common::EventKind;
+use iommu_enforcer_schema::Line;
 
 use super::{
     accounting::{self, Ledger},
     attribution::Attribution,
-    output::{Line, Sink},
+    output::Sink,
     scan, vfio_nodes,
 };
 use crate::{

@@ -15,7 +15,7 @@ pub mod output;
 mod scan;
 mod vfio_nodes;
 
-use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use aya::maps::{MapData, RingBuf};
 use log::{info, warn};
@@ -24,10 +24,9 @@ use tokio::{
     signal::unix::{signal, Signal, SignalKind},
 };
 
-use self::{
-    live::Live,
-    output::{Line, Sink},
-};
+use iommu_enforcer_schema::{HookState, Line};
+
+use self::{live::Live, output::Sink};
 use crate::{
     bpf::{
         self,
@@ -220,7 +219,7 @@ async fn start(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
         .filter(|h| live.loaded.report().get(h).is_some_and(|s| s.is_attached()))
         .map(|h| Line::LsmHook {
             hook: h.to_string(),
-            state: "attached".to_string(),
+            state: HookState::Attached,
         })
         .collect();
     live.sink.emit(&hooks);
@@ -436,12 +435,8 @@ fn pin_watch(loaded: &Loaded) -> String {
 }
 
 fn capabilities(features: &Features, loaded: &Loaded, dry_run: bool) -> Line {
-    let status = enforce::status(features.bpf_lsm_active(), loaded.lsm_ready(), dry_run);
     Line::Capabilities {
-        enforcement: BTreeMap::from([
-            ("lsm".to_string(), status.lsm),
-            ("reservation".to_string(), status.reservation),
-        ]),
+        enforcement: enforce::status(features.bpf_lsm_active(), loaded.lsm_ready(), dry_run),
         kernel: features.kernel_release.clone(),
         btf: features.has_btf(),
         bpf_lsm: features.bpf_lsm_active(),
@@ -450,7 +445,7 @@ fn capabilities(features: &Features, loaded: &Loaded, dry_run: bool) -> Line {
         programs: loaded
             .report()
             .into_iter()
-            .map(|(t, s)| (t.to_owned(), s.to_string()))
+            .map(|(t, s)| (t.to_owned(), s.state()))
             .collect(),
     }
 }

@@ -16,6 +16,7 @@ use std::{
 };
 
 use iommu_enforcer_common::{watched, WatchedFile, ADDR_LEN};
+use iommu_enforcer_schema::{Action, Event, Kind, Line, Mechanism, MechanismState, Outcome, Rule};
 use log::{info, warn};
 
 use self::{
@@ -24,21 +25,7 @@ use self::{
     plan::{Plan, Reservation},
     sysfs_files::{exe_key, node_rdev},
 };
-use crate::{
-    bpf::record::errno_name,
-    daemon::output::{EventLine, Line},
-    node::NodeState,
-    policy::Policy,
-};
-
-/// Whether each mechanism enforces, as the capabilities line and metrics report it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Status {
-    /// `active`, `dry_run`, or `unavailable: <why>`.
-    pub lsm: String,
-    /// `active` or `dry_run`.
-    pub reservation: String,
-}
+use crate::{bpf::record::errno_name, node::NodeState, policy::Policy};
 
 /// (dev, inode) of every writer that exists; the others are logged and trusted once they
 /// appear (the agent watches their paths).
@@ -293,7 +280,11 @@ impl Enforcer {
                 value,
                 ..
             } => (
-                if restore { "pin_restored" } else { "pin" },
+                if restore {
+                    Kind::PinRestored
+                } else {
+                    Kind::Pin
+                },
                 *group,
                 device,
                 value,
@@ -304,20 +295,20 @@ impl Enforcer {
                 device,
                 value,
                 from,
-            } => ("rebind", *group, device, value, Some(from)),
+            } => (Kind::Rebind, *group, device, value, Some(from)),
             Reservation::Blocked {
                 group,
                 device,
                 value,
                 from,
-            } => ("reservation_blocked", *group, device, value, Some(from)),
+            } => (Kind::ReservationBlocked, *group, device, value, Some(from)),
         };
         let (action, result) = match r {
-            Reservation::Blocked { .. } => ("report", Ok(())),
-            Reservation::Pin { .. } if self.dry_run => ("would_pin", Ok(())),
-            Reservation::Rebind { .. } if self.dry_run => ("would_rebind", Ok(())),
+            Reservation::Blocked { .. } => (Action::Report, Ok(())),
+            Reservation::Pin { .. } if self.dry_run => (Action::WouldPin, Ok(())),
+            Reservation::Rebind { .. } if self.dry_run => (Action::WouldRebind, Ok(())),
             Reservation::Pin { probe, .. } => (
-                "pinned",
+                Action::Pinned,
                 sysfs_files::pin(&self.sysfs, device, value).and_then(|()| {
                     if *probe {
                         sysfs_files::probe(&self.sysfs, device)
@@ -327,12 +318,12 @@ impl Enforcer {
                 }),
             ),
             Reservation::Rebind { .. } => (
-                "rebound",
+                Action::Rebound,
                 sysfs_files::pin(&self.sysfs, device, value)
                     .and_then(|()| sysfs_files::rebind(&self.sysfs, device)),
             ),
         };
-        let changed = result.is_ok() && matches!(action, "pinned" | "rebound");
+        let changed = result.is_ok() && matches!(action, Action::Pinned | Action::Rebound);
         let mut lines = Vec::new();
         if changed {
             info!("{kind} {action} {device} (group {group}) to {value}");
@@ -349,31 +340,17 @@ impl Enforcer {
         }
         let os_errno = result.as_ref().err().and_then(|e| e.raw_os_error());
         let pid = std::process::id();
-        lines.insert(
-            0,
-            Line::Event(Box::new(EventLine {
-                kind,
-                device: Some(device.clone()),
-                driver: Some(value.clone()),
-                group: Some(group.to_string()),
-                ret: os_errno.map_or(0, |e| -e),
-                errno: os_errno.and_then(errno_name),
-                result: if result.is_ok() { "ok" } else { "error" },
-                scope: None,
-                path: None,
-                rule: Some("reservation"),
-                action: Some(action),
-                fail_closed: false,
-                why: Vec::new(),
-                bound_to: from.cloned(),
-                pid,
-                tgid: pid,
-                comm: "enforcer".into(),
-                cgroup_id: 0,
-                pod_uid: None,
-                container_id: None,
-            })),
-        );
+        let mut event = Event::new(kind, Outcome::of(result.is_ok()));
+        event.device = Some(device.clone());
+        event.driver = Some(value.clone());
+        event.group = Some(group.to_string());
+        event.ret = os_errno.map_or(0, |e| -e);
+        event.errno = os_errno.and_then(errno_name).map(str::to_owned);
+        event.rule = Some(Rule::Reservation);
+        event.action = Some(action);
+        event.bound_to = from.cloned();
+        (event.pid, event.tgid, event.comm) = (pid, pid, "enforcer".into());
+        lines.insert(0, Line::Event(Box::new(event)));
         lines
     }
 
@@ -398,20 +375,30 @@ impl Enforcer {
     }
 }
 
-/// What enforces on this node, honestly: the LSM only where `bpf` is an active LSM and both
-/// hooks loaded (each is attached whenever it has something to veto).
-pub fn status(bpf_lsm_active: bool, lsm_ready: bool, dry_run: bool) -> Status {
+/// What enforces on this node, honestly, per mechanism (the capabilities line's
+/// `enforcement`): the LSM only where `bpf` is an active LSM and its hooks loaded.
+pub fn status(
+    bpf_lsm_active: bool,
+    lsm_ready: bool,
+    dry_run: bool,
+) -> BTreeMap<Mechanism, MechanismState> {
     let lsm = if !bpf_lsm_active {
-        "unavailable: bpf is not among the active LSMs (boot with lsm=...,bpf)".to_string()
+        MechanismState::Unavailable(
+            "bpf is not among the active LSMs (boot with lsm=...,bpf)".to_owned(),
+        )
     } else if !lsm_ready {
-        "unavailable: the LSM hooks did not load".to_string()
+        MechanismState::Unavailable("the LSM hooks did not load".to_owned())
     } else if dry_run {
-        "dry_run".to_string()
+        MechanismState::DryRun
     } else {
-        "active".to_string()
+        MechanismState::Active
     };
-    let reservation = if dry_run { "dry_run" } else { "active" }.to_string();
-    Status { lsm, reservation }
+    let reservation = if dry_run {
+        MechanismState::DryRun
+    } else {
+        MechanismState::Active
+    };
+    BTreeMap::from([(Mechanism::Lsm, lsm), (Mechanism::Reservation, reservation)])
 }
 
 #[cfg(test)]
@@ -433,7 +420,7 @@ mod tests {
         lines
             .iter()
             .filter_map(|l| match l {
-                Line::Event(e) if e.kind == "rebind" && e.action == Some("rebound") => {
+                Line::Event(e) if e.kind == Kind::Rebind && e.action == Some(Action::Rebound) => {
                     e.device.clone()
                 }
                 _ => None,

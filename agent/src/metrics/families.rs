@@ -1,6 +1,7 @@
 //! Every metric the agent exports, by name, with its help text and labels (DESIGN.md section 4).
 //! Labels are bounded by the node's hardware and the policy: group, device address, driver,
 //! errno, owner, program. Never pid, comm or cgroup id: those live in the JSON events.
+use iommu_enforcer_schema::{Action, Kind, Mechanism, Outcome, Rule, Scope};
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// Prefix of every metric name.
@@ -148,24 +149,30 @@ impl Families {
         // the first event is an increase from 0 that increase() and the alerts see, not a
         // series that appears at 1. Series labelled by group, device or driver cannot be known
         // in advance: the alerts on those also fire when a series appears (dashboards/alerts.yaml).
-        for mechanism in super::MECHANISMS {
+        for mechanism in Mechanism::ALL {
             families
                 .enforcement_active
-                .get_metric_with_label_values(&[mechanism])?
+                .get_metric_with_label_values(&[mechanism.as_str()])?
                 .set(0);
         }
-        for rule in super::VETO_RULES {
-            for action in super::ACTIONS {
+        for rule in Rule::VETOES {
+            for action in Action::VETO {
                 families
                     .violations
-                    .get_metric_with_label_values(&[rule, action])?;
+                    .get_metric_with_label_values(&[rule.as_str(), action.as_str()])?;
             }
         }
-        for (kind, action) in super::RESERVATION_KIND_ACTIONS {
-            for result in super::RESULTS {
-                families
-                    .reservation_actions
-                    .get_metric_with_label_values(&[kind, action, result])?;
+        for kind in Kind::RESERVATION {
+            for action in Action::of_reservation(kind) {
+                for result in Outcome::ALL {
+                    families
+                        .reservation_actions
+                        .get_metric_with_label_values(&[
+                            kind.as_str(),
+                            action.as_str(),
+                            result.as_str(),
+                        ])?;
+                }
             }
         }
         for reason in crate::pods::Failure::ALL {
@@ -173,11 +180,11 @@ impl Families {
                 .pod_attribution_failures
                 .get_metric_with_label_values(&[reason.as_str()])?;
         }
-        for scope in super::CLAIM_SCOPES {
-            for result in super::RESULTS {
+        for scope in Scope::ALL {
+            for result in Outcome::ALL {
                 families
                     .claims
-                    .get_metric_with_label_values(&[scope, result])?;
+                    .get_metric_with_label_values(&[scope.as_str(), result.as_str()])?;
             }
         }
         Ok(families)

@@ -1,8 +1,9 @@
 //! Prometheus metrics and the HTTP endpoint that serves them (DESIGN.md section 4).
 //!
-//! Every metric is derived from the agent's own output lines ([`Metrics::observe`]), so the
-//! numbers a dashboard shows and the JSON events a script reads come from one source. Which
-//! line feeds which metric:
+//! Every metric is derived from the agent's own output lines ([`Metrics::observe`]), typed
+//! (the schema crate's `Line`, the same values stdout prints as JSON), so the numbers a
+//! dashboard shows and the JSON events a script reads come from one source. Which line feeds
+//! which metric:
 //!
 //! | line | metrics |
 //! |---|---|
@@ -29,7 +30,6 @@
 //! [`Metrics::set_reserved`].
 mod families;
 mod http;
-mod view;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -39,68 +39,52 @@ use std::{
     },
 };
 
+use iommu_enforcer_schema::{
+    Action, Event, HookState, Kind, Line, Mechanism, MechanismState, Outcome, Owner, ProgramState,
+    Rule, Scope,
+};
 use log::warn;
 use prometheus::{Encoder, TextEncoder};
 
-use self::{families::Families, view::View};
+use self::families::Families;
 pub use self::{
     families::PREFIX,
     http::{parse_addr, serve, MetricsServer},
 };
-use crate::daemon::output::Line;
 
 /// Content type of the text exposition format served on `/metrics`.
 pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
-
-/// Enforcement mechanisms, the values of `enforcement_active{mechanism}`.
-pub const MECHANISMS: [&str; 2] = ["lsm", "reservation"];
-
-/// Owners a verdict can give, the values of `group_owner{owner}`.
-pub const OWNERS: [&str; 4] = ["kernel", "user", "none", "conflict"];
 
 /// Program statuses, the values of `program_status{status}`.
 /// `standby`: an LSM hook loaded and verified, attached only while there is something to veto.
 pub const PROGRAM_STATUSES: [&str; 4] = ["attached", "standby", "absent", "failed"];
 
-/// What a veto event's `action` may be, the values of `violations_total{action}`.
-pub const ACTIONS: [&str; 3] = ["vetoed", "would_veto", "allowed"];
+/// The `program_status{status}` of a program state, without its free-text reason (a label value
+/// comes from a small set). Attached without a pinned link is still attached.
+fn status_label(state: &ProgramState) -> &'static str {
+    match state {
+        ProgramState::Attached | ProgramState::AttachedUnpinned => "attached",
+        ProgramState::Absent(_) => "absent",
+        ProgramState::Failed(_) => "failed",
+    }
+}
 
-/// Reservation event kinds and their actions, the values of `reservation_actions_total`.
-pub const RESERVATION_KINDS: [&str; 4] = ["pin", "pin_restored", "rebind", "reservation_blocked"];
-pub const RESERVATION_ACTIONS: [&str; 5] =
-    ["pinned", "rebound", "would_pin", "would_rebind", "report"];
+fn hook_label(state: HookState) -> &'static str {
+    match state {
+        HookState::Attached => "attached",
+        HookState::Standby => "standby",
+    }
+}
 
-/// Rules a veto event names (the eBPF hooks' record `detail`, spelled out in
-/// `daemon::state`), the values of `violations_total{rule}`.
-pub const VETO_RULES: [&str; 10] = [
-    "protected_driver_override",
-    "protected_remove",
-    "protected_bind",
-    "protected_unbind",
-    "protected_new_id",
-    "protected_reset",
-    "protected_reset_subordinate",
-    "protected_slot_power",
-    "protected_probe",
-    "vfio_open_not_viable",
-];
+/// LSM hooks the agent's veto programs attach to (ebpf/src/lsm_hooks.rs). The capability
+/// report keys a program by its target, and an LSM program's target is its hook.
+const LSM_HOOKS: [&str; 3] = ["kernfs_init_security", "file_open", "file_permission"];
 
-/// The action each reservation kind may take, the valid `(kind, action)` pairs of
-/// `reservation_actions_total`.
-pub const RESERVATION_KIND_ACTIONS: [(&str, &str); 6] = [
-    ("pin", "pinned"),
-    ("pin", "would_pin"),
-    ("pin_restored", "pinned"),
-    ("rebind", "rebound"),
-    ("rebind", "would_rebind"),
-    ("reservation_blocked", "report"),
-];
-
-/// Results of an event, the values of every `result` label.
-pub const RESULTS: [&str; 2] = ["ok", "error"];
-
-/// Scopes of a DMA ownership claim, the values of `claims_total{scope}`.
-pub const CLAIM_SCOPES: [&str; 2] = ["group", "device"];
+/// Whether a capability-report key is an LSM program: one of [`LSM_HOOKS`], or spelled
+/// `lsm/<hook>` as its ELF section.
+fn is_lsm_program(name: &str) -> bool {
+    LSM_HOOKS.contains(&name) || name.starts_with("lsm/")
+}
 
 /// Label value for a field the line left null.
 const UNKNOWN: &str = "unknown";
@@ -155,53 +139,32 @@ impl Metrics {
         })
     }
 
-    /// Updates the metrics from one line the agent printed (or is about to print).
+    /// Updates the metrics from one line the agent prints.
     pub fn observe(&self, line: &Line) {
-        match serde_json::to_value(line) {
-            Ok(value) => self.observe_value(value),
-            Err(e) => warn!("metrics: cannot read back an output line: {e}"),
-        }
-    }
-
-    /// Updates the metrics from one JSON line in the docs/events.md format, e.g. replayed from a
-    /// recorded agent stdout. Lines that do not parse are skipped with a warning.
-    pub fn observe_json(&self, line: &str) {
-        match serde_json::from_str(line) {
-            Ok(value) => self.observe_value(value),
-            Err(e) => warn!("metrics: skipping a line that is not JSON: {e}"),
-        }
-    }
-
-    fn observe_value(&self, value: serde_json::Value) {
-        let view: View = match serde_json::from_value(value) {
-            Ok(v) => v,
-            Err(e) => {
-                warn!("metrics: skipping a line that does not follow docs/events.md: {e}");
-                return;
-            }
-        };
-        match view {
-            View::Capabilities {
+        match line {
+            Line::Capabilities {
                 kernel,
                 bpf_lsm,
                 dry_run,
                 programs,
                 enforcement,
-            } => self.capabilities(&kernel, bpf_lsm, dry_run, &programs, enforcement.as_ref()),
-            View::Ready {} => self.set_ready(true),
-            View::Shutdown {} => self.set_ready(false),
-            View::Event(ev) => self.event(&ev),
-            View::Verdict {
+                ..
+            } => self.capabilities(kernel, *bpf_lsm, *dry_run, programs, enforcement),
+            Line::Ready { .. } => self.set_ready(true),
+            Line::Shutdown { .. } => self.set_ready(false),
+            Line::Event(ev) => self.event(ev),
+            Line::Verdict {
                 group,
                 owner,
                 viable,
-            } => self.verdict(&group, &owner, viable),
-            View::Lost { count } => self.families.events_lost.inc_by(count),
-            View::Restart { missed } => self.families.events_lost.inc_by(missed),
-            View::Resync {} => self.families.resyncs.inc(),
-            View::GroupRemoved { group } => self.group_removed(&group),
-            View::LsmHook { hook, state } => self.program_changed(&hook, &state),
-            View::Other => {}
+                ..
+            } => self.verdict(group, *owner, *viable),
+            Line::Lost { count } => self.families.events_lost.inc_by(*count),
+            Line::Restart { missed, .. } => self.families.events_lost.inc_by(*missed),
+            Line::Resync { .. } => self.families.resyncs.inc(),
+            Line::GroupRemoved { group } => self.group_removed(group),
+            Line::LsmHook { hook, state } => self.program_changed(hook, hook_label(*state)),
+            Line::Stalled { .. } => {}
         }
     }
 
@@ -271,8 +234,8 @@ impl Metrics {
         kernel: &str,
         bpf_lsm: bool,
         dry_run: bool,
-        programs: &BTreeMap<String, String>,
-        enforcement: Option<&BTreeMap<String, String>>,
+        programs: &BTreeMap<String, ProgramState>,
+        enforcement: &BTreeMap<Mechanism, MechanismState>,
     ) {
         let f = &self.families;
         let mut state = self.state();
@@ -297,13 +260,13 @@ impl Metrics {
         let mut lsm_attached = false;
         state.statuses.clear();
         for (program, report) in programs {
-            let status = view::program_status(report);
+            let status = status_label(report);
             state.statuses.insert(program.clone(), status);
             if status == "attached" {
                 attached += 1;
             }
             if status == "attached" || status == "standby" {
-                lsm_attached |= view::is_lsm_program(program);
+                lsm_attached |= is_lsm_program(program);
             }
             for s in PROGRAM_STATUSES {
                 self.set_gauge(&f.program_status, &[program, s], s == status);
@@ -311,28 +274,27 @@ impl Metrics {
         }
         f.programs_attached.set(gauge(attached));
         state.dry_run = dry_run;
-        // The agent's own word per mechanism (`active`, `dry_run`, `unavailable: why`) when the
-        // line has it; else what the line implies. Either way bpf_lsm must say `bpf` is an
-        // active LSM: without it an attached LSM program never runs (DESIGN.md section 2).
-        let said =
-            |mechanism: &str| enforcement.map(|e| e.get(mechanism).is_some_and(|s| s == "active"));
-        state.lsm_active = said("lsm").unwrap_or(lsm_attached) && bpf_lsm && !dry_run;
-        state.reservation_mode_active = said("reservation").unwrap_or(true) && !dry_run;
+        // The agent's own word per mechanism when the line has it; else what the line implies.
+        // Either way bpf_lsm must say `bpf` is an active LSM: without it an attached LSM
+        // program never runs (DESIGN.md section 2).
+        let said = |m: Mechanism| enforcement.get(&m).map(|s| *s == MechanismState::Active);
+        state.lsm_active = said(Mechanism::Lsm).unwrap_or(lsm_attached) && bpf_lsm && !dry_run;
+        state.reservation_mode_active = said(Mechanism::Reservation).unwrap_or(true) && !dry_run;
         self.update_enforcement(&state);
     }
 
-    fn event(&self, ev: &view::EventView) {
+    fn event(&self, ev: &Event) {
         let f = &self.families;
-        let or_unknown = |v: &Option<String>| v.clone().unwrap_or_else(|| UNKNOWN.to_owned());
-        let result = or_unknown(&ev.result);
-        match ev.kind.as_str() {
-            "bind" | "unbind" => {
+        let or_unknown = |v: &Option<String>| v.as_deref().unwrap_or(UNKNOWN).to_owned();
+        let result = ev.result.as_str();
+        match ev.kind {
+            Kind::Bind | Kind::Unbind => {
                 self.inc(
                     &f.bind_events,
-                    &[&or_unknown(&ev.driver), &ev.kind, &result],
+                    &[&or_unknown(&ev.driver), ev.kind.as_str(), result],
                 );
             }
-            "refusal" => self.inc(
+            Kind::Refusal => self.inc(
                 &f.kernel_refusals,
                 &[
                     &or_unknown(&ev.group),
@@ -341,19 +303,30 @@ impl Metrics {
                     &or_unknown(&ev.errno),
                 ],
             ),
-            "claim" => self.inc(&f.claims, &[&or_unknown(&ev.scope), &result]),
-            "vfio_open" => self.inc(&f.vfio_opens, &[&or_unknown(&ev.group), &result]),
-            kind @ ("pin" | "pin_restored" | "rebind" | "reservation_blocked") => {
-                let action = ev.action.as_deref().unwrap_or(UNKNOWN);
-                if !RESERVATION_ACTIONS.contains(&action) {
-                    warn!("metrics: {kind} event with unknown action {action:?} not counted");
+            Kind::Claim => self.inc(
+                &f.claims,
+                &[ev.scope.map_or(UNKNOWN, Scope::as_str), result],
+            ),
+            Kind::VfioOpen => self.inc(&f.vfio_opens, &[&or_unknown(&ev.group), result]),
+            Kind::Pin | Kind::PinRestored | Kind::Rebind | Kind::ReservationBlocked => {
+                let Some(action) = ev
+                    .action
+                    .filter(|a| Action::of_reservation(ev.kind).contains(a))
+                else {
+                    warn!(
+                        "metrics: {} event with action {:?} not counted",
+                        ev.kind, ev.action
+                    );
                     return;
-                }
-                self.inc(&f.reservation_actions, &[kind, action, &result]);
-                if kind != "reservation_blocked" {
+                };
+                self.inc(
+                    &f.reservation_actions,
+                    &[ev.kind.as_str(), action.as_str(), result],
+                );
+                if ev.kind != Kind::ReservationBlocked {
                     let device = or_unknown(&ev.device);
                     let mut state = self.state();
-                    if result == "ok" {
+                    if ev.result == Outcome::Ok {
                         state.failed_pins.remove(&device);
                     } else {
                         state.failed_pins.insert(device);
@@ -361,31 +334,33 @@ impl Metrics {
                     self.update_enforcement(&state);
                 }
             }
-            "veto" => {
-                let action = match &ev.action {
-                    Some(a) => a.clone(),
+            Kind::Veto => {
+                let action = match ev.action {
+                    Some(a) if Action::VETO.contains(&a) => a,
+                    Some(a) => {
+                        warn!("metrics: veto event with action {a} not counted");
+                        return;
+                    }
                     // A veto without an action is what the mode makes of it.
-                    None if self.state().dry_run => "would_veto".to_owned(),
-                    None => "vetoed".to_owned(),
+                    None if self.state().dry_run => Action::WouldVeto,
+                    None => Action::Vetoed,
                 };
-                if !ACTIONS.contains(&action.as_str()) {
-                    warn!("metrics: veto event with unknown action {action:?} not counted");
-                    return;
-                }
-                self.inc(&f.violations, &[&or_unknown(&ev.rule), &action]);
+                let rule = ev.rule.map_or(UNKNOWN, Rule::as_str);
+                self.inc(&f.violations, &[rule, action.as_str()]);
             }
-            _ => {}
+            Kind::Release
+            | Kind::DeviceAdded
+            | Kind::DeviceRemoved
+            | Kind::VfioRelease
+            | Kind::PinRefused
+            | Kind::DriverOverrideWrite => {}
         }
     }
 
-    fn verdict(&self, group: &str, owner: &str, viable: bool) {
+    fn verdict(&self, group: &str, owner: Owner, viable: bool) {
         let f = &self.families;
-        for o in OWNERS {
-            self.set_gauge(&f.group_owner, &[group, o], o == owner);
-        }
-        if !OWNERS.contains(&owner) {
-            warn!("metrics: verdict for group {group} with unknown owner {owner:?}");
-            self.set_gauge(&f.group_owner, &[group, owner], true);
+        for o in Owner::ALL {
+            self.set_gauge(&f.group_owner, &[group, o.as_str()], o == owner);
         }
         self.set_gauge(&f.group_viable, &[group], viable);
         let mut state = self.state();
@@ -396,9 +371,8 @@ impl Metrics {
     }
 
     /// An LSM hook was attached (it has something to veto) or put back on standby.
-    fn program_changed(&self, program: &str, report: &str) {
+    fn program_changed(&self, program: &str, status: &'static str) {
         let f = &self.families;
-        let status = view::program_status(report);
         for s in PROGRAM_STATUSES {
             self.set_gauge(&f.program_status, &[program, s], s == status);
         }
@@ -415,8 +389,8 @@ impl Metrics {
     /// A group left the node (hot-unplug): its series go with it.
     fn group_removed(&self, group: &str) {
         let f = &self.families;
-        for o in OWNERS {
-            let _ = f.group_owner.remove_label_values(&[group, o]);
+        for o in Owner::ALL {
+            let _ = f.group_owner.remove_label_values(&[group, o.as_str()]);
         }
         let _ = f.group_viable.remove_label_values(&[group]);
         self.state().viable.remove(group);
@@ -429,8 +403,9 @@ impl Metrics {
             && !state.reserved.is_empty()
             && state.failed_pins.is_empty();
         let f = &self.families;
-        self.set_gauge(&f.enforcement_active, &["lsm"], lsm);
-        self.set_gauge(&f.enforcement_active, &["reservation"], reservation);
+        self.set_gauge(&f.enforcement_active, &[Mechanism::Lsm.as_str()], lsm);
+        let reservation_label = Mechanism::Reservation.as_str();
+        self.set_gauge(&f.enforcement_active, &[reservation_label], reservation);
     }
 
     fn inc(&self, vec: &prometheus::IntCounterVec, labels: &[&str]) {

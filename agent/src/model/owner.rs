@@ -1,40 +1,10 @@
 //! Owner of a group: who holds its DMA, from the bound drivers, holders and claims. Whether
 //! it is viable is the policy's call ([`crate::policy::Policy::verdict`]).
-use serde::Serialize;
-
 use super::driver::{is_driver_managed_dma, is_user_driver};
 use super::{Group, GroupMap};
 
-/// Who owns a group's DMA.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Owner {
-    /// A member is bound to a driver that uses the kernel DMA API (not `driver_managed_dma`).
-    Kernel,
-    /// A process holds the group's VFIO group file or a member's cdev, or a claim was recorded.
-    User,
-    /// Neither.
-    None,
-    /// Both: the state the kernel refuses since 5.19 and BUG()s on before it.
-    Conflict,
-}
-
-impl Owner {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Owner::Kernel => "kernel",
-            Owner::User => "user",
-            Owner::None => "none",
-            Owner::Conflict => "conflict",
-        }
-    }
-}
-
-impl std::fmt::Display for Owner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// Who owns a group's DMA: the output schema's type, computed here.
+pub use iommu_enforcer_schema::Owner;
 
 impl GroupMap {
     /// The owner of `group`, `None` when the group is not in the map.

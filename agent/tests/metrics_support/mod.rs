@@ -11,6 +11,7 @@ use std::{
 };
 
 use iommu_enforcer::metrics::{Metrics, MetricsServer};
+use iommu_enforcer_schema::Line;
 
 /// The workspace root.
 pub fn root() -> PathBuf {
@@ -53,11 +54,24 @@ pub fn recorded_lines() -> Vec<String> {
         .collect()
 }
 
-/// A registry fed with [`recorded_lines`], groups 14 and 15 reserved.
+/// [`recorded_lines`] read into the schema's lines, as the agent's own values would be: a line
+/// the schema does not take fails the test (the recording must stay what an agent prints).
+pub fn recorded() -> Vec<Line> {
+    recorded_lines()
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            serde_json::from_str(text)
+                .unwrap_or_else(|e| panic!("agent-lines.jsonl line {}: {e}: {text}", i + 1))
+        })
+        .collect()
+}
+
+/// A registry fed with [`recorded`], groups 14 and 15 reserved.
 pub fn fed_metrics() -> Arc<Metrics> {
     let metrics = Arc::new(Metrics::new().expect("the registry builds"));
-    for line in recorded_lines() {
-        metrics.observe_json(&line);
+    for line in recorded() {
+        metrics.observe(&line);
     }
     metrics.set_reserved(["14", "15"]);
     metrics
