@@ -1317,3 +1317,75 @@ fn pod_attribution(c: &Checker) {
         format!("audit: holder A (pid {pid_a}) exited but is listed"),
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::qemu::Channel;
+    use crate::topology;
+
+    fn event(kind: Kind, device: &str, driver: Option<&str>, result: Outcome) -> Event {
+        let mut e = Event::new(kind, result);
+        e.device = Some(device.into());
+        e.driver = driver.map(str::to_string);
+        e
+    }
+
+    /// A boot of reserve-prevents-bind on 6.12 as the agent and the script report it.
+    fn boot(with_veto: bool) -> Checker {
+        let (fn0, fn1) = (
+            topology::address("VM_DEV_FN0"),
+            topology::address("VM_DEV_FN1"),
+        );
+        let mut lines = Vec::new();
+        for (dev, driver) in [(fn0, "vfio-pci"), (fn1, "none")] {
+            let mut pin = event(Kind::Pin, dev, Some(driver), Outcome::Ok);
+            pin.rule = Some(Rule::Reservation);
+            pin.action = Some(Action::Pinned);
+            lines.push(Line::Event(Box::new(pin)));
+        }
+        if with_veto {
+            let mut veto = event(Kind::Veto, fn1, None, Outcome::Error);
+            veto.rule = Some(Rule::ProtectedBind);
+            veto.action = Some(Action::Vetoed);
+            veto.errno = Some("EPERM".into());
+            lines.push(Line::Event(Box::new(veto)));
+        }
+        let script = [
+            "fn0_override=vfio-pci",
+            "fn1_override=none",
+            "fn1_after_autoprobe=none",
+            "fn1_driver=none",
+            "alive=yes",
+            "sysfs_bind=EPERM",
+        ]
+        .map(|f| format!("@fact {f}\n"))
+        .concat();
+        let ch = Channel {
+            events: lines
+                .iter()
+                .map(|l| serde_json::to_string(l).unwrap())
+                .collect(),
+            script,
+            ..Channel::default()
+        };
+        Checker::new("6.12", None, &ch)
+    }
+
+    #[test]
+    fn a_rewritten_check_passes_a_good_boot_and_names_what_a_bad_one_misses() {
+        let good = boot(true);
+        reserve_prevents_bind(&good);
+        assert_eq!(good.into_problems(), Vec::<String>::new());
+
+        let bad = boot(false);
+        reserve_prevents_bind(&bad);
+        assert_eq!(
+            bad.into_problems(),
+            [
+                "expected 1 `veto` event with device=0000:05:00.1, rule=protected_bind, \
+              action=vetoed, got 0 (no `veto` event at all)"
+            ]
+        );
+    }
+}
