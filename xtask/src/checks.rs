@@ -1,23 +1,29 @@
-//! Host-side view of one boot for scenario checks: the agent's JSON lines (docs/events.md), the
-//! final audit JSON and the `@fact key=value` lines a guest script printed.
+//! Host-side view of one boot for scenario checks: the agent's lines (docs/events.md) read back
+//! into the schema's types, the final audit JSON and the `@fact key=value` lines a guest script
+//! printed. Problems are collected behind a RefCell, so a query borrowing the checker can write
+//! its own failure message.
+use std::cell::RefCell;
 use std::collections::HashMap;
 
+use iommu_enforcer_schema::{Event, Kind, Line};
 use serde_json::Value;
 
 use crate::qemu::Channel;
 use crate::topology;
 
+mod query;
+
+pub use query::{Events, Verdict, Verdicts};
+
 pub struct Checker {
     pub series: String,
     pub cmdline: Option<String>,
-    pub lines: Vec<Value>,
+    /// The agent's stdout lines that parsed, in order.
+    pub lines: Vec<Line>,
+    /// `enforcer audit --json`: another output, not in the schema.
     pub audit: Option<Value>,
     pub facts: HashMap<String, String>,
-    pub problems: Vec<String>,
-}
-
-pub fn str_of<'a>(v: &'a Value, field: &str) -> Option<&'a str> {
-    v.get(field).and_then(Value::as_str)
+    problems: RefCell<Vec<String>>,
 }
 
 impl Checker {
@@ -25,10 +31,10 @@ impl Checker {
         let mut problems = Vec::new();
         let mut lines = Vec::new();
         for (i, raw) in ch.events.iter().enumerate() {
-            match serde_json::from_str::<Value>(raw) {
-                Ok(v) if v.get("type").and_then(Value::as_str).is_some() => lines.push(v),
-                _ => problems.push(format!(
-                    "agent stdout line {} is not a JSON object with a type: {raw}",
+            match serde_json::from_str::<Line>(raw) {
+                Ok(line) => lines.push(line),
+                Err(e) => problems.push(format!(
+                    "agent stdout line {} does not parse as an output line ({e}): {raw}",
                     i + 1
                 )),
             }
@@ -47,14 +53,23 @@ impl Checker {
             lines,
             audit,
             facts,
-            problems,
+            problems: RefCell::new(problems),
         }
     }
 
-    pub fn expect(&mut self, ok: bool, what: impl Into<String>) {
+    pub fn problem(&self, what: impl Into<String>) {
+        self.problems.borrow_mut().push(what.into());
+    }
+
+    pub fn expect(&self, ok: bool, what: impl Into<String>) {
         if !ok {
-            self.problems.push(what.into());
+            self.problem(what);
         }
+    }
+
+    /// Everything found wrong, in the order found.
+    pub fn into_problems(self) -> Vec<String> {
+        self.problems.into_inner()
     }
 
     pub fn is_5_10(&self) -> bool {
@@ -70,53 +85,65 @@ impl Checker {
         topology::address(var)
     }
 
-    pub fn of_type(&self, t: &str) -> Vec<&Value> {
-        self.lines
-            .iter()
-            .filter(|v| str_of(v, "type") == Some(t))
-            .collect()
+    /// The lines `is` accepts: `c.of_type(|l| matches!(l, Line::Resync { .. }))`.
+    pub fn of_type(&self, is: impl Fn(&Line) -> bool) -> Vec<&Line> {
+        self.lines.iter().filter(|l| is(l)).collect()
     }
 
-    /// `event` lines of `kind` matching every `(field, value)` given (strings compared as strings,
-    /// numbers and booleans parsed from `value`, `null` matches JSON null).
-    pub fn events(&self, kind: &str, fields: &[(&str, &str)]) -> Vec<&Value> {
-        self.of_type("event")
-            .into_iter()
-            .filter(|v| str_of(v, "kind") == Some(kind))
-            .filter(|v| {
-                fields.iter().all(|(f, want)| match v.get(*f) {
-                    Some(Value::String(s)) => s == want,
-                    Some(Value::Null) | None => *want == "null",
-                    Some(Value::Number(n)) => n.as_i64().is_some_and(|n| want.parse() == Ok(n)),
-                    Some(Value::Bool(b)) => want.parse() == Ok(*b),
-                    Some(_) => false,
-                })
+    /// Every `event` line, of any kind.
+    pub fn every_event(&self) -> impl Iterator<Item = &Event> {
+        self.lines.iter().filter_map(Line::as_event)
+    }
+
+    /// The `event` lines of `kind`, to narrow with filters (`.device(d)`, `.rule(r)`, ...) and
+    /// count, list or expect.
+    pub fn events(&self, kind: Kind) -> Events<'_> {
+        Events::of_kind(self, kind)
+    }
+
+    /// Every `verdict` line.
+    fn every_verdict(&self) -> Vec<Verdict<'_>> {
+        self.lines
+            .iter()
+            .filter_map(|l| match l {
+                Line::Verdict {
+                    group,
+                    owner,
+                    viable,
+                    reasons,
+                } => Some(Verdict {
+                    group,
+                    owner: *owner,
+                    viable: *viable,
+                    reasons,
+                }),
+                _ => None,
             })
             .collect()
     }
 
-    pub fn verdicts(&self, group: &str) -> Vec<&Value> {
-        self.of_type("verdict")
-            .into_iter()
-            .filter(|v| str_of(v, "group") == Some(group))
-            .collect()
+    /// The `verdict` lines of `group`.
+    pub fn verdicts(&self, group: &str) -> Verdicts<'_> {
+        Verdicts::of_group(self, group)
     }
 
     /// Checks every boot shares: the agent started, was ready, and shut down cleanly.
-    pub fn common(&mut self) {
-        let caps = self.of_type("capabilities").len();
+    pub fn common(&self) {
+        let caps = self
+            .of_type(|l| matches!(l, Line::Capabilities { .. }))
+            .len();
         self.expect(
             caps == 1,
             format!("expected one `capabilities` line, got {caps}"),
         );
-        let ready = self.of_type("ready").len();
+        let ready = self.of_type(|l| matches!(l, Line::Ready { .. })).len();
         self.expect(
             ready == 1,
             format!("expected one `ready` line, got {ready}"),
         );
         // A scenario that kill -9s the agent on purpose says so in a fact.
         let want = usize::from(self.fact("agent_killed") != "yes");
-        let shutdown = self.of_type("shutdown").len();
+        let shutdown = self.of_type(|l| matches!(l, Line::Shutdown { .. })).len();
         self.expect(
             shutdown == want,
             format!("expected {want} `shutdown` line after SIGTERM, got {shutdown}"),

@@ -1,8 +1,12 @@
 //! VM scenarios: a guest script in tests/vm/scenarios/<name>.sh, the kernels it applies to, and a
 //! host-side check over the agent's JSON events (never over dmesg).
+use iommu_enforcer_schema::{
+    Action, Event, HookState, Kind, Line, Mechanism, MechanismState, Outcome, Owner, ProgramState,
+    Rule, Scope, Why,
+};
 use serde_json::Value;
 
-use crate::checks::{str_of, Checker};
+use crate::checks::{Checker, Events};
 
 pub struct Scenario {
     pub name: &'static str,
@@ -13,7 +17,7 @@ pub struct Scenario {
     pub dry_run: bool,
     /// Policy for the agent and the final audit: a file name in tests/vm/policies/.
     pub policy: Option<&'static str>,
-    pub check: fn(&mut Checker),
+    pub check: fn(&Checker),
 }
 
 const ALL: &[(&str, Option<&str>)] = &[
@@ -272,55 +276,50 @@ fn is_ownership_program(name: &str) -> bool {
     name.contains("iommu") || name.contains("dma_owner")
 }
 
-fn capabilities(c: &mut Checker) {
-    let Some(caps) = c.of_type("capabilities").first().map(|v| (*v).clone()) else {
+/// A program's state as messages quote it, `"missing"` when it is not listed.
+fn state_text(state: Option<&ProgramState>) -> String {
+    state.map_or_else(|| "missing".to_string(), ProgramState::to_string)
+}
+
+fn capabilities(c: &Checker) {
+    let Some(Line::Capabilities {
+        kernel,
+        btf,
+        bpf_lsm,
+        dry_run,
+        programs,
+        enforcement,
+        ..
+    }) = c
+        .of_type(|l| matches!(l, Line::Capabilities { .. }))
+        .first()
+        .copied()
+    else {
         return;
     };
-    let release = str_of(&caps, "kernel").unwrap_or("");
     c.expect(
-        release.starts_with(&format!("{}.", crate::kernels::version_of(&c.series))),
+        kernel.starts_with(&format!("{}.", crate::kernels::version_of(&c.series))),
         format!(
-            "capabilities.kernel {release:?} is not a {} kernel",
+            "capabilities.kernel {kernel:?} is not a {} kernel",
             c.series
         ),
     );
-    c.expect(
-        caps.get("btf") == Some(&Value::Bool(true)),
-        "capabilities.btf is not true",
-    );
-    c.expect(
-        caps.get("dry_run") == Some(&Value::Bool(false)),
-        "capabilities.dry_run is not false",
-    );
+    c.expect(*btf, "capabilities.btf is not true");
+    c.expect(!*dry_run, "capabilities.dry_run is not false");
     let lsm_on_cmdline = c.cmdline.as_deref().is_some_and(|l| l.contains("bpf"));
     let want_lsm = !c.is_5_10() || lsm_on_cmdline;
     c.expect(
-        caps.get("bpf_lsm") == Some(&Value::Bool(want_lsm)),
-        format!(
-            "capabilities.bpf_lsm is {:?}, expected {want_lsm}",
-            caps.get("bpf_lsm")
-        ),
+        *bpf_lsm == want_lsm,
+        format!("capabilities.bpf_lsm is {bpf_lsm}, expected {want_lsm}"),
     );
-    let programs: Vec<(String, String)> = caps
-        .get("programs")
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
-                .collect()
-        })
-        .unwrap_or_default();
-    c.expect(
-        !programs.is_empty(),
-        "capabilities.programs is empty or missing",
-    );
-    for (name, state) in &programs {
+    c.expect(!programs.is_empty(), "capabilities.programs is empty");
+    for (name, state) in programs {
         c.expect(
-            !state.starts_with("failed"),
+            !matches!(state, ProgramState::Failed(_)),
             format!("program {name}: {state}"),
         );
     }
-    let ownership: Vec<&(String, String)> = programs
+    let ownership: Vec<(&String, &ProgramState)> = programs
         .iter()
         .filter(|(n, _)| is_ownership_program(n))
         .collect();
@@ -332,68 +331,69 @@ fn capabilities(c: &mut Checker) {
         // 5.10 predates every ownership function (5.19); 6.1 has the group ones but not the
         // per-device iommu_device_{claim,release}_dma_owner (6.2+); 6.12 has all of them.
         let want = match c.series.as_str() {
-            "5.10" => "absent",
-            "6.1" if name.starts_with("iommu_device_") && name.ends_with("_dma_owner") => "absent",
-            _ => "attached",
+            "5.10" => ProgramState::Absent(None),
+            "6.1" if name.starts_with("iommu_device_") && name.ends_with("_dma_owner") => {
+                ProgramState::Absent(None)
+            }
+            _ => ProgramState::Attached,
         };
         c.expect(
-            state == want,
+            *state == want,
             format!(
-                "ownership program {name} is {state:?}, expected {want:?} on {}",
+                "ownership program {name} is {:?}, expected {:?} on {}",
+                state.to_string(),
+                want.to_string(),
                 c.series
             ),
         );
     }
-    let lsm = caps
-        .pointer("/enforcement/lsm")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
+    let lsm = enforcement.get(&Mechanism::Lsm);
+    let lsm_text = lsm.map_or_else(|| "missing".to_string(), MechanismState::to_string);
     if want_lsm {
         c.expect(
-            lsm == "active",
-            format!("enforcement.lsm is {lsm:?}, expected active"),
+            lsm == Some(&MechanismState::Active),
+            format!("enforcement.lsm is {lsm_text:?}, expected active"),
         );
     } else {
         c.expect(
-            lsm.starts_with("unavailable"),
-            format!("enforcement.lsm is {lsm:?} without BPF LSM: it must say unavailable"),
+            matches!(lsm, Some(MechanismState::Unavailable(_))),
+            format!("enforcement.lsm is {lsm_text:?} without BPF LSM: it must say unavailable"),
         );
     }
-    let state_of = |name: &str| {
-        programs
-            .iter()
-            .find(|(n, _)| n == name)
-            .map_or("", |(_, s)| s.as_str())
-            .to_string()
-    };
     // What stands in for polling: the module_load record, and the cdev's release.
     for name in [
         "module_load",
         "vfio_device_fops_release",
         "vfio_group_fops_open",
     ] {
-        let state = state_of(name);
+        let state = programs.get(name);
         c.expect(
-            state == "attached" || state == "attached (not pinned)",
-            format!("program {name} is {state:?}, expected attached"),
+            state.is_some_and(ProgramState::is_attached),
+            format!(
+                "program {name} is {:?}, expected attached",
+                state_text(state)
+            ),
         );
     }
     // Debian's 6.12 (and later) lists the cdev-open stub in kallsyms but not in ftrace's table:
     // reported absent for good, with why; older kernels do not have it at all, and a kernel
     // built with VFIO_DEVICE_CDEV has the real function.
-    let cdev = state_of("vfio_device_fops_cdev_open");
+    let cdev = programs.get("vfio_device_fops_cdev_open");
     let (ok, want) = if c.series.contains("iommufd") {
-        (cdev.starts_with("attached"), "attached")
+        (cdev.is_some_and(ProgramState::is_attached), "attached")
     } else if c.is_5_10() || c.series == "6.1" {
-        (cdev == "absent", "absent")
+        (cdev == Some(&ProgramState::Absent(None)), "absent")
     } else {
-        (cdev.starts_with("absent: notrace"), "absent: notrace ...")
+        (
+            matches!(cdev, Some(ProgramState::Absent(Some(why))) if why.starts_with("notrace")),
+            "absent: notrace ...",
+        )
     };
     c.expect(
         ok,
         format!(
-            "vfio_device_fops_cdev_open is {cdev:?} on {}, expected {want:?}",
+            "vfio_device_fops_cdev_open is {:?} on {}, expected {want:?}",
+            state_text(cdev),
             c.series
         ),
     );
@@ -402,69 +402,50 @@ fn capabilities(c: &mut Checker) {
         "iommu_group_claim_dma_owner",
     ] {
         c.expect(
-            programs.iter().any(|(n, _)| n == core),
+            programs.contains_key(core),
             format!("capabilities.programs has no {core}"),
         );
     }
 }
 
-fn claim_user_group(c: &mut Checker) {
+fn claim_user_group(c: &Checker) {
     let g = c.fact("group");
     c.expect(
         !g.is_empty(),
         "script did not report the group of the two-function device",
     );
     for dev in [c.dev("VM_DEV_FN0"), c.dev("VM_DEV_FN1")] {
-        let n = c
-            .events(
-                "bind",
-                &[("device", dev), ("driver", "vfio-pci"), ("result", "ok")],
-            )
-            .len();
-        c.expect(
-            n == 1,
-            format!("expected one ok bind of vfio-pci to {dev}, got {n}"),
-        );
+        c.events(Kind::Bind)
+            .device(dev)
+            .driver("vfio-pci")
+            .result(Outcome::Ok)
+            .expect(1);
     }
     if c.is_5_10() {
-        let n = c
-            .events("vfio_open", &[("group", &g), ("result", "ok")])
-            .len();
-        c.expect(n >= 1, format!("no ok vfio_open event for group {g}"));
+        c.events(Kind::VfioOpen)
+            .group(&g)
+            .result(Outcome::Ok)
+            .expect_at_least(1);
     } else {
-        let n = c.events("claim", &[("group", &g), ("result", "ok")]).len();
-        c.expect(
-            n == 1,
-            format!("expected one ok claim of group {g}, got {n}"),
-        );
+        c.events(Kind::Claim)
+            .group(&g)
+            .result(Outcome::Ok)
+            .expect(1);
     }
-    let user = c
-        .verdicts(&g)
-        .iter()
-        .any(|v| str_of(v, "owner") == Some("user"));
-    c.expect(
-        user,
-        format!("no verdict line with owner user for group {g}"),
-    );
+    c.verdicts(&g).owner(Owner::User).expect_at_least(1);
 }
 
-fn kernel_bind_refused(c: &mut Checker) {
+fn kernel_bind_refused(c: &Checker) {
     let g = c.fact("group");
     let fn1 = c.dev("VM_DEV_FN1");
-    let refusals = c
-        .events(
-            "refusal",
-            &[
-                ("group", &g),
-                ("device", fn1),
-                ("driver", "e1000"),
-                ("ret", "-16"),
-                ("errno", "EBUSY"),
-            ],
-        )
-        .len();
-    // One for the sysfs bind, one for the autoprobe after modprobe.
-    c.expect(refusals >= 2, format!("expected a refusal (ret -16, EBUSY) of e1000 on {fn1} in group {g} for the sysfs bind and for autoprobe, got {refusals}"));
+    c.events(Kind::Refusal)
+        .group(&g)
+        .device(fn1)
+        .driver("e1000")
+        .ret(-16)
+        .errno("EBUSY")
+        .note("one for the sysfs bind, one for the autoprobe after modprobe")
+        .expect_at_least(2);
     c.expect(
         c.fact("sysfs_bind") == "EBUSY",
         format!(
@@ -476,8 +457,8 @@ fn kernel_bind_refused(c: &mut Checker) {
         c.fact("fn1_driver") == "none",
         format!("{fn1} ended bound to {}", c.fact("fn1_driver")),
     );
-    match c.audit_device(fn1).cloned() {
-        None => c.expect(false, format!("final audit JSON has no entry for {fn1}")),
+    match c.audit_device(fn1) {
+        None => c.problem(format!("final audit JSON has no entry for {fn1}")),
         Some(entry) => {
             let driver = entry.get("driver");
             let unbound = matches!(driver, None | Some(Value::Null))
@@ -490,7 +471,7 @@ fn kernel_bind_refused(c: &mut Checker) {
     }
 }
 
-fn claim_over_kernel_driver(c: &mut Checker) {
+fn claim_over_kernel_driver(c: &Checker) {
     let g = c.fact("group");
     let fn1 = c.dev("VM_DEV_FN1");
     c.expect(
@@ -500,39 +481,29 @@ fn claim_over_kernel_driver(c: &mut Checker) {
             c.fact("fn1_driver")
         ),
     );
-    let n = c
-        .events(
-            "claim",
-            &[("group", &g), ("errno", "EPERM"), ("result", "error")],
-        )
-        .len();
-    c.expect(
-        n >= 1,
-        format!("no claim event with errno EPERM for group {g}"),
-    );
-    let last = c.verdicts(&g).last().map(|v| (*v).clone());
-    match last {
-        None => c.expect(false, format!("no verdict line for group {g}")),
+    c.events(Kind::Claim)
+        .group(&g)
+        .errno("EPERM")
+        .result(Outcome::Error)
+        .expect_at_least(1);
+    match c.verdicts(&g).last() {
+        None => c.problem(format!("no verdict line for group {g}")),
         Some(v) => {
             c.expect(
-                v.get("viable") == Some(&Value::Bool(false)),
-                format!("last verdict of group {g} is viable: {v}"),
+                !v.viable,
+                format!("last verdict of group {g} is viable: {v:?}"),
             );
-            let names_fn1 = v
-                .get("reasons")
-                .and_then(Value::as_array)
-                .is_some_and(|r| r.iter().filter_map(Value::as_str).any(|s| s.contains(fn1)));
             c.expect(
-                names_fn1,
-                format!("last verdict of group {g} has no reason naming {fn1}: {v}"),
+                v.reasons.iter().any(|s| s.contains(fn1)),
+                format!("last verdict of group {g} has no reason naming {fn1}: {v:?}"),
             );
         }
     }
 }
 
-fn rebind_loop(c: &mut Checker) {
+fn rebind_loop(c: &Checker) {
     let dev = c.dev("VM_DEV_SWITCH");
-    let lost = c.of_type("lost").len();
+    let lost = c.of_type(|l| matches!(l, Line::Lost { .. })).len();
     c.expect(
         lost == 0,
         format!("{lost} `lost` lines: records were dropped"),
@@ -543,70 +514,49 @@ fn rebind_loop(c: &mut Checker) {
         want_unbinds == 20,
         format!("script reports {want_unbinds} successful unbinds, expected 20"),
     );
-    let binds = c
-        .events(
-            "bind",
-            &[("device", dev), ("driver", "e1000"), ("result", "ok")],
-        )
-        .len();
-    let unbinds = c
-        .events("unbind", &[("device", dev), ("driver", "e1000")])
-        .len();
-    c.expect(
-        binds == want_binds,
-        format!("{binds} ok bind events of e1000 to {dev}, the script bound it {want_binds} times"),
-    );
-    c.expect(unbinds == want_unbinds, format!("{unbinds} unbind events of e1000 from {dev}, the script unbound it {want_unbinds} times"));
+    c.events(Kind::Bind)
+        .device(dev)
+        .driver("e1000")
+        .result(Outcome::Ok)
+        .note(format!("the script bound it {want_binds} times"))
+        .expect(want_binds);
+    c.events(Kind::Unbind)
+        .device(dev)
+        .driver("e1000")
+        .note(format!("the script unbound it {want_unbinds} times"))
+        .expect(want_unbinds);
 }
 
-fn observe_5_10(c: &mut Checker) {
+fn observe_5_10(c: &Checker) {
     let g = c.fact("group");
     let dev = c.dev("VM_DEV_SWITCH");
-    let n = c
-        .events(
-            "bind",
-            &[("device", dev), ("driver", "vfio-pci"), ("result", "ok")],
-        )
-        .len();
-    c.expect(
-        n == 1,
-        format!("expected one ok bind of vfio-pci to {dev}, got {n}"),
-    );
+    c.events(Kind::Bind)
+        .device(dev)
+        .driver("vfio-pci")
+        .result(Outcome::Ok)
+        .expect(1);
     let path = format!("/dev/vfio/{g}");
-    let opens: Vec<Value> = c
-        .events("vfio_open", &[("group", &g), ("result", "ok")])
-        .into_iter()
-        .cloned()
-        .collect();
-    c.expect(
-        !opens.is_empty(),
-        format!("no ok vfio_open event for group {g}"),
-    );
+    let opens = c.events(Kind::VfioOpen).group(&g).result(Outcome::Ok);
+    opens.expect_at_least(1);
     let paths_ok = opens
+        .list()
         .iter()
-        .all(|v| str_of(v, "path") == Some(path.as_str()));
+        .all(|e| e.path.as_deref() == Some(path.as_str()));
     c.expect(
         paths_ok,
         format!("vfio_open events of group {g} do not all carry path {path}"),
     );
-    let n = c
-        .events("unbind", &[("device", dev), ("driver", "vfio-pci")])
-        .len();
-    c.expect(
-        n == 1,
-        format!("expected one unbind of vfio-pci from {dev}, got {n}"),
-    );
+    c.events(Kind::Unbind)
+        .device(dev)
+        .driver("vfio-pci")
+        .expect(1);
     for d in [dev, c.dev("VM_DEV_FN0"), c.dev("VM_DEV_FN1")] {
-        let n = c
-            .events(
-                "bind",
-                &[("device", d), ("driver", "e1000"), ("result", "ok")],
-            )
-            .len();
-        c.expect(
-            n == 1,
-            format!("expected one ok bind of e1000 to {d} after modprobe, got {n}"),
-        );
+        c.events(Kind::Bind)
+            .device(d)
+            .driver("e1000")
+            .result(Outcome::Ok)
+            .note("after modprobe")
+            .expect(1);
     }
 }
 
@@ -616,15 +566,15 @@ fn lsm_runs(c: &Checker) -> bool {
 }
 
 /// The hook was attached once it had something to veto (it starts on standby).
-fn expect_hook_attached(c: &mut Checker, hook: &str) {
+fn expect_hook_attached(c: &Checker, hook: &str) {
     let attached = c
-        .of_type("lsm_hook")
+        .lines
         .iter()
-        .any(|v| str_of(v, "hook") == Some(hook) && str_of(v, "state") == Some("attached"));
+        .any(|l| matches!(l, Line::LsmHook { hook: h, state: HookState::Attached } if h == hook));
     c.expect(attached, format!("no lsm_hook line attaching {hook}"));
 }
 
-fn expect_fact(c: &mut Checker, key: &str, want: &str) {
+fn expect_fact(c: &Checker, key: &str, want: &str) {
     let got = c.fact(key);
     c.expect(
         got == want,
@@ -633,121 +583,82 @@ fn expect_fact(c: &mut Checker, key: &str, want: &str) {
 }
 
 /// The agent's own reservation writes for the two-function device.
-fn expect_pins(c: &mut Checker, action: &str) {
+fn expect_pins(c: &Checker, action: Action) {
     for (var, value) in [("VM_DEV_FN0", "vfio-pci"), ("VM_DEV_FN1", "none")] {
-        let dev = c.dev(var);
-        let n = c
-            .events(
-                "pin",
-                &[
-                    ("device", dev),
-                    ("driver", value),
-                    ("action", action),
-                    ("result", "ok"),
-                ],
-            )
-            .len();
-        c.expect(
-            n == 1,
-            format!("expected one {action} pin of {dev} to {value}, got {n}"),
-        );
+        c.events(Kind::Pin)
+            .device(c.dev(var))
+            .driver(value)
+            .action(action)
+            .result(Outcome::Ok)
+            .expect(1);
     }
 }
 
-fn reserve_prevents_bind(c: &mut Checker) {
+fn reserve_prevents_bind(c: &Checker) {
     let fn1 = c.dev("VM_DEV_FN1");
-    expect_pins(c, "pinned");
+    expect_pins(c, Action::Pinned);
     expect_fact(c, "fn0_override", "vfio-pci");
     expect_fact(c, "fn1_override", "none");
     expect_fact(c, "fn1_after_autoprobe", "none");
     expect_fact(c, "fn1_driver", "none");
     expect_fact(c, "alive", "yes");
     // Pinned, e1000 never even reaches really_probe for .1.
-    let binds = c
-        .events("bind", &[("device", fn1), ("driver", "e1000")])
-        .len();
-    c.expect(
-        binds == 0,
-        format!("{binds} bind attempts of e1000 on {fn1}: the pin did not hold"),
-    );
-    let vetoes = c
-        .events(
-            "veto",
-            &[
-                ("device", fn1),
-                ("rule", "protected_bind"),
-                ("action", "vetoed"),
-            ],
-        )
-        .len();
+    c.events(Kind::Bind)
+        .device(fn1)
+        .driver("e1000")
+        .note("the pin did not hold")
+        .expect_none();
     if lsm_runs(c) {
         expect_fact(c, "sysfs_bind", "EPERM");
-        c.expect(
-            vetoes == 1,
-            format!("expected one vetoed protected_bind of {fn1}, got {vetoes}"),
-        );
+        c.events(Kind::Veto)
+            .device(fn1)
+            .rule(Rule::ProtectedBind)
+            .action(Action::Vetoed)
+            .expect(1);
     } else {
         // No BPF LSM: the pin alone refuses the bind, and no veto is claimed.
         expect_fact(c, "sysfs_bind", "ENODEV");
-        let any = c.events("veto", &[]).len();
-        c.expect(any == 0, format!("{any} veto events without BPF LSM"));
+        c.events(Kind::Veto).note("without BPF LSM").expect_none();
     }
 }
 
-fn reserve_prevents_bind_dry_run(c: &mut Checker) {
+fn reserve_prevents_bind_dry_run(c: &Checker) {
     let g = c.fact("group");
     let fn1 = c.dev("VM_DEV_FN1");
-    expect_pins(c, "would_pin");
+    expect_pins(c, Action::WouldPin);
     expect_fact(c, "fn1_override", "(null)");
     expect_fact(c, "sysfs_bind", "EBUSY");
     expect_fact(c, "fn1_driver", "none");
-    let refusals = c
-        .events(
-            "refusal",
-            &[
-                ("group", &g),
-                ("device", fn1),
-                ("driver", "e1000"),
-                ("errno", "EBUSY"),
-            ],
-        )
-        .len();
-    c.expect(
-        refusals >= 2,
-        format!(
-            "expected the kernel's refusals (autoprobe and bind) of e1000 on {fn1}, got {refusals}"
-        ),
-    );
-    let would = c
-        .events(
-            "veto",
-            &[
-                ("device", fn1),
-                ("rule", "protected_bind"),
-                ("action", "would_veto"),
-            ],
-        )
-        .len();
-    c.expect(
-        would == 1,
-        format!("expected one would_veto protected_bind of {fn1}, got {would}"),
-    );
-    let denied = c.events("veto", &[("action", "vetoed")]).len();
-    c.expect(denied == 0, format!("{denied} vetoed events in dry-run"));
+    c.events(Kind::Refusal)
+        .group(&g)
+        .device(fn1)
+        .driver("e1000")
+        .errno("EBUSY")
+        .note("the kernel's refusals of the autoprobe and the bind")
+        .expect_at_least(2);
+    c.events(Kind::Veto)
+        .device(fn1)
+        .rule(Rule::ProtectedBind)
+        .action(Action::WouldVeto)
+        .expect(1);
+    c.events(Kind::Veto)
+        .action(Action::Vetoed)
+        .note("in dry-run")
+        .expect_none();
 }
 
-fn write_paths(c: &mut Checker) {
+fn write_paths(c: &Checker) {
     let (fn0, fn1) = (c.dev("VM_DEV_FN0"), c.dev("VM_DEV_FN1"));
-    expect_pins(c, "pinned");
+    expect_pins(c, Action::Pinned);
     expect_hook_attached(c, "file_permission");
     expect_fact(c, "fn0_driver", "vfio-pci");
     expect_fact(c, "fn1_override", "none");
     let files = [
-        ("driver_override", "protected_driver_override", Some(fn1)),
-        ("bind", "protected_bind", Some(fn1)),
-        ("unbind", "protected_unbind", Some(fn0)),
-        ("new_id", "protected_new_id", None),
-        ("remove", "protected_remove", Some(fn1)),
+        ("driver_override", Rule::ProtectedDriverOverride, Some(fn1)),
+        ("bind", Rule::ProtectedBind, Some(fn1)),
+        ("unbind", Rule::ProtectedUnbind, Some(fn0)),
+        ("new_id", Rule::ProtectedNewId, None),
+        ("remove", Rule::ProtectedRemove, Some(fn1)),
     ];
     for mode in ["write", "pwrite", "writev", "io_uring"] {
         for (file, _, _) in files {
@@ -757,54 +668,44 @@ fn write_paths(c: &mut Checker) {
         // veto let through, and fn1 stays unbound.
         expect_fact(c, &format!("{mode}_drivers_probe"), "ok");
     }
-    let probes = c
-        .events("veto", &[("rule", "protected_drivers_probe")])
-        .len();
-    c.expect(probes == 0, format!("{probes} vetoes of drivers_probe"));
+    c.events(Kind::Veto)
+        .rule(Rule::ProtectedDriversProbe)
+        .expect_none();
     for (file, rule, device) in files {
-        let vetoed = [("rule", rule), ("action", "vetoed"), ("errno", "EPERM")];
-        let n = c.events("veto", &vetoed).len();
+        let vetoed = || {
+            c.events(Kind::Veto)
+                .rule(rule)
+                .action(Action::Vetoed)
+                .errno("EPERM")
+        };
+        // The bind also has the two-segment writev.
+        let split = usize::from(rule == Rule::ProtectedBind);
+        vetoed()
+            .note(format!("one per write path to {file}"))
+            .expect(4 + split);
         // bind/unbind: only write(2) and single-segment writev(2) on this very file are trusted to
         // name their target; pwrite and io_uring fail closed. new_id always fails closed.
         let named = match device {
-            Some(d) => {
-                let mut with_device = vetoed.to_vec();
-                with_device.push(("device", d));
-                c.events("veto", &with_device).len()
-            }
-            None => n,
+            Some(d) => vetoed().device(d),
+            None => vetoed(),
         };
-        let split = usize::from(rule == "protected_bind");
-        c.expect(
-            n == 4 + split,
-            format!(
-                "expected {} vetoed writes to {file} (one per write path), got {n}",
-                4 + split
-            ),
-        );
-        c.expect(
-            named >= 2,
-            format!("only {named} vetoes of {file} name their target"),
-        );
+        named
+            .note(format!("the vetoes of {file} that name their target"))
+            .expect_at_least(2);
     }
     expect_fact(c, "split_bind", "error_EPERM");
-    let closed = c
-        .events(
-            "veto",
-            &[("rule", "protected_bind"), ("fail_closed", "true")],
-        )
-        .len();
-    c.expect(
-        closed >= 1,
-        format!("expected a fail-closed veto of the two-segment bind, got {closed}"),
-    );
+    c.events(Kind::Veto)
+        .rule(Rule::ProtectedBind)
+        .fail_closed()
+        .note("the two-segment bind fails closed")
+        .expect_at_least(1);
     expect_fact(c, "unprotected_bind", "ok");
     expect_fact(c, "trusted_override", "ok");
     expect_fact(c, "fn0_driver_after", "vfio-pci");
     expect_fact(c, "fn1_driver_after", "none");
 }
 
-fn vfio_open_vetoed(c: &mut Checker) {
+fn vfio_open_vetoed(c: &Checker) {
     let g = c.fact("group");
     expect_hook_attached(c, "file_open");
     expect_fact(c, "fn1_driver", "e1000");
@@ -813,64 +714,40 @@ fn vfio_open_vetoed(c: &mut Checker) {
         hold.contains("EPERM"),
         format!("the holder's open was not refused with EPERM: {hold}"),
     );
-    let n = c
-        .events(
-            "veto",
-            &[
-                ("group", &g),
-                ("rule", "vfio_open_not_viable"),
-                ("action", "vetoed"),
-            ],
-        )
-        .len();
-    c.expect(
-        n == 1,
-        format!("expected one vetoed open of group {g}, got {n}"),
-    );
-    let opens = c
-        .events("vfio_open", &[("group", &g), ("result", "ok")])
-        .len();
-    c.expect(
-        opens == 0,
-        format!("{opens} successful opens of group {g} despite the veto"),
-    );
+    c.events(Kind::Veto)
+        .group(&g)
+        .rule(Rule::VfioOpenNotViable)
+        .action(Action::Vetoed)
+        .expect(1);
+    c.events(Kind::VfioOpen)
+        .group(&g)
+        .result(Outcome::Ok)
+        .note("despite the veto")
+        .expect_none();
 }
 
-fn vfio_open_would_veto(c: &mut Checker) {
+fn vfio_open_would_veto(c: &Checker) {
     let g = c.fact("group");
     expect_fact(c, "fn1_driver", "e1000");
-    let n = c
-        .events(
-            "veto",
-            &[
-                ("group", &g),
-                ("rule", "vfio_open_not_viable"),
-                ("action", "would_veto"),
-            ],
-        )
-        .len();
-    c.expect(
-        n == 1,
-        format!("expected one would_veto open of group {g}, got {n}"),
-    );
-    let opens = c
-        .events("vfio_open", &[("group", &g), ("result", "ok")])
-        .len();
-    c.expect(
-        opens >= 1,
-        format!("dry-run: the open of group {g} should have gone through"),
-    );
-    let claims = c
-        .events("claim", &[("group", &g), ("errno", "EPERM")])
-        .len();
-    c.expect(
-        claims >= 1,
-        format!("the kernel's own EPERM for the claim of group {g} was not seen"),
-    );
+    c.events(Kind::Veto)
+        .group(&g)
+        .rule(Rule::VfioOpenNotViable)
+        .action(Action::WouldVeto)
+        .expect(1);
+    c.events(Kind::VfioOpen)
+        .group(&g)
+        .result(Outcome::Ok)
+        .note("dry-run: the open should have gone through")
+        .expect_at_least(1);
+    c.events(Kind::Claim)
+        .group(&g)
+        .errno("EPERM")
+        .note("the kernel's own EPERM for the claim")
+        .expect_at_least(1);
 }
 
 /// The cdev the script opened, as the agent must name it in `path`.
-fn cdev_path(c: &mut Checker) -> String {
+fn cdev_path(c: &Checker) -> String {
     let cdev = c.fact("cdev");
     c.expect(
         cdev.starts_with("/dev/vfio/devices/vfio"),
@@ -879,97 +756,66 @@ fn cdev_path(c: &mut Checker) -> String {
     cdev
 }
 
-fn cdev_bind_iommufd(c: &mut Checker) {
+/// An event as the agent printed it, for messages.
+fn json(e: &Event) -> String {
+    serde_json::to_string(e).unwrap_or_else(|_| format!("{e:?}"))
+}
+
+fn cdev_bind_iommufd(c: &Checker) {
     let g = c.fact("group");
     let fn0 = c.dev("VM_DEV_FN0");
     let cdev = cdev_path(c);
     expect_fact(c, "open", "ok");
     expect_fact(c, "bind", "ok");
-    let opens = c
-        .events(
-            "vfio_open",
-            &[
-                ("device", fn0),
-                ("group", &g),
-                ("path", &cdev),
-                ("result", "ok"),
-            ],
-        )
-        .len();
-    c.expect(
-        opens == 1,
-        format!("expected one ok vfio_open of {cdev} naming {fn0} in group {g}, got {opens}"),
-    );
-    let claims: Vec<Value> = c
-        .events(
-            "claim",
-            &[("device", fn0), ("scope", "device"), ("result", "ok")],
-        )
-        .into_iter()
-        .cloned()
-        .collect();
-    c.expect(
-        claims.len() == 1,
-        format!(
-            "expected one ok device-scope claim of {fn0}, got {}",
-            claims.len()
-        ),
-    );
-    for claim in &claims {
+    c.events(Kind::VfioOpen)
+        .device(fn0)
+        .group(&g)
+        .path(&cdev)
+        .result(Outcome::Ok)
+        .expect(1);
+    let claims = c
+        .events(Kind::Claim)
+        .device(fn0)
+        .scope(Scope::Device)
+        .result(Outcome::Ok);
+    claims.expect(1);
+    for claim in claims.list() {
         c.expect(
-            claim.get("errno") == Some(&Value::Null),
-            format!("an ok claim carries an errno: {claim}"),
+            claim.errno.is_none(),
+            format!("an ok claim carries an errno: {}", json(claim)),
         );
     }
-    let vetoes = c
-        .of_type("event")
-        .iter()
-        .filter(|e| str_of(e, "kind") == Some("veto"))
-        .count();
-    c.expect(
-        vetoes == 0,
-        format!("{vetoes} vetoes of a viable group's cdev bind"),
-    );
+    c.events(Kind::Veto)
+        .note("a viable group's cdev bind")
+        .expect_none();
 }
 
-fn cdev_open_vetoed(c: &mut Checker) {
+fn cdev_open_vetoed(c: &Checker) {
     let g = c.fact("group");
     let fn0 = c.dev("VM_DEV_FN0");
     let cdev = cdev_path(c);
     expect_hook_attached(c, "file_open");
     expect_fact(c, "fn1_driver", "e1000");
     expect_fact(c, "open", "error_EPERM");
-    let n = c
-        .events(
-            "veto",
-            &[
-                ("device", fn0),
-                ("group", &g),
-                ("path", &cdev),
-                ("rule", "vfio_open_not_viable"),
-                ("action", "vetoed"),
-            ],
-        )
-        .len();
-    c.expect(
-        n == 1,
-        format!("expected one vetoed open of {cdev} ({fn0}, group {g}), got {n}"),
-    );
-    let opens = c
-        .events("vfio_open", &[("path", &cdev), ("result", "ok")])
-        .len();
-    c.expect(
-        opens == 0,
-        format!("{opens} successful opens of {cdev} despite the veto"),
-    );
-    let claims = c.events("claim", &[("device", fn0)]).len();
-    c.expect(
-        claims == 0,
-        format!("{claims} claims of {fn0} after a vetoed open"),
-    );
+    c.events(Kind::Veto)
+        .device(fn0)
+        .group(&g)
+        .path(&cdev)
+        .rule(Rule::VfioOpenNotViable)
+        .action(Action::Vetoed)
+        .expect(1);
+    c.events(Kind::VfioOpen)
+        .path(&cdev)
+        .result(Outcome::Ok)
+        .note("despite the veto")
+        .expect_none();
+    c.events(Kind::Claim)
+        .device(fn0)
+        .note("after a vetoed open")
+        .expect_none();
 }
 
-fn cdev_open_would_veto(c: &mut Checker) {
+fn cdev_open_would_veto(c: &Checker) {
     let g = c.fact("group");
     let fn0 = c.dev("VM_DEV_FN0");
     let cdev = cdev_path(c);
@@ -977,59 +823,36 @@ fn cdev_open_would_veto(c: &mut Checker) {
     expect_fact(c, "open", "ok");
     // The kernel's own refusal: e1000 holds .1, so the group cannot be claimed for user space.
     expect_fact(c, "bind", "error_EPERM");
-    let n = c
-        .events(
-            "veto",
-            &[
-                ("device", fn0),
-                ("group", &g),
-                ("path", &cdev),
-                ("rule", "vfio_open_not_viable"),
-                ("action", "would_veto"),
-            ],
-        )
-        .len();
-    c.expect(
-        n == 1,
-        format!("expected one would_veto open of {cdev} ({fn0}, group {g}), got {n}"),
-    );
-    let opens = c
-        .events(
-            "vfio_open",
-            &[("device", fn0), ("path", &cdev), ("result", "ok")],
-        )
-        .len();
-    c.expect(
-        opens == 1,
-        format!("dry-run: expected one ok vfio_open of {cdev} naming {fn0}, got {opens}"),
-    );
-    let claims = c
-        .events(
-            "claim",
-            &[
-                ("device", fn0),
-                ("scope", "device"),
-                ("errno", "EPERM"),
-                ("result", "error"),
-            ],
-        )
-        .len();
-    c.expect(
-        claims == 1,
-        format!(
-            "expected the kernel's EPERM for the device claim of {fn0}, got {claims} such claims"
-        ),
-    );
+    c.events(Kind::Veto)
+        .device(fn0)
+        .group(&g)
+        .path(&cdev)
+        .rule(Rule::VfioOpenNotViable)
+        .action(Action::WouldVeto)
+        .expect(1);
+    c.events(Kind::VfioOpen)
+        .device(fn0)
+        .path(&cdev)
+        .result(Outcome::Ok)
+        .note("dry-run: the open goes through")
+        .expect(1);
+    c.events(Kind::Claim)
+        .device(fn0)
+        .scope(Scope::Device)
+        .errno("EPERM")
+        .result(Outcome::Error)
+        .note("the kernel's EPERM for the device claim")
+        .expect(1);
 }
 
-fn malformed_policy(c: &mut Checker) {
+fn malformed_policy(c: &Checker) {
     expect_fact(c, "rc", "2");
     expect_fact(c, "stdout_lines", "0");
     expect_fact(c, "names_location", "yes");
     expect_fact(c, "overrides_unchanged", "yes");
 }
 
-fn reserve_rebind(c: &mut Checker) {
+fn reserve_rebind(c: &Checker) {
     expect_fact(c, "first_agent_gone", "yes");
     for fn_ in ["fn0", "fn1"] {
         expect_fact(c, &format!("{fn_}_before"), "e1000");
@@ -1038,27 +861,12 @@ fn reserve_rebind(c: &mut Checker) {
     }
 }
 
-fn expect_alive_and(c: &mut Checker, fn1_driver: &str) {
+fn expect_alive_and(c: &Checker, fn1_driver: &str) {
     expect_fact(c, "alive", "yes");
     expect_fact(c, "fn1_driver", fn1_driver);
 }
 
-/// A veto event of `rule` on `device` whose `why` lists `reason`.
-fn vetoes_with(c: &Checker, rule: &str, device: &str, reason: &str) -> usize {
-    c.events(
-        "veto",
-        &[("rule", rule), ("device", device), ("action", "vetoed")],
-    )
-    .into_iter()
-    .filter(|v| {
-        v.get("why")
-            .and_then(Value::as_array)
-            .is_some_and(|w| w.iter().any(|x| x.as_str() == Some(reason)))
-    })
-    .count()
-}
-
-fn hostile_topology(c: &mut Checker) {
+fn hostile_topology(c: &Checker) {
     let port = c.fact("port");
     c.expect(
         !port.is_empty(),
@@ -1075,24 +883,20 @@ fn hostile_topology(c: &mut Checker) {
     expect_fact(c, "alone_remove", "ok");
     expect_fact(c, "fn0_driver", "vfio-pci");
     expect_alive_and(c, "none");
-    let above = vetoes_with(c, "protected_remove", &port, "above_protected_group");
-    c.expect(
-        above == 1,
-        format!("expected one veto of {port}/remove as above a protected group, got {above}"),
-    );
-    let slot = c
-        .events(
-            "veto",
-            &[("rule", "protected_slot_power"), ("action", "vetoed")],
-        )
-        .len();
-    c.expect(
-        slot == 1,
-        format!("expected one vetoed slot power write, got {slot}"),
-    );
+    c.events(Kind::Veto)
+        .rule(Rule::ProtectedRemove)
+        .device(&port)
+        .action(Action::Vetoed)
+        .why(Why::AboveProtectedGroup)
+        .note(format!("{port}/remove, as above a protected group"))
+        .expect(1);
+    c.events(Kind::Veto)
+        .rule(Rule::ProtectedSlotPower)
+        .action(Action::Vetoed)
+        .expect(1);
 }
 
-fn hostile_io_uring(c: &mut Checker) {
+fn hostile_io_uring(c: &Checker) {
     for f in [
         "unbind_linked",
         "unbind_linked_fixed",
@@ -1105,19 +909,14 @@ fn hostile_io_uring(c: &mut Checker) {
     }
     expect_fact(c, "fn0_driver", "vfio-pci");
     expect_alive_and(c, "none");
-    let closed = c
-        .events(
-            "veto",
-            &[("rule", "protected_unbind"), ("fail_closed", "true")],
-        )
-        .len();
-    c.expect(
-        closed >= 2,
-        format!("expected the linked unbinds to fail closed, got {closed}"),
-    );
+    c.events(Kind::Veto)
+        .rule(Rule::ProtectedUnbind)
+        .fail_closed()
+        .note("the linked unbinds fail closed")
+        .expect_at_least(2);
 }
 
-fn hidden_holder(c: &mut Checker) {
+fn hidden_holder(c: &Checker) {
     expect_fact(c, "visible_vfio_fds", "0");
     expect_fact(c, "fn1_override", "vfio-pci");
     expect_fact(c, "fn1_after_autoprobe", "none");
@@ -1125,24 +924,19 @@ fn hidden_holder(c: &mut Checker) {
     expect_fact(c, "sysfs_bind", want);
     expect_alive_and(c, "none");
     let fn1 = c.dev("VM_DEV_FN1");
-    let bound = c
-        .events(
-            "bind",
-            &[("device", fn1), ("driver", "e1000"), ("result", "ok")],
-        )
-        .len();
-    c.expect(bound == 0, format!("e1000 bound {fn1} {bound} times"));
+    c.events(Kind::Bind)
+        .device(fn1)
+        .driver("e1000")
+        .result(Outcome::Ok)
+        .expect_none();
     // The autoprobe the pin stopped is reported, with the driver it stopped.
-    let refused = c
-        .events("pin_refused", &[("device", fn1), ("driver", "e1000")])
-        .len();
-    c.expect(
-        refused >= 1,
-        format!("no pin_refused event for e1000 on {fn1}"),
-    );
+    c.events(Kind::PinRefused)
+        .device(fn1)
+        .driver("e1000")
+        .expect_at_least(1);
 }
 
-fn blocked_removal(c: &mut Checker) {
+fn blocked_removal(c: &Checker) {
     expect_fact(c, "remove_blocked", "yes");
     let state = c.fact("agent_main_state");
     c.expect(
@@ -1150,14 +944,14 @@ fn blocked_removal(c: &mut Checker) {
         "the agent's event loop was asleep in the kernel (D) while the removal blocked",
     );
     expect_fact(c, "healthz_during_stall", "200");
-    let stalled = c.of_type("stalled").len();
+    let stalled = c.of_type(|l| matches!(l, Line::Stalled { .. })).len();
     c.expect(stalled >= 1, "no `stalled` line while sysfs was blocked");
     expect_fact(c, "removed_after_release", "yes");
     expect_fact(c, "healthz_after", "200");
     expect_alive_and(c, "none");
 }
 
-fn agent_killed(c: &mut Checker) {
+fn agent_killed(c: &Checker) {
     expect_fact(c, "agent_killed", "yes");
     let links: usize = c.fact("pinned_links").parse().unwrap_or(0);
     c.expect(links >= 10, format!("only {links} links pinned"));
@@ -1180,12 +974,12 @@ fn agent_killed(c: &mut Checker) {
 }
 
 /// A fact that must be a number; a missing or garbled one is a problem, counted as 0.
-fn count_fact(c: &mut Checker, key: &str) -> u64 {
+fn count_fact(c: &Checker, key: &str) -> u64 {
     let v = c.fact(key);
     match v.parse() {
         Ok(n) => n,
         Err(_) => {
-            c.expect(false, format!("fact {key} is {v:?}, not a count"));
+            c.problem(format!("fact {key} is {v:?}, not a count"));
             0
         }
     }
@@ -1194,52 +988,61 @@ fn count_fact(c: &mut Checker, key: &str) -> u64 {
 /// What the boot's agent printed of the burst: ok binds and unbinds of pci-stub on the burst
 /// device, and opens (ok, failed) and releases of the flood's group file.
 fn burst_seen(c: &Checker, dev: &str, node: &str) -> (u64, u64) {
-    let n = |v: Vec<&Value>| v.len() as u64;
-    let cycles = n(c.events(
-        "bind",
-        &[("device", dev), ("driver", "pci-stub"), ("result", "ok")],
-    )) + n(c.events("unbind", &[("device", dev), ("driver", "pci-stub")]));
-    let opens = n(c.events("vfio_open", &[("path", node)]))
-        + n(c.events("vfio_release", &[("path", node)]));
-    (cycles, opens)
+    let cycles = c
+        .events(Kind::Bind)
+        .device(dev)
+        .driver("pci-stub")
+        .result(Outcome::Ok)
+        .count()
+        + c.events(Kind::Unbind)
+            .device(dev)
+            .driver("pci-stub")
+            .count();
+    let opens = c.events(Kind::VfioOpen).path(node).count()
+        + c.events(Kind::VfioRelease).path(node).count();
+    (cycles as u64, opens as u64)
 }
 
 /// Records counted lost by the boot's agent: `lost` counts and `restart` missed.
 fn counted_lost(c: &Checker) -> u64 {
-    let sum = |t: &str, f: &str| -> u64 {
-        c.of_type(t)
-            .iter()
-            .filter_map(|v| v.get(f).and_then(Value::as_u64))
-            .sum()
-    };
-    sum("lost", "count") + sum("restart", "missed")
+    c.lines
+        .iter()
+        .map(|l| match l {
+            Line::Lost { count } => *count,
+            Line::Restart { missed, .. } => *missed,
+            _ => 0,
+        })
+        .sum()
 }
 
 /// The agent's last verdict of every group equals the audit's read of sysfs after it stopped.
-fn final_map_matches_sysfs(c: &mut Checker) {
+fn final_map_matches_sysfs(c: &Checker) {
     let Some(groups) = c
         .audit
         .as_ref()
         .and_then(|a| a.get("groups"))
         .and_then(Value::as_array)
-        .cloned()
     else {
-        c.expect(false, "no groups in the final audit JSON");
+        c.problem("no groups in the final audit JSON");
         return;
     };
     for g in groups {
-        let id = str_of(&g, "id").unwrap_or("?").to_string();
-        let last = c.verdicts(&id).last().map(|v| (*v).clone());
-        let want = (g.get("owner").cloned(), g.get("viable").cloned());
-        let got = last.map(|v| (v.get("owner").cloned(), v.get("viable").cloned()));
+        let id = g["id"].as_str().unwrap_or("?");
+        let want = (g["owner"].as_str(), g["viable"].as_bool());
+        let got = c
+            .verdicts(id)
+            .last()
+            .map(|v| (Some(v.owner.as_str()), Some(v.viable)));
         c.expect(
-            got.as_ref() == Some(&want),
-            format!("group {id}: the agent's last verdict {got:?} is not the audit's {want:?}"),
+            got == Some(want),
+            format!(
+                "group {id}: the agent's last verdict (owner, viable) {got:?} is not the audit's {want:?}"
+            ),
         );
     }
 }
 
-fn burst(c: &mut Checker) {
+fn burst(c: &Checker) {
     let dev = c.fact("burst_device");
     let node = format!("/dev/vfio/{}", c.fact("flood_group"));
     let cycles = count_fact(c, "cycles");
@@ -1267,14 +1070,14 @@ fn burst(c: &mut Checker) {
         ),
     );
     c.expect(
-        !c.of_type("resync").is_empty(),
+        !c.of_type(|l| matches!(l, Line::Resync { .. })).is_empty(),
         "no resync after the losses",
     );
     expect_fact(c, "alive", "yes");
     final_map_matches_sysfs(c);
 }
 
-fn kill_mid_burst(c: &mut Checker) {
+fn kill_mid_burst(c: &Checker) {
     expect_fact(c, "agent_killed", "yes");
     expect_fact(c, "second_ready", "yes");
     expect_fact(c, "second_rc", "0");
@@ -1301,7 +1104,7 @@ fn kill_mid_burst(c: &mut Checker) {
     );
 }
 
-fn claim_race(c: &mut Checker) {
+fn claim_race(c: &Checker) {
     let errno = c.fact("first_bind_errno");
     c.expect(
         errno == "EPERM" || errno == "ENODEV",
@@ -1314,16 +1117,18 @@ fn claim_race(c: &mut Checker) {
     expect_alive_and(c, "none");
 }
 
-fn pin_restored(c: &mut Checker) {
+fn pin_restored(c: &Checker) {
     expect_fact(c, "fn1_override", "none");
     expect_fact(c, "alive", "yes");
     let fn1 = c.dev("VM_DEV_FN1");
     let watch = c
-        .of_type("capabilities")
-        .first()
-        .and_then(|v| str_of(v, "pin_watch"))
-        .unwrap_or("")
-        .to_owned();
+        .lines
+        .iter()
+        .find_map(|l| match l {
+            Line::Capabilities { pin_watch, .. } => Some(pin_watch.as_str()),
+            _ => None,
+        })
+        .unwrap_or("");
     c.expect(
         watch.starts_with("event"),
         format!("capabilities.pin_watch is {watch:?}: the pins are polled, not watched by event"),
@@ -1335,20 +1140,11 @@ fn pin_restored(c: &mut Checker) {
     // Each clearing store is recorded (the value written: none, so `driver` null), and each
     // restore follows its record.
     let kinds: Vec<&str> = c
-        .of_type("event")
-        .into_iter()
-        .filter(|v| str_of(v, "device") == Some(fn1))
-        .filter_map(|v| match str_of(v, "kind") {
-            Some("driver_override_write")
-                if v.get("driver") == Some(&Value::Null) && str_of(v, "result") == Some("ok") =>
-            {
-                Some("cleared")
-            }
-            Some("pin_restored")
-                if str_of(v, "driver") == Some("none") && str_of(v, "result") == Some("ok") =>
-            {
-                Some("restored")
-            }
+        .every_event()
+        .filter(|e| e.device.as_deref() == Some(fn1) && e.result == Outcome::Ok)
+        .filter_map(|e| match e.kind {
+            Kind::DriverOverrideWrite if e.driver.is_none() => Some("cleared"),
+            Kind::PinRestored if e.driver.as_deref() == Some("none") => Some("restored"),
             _ => None,
         })
         .collect();
@@ -1360,40 +1156,38 @@ fn pin_restored(c: &mut Checker) {
     );
 }
 
-fn traced_trusted_writer(c: &mut Checker) {
+fn traced_trusted_writer(c: &Checker) {
     expect_fact(c, "traced", "error_EPERM");
     expect_fact(c, "fn1_override", "none");
     expect_fact(c, "untraced", "ok");
-    let fn1 = c.dev("VM_DEV_FN1");
-    let n = vetoes_with(c, "protected_driver_override", fn1, "trusted_writer_traced");
-    c.expect(
-        n == 1,
-        format!("expected one veto naming the traced trusted writer, got {n}"),
-    );
+    c.events(Kind::Veto)
+        .rule(Rule::ProtectedDriverOverride)
+        .device(c.dev("VM_DEV_FN1"))
+        .action(Action::Vetoed)
+        .why(Why::TrustedWriterTraced)
+        .expect(1);
 }
 
-fn trusted_writer_installed(c: &mut Checker) {
+fn trusted_writer_installed(c: &Checker) {
     expect_fact(c, "before", "error_EPERM");
     expect_fact(c, "reresolved", "yes");
     expect_fact(c, "after", "ok");
     expect_fact(c, "fn1_override", "none");
     let fn1 = c.dev("VM_DEV_FN1");
-    let vetoes: Vec<String> = c
-        .events(
-            "veto",
-            &[("rule", "protected_driver_override"), ("device", fn1)],
-        )
-        .iter()
-        .filter_map(|e| str_of(e, "comm").map(str::to_string))
-        .collect();
+    let vetoes = c
+        .events(Kind::Veto)
+        .rule(Rule::ProtectedDriverOverride)
+        .device(fn1)
+        .list();
+    let comms: Vec<&str> = vetoes.iter().map(|e| e.comm.as_str()).collect();
     // Refused once, before it was installed; the installed one was let through.
     c.expect(
-        vetoes == ["late-writer"],
-        format!("expected one veto of late-writer's write, got {vetoes:?}"),
+        comms == ["late-writer"],
+        format!("expected one veto of late-writer's write, got {comms:?}"),
     );
 }
 
-fn daemonset_caps(c: &mut Checker) {
+fn daemonset_caps(c: &Checker) {
     // Measured on every Debian kernel here: 3, which makes the prerequisite necessary.
     expect_fact(c, "default_paranoid", "3");
     expect_fact(c, "caps_ready", "yes");
@@ -1410,18 +1204,29 @@ fn daemonset_caps(c: &mut Checker) {
 }
 
 /// Every event of `events` names pod `uid` and container `id`; `what` says whose they are.
-fn expect_pod(c: &mut Checker, events: &[Value], what: &str, uid: &str, id: &str) {
+fn expect_pod(c: &Checker, events: &[&Event], what: &str, uid: &str, id: &str) {
     c.expect(!events.is_empty(), format!("no {what} event"));
     for e in events {
-        let got = (str_of(e, "pod_uid"), str_of(e, "container_id"));
+        let got = (e.pod_uid.as_deref(), e.container_id.as_deref());
         c.expect(
             got == (Some(uid), Some(id)),
-            format!("{what}: expected pod_uid {uid} and container_id {id}, got {e}"),
+            format!(
+                "{what}: expected pod_uid {uid} and container_id {id}, got {}",
+                json(e)
+            ),
         );
     }
 }
 
-fn pod_attribution(c: &mut Checker) {
+/// The events `q` finds of the task `pid` (a fact): none when it is not a number.
+fn of_task<'c>(q: Events<'c>, pid: &str) -> Vec<&'c Event> {
+    match pid.parse() {
+        Ok(tgid) => q.tgid(tgid).list(),
+        Err(_) => Vec::new(),
+    }
+}
+
+fn pod_attribution(c: &Checker) {
     let g = c.fact("group");
     let [uid_a, id_a, uid_b, id_b, uid_c, id_c, pid_a, pid_b] = [
         "uid_a", "id_a", "uid_b", "id_b", "uid_c", "id_c", "pid_a", "pid_b",
@@ -1436,11 +1241,7 @@ fn pod_attribution(c: &mut Checker) {
     // The bind attempts, written from pod C (guaranteed QoS, systemd driver, CRI-O).
     for var in ["VM_DEV_FN0", "VM_DEV_FN1"] {
         let dev = c.dev(var);
-        let binds: Vec<Value> = c
-            .events("bind", &[("device", dev), ("driver", "vfio-pci")])
-            .into_iter()
-            .cloned()
-            .collect();
+        let binds = c.events(Kind::Bind).device(dev).driver("vfio-pci").list();
         expect_pod(
             c,
             &binds,
@@ -1455,14 +1256,7 @@ fn pod_attribution(c: &mut Checker) {
         (&pid_a, &uid_a, &id_a, "holder A"),
         (&pid_b, &uid_b, &id_b, "holder B"),
     ] {
-        let opens: Vec<Value> = c
-            .events(
-                "vfio_open",
-                &[("group", &g), ("tgid", pid), ("result", "ok")],
-            )
-            .into_iter()
-            .cloned()
-            .collect();
+        let opens = of_task(c.events(Kind::VfioOpen).group(&g).result(Outcome::Ok), pid);
         expect_pod(
             c,
             &opens,
@@ -1472,45 +1266,39 @@ fn pod_attribution(c: &mut Checker) {
         );
     }
     // Holder A's release ran as it exited; its cgroup was removed afterwards: named from the id.
-    let releases: Vec<Value> = c
-        .events("vfio_release", &[("tgid", &pid_a)])
-        .into_iter()
-        .cloned()
-        .collect();
-    for e in &releases {
-        let got = (str_of(e, "pod_uid"), str_of(e, "container_id"));
+    for e in of_task(c.events(Kind::VfioRelease), &pid_a) {
+        let got = (e.pod_uid.as_deref(), e.container_id.as_deref());
         c.expect(
             got == (Some(uid_a.as_str()), Some(id_a.as_str())),
-            format!("vfio_release by holder A should name its pod: {e}"),
+            format!("vfio_release by holder A should name its pod: {}", json(e)),
         );
     }
     // Nothing is attributed to a pod the script did not make.
     let known = [&uid_a, &uid_b, &uid_c];
-    let stray: Vec<String> = c
-        .of_type("event")
-        .into_iter()
-        .filter_map(|e| str_of(e, "pod_uid"))
+    let stray: Vec<&str> = c
+        .every_event()
+        .filter_map(|e| e.pod_uid.as_deref())
         .filter(|u| !known.iter().any(|k| k.as_str() == *u))
-        .map(str::to_string)
         .collect();
     c.expect(
         stray.is_empty(),
         format!("events name pods nobody made: {stray:?}"),
     );
     // The audit: holder B in its pod, holder A gone.
-    let holders: Vec<Value> = c
+    let holders: Vec<&Value> = c
         .audit
         .as_ref()
-        .and_then(|a| a.get("groups")?.as_array().cloned())
-        .unwrap_or_default()
+        .and_then(|a| a["groups"].as_array())
         .into_iter()
-        .filter(|grp| str_of(grp, "id") == Some(g.as_str()))
-        .filter_map(|grp| grp.get("holders")?.as_array().cloned())
+        .flatten()
+        .filter(|grp| grp["id"].as_str() == Some(g.as_str()))
+        .filter_map(|grp| grp["holders"].as_array())
         .flatten()
         .collect();
-    let pid_of = |h: &Value| h.get("pid").and_then(Value::as_u64).map(|p| p.to_string());
+    let pid_of = |h: &Value| h["pid"].as_u64().map(|p| p.to_string());
     let b: Vec<&Value> = holders
         .iter()
+        .copied()
         .filter(|h| pid_of(h) == Some(pid_b.clone()))
         .collect();
     c.expect(
@@ -1518,7 +1306,7 @@ fn pod_attribution(c: &mut Checker) {
         format!("audit: holder B (pid {pid_b}) not among the holders of group {g}: {holders:?}"),
     );
     for h in b {
-        let got = (str_of(h, "pod_uid"), str_of(h, "container_id"));
+        let got = (h["pod_uid"].as_str(), h["container_id"].as_str());
         c.expect(
             got == (Some(uid_b.as_str()), Some(id_b.as_str())),
             format!("audit: holder B should name pod {uid_b} container {id_b}: {h}"),
@@ -1528,4 +1316,76 @@ fn pod_attribution(c: &mut Checker) {
         !holders.iter().any(|h| pid_of(h) == Some(pid_a.clone())),
         format!("audit: holder A (pid {pid_a}) exited but is listed"),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::qemu::Channel;
+    use crate::topology;
+
+    fn event(kind: Kind, device: &str, driver: Option<&str>, result: Outcome) -> Event {
+        let mut e = Event::new(kind, result);
+        e.device = Some(device.into());
+        e.driver = driver.map(str::to_string);
+        e
+    }
+
+    /// A boot of reserve-prevents-bind on 6.12 as the agent and the script report it.
+    fn boot(with_veto: bool) -> Checker {
+        let (fn0, fn1) = (
+            topology::address("VM_DEV_FN0"),
+            topology::address("VM_DEV_FN1"),
+        );
+        let mut lines = Vec::new();
+        for (dev, driver) in [(fn0, "vfio-pci"), (fn1, "none")] {
+            let mut pin = event(Kind::Pin, dev, Some(driver), Outcome::Ok);
+            pin.rule = Some(Rule::Reservation);
+            pin.action = Some(Action::Pinned);
+            lines.push(Line::Event(Box::new(pin)));
+        }
+        if with_veto {
+            let mut veto = event(Kind::Veto, fn1, None, Outcome::Error);
+            veto.rule = Some(Rule::ProtectedBind);
+            veto.action = Some(Action::Vetoed);
+            veto.errno = Some("EPERM".into());
+            lines.push(Line::Event(Box::new(veto)));
+        }
+        let script = [
+            "fn0_override=vfio-pci",
+            "fn1_override=none",
+            "fn1_after_autoprobe=none",
+            "fn1_driver=none",
+            "alive=yes",
+            "sysfs_bind=EPERM",
+        ]
+        .map(|f| format!("@fact {f}\n"))
+        .concat();
+        let ch = Channel {
+            events: lines
+                .iter()
+                .map(|l| serde_json::to_string(l).unwrap())
+                .collect(),
+            script,
+            ..Channel::default()
+        };
+        Checker::new("6.12", None, &ch)
+    }
+
+    #[test]
+    fn a_rewritten_check_passes_a_good_boot_and_names_what_a_bad_one_misses() {
+        let good = boot(true);
+        reserve_prevents_bind(&good);
+        assert_eq!(good.into_problems(), Vec::<String>::new());
+
+        let bad = boot(false);
+        reserve_prevents_bind(&bad);
+        assert_eq!(
+            bad.into_problems(),
+            [
+                "expected 1 `veto` event with device=0000:05:00.1, rule=protected_bind, \
+              action=vetoed, got 0 (no `veto` event at all)"
+            ]
+        );
+    }
 }

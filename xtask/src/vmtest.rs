@@ -212,14 +212,14 @@ fn boot_and_check(
             outcome.console.display()
         )]);
     }
-    let mut c = Checker::new(job.series, job.cmdline, &outcome.channel);
+    let c = Checker::new(job.series, job.cmdline, &outcome.channel);
     if !outcome.channel.ready {
-        c.problems.push(format!(
+        c.problem(format!(
             "agent never printed its ready line (stderr: {})",
             out.join("agent.stderr").display()
         ));
     }
     c.common();
-    (job.scenario.check)(&mut c);
-    Ok(c.problems)
+    (job.scenario.check)(&c);
+    Ok(c.into_problems())
 }
