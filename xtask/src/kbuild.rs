@@ -207,7 +207,7 @@ fn build(apt: &PrivateApt, dir: &Path, version: &str, recipe: &str) -> Result<()
     }
     let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
     say(format!(
-        "setup: building {BUILT} ({SOURCE} {version}) with {jobs} jobs at nice 19: about 30 minutes on 2 idle cores, once per machine; log in {}",
+        "setup: building {BUILT} ({SOURCE} {version}) with {jobs} jobs at nice 19: about 12 minutes on 2 idle cores, once per machine; log in {}",
         sibling(dir, "make.log").display()
     ));
     let started = Instant::now();

@@ -54,7 +54,7 @@ fn setup_with(build: bool) -> Result<()> {
 }
 
 /// Quick check used by the other commands: true when `setup` has nothing left to do but build
-/// 6.12-iommufd, which `Kernel::ready` builds when a command first boots it (about 30 minutes on 2 cores, once).
+/// 6.12-iommufd, which `Kernel::ready` builds when a command first boots it (720 s on 2 idle cores, once).
 pub fn is_complete() -> bool {
     has_rust_src()
         && bpf_linker_ok()
