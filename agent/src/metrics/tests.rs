@@ -348,6 +348,28 @@ fn capabilities_give_build_info_programs_and_dry_run() {
     assert!(!text.contains("vfio_device_fops_cdev_open"), "{text}");
 }
 
+/// A kprobe before 5.15 is a perf event, not a BPF link: attached, not pinned, and attached all
+/// the same (5.10's vfio kprobes once counted as failed here).
+#[test]
+fn a_program_attached_without_a_pinned_link_counts_as_attached() {
+    let m = metrics();
+    let programs = [
+        ("really_probe", "attached"),
+        ("vfio_group_fops_open", "attached (not pinned)"),
+    ];
+    feed(&m, &capabilities(false, false, &programs));
+    let text = m.render();
+    assert_eq!(sample(&text, "iommu_enforcer_programs_attached"), Some(2.0));
+    assert_eq!(
+        sample(
+            &text,
+            r#"iommu_enforcer_program_status{program="vfio_group_fops_open",status="attached"}"#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+}
+
 #[test]
 fn lsm_enforcement_needs_bpf_lsm_an_attached_lsm_program_and_no_dry_run() {
     let lsm = r#"iommu_enforcer_enforcement_active{mechanism="lsm"}"#;
