@@ -8,9 +8,9 @@ use iommu_enforcer_common::{ADDR_LEN, DRIVER_KEY_LEN};
 use serde::{Serialize, Serializer};
 
 /// A PCI address as the kernel spells it, `0000:01:00.1` (DDDD:BB:DD.F, lowercase, device at
-/// most 0x1f, function at most 7).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct PciAddress(String);
+/// most 0x1f, function at most 7). Its 12 ASCII bytes inline: a policy may name 200,000.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PciAddress([u8; 12]);
 
 impl PciAddress {
     /// `s` when it is such an address (in any case), lowercased.
@@ -19,38 +19,48 @@ impl PciAddress {
         if b.len() != 12 || b[4] != b':' || b[7] != b':' || b[10] != b'.' {
             return None;
         }
-        let hex = |r: std::ops::Range<usize>| {
-            let part = s.get(r)?;
-            part.bytes()
-                .all(|c| c.is_ascii_hexdigit())
-                .then(|| u32::from_str_radix(part, 16).ok())?
-        };
-        hex(0..4)?;
-        hex(5..7)?;
-        let dev = hex(8..10)?;
-        let func = hex(11..12)?;
-        (dev <= 0x1f && func <= 7).then(|| PciAddress(s.to_ascii_lowercase()))
+        // Digit by digit: a policy may hold 200,000 addresses.
+        let digit = |i: usize| char::from(b[i]).to_digit(16);
+        for i in [0, 1, 2, 3, 5, 6] {
+            digit(i)?;
+        }
+        let dev = digit(8)? * 16 + digit(9)?;
+        let func = digit(11)?;
+        if dev > 0x1f || func > 7 {
+            return None;
+        }
+        let mut address = [0; 12];
+        address.copy_from_slice(b);
+        address.make_ascii_lowercase();
+        Some(PciAddress(address))
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        std::str::from_utf8(&self.0).expect("ASCII by construction")
     }
 
     /// The address as the LSM hooks compare it (NUL padded; always fits: 12 of 16 bytes).
     pub fn key(&self) -> [u8; ADDR_LEN] {
-        padded(&self.0)
+        padded(self.as_str())
+    }
+}
+
+/// As it read when the address was a `String`: `PciAddress("0000:01:00.1")`.
+impl fmt::Debug for PciAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("PciAddress").field(&self.as_str()).finish()
     }
 }
 
 impl fmt::Display for PciAddress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
 impl Serialize for PciAddress {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
+        s.serialize_str(self.as_str())
     }
 }
 
@@ -212,6 +222,10 @@ mod tests {
         ] {
             assert_eq!(PciAddress::parse(bad), None, "{bad}");
         }
+        assert_eq!(
+            format!("{:?}", PciAddress::parse("0000:01:00.1").expect("valid")),
+            "PciAddress(\"0000:01:00.1\")"
+        );
         let key = PciAddress::parse("0000:01:00.1").expect("valid").key();
         assert_eq!(&key[..12], b"0000:01:00.1");
         assert_eq!(key[12..], [0; 4]);

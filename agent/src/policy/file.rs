@@ -1,9 +1,9 @@
 //! Reading and checking the policy file.
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use super::reader::{self, Spanned, Table, Value};
+use super::reader::{self, Spanned, Str, Table, Value};
 use super::{Intended, Policy, Reserve, Selector};
 use crate::bounded::{self, BoundedError};
 use crate::pci::{ClassPrefix, DriverName, PciAddress, PciId};
@@ -44,7 +44,7 @@ impl Policy {
             let valid = e.utf8_error().valid_up_to();
             let bytes = e.as_bytes();
             let prefix = std::str::from_utf8(&bytes[..valid]).unwrap_or_default();
-            let (line, column) = LineIndex::new(prefix).line_column(prefix, valid);
+            let (line, column) = line_column(prefix, valid);
             PolicyError::Invalid {
                 path: path.to_path_buf(),
                 line,
@@ -56,11 +56,11 @@ impl Policy {
     }
 
     /// Parses policy `text`; `path` names it in errors.
-    /// Linear in the size of `text`: positions are found in an index of line starts.
+    /// Linear in the size of `text`: an entry's line is counted on from the entry before, and
+    /// an error's line and column are counted only once it is reported.
     pub fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
-        let lines = LineIndex::new(text);
         let invalid = |span: Range<usize>, message: String| {
-            let (line, column) = lines.line_column(text, span.start);
+            let (line, column) = line_column(text, span.start);
             PolicyError::Invalid {
                 path: path.to_path_buf(),
                 line,
@@ -69,7 +69,7 @@ impl Policy {
             }
         };
         let raw = reader::read(text)
-            .and_then(raw_policy)
+            .and_then(|root| raw_policy(root, text))
             .map_err(|(span, message)| invalid(span, message))?;
 
         let mut policy = Policy {
@@ -83,8 +83,9 @@ impl Policy {
             policy.allowed_drivers = list.into_iter().map(Spanned::into_inner).collect();
         }
         if let Some(list) = raw.denied_drivers {
+            let allowed: HashSet<&DriverName> = policy.allowed_drivers.iter().collect();
             for d in &list {
-                if policy.allowed_drivers.contains(d.get_ref()) {
+                if allowed.contains(d.get_ref()) {
                     return Err(invalid(
                         d.span(),
                         format!(
@@ -105,76 +106,53 @@ impl Policy {
                     format!("trusted_writers: {w:?} is not an absolute path"),
                 ));
             }
-            policy.trusted_writers.push(PathBuf::from(w));
+            policy.trusted_writers.push(PathBuf::from(w.into_owned()));
         }
-        // Selector -> (driver, line) of the entry that reserved it first.
-        let mut reserved: HashMap<Selector, (Intended, usize)> = HashMap::new();
-        for entry in raw.reserve {
-            let span = entry.span();
-            let r = entry.into_inner();
-            let mut selectors = Vec::new();
-            if let Some(g) = r.group {
-                selectors.push((g.span(), Selector::Group(g.into_inner().0)));
-            }
-            if let Some(a) = r.device {
-                selectors.push((a.span(), Selector::Device(a.into_inner())));
-            }
-            if let Some(id) = r.id {
-                selectors.push((id.span(), Selector::Id(id.into_inner())));
-            }
-            if let Some(c) = r.class {
-                selectors.push((c.span(), Selector::Class(c.into_inner())));
-            }
-            let (selector_span, selector) = match selectors.len() {
-                0 => {
-                    return Err(invalid(
-                        span,
-                        "empty reserve selector: set one of group, device, id, class".to_string(),
-                    ))
-                }
-                1 => selectors.remove(0),
-                _ => {
-                    return Err(invalid(
-                        selectors[1].0.clone(),
-                        "more than one reserve selector: set only one of group, device, id, class"
-                            .to_string(),
-                    ))
-                }
+        // Selector -> the entry that reserved it first. The first entry in error, as when each
+        // entry was checked in turn: a duplicate before the entry that could not be one.
+        let mut reserved: HashMap<&Selector, &Reserve> = HashMap::with_capacity(raw.reserve.len());
+        for (r, span) in raw.reserve.iter().zip(raw.selector_spans) {
+            let Some(first) = reserved.insert(&r.selector, r) else {
+                continue;
             };
-            let driver = r
-                .driver
-                .map_or_else(|| Intended::Driver(vfio_pci()), Spanned::into_inner);
-            let line = lines.line_column(text, span.start).0;
-            if let Some((first, first_line)) = reserved.get(&selector) {
-                let message = if *first == driver {
-                    format!("{selector} is already reserved at line {first_line}: duplicate reservation")
-                } else {
-                    format!(
-                        "{selector} is reserved for {driver} here and for {first} at line {first_line}: contradictory reservations"
-                    )
-                };
-                return Err(invalid(selector_span, message));
-            }
-            reserved.insert(selector.clone(), (driver.clone(), line));
-            policy.reserve.push(Reserve {
-                selector,
-                driver,
-                rebind: r.rebind.unwrap_or(false),
-                line,
-            });
+            let (selector, driver) = (&r.selector, &r.driver);
+            let message = if first.driver == *driver {
+                format!(
+                    "{selector} is already reserved at line {}: duplicate reservation",
+                    first.line
+                )
+            } else {
+                format!(
+                    "{selector} is reserved for {driver} here and for {} at line {}: contradictory reservations",
+                    first.driver, first.line
+                )
+            };
+            return Err(invalid(span, message));
         }
+        drop(reserved);
+        if let Some((span, message)) = raw.entry_error {
+            return Err(invalid(span, message));
+        }
+        policy.reserve = raw.reserve;
         Ok(policy)
     }
 }
 
 /// The policy as written, every value already checked and typed (with where it was written,
 /// for the checks across entries).
-struct RawPolicy {
+struct RawPolicy<'i> {
     protect_user_groups: Option<bool>,
     allowed_drivers: Option<Vec<Spanned<DriverName>>>,
     denied_drivers: Option<Vec<Spanned<DriverName>>>,
-    trusted_writers: Option<Vec<Spanned<String>>>,
-    reserve: Vec<Spanned<RawReserve>>,
+    trusted_writers: Option<Vec<Spanned<Str<'i>>>>,
+    /// The reservations up to the first entry that cannot be one (`entry_error`): made while
+    /// read, not kept as written, since a policy may hold 200,000.
+    reserve: Vec<Reserve>,
+    /// Where each reservation's selector was written.
+    selector_spans: Vec<Range<usize>>,
+    /// Why that entry is not a reservation: reported after the checks across entries before
+    /// it (and after the other keys' checks), as when every entry was checked in turn.
+    entry_error: Option<reader::Error>,
 }
 
 #[derive(Default)]
@@ -198,28 +176,44 @@ const RESERVE_KEYS: &[&str] = &["group", "device", "id", "class", "driver", "reb
 
 /// The schema over the document tree: unknown keys and wrong types are errors, worded as serde
 /// words them.
-fn raw_policy(root: Table) -> Result<RawPolicy, reader::Error> {
+fn raw_policy<'i>(root: Table<'i>, text: &str) -> Result<RawPolicy<'i>, reader::Error> {
     let mut raw = RawPolicy {
         protect_user_groups: None,
         allowed_drivers: None,
         denied_drivers: None,
         trusted_writers: None,
         reserve: Vec::new(),
+        selector_spans: Vec::new(),
+        entry_error: None,
     };
     for (key, value) in root.entries {
-        match key.get_ref().as_str() {
+        match key.get_ref().as_ref() {
             "protect_user_groups" => raw.protect_user_groups = Some(boolean(value)?),
             "allowed_drivers" => raw.allowed_drivers = Some(drivers(value, "allowed_drivers")?),
             "denied_drivers" => raw.denied_drivers = Some(drivers(value, "denied_drivers")?),
             "trusted_writers" => raw.trusted_writers = Some(strings(value)?),
             "reserve" => {
-                for item in array(value)? {
+                let items = array(value)?;
+                raw.reserve.reserve(items.len());
+                raw.selector_spans.reserve(items.len());
+                let mut lines = LineCounter::new(text);
+                for item in items {
                     let span = item.span();
                     let t = match item.into_inner() {
                         Value::Table(t) => t,
                         other => return Err(invalid_type(&other, span, "struct RawReserve")),
                     };
-                    raw.reserve.push(Spanned::new(span, raw_reserve(t)?));
+                    let r = raw_reserve(t)?;
+                    if raw.entry_error.is_some() {
+                        continue;
+                    }
+                    match reservation(r, span, &mut lines) {
+                        Ok((reserve, selector_span)) => {
+                            raw.reserve.push(reserve);
+                            raw.selector_spans.push(selector_span);
+                        }
+                        Err(e) => raw.entry_error = Some(e),
+                    }
                 }
             }
             _ => return Err(unknown(&key, POLICY_KEYS)),
@@ -228,10 +222,53 @@ fn raw_policy(root: Table) -> Result<RawPolicy, reader::Error> {
     Ok(raw)
 }
 
-fn raw_reserve(table: Table) -> Result<RawReserve, reader::Error> {
+/// The reservation of an entry of one selector; its selector's place.
+fn reservation(
+    r: RawReserve,
+    span: Range<usize>,
+    lines: &mut LineCounter<'_>,
+) -> Result<(Reserve, Range<usize>), reader::Error> {
+    let selectors = [
+        r.group
+            .map(|g| (g.span(), Selector::Group(g.into_inner().0))),
+        r.device
+            .map(|a| (a.span(), Selector::Device(a.into_inner()))),
+        r.id.map(|id| (id.span(), Selector::Id(id.into_inner()))),
+        r.class.map(|c| (c.span(), Selector::Class(c.into_inner()))),
+    ];
+    let mut selectors = selectors.into_iter().flatten();
+    let (selector_span, selector) = match (selectors.next(), selectors.next()) {
+        (Some(only), None) => only,
+        (None, _) => {
+            return Err((
+                span,
+                "empty reserve selector: set one of group, device, id, class".to_string(),
+            ))
+        }
+        (Some(_), Some((second, _))) => {
+            return Err((
+                second,
+                "more than one reserve selector: set only one of group, device, id, class"
+                    .to_string(),
+            ))
+        }
+    };
+    let driver = r
+        .driver
+        .map_or_else(|| Intended::Driver(vfio_pci()), Spanned::into_inner);
+    let reserve = Reserve {
+        selector,
+        driver,
+        rebind: r.rebind.unwrap_or(false),
+        line: lines.line(span.start),
+    };
+    Ok((reserve, selector_span))
+}
+
+fn raw_reserve(table: Table<'_>) -> Result<RawReserve, reader::Error> {
     let mut r = RawReserve::default();
     for (key, value) in table.entries {
-        match key.get_ref().as_str() {
+        match key.get_ref().as_ref() {
             "group" => {
                 let span = value.span();
                 r.group = Some(Spanned::new(
@@ -262,7 +299,7 @@ fn raw_reserve(table: Table) -> Result<RawReserve, reader::Error> {
     Ok(r)
 }
 
-fn unknown(key: &Spanned<String>, expected: &[&str]) -> reader::Error {
+fn unknown(key: &Spanned<Str<'_>>, expected: &[&str]) -> reader::Error {
     let list: Vec<String> = expected.iter().map(|k| format!("`{k}`")).collect();
     (
         key.span(),
@@ -274,7 +311,7 @@ fn unknown(key: &Spanned<String>, expected: &[&str]) -> reader::Error {
     )
 }
 
-fn invalid_type(v: &Value, span: Range<usize>, expected: &str) -> reader::Error {
+fn invalid_type(v: &Value<'_>, span: Range<usize>, expected: &str) -> reader::Error {
     let found = match v {
         Value::String(s) => format!("string {s:?}"),
         Value::Integer(i) => format!("integer `{i}`"),
@@ -284,14 +321,14 @@ fn invalid_type(v: &Value, span: Range<usize>, expected: &str) -> reader::Error 
     (span, format!("invalid type: {found}, expected {expected}"))
 }
 
-fn boolean(v: Spanned<Value>) -> Result<bool, reader::Error> {
+fn boolean(v: Spanned<Value<'_>>) -> Result<bool, reader::Error> {
     match v.get_ref() {
         Value::Boolean(b) => Ok(*b),
         other => Err(invalid_type(other, v.span(), "a boolean")),
     }
 }
 
-fn string(v: Spanned<Value>) -> Result<Spanned<String>, reader::Error> {
+fn string(v: Spanned<Value<'_>>) -> Result<Spanned<Str<'_>>, reader::Error> {
     let span = v.span();
     match v.into_inner() {
         Value::String(s) => Ok(Spanned::new(span, s)),
@@ -299,7 +336,7 @@ fn string(v: Spanned<Value>) -> Result<Spanned<String>, reader::Error> {
     }
 }
 
-fn array(v: Spanned<Value>) -> Result<Vec<Spanned<Value>>, reader::Error> {
+fn array(v: Spanned<Value<'_>>) -> Result<Vec<Spanned<Value<'_>>>, reader::Error> {
     let span = v.span();
     match v.into_inner() {
         Value::Array(items) => Ok(items),
@@ -307,14 +344,14 @@ fn array(v: Spanned<Value>) -> Result<Vec<Spanned<Value>>, reader::Error> {
     }
 }
 
-fn strings(v: Spanned<Value>) -> Result<Vec<Spanned<String>>, reader::Error> {
+fn strings(v: Spanned<Value<'_>>) -> Result<Vec<Spanned<Str<'_>>>, reader::Error> {
     array(v)?.into_iter().map(string).collect()
 }
 
 /// A group number written as `"14"` or `14`.
 struct GroupNumber(u32);
 
-fn group_number(v: Value, span: Range<usize>) -> Result<GroupNumber, reader::Error> {
+fn group_number(v: Value<'_>, span: Range<usize>) -> Result<GroupNumber, reader::Error> {
     let bad = |shown: String| {
         (
             span.clone(),
@@ -343,7 +380,7 @@ fn group_number(v: Value, span: Range<usize>) -> Result<GroupNumber, reader::Err
 
 /// A string value made into `T` by `parse`, or `message(the string)` at its place.
 fn checked<T>(
-    v: Spanned<String>,
+    v: Spanned<Str<'_>>,
     parse: impl Fn(&str) -> Option<T>,
     message: impl Fn(&str) -> String,
 ) -> Result<Spanned<T>, reader::Error> {
@@ -355,7 +392,7 @@ fn checked<T>(
 }
 
 /// A list of driver names (`allowed_drivers`, `denied_drivers`), each checked.
-fn drivers(v: Spanned<Value>, key: &str) -> Result<Vec<Spanned<DriverName>>, reader::Error> {
+fn drivers(v: Spanned<Value<'_>>, key: &str) -> Result<Vec<Spanned<DriverName>>, reader::Error> {
     strings(v)?
         .into_iter()
         .map(|d| {
@@ -368,7 +405,7 @@ fn drivers(v: Spanned<Value>, key: &str) -> Result<Vec<Spanned<DriverName>>, rea
 }
 
 /// A reserve entry's `driver`: `none` (stay unbound) or a driver name.
-fn intended(v: Spanned<String>) -> Result<Spanned<Intended>, reader::Error> {
+fn intended(v: Spanned<Str<'_>>) -> Result<Spanned<Intended>, reader::Error> {
     let span = v.span();
     if v.get_ref() == "none" {
         return Ok(Spanned::new(span, Intended::Unbound));
@@ -383,27 +420,53 @@ fn vfio_pci() -> DriverName {
     DriverName::parse("vfio-pci").expect("a valid driver name")
 }
 
-/// The byte offsets where the lines of a text start, built in one pass.
-struct LineIndex {
-    starts: Vec<usize>,
+/// 1-based line and column (in characters) of byte `offset` in `text`: a count from the start,
+/// made only for the one error reported.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text.as_bytes()[..offset.min(text.len())];
+    let line = 1 + newlines(before);
+    let start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    let column = text
+        .get(start..before.len())
+        .map_or(0, |l| l.chars().count())
+        + 1;
+    (line, column)
 }
 
-impl LineIndex {
-    fn new(text: &str) -> LineIndex {
-        let starts = std::iter::once(0)
-            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
-            .collect();
-        LineIndex { starts }
+fn newlines(bytes: &[u8]) -> usize {
+    bytes.iter().filter(|&&b| b == b'\n').count()
+}
+
+/// The lines of offsets met in increasing order (the reservations'), each counted on from the
+/// one before: one pass over the text for all of them.
+struct LineCounter<'t> {
+    text: &'t [u8],
+    offset: usize,
+    line: usize,
+}
+
+impl<'t> LineCounter<'t> {
+    fn new(text: &'t str) -> Self {
+        LineCounter {
+            text: text.as_bytes(),
+            offset: 0,
+            line: 1,
+        }
     }
 
-    /// 1-based line and column (in characters) of byte `offset` in `text`, the text this
-    /// index was built from: a binary search for the line, then a count within it.
-    fn line_column(&self, text: &str, offset: usize) -> (usize, usize) {
-        let offset = offset.min(text.len());
-        let line = self.starts.partition_point(|&s| s <= offset).max(1);
-        let start = self.starts.get(line - 1).copied().unwrap_or(0);
-        let column = text.get(start..offset).map_or(0, |l| l.chars().count()) + 1;
-        (line, column)
+    /// The 1-based line of byte `offset`.
+    fn line(&mut self, offset: usize) -> usize {
+        let offset = offset.min(self.text.len());
+        if offset < self.offset {
+            // Not met in order (no reader makes this): count from the start again.
+            (self.offset, self.line) = (0, 1);
+        }
+        self.line += newlines(&self.text[self.offset..offset]);
+        self.offset = offset;
+        self.line
     }
 }
 
@@ -414,14 +477,24 @@ mod tests {
     #[test]
     fn line_and_column() {
         let text = "a = 1\nbb = \"é\"\n";
-        let index = LineIndex::new(text);
-        assert_eq!(index.line_column(text, 0), (1, 1));
-        assert_eq!(index.line_column(text, 5), (1, 6));
-        assert_eq!(index.line_column(text, 6), (2, 1));
-        assert_eq!(index.line_column(text, 11), (2, 6));
+        assert_eq!(line_column(text, 0), (1, 1));
+        assert_eq!(line_column(text, 5), (1, 6));
+        assert_eq!(line_column(text, 6), (2, 1));
+        assert_eq!(line_column(text, 11), (2, 6));
         // after the two-byte é: one character further
-        assert_eq!(index.line_column(text, 14), (2, 8));
-        assert_eq!(index.line_column(text, text.len()), (3, 1));
-        assert_eq!(index.line_column(text, 999), (3, 1));
+        assert_eq!(line_column(text, 14), (2, 8));
+        assert_eq!(line_column(text, text.len()), (3, 1));
+        assert_eq!(line_column(text, 999), (3, 1));
+        // inside the é: the column of the line's start, as a slice there is no text
+        assert_eq!(line_column(text, 13), (2, 1));
+    }
+
+    #[test]
+    fn lines_counted_on_agree_with_counts_from_the_start() {
+        let text = "a = 1\n\n[[reserve]]\ngroup = 1\n";
+        let mut lines = LineCounter::new(text);
+        for offset in [0, 3, 6, 7, 7, 19, 2, 8, 999] {
+            assert_eq!(lines.line(offset), line_column(text, offset).0, "{offset}");
+        }
     }
 }

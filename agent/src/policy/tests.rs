@@ -408,11 +408,32 @@ fn duplicate_and_contradictory_reservations_are_errors() {
     let p =
         parse("[[reserve]]\nclass = \"0x03\"\n[[reserve]]\nclass = \"0x0300\"\n").expect("parses");
     assert_eq!(p.reserve.len(), 2);
+    // The first entry in error names the error, whichever check finds it; a bad value anywhere
+    // (checked while read) comes before both.
+    let group = |g: u32| format!("[[reserve]]\ngroup = {g}\n");
+    let empty = "[[reserve]]\nrebind = true\n";
+    assert!(error(&format!("{}{}{empty}", group(1), group(1)))
+        .starts_with("node.toml:4:9: group 1 is already reserved at line 1"));
+    assert!(error(&format!("{}{empty}{}", group(1), group(1)))
+        .starts_with("node.toml:3:1: empty reserve selector"));
+    assert!(error(&format!(
+        "{empty}{}{}[[reserve]]\ngroup = \"x\"\n",
+        group(1),
+        group(1)
+    ))
+    .starts_with("node.toml:8:9: group \"x\" is not an IOMMU group number"));
+    assert!(error(&format!(
+        "trusted_writers = [\"x\"]\n{}{}",
+        group(1),
+        group(1)
+    ))
+    .starts_with("node.toml:1:20: trusted_writers: \"x\" is not an absolute path"));
 }
 
-/// Parsing is linear in the size of the policy (a line-start index, not a count from the
-/// file start per entry): ten times the reservations take about ten times as long, not a
-/// hundred. The 200,000-entry figure is `cargo bench -p iommu-enforcer --bench policy_load`.
+/// Parsing is linear in the size of the policy (lines counted on from the entry before, keys
+/// found in an index once a table is large, drivers checked against a set): ten times the
+/// reservations, keys, headers or drivers take about ten times as long, not a hundred. The
+/// 200,000-entry figure is `cargo bench -p iommu-enforcer --bench policy_load`.
 #[test]
 fn policy_parsing_is_linear_in_its_size() {
     let time = |n: usize| {
@@ -437,6 +458,46 @@ fn policy_parsing_is_linear_in_its_size() {
         many_reservations(50_000)
     );
     assert!(error(&bad).starts_with("node.toml:200002:10: device \"0000:zz:00.0\""));
+
+    // Documents that are all keys of one table, all headers, or two long driver lists: each
+    // read in full before its error.
+    let text = |shape: &str, n: usize| -> String {
+        match shape {
+            "keys" => (0..n).map(|i| format!("k{i} = 1\n")).collect(),
+            "headers" => (0..n).map(|i| format!("[[t{i}]]\n")).collect(),
+            _ => {
+                let list = |p: &str| (0..n).map(|i| format!("\"{p}{i}\"")).collect::<Vec<_>>();
+                format!(
+                    "allowed_drivers = [{}]\ndenied_drivers = [{}, \"a0\"]\n",
+                    list("a").join(", "),
+                    list("d").join(", ")
+                )
+            }
+        }
+    };
+    let shapes = [
+        ("keys", "node.toml:1:1: ", "unknown field `k0`"),
+        ("headers", "node.toml:1:3: ", "unknown field `t0`"),
+        ("drivers", "node.toml:2:", "driver \"a0\" is both"),
+    ];
+    for (shape, place, message) in shapes {
+        let time = |n: usize| {
+            let text = text(shape, n);
+            let start = std::time::Instant::now();
+            let e = error(&text);
+            let took = start.elapsed();
+            assert!(e.starts_with(place) && e.contains(message), "{e}");
+            took
+        };
+        // The best of three each: one run on a loaded machine may take several times longer.
+        let small = (0..3).map(|_| time(3_000)).min().expect("timed");
+        let large = (0..3).map(|_| time(30_000)).min().expect("timed");
+        let ratio = large.as_secs_f64() / small.as_secs_f64().max(1e-6);
+        assert!(
+            ratio < 40.0,
+            "{shape}: 3,000: {small:?}, 30,000: {large:?} (x{ratio:.1})"
+        );
+    }
 }
 
 /// `n` `[[reserve]]` entries of four lines each, every one a different device.
