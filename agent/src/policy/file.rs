@@ -9,7 +9,7 @@ use crate::bounded::{self, BoundedError};
 use crate::pci::{ClassPrefix, DriverName, PciAddress, PciId};
 
 /// The largest policy file read: far above any real policy (200,000 reservations are about
-/// 8 MiB), small enough that `/dev/zero` behind a regular-looking name cannot exhaust memory.
+/// 11.4 MB), small enough that `/dev/zero` behind a regular-looking name cannot exhaust memory.
 pub const POLICY_LIMIT: usize = 16 << 20;
 
 /// Why a policy file could not be used. Displayed as `FILE:LINE:COLUMN: message`.
