@@ -9,12 +9,20 @@ agent=$(pidof enforcer)
 burst_prepare
 : > /tmp/burst.pause.ack
 burst_cycles_bg 1200
-sleep 5
+# The kill comes after a count of cycles, not a time: a fast machine ran all 1,200 in 5 s.
+i=0
+while [ $(burst_done) -lt 100 ] && [ -e /tmp/burst.running ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i + 1)); done
 kill -KILL $agent
+# Hold the cycles while the killed agent exits (seconds on 5.10): a fast machine would finish
+# the burst before the "no agent" phase starts. The kill itself lands among running cycles.
+touch /tmp/burst.pause
 i=0
 while [ -e /proc/$agent ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
 fact agent_killed $([ -e /proc/$agent ] && echo no || echo yes)
+i=0
+while [ "$(cat /tmp/burst.pause.ack)" != paused ] && [ -e /tmp/burst.running ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
 fact cycles_at_kill $(burst_done)
+rm -f /tmp/burst.pause
 # Enough cycles with no agent to overflow the ring (1,500 records fit): 2 records a cycle.
 i=0
 start=$(burst_done)
