@@ -19,6 +19,10 @@ use toml_parser::{ParseError, Source};
 /// Arrays and inline tables nested deeper than this are a syntax error (as in `toml`).
 const MAX_DEPTH: u32 = 80;
 
+/// Tables made by dotted keys, arrays and inline tables nested deeper than this in all are an
+/// error: the tree is dropped recursively, and a 10,000-part dotted key overflowed the stack.
+const MAX_TREE_DEPTH: usize = MAX_DEPTH as usize;
+
 /// A value and the byte range it was written at.
 #[derive(Debug)]
 pub struct Spanned<T> {
@@ -201,6 +205,7 @@ fn read_in_chunks(text: &str, chunk: usize) -> Result<Table<'_>, Error> {
                 at: 0,
                 errors: &mut decode_errors,
                 doc: &mut doc,
+                nesting: 0,
             };
             walked = w.expressions();
         }
@@ -244,6 +249,8 @@ struct Walker<'a, 'i> {
     at: usize,
     errors: &'a mut Vec<ParseError>,
     doc: &'a mut Document<'i>,
+    /// Arrays and inline tables open around the value being read.
+    nesting: usize,
 }
 
 /// Where key/value lines go: the root, or the last table of the root entry `n` (a `[name]`
@@ -368,6 +375,16 @@ impl<'i> Walker<'_, 'i> {
     /// `key = value` starting at the key event `first`.
     fn key_value(&mut self, first: Event) -> Result<(KeyPath<'i>, Spanned<Value<'i>>), Error> {
         let path = self.key_path(Some(first))?;
+        if self.nesting + path.rest.len() >= MAX_TREE_DEPTH {
+            let end = path
+                .rest
+                .last()
+                .map_or(path.head.span().end, |k| k.span().end);
+            return Err((
+                path.head.span().start..end,
+                format!("keys and values nested deeper than {MAX_TREE_DEPTH}"),
+            ));
+        }
         match self.next() {
             Some(e) if e.kind() == EventKind::KeyValSep => {}
             Some(e) => return Err(unexpected(&e)),
@@ -386,10 +403,12 @@ impl<'i> Walker<'_, 'i> {
             EventKind::Scalar => Ok(Spanned::new(span(&e), self.scalar(&e))),
             EventKind::ArrayOpen => {
                 let mut items = Vec::new();
+                self.nesting += 1;
                 loop {
                     match self.next() {
                         Some(c) if c.kind() == EventKind::ArrayClose => {
-                            return Ok(Spanned::new(start..span(&c).end, Value::Array(items)))
+                            self.nesting -= 1;
+                            return Ok(Spanned::new(start..span(&c).end, Value::Array(items)));
                         }
                         Some(s) if s.kind() == EventKind::ValueSep => {}
                         Some(v) => items.push(self.value(v)?),
@@ -399,10 +418,12 @@ impl<'i> Walker<'_, 'i> {
             }
             EventKind::InlineTableOpen => {
                 let mut table = Table::default();
+                self.nesting += 1;
                 loop {
                     match self.next() {
                         Some(c) if c.kind() == EventKind::InlineTableClose => {
-                            return Ok(Spanned::new(start..span(&c).end, Value::Table(table)))
+                            self.nesting -= 1;
+                            return Ok(Spanned::new(start..span(&c).end, Value::Table(table)));
                         }
                         Some(s) if s.kind() == EventKind::ValueSep => {}
                         Some(k) if k.kind() == EventKind::SimpleKey => {
@@ -664,6 +685,35 @@ mod tests {
     }
 
     /// A table of many keys finds them in its index as it did by scanning.
+    /// The tree is dropped recursively: depth from dotted keys and nesting is bounded as a
+    /// whole, with an error at the key (a 10,000-part key overflowed the stack).
+    #[test]
+    fn deep_dotted_keys_are_an_error_not_a_stack_overflow() {
+        let long: Vec<String> = (0..10_000).map(|i| format!("k{i}")).collect();
+        let err = read(&format!("{} = 1\n", long.join("."))).expect_err("too deep");
+        assert!(err.1.contains("nested deeper than 80"), "{err:?}");
+        assert_eq!(err.0.start, 0);
+        // Within an inline table inside arrays: nesting and key parts add up.
+        let key: Vec<String> = (0..50).map(|i| format!("k{i}")).collect();
+        let text = format!(
+            "a = {}{{ {} = 1 }}{}\n",
+            "[".repeat(30),
+            key.join("."),
+            "]".repeat(30)
+        );
+        let err = read(&text).expect_err("too deep");
+        assert!(err.1.contains("nested deeper than 80"), "{err:?}");
+        // Just under the bound reads.
+        let key: Vec<String> = (0..40).map(|i| format!("k{i}")).collect();
+        read(&format!(
+            "a = {}{{ {} = 1 }}{}\n",
+            "[".repeat(30),
+            key.join("."),
+            "]".repeat(30)
+        ))
+        .expect("79 levels");
+    }
+
     #[test]
     fn large_tables_keep_every_key_and_refuse_duplicates() {
         let text: String = (0..100).map(|i| format!("k{i} = {i}\n")).collect();
