@@ -187,7 +187,8 @@ async fn start(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
             proc: common.proc_root.clone(),
             dev: dev_root,
         },
-        attribution::Attribution::new(&args.cgroup_root),
+        attribution::Attribution::new(&args.cgroup_root)
+            .with_pod_resources(args.pod_resources_socket.as_deref(), Some(&metrics)),
     );
     live.ledger = ledger;
     let holders = scan::holders(&common.proc_root, &common.sysfs_root);
