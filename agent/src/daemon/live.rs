@@ -22,7 +22,7 @@ use crate::{
 };
 
 /// The PCI members of group `group` (spelled as in events: `"14"`).
-fn members(node: &NodeState, group: &str) -> Vec<String> {
+pub(super) fn members(node: &NodeState, group: &str) -> Vec<String> {
     group
         .parse::<u32>()
         .ok()
