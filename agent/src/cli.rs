@@ -62,6 +62,10 @@ pub struct DaemonArgs {
     /// events' cgroup ids are looked up here to name their pod and container.
     #[arg(long, default_value = "/sys/fs/cgroup", value_name = "DIR")]
     pub cgroup_root: PathBuf,
+    /// The kubelet's pod-resources socket (/var/lib/kubelet/pod-resources/kubelet.sock): events
+    /// on a device a device plugin allocated name its pod (`allocated_to`). Not read when absent.
+    #[arg(long, value_name = "PATH")]
+    pub pod_resources_socket: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -94,6 +98,10 @@ pub struct ReportArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// The kubelet's pod-resources socket: each device a device plugin allocated names its pod
+    /// (`allocated_to`).
+    #[arg(long, value_name = "PATH")]
+    pub pod_resources_socket: Option<PathBuf>,
 }
 
 /// `enforcer audit`: every group with owner, viability, reasons and why-shared line, the
@@ -106,6 +114,7 @@ pub fn audit(common: &CommonArgs, args: &ReportArgs) -> u8 {
     };
     let mut audit = crate::report::Audit::new(&map, problems, &policy);
     audit.enforcement = crate::report::Enforcement::probe(&common.sysfs_root);
+    allocations(args, &mut audit.groups);
     if !print(args, &audit, crate::report::Audit::text) {
         return EXIT_ERROR;
     }
@@ -121,11 +130,29 @@ pub fn groups(common: &CommonArgs, args: &ReportArgs) -> u8 {
     let Some((map, problems, policy)) = load(common) else {
         return EXIT_ERROR;
     };
-    let groups = crate::report::Groups::new(&map, problems, &policy);
+    let mut groups = crate::report::Groups::new(&map, problems, &policy);
+    allocations(args, &mut groups.groups);
     if print(args, &groups, crate::report::Groups::text) {
         EXIT_OK
     } else {
         EXIT_ERROR
+    }
+}
+
+/// With `--pod-resources-socket`: the pod each device is allocated to. A kubelet that does not
+/// answer is said on stderr; the report goes on without.
+fn allocations(args: &ReportArgs, groups: &mut [crate::report::GroupReport]) {
+    use crate::pods::resources;
+    let Some(socket) = &args.pod_resources_socket else {
+        return;
+    };
+    match resources::list_blocking(socket, resources::DEADLINE) {
+        Ok(pods) => crate::report::set_allocations(groups, &resources::Table::from_pods(&pods)),
+        Err(e) => eprintln!(
+            "enforcer: pod-resources {} ({}): {e}; devices name no pod",
+            socket.display(),
+            e.reason()
+        ),
     }
 }
 

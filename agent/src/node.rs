@@ -288,6 +288,7 @@ impl NodeState {
             cgroup_id: ev.cgroup_id,
             pod_uid: None,
             container_id: None,
+            allocated_to: None,
         }));
         let mut lines = vec![line];
         if let Some(g) = group {

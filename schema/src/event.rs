@@ -200,6 +200,20 @@ pub struct Event {
     /// cgroup layout; `null` outside a pod or when the cgroup could not be found.
     pub pod_uid: Option<String>,
     pub container_id: Option<String>,
+    /// The pod a device plugin allocated the event's device (or, for a group, a member) to, from
+    /// the kubelet's pod-resources socket (`--pod-resources-socket`); left out when unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocated_to: Option<Allocation>,
+}
+
+/// A device plugin's allocation of a PCI device, as the kubelet's pod-resources `List` says it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Allocation {
+    pub namespace: String,
+    pub pod: String,
+    pub container: String,
+    /// The extended resource name the device plugin registered: `nvidia.com/GH100_H100`.
+    pub resource: String,
 }
 
 impl Event {
@@ -226,6 +240,7 @@ impl Event {
             cgroup_id: 0,
             pod_uid: None,
             container_id: None,
+            allocated_to: None,
         }
     }
 }

@@ -174,6 +174,36 @@ mod tests {
     }
 
     #[test]
+    fn an_allocated_device_names_its_pod_last() {
+        let mut open = Event::new(Kind::VfioOpen, Outcome::Ok);
+        open.device = Some("0000:01:00.0".into());
+        open.group = Some("14".into());
+        open.path = Some("/dev/vfio/14".into());
+        (open.pid, open.tgid, open.comm, open.cgroup_id) = (9, 9, "qemu-kvm".into(), 77);
+        open.pod_uid = Some("8d2f7c1e-3b4a-4c5d-9e6f-0a1b2c3d4e5f".into());
+        open.allocated_to = Some(crate::Allocation {
+            namespace: "vms".into(),
+            pod: "virt-launcher-gpu-vm-x7k2p".into(),
+            container: "compute".into(),
+            resource: "nvidia.com/GH100_H100".into(),
+        });
+        let line = Line::Event(Box::new(open));
+        let json = serde_json::to_string(&line).unwrap();
+        assert_eq!(
+            json,
+            concat!(
+                r#"{"type":"event","kind":"vfio_open","device":"0000:01:00.0","driver":null,"#,
+                r#""group":"14","ret":0,"errno":null,"result":"ok","path":"/dev/vfio/14","#,
+                r#""pid":9,"tgid":9,"comm":"qemu-kvm","cgroup_id":77,"#,
+                r#""pod_uid":"8d2f7c1e-3b4a-4c5d-9e6f-0a1b2c3d4e5f","container_id":null,"#,
+                r#""allocated_to":{"namespace":"vms","pod":"virt-launcher-gpu-vm-x7k2p","#,
+                r#""container":"compute","resource":"nvidia.com/GH100_H100"}}"#
+            )
+        );
+        assert_eq!(serde_json::from_str::<Line>(&json).unwrap(), line);
+    }
+
+    #[test]
     fn optional_fields_left_out_read_back_as_absent() {
         let json = concat!(
             r#"{"type":"event","kind":"bind","device":"0000:00:03.0","driver":"e1000","#,

@@ -9,11 +9,12 @@ use anyhow::{Context, Result};
 use crate::util::{run, say, target_dir, workspace_root};
 
 /// Every target in fuzz/Cargo.toml, in the order they run.
-pub const TARGETS: [&str; 4] = [
+pub const TARGETS: [&str; 5] = [
     "policy_parse",
     "config_space",
     "sysfs_attributes",
     "record_apply",
+    "pod_resources",
 ];
 
 /// Installs cargo-fuzz when `cargo fuzz` is missing (idempotent: a present one is kept).

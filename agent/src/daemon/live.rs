@@ -21,6 +21,16 @@ use crate::{
     node::{FollowUp, NodeState, VfioNode},
 };
 
+/// The PCI members of group `group` (spelled as in events: `"14"`).
+pub(super) fn members(node: &NodeState, group: &str) -> Vec<String> {
+    group
+        .parse::<u32>()
+        .ok()
+        .and_then(|id| node.map().group(id))
+        .map(|g| g.devices.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
 /// Where the agent reads the node from.
 pub struct Roots {
     pub sysfs: PathBuf,
@@ -100,6 +110,9 @@ impl Live {
             let node = ev.rdev.map(|rdev| self.vfio_node(ev.kind, rdev));
             let (mut lines, f) = self.node.apply_node(&ev, node);
             self.attribution.attribute(&mut lines, self.sink.metrics());
+            let members = |g: &str| members(&self.node, g);
+            self.attribution
+                .allocate(&mut lines, self.sink.metrics(), &members, true);
             // Printed before the record leaves the ring (dropping `item` consumes it): an
             // agent killed here leaves the record for the next one instead of losing it.
             self.sink.emit(&lines);
@@ -176,6 +189,11 @@ impl Live {
             }
         }
         lines.extend(self.enforcer.apply(&mut self.node));
+        // The agent's own events (pins, rebinds) name their device's pod too, from the table
+        // as it is.
+        let members = |g: &str| members(&self.node, g);
+        self.attribution
+            .allocate(&mut lines, self.sink.metrics(), &members, false);
         lines.extend(self.stalled());
         self.sink.emit(&lines);
         if let Some(m) = self.sink.metrics() {

@@ -187,7 +187,8 @@ async fn start(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
             proc: common.proc_root.clone(),
             dev: dev_root,
         },
-        attribution::Attribution::new(&args.cgroup_root),
+        attribution::Attribution::new(&args.cgroup_root)
+            .with_pod_resources(args.pod_resources_socket.as_deref(), Some(&metrics)),
     );
     live.ledger = ledger;
     let holders = scan::holders(&common.proc_root, &common.sysfs_root);
@@ -200,7 +201,14 @@ async fn start(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
     }
     // The maps hold the topology and policy before any program that reads them attaches; a
     // previous agent's programs stay attached until these replace them.
-    let first = live.enforcer.apply(&mut live.node);
+    let mut first = live.enforcer.apply(&mut live.node);
+    let node = &live.node;
+    live.attribution.allocate(
+        &mut first,
+        Some(&metrics),
+        &|g| live::members(node, g),
+        false,
+    );
     live.loaded.attach_all(&features);
     let caps = capabilities(&features, &live.loaded, args.dry_run);
     live.sink.emit(&[caps]);

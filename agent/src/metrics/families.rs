@@ -28,6 +28,9 @@ pub(super) struct Families {
     pub build_info: IntGaugeVec,
     pub dry_run: IntGauge,
     pub pod_attribution_failures: IntCounterVec,
+    pub pod_resources_failures: IntCounterVec,
+    pub pod_resources_devices: IntGauge,
+    pub pod_resources_ignored_ids: IntGauge,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -143,6 +146,19 @@ impl Families {
                 "Events whose pod could not be named from their cgroup id, by reason: no_cgroup2 (none mounted at --cgroup-root), not_found (the cgroup was gone before the agent walked the tree), walk_limit, io.",
                 &["reason"],
             )?,
+            pod_resources_failures: counter_vec(
+                "pod_resources_failures_total",
+                "Calls to the kubelet's pod-resources List (--pod-resources-socket) that gave no answer, by reason: no_socket, connect, timeout (2 s), protocol (HTTP/2), grpc_status (not OK), decode (gRPC framing or protobuf).",
+                &["reason"],
+            )?,
+            pod_resources_devices: gauge(
+                "pod_resources_devices",
+                "PCI devices the last pod-resources List said a device plugin allocated to a pod.",
+            )?,
+            pod_resources_ignored_ids: gauge(
+                "pod_resources_ignored_device_ids",
+                "Device ids of the last pod-resources List that are no PCI address (GPU UUIDs, ...): not joined to any event.",
+            )?,
             registry,
         };
         // Every series whose label values are known in advance exists from the start at 0, so
@@ -179,6 +195,11 @@ impl Families {
             families
                 .pod_attribution_failures
                 .get_metric_with_label_values(&[reason.as_str()])?;
+        }
+        for reason in crate::pods::resources::ListError::REASONS {
+            families
+                .pod_resources_failures
+                .get_metric_with_label_values(&[reason])?;
         }
         for scope in Scope::ALL {
             for result in Outcome::ALL {

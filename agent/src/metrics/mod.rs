@@ -177,6 +177,23 @@ impl Metrics {
             .inc();
     }
 
+    /// A pod-resources `List` failed (daemon::attribution).
+    pub fn pod_resources_failed(&self, reason: &str) {
+        self.families
+            .pod_resources_failures
+            .with_label_values(&[reason])
+            .inc();
+    }
+
+    /// What the last pod-resources `List` gave: PCI devices allocated, ids that are no address.
+    pub fn set_pod_resources(&self, devices: usize, ignored_ids: usize) {
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.families.pod_resources_devices.set(gauge(devices));
+        self.families
+            .pod_resources_ignored_ids
+            .set(gauge(ignored_ids));
+    }
+
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
     }

@@ -14,7 +14,9 @@
 //!     "devices": [{"address": "0000:01:00.0", "vendor": "0x10de", "device": "0x2204",
 //!                  "class": "0x030000", "driver": "vfio-pci" | null, "driver_override": null,
 //!                  "bridge": false, "port_type": "endpoint" | null, "acs": "none",
-//!                  "multifunction": true, "parents": ["0000:00:01.0"], "intended": "vfio-pci" | null}],
+//!                  "multifunction": true, "parents": ["0000:00:01.0"], "intended": "vfio-pci" | null,
+//!                  "allocated_to": {"namespace", "pod", "container", "resource"} (only when
+//!                  --pod-resources-socket is given and a device plugin allocated it)}],
 //!     "others": [{"name": "AMDI0010:00", "driver": null}]
 //!   }],
 //!   "violations": [{"group": "12", "device": "0000:01:00.1", "driver": "snd_hda_intel",
@@ -140,6 +142,10 @@ pub struct DeviceReport {
     pub parents: Vec<String>,
     /// The driver a reservation (or user-group protection) intends for it.
     pub intended: Option<String>,
+    /// The pod a device plugin allocated it to, from the kubelet's pod-resources socket
+    /// (`--pod-resources-socket`); left out when not allocated or not asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allocated_to: Option<iommu_enforcer_schema::Allocation>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -166,6 +172,14 @@ fn device_report(map: &GroupMap, policy: &Policy, d: &Device) -> DeviceReport {
         multifunction: d.multifunction,
         parents: d.parents.clone(),
         intended: policy::intended_driver(map, policy, &d.address).map(|i| i.to_string()),
+        allocated_to: None,
+    }
+}
+
+/// Names, on every device of `groups`, the pod it is allocated to (`table`).
+pub fn set_allocations(groups: &mut [GroupReport], table: &crate::pods::resources::Table) {
+    for d in groups.iter_mut().flat_map(|g| g.devices.iter_mut()) {
+        d.allocated_to = table.get(&d.address).cloned();
     }
 }
 
