@@ -220,7 +220,7 @@ async fn a_server_that_never_answers_hits_the_deadline() {
         .unwrap_err();
     assert!(matches!(e, ListError::Timeout(_)), "{e:?}");
     assert!(
-        started.elapsed() < Duration::from_secs(2),
+        started.elapsed() < Duration::from_secs(10),
         "{:?}",
         started.elapsed()
     );
@@ -275,7 +275,7 @@ fn the_blocking_call_runs_beside_the_callers_runtime_and_keeps_its_deadline() {
     let started = Instant::now();
     let e = resources::list_blocking(&silent, Duration::from_millis(300)).unwrap_err();
     assert_eq!(e.reason(), "timeout");
-    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(started.elapsed() < Duration::from_secs(10));
     // Called from inside a runtime (the agent's event loop is one): it does not need it.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
