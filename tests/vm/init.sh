@@ -36,6 +36,13 @@ for m in $VM_BOOT_MODULES; do
 done
 [ -e /dev/vfio/vfio ] || log "no /dev/vfio/vfio after loading vfio"
 
+# A scenario's setup (tests/vm/scenarios/<name>.setup.sh): what the agent needs at start, such
+# as a fake kubelet; it may add to VM_AGENT_ARGS.
+if [ -e /scenario-setup.sh ]; then
+	log "scenario setup"
+	. /scenario-setup.sh > /tmp/setup.out 2>&1
+	cat /tmp/setup.out > /dev/console
+fi
 log "starting: enforcer $VM_AGENT_ARGS"
 : > /tmp/agent.out
 # Into a regular file, never a pipe: a write to a pipe that tee drains slowly under TCG can hold

@@ -63,7 +63,8 @@ pub fn build_ebpf() -> Result<()> {
 pub struct GuestBins {
     pub enforcer: PathBuf,
     pub holder: PathBuf,
-    /// Guest tools of tests/vm/tools (`sysfs-write`, `open-bench`), when that crate exists.
+    /// Guest tools of tests/vm/tools (`sysfs-write`, `open-bench`), when that crate exists, and
+    /// the holder crate's `pod-resources-server`.
     pub tools: Vec<(String, PathBuf)>,
 }
 
@@ -114,7 +115,7 @@ pub fn build_guest_bins() -> Result<GuestBins> {
         .env("RUSTFLAGS", "-C target-feature=+crt-static");
     run(&mut cmd).context("building the guest binaries failed")?;
     let release = dir.join(TRIPLE).join("release");
-    let tools = if with_tools {
+    let mut tools: Vec<(String, PathBuf)> = if with_tools {
         TOOLS
             .iter()
             .map(|t| (t.to_string(), release.join(t)))
@@ -122,6 +123,11 @@ pub fn build_guest_bins() -> Result<GuestBins> {
     } else {
         Vec::new()
     };
+    // The holder crate's fake kubelet (the pod-resources scenario).
+    tools.push((
+        "pod-resources-server".to_string(),
+        release.join("pod-resources-server"),
+    ));
     Ok(GuestBins {
         enforcer: release.join("enforcer"),
         holder: release.join("vfio-holder"),

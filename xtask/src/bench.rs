@@ -61,6 +61,7 @@ pub fn vm_bench(args: &BenchArgs) -> Result<bool> {
     ];
     let files = BootFiles {
         script: &script,
+        setup: None,
         policy: policy.as_deref(),
         dry_run: false,
         series: &kernel.series,

@@ -27,6 +27,7 @@ pub fn vm_idle(series: &str, seconds: u32, devices: u32) -> Result<bool> {
     ];
     let files = BootFiles {
         script: &script,
+        setup: None,
         policy: None,
         dry_run: false,
         series: &kernel.series,

@@ -138,6 +138,9 @@ pub fn base(kernel: &Kernel, bins: &GuestBins) -> Result<PathBuf> {
 /// What one boot runs.
 pub struct BootFiles<'a> {
     pub script: &'a [u8],
+    /// tests/vm/scenarios/<name>.setup.sh when the scenario has one: /init sources it before it
+    /// starts the agent (helpers the agent needs at start; it may add to VM_AGENT_ARGS).
+    pub setup: Option<&'a [u8]>,
     pub policy: Option<&'a [u8]>,
     pub dry_run: bool,
     pub series: &'a str,
@@ -184,6 +187,9 @@ pub fn for_boot(base: &Path, files: &BootFiles, out: &Path) -> Result<PathBuf> {
     }
     a.file("etc/vm.env", 0o644, env.as_bytes());
     a.file("scenario.sh", 0o755, files.script);
+    if let Some(setup) = files.setup {
+        a.file("scenario-setup.sh", 0o644, setup);
+    }
 
     fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let overlay = out.join("boot.cpio.gz");

@@ -50,6 +50,7 @@ pub fn vm_metrics(series: &str) -> Result<bool> {
     ));
     let files = BootFiles {
         script: &script,
+        setup: None,
         policy: Some(&policy),
         dry_run: false,
         series: &kernel.series,

@@ -103,6 +103,7 @@ pub fn vm(args: &VmArgs) -> Result<bool> {
     };
     let files = BootFiles {
         script: &script,
+        setup: None,
         policy: policy.as_deref(),
         dry_run: args.dry_run,
         series: &kernel.series,

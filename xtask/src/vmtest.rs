@@ -189,6 +189,12 @@ fn boot_and_check(
         .join(format!("{}.sh", job.scenario.name));
     let script =
         fs::read(&script_path).with_context(|| format!("reading {}", script_path.display()))?;
+    let setup_path = script_path.with_extension("setup.sh");
+    let setup = if setup_path.is_file() {
+        Some(fs::read(&setup_path).with_context(|| format!("reading {}", setup_path.display()))?)
+    } else {
+        None
+    };
     let policy = match job.scenario.policy {
         Some(name) => {
             let path = workspace_root().join("tests/vm/policies").join(name);
@@ -198,6 +204,7 @@ fn boot_and_check(
     };
     let files = BootFiles {
         script: &script,
+        setup: setup.as_deref(),
         policy: policy.as_deref(),
         dry_run: job.scenario.dry_run,
         series: job.series,

@@ -3,7 +3,7 @@
 //! message into the checker, naming the kind, the filters, the count and the closest lines seen.
 use std::fmt::Display;
 
-use iommu_enforcer_schema::{Action, Event, Kind, Outcome, Owner, Rule, Scope, Why};
+use iommu_enforcer_schema::{Action, Allocation, Event, Kind, Outcome, Owner, Rule, Scope, Why};
 
 use super::Checker;
 
@@ -80,6 +80,14 @@ impl Brief for Verdict<'_> {
 /// A string field as messages show it: the text, or `null`.
 fn shown(v: Option<&str>) -> String {
     v.unwrap_or("null").to_string()
+}
+
+/// An event's `allocated_to` as `namespace/pod/container/resource`, or `none` when left out.
+fn allocation(a: Option<&Allocation>) -> String {
+    a.map_or_else(
+        || "none".to_string(),
+        |a| format!("{}/{}/{}/{}", a.namespace, a.pod, a.container, a.resource),
+    )
 }
 
 /// `n` and what, plural unless `n` is 1: "2 `veto` events".
@@ -310,6 +318,18 @@ impl<'c> Events<'c> {
         self.value("scope", scope, |e| e.scope)
     }
 
+    /// Events whose `allocated_to` (the pod-resources allocation) is `want`; `None`: left out.
+    pub fn allocated_to(self, want: Option<&Allocation>) -> Self {
+        let want = want.cloned();
+        let said = allocation(want.as_ref());
+        self.filter(
+            "allocated_to",
+            said,
+            move |e| e.allocated_to == want,
+            |e| allocation(e.allocated_to.as_ref()),
+        )
+    }
+
     /// Vetoes whose hook failed closed.
     pub fn fail_closed(self) -> Self {
         self.value("fail_closed", true, |e| Some(e.fail_closed))
@@ -513,5 +533,35 @@ mod tests {
             "{}",
             problems[1]
         );
+    }
+
+    #[test]
+    fn allocated_to_reads_the_pod_resources_allocation_back() {
+        let a = Allocation {
+            namespace: "vms".into(),
+            pod: "virt-launcher-vm-a".into(),
+            container: "compute".into(),
+            resource: "devices.kubevirt.io/e1000".into(),
+        };
+        let Line::Event(mut e) = bind(FN0, "vfio-pci", Outcome::Ok) else {
+            unreachable!()
+        };
+        e.allocated_to = Some(a.clone());
+        let c = checker(&[Line::Event(e), bind(FN1, "vfio-pci", Outcome::Ok)]);
+        let q = c.events(Kind::Bind).allocated_to(Some(&a));
+        assert_eq!(q.list()[0].device.as_deref(), Some(FN0));
+        q.expect(1);
+        drop(q);
+        c.events(Kind::Bind)
+            .allocated_to(None)
+            .device(FN1)
+            .expect(1);
+        c.events(Kind::Bind)
+            .device(FN1)
+            .allocated_to(Some(&a))
+            .expect(1);
+        let problems = c.into_problems();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("allocated_to=none"), "{}", problems[0]);
     }
 }
