@@ -1328,7 +1328,8 @@ fn pod_attribution(c: &Checker) {
 }
 
 /// The fake kubelet (pod-resources.setup.sh) allocated VM_DEV_FN0 to this container; the events
-/// of its group name it, those of a device it did not allocate (VM_DEV_SWITCH) do not.
+/// of its group name it, those of a device it did not allocate (VM_DEV_SWITCH) do not; a list
+/// after the fake kubelet is killed fails and keeps the table.
 fn pod_resources(c: &Checker) {
     let want = Allocation {
         namespace: "vms".into(),
@@ -1351,6 +1352,15 @@ fn pod_resources(c: &Checker) {
     // The start's list found the one PCI address (the GPU UUID is not one) and none failed.
     expect_fact(c, "listed_one", "1");
     expect_fact(c, "list_failures", "0");
+    // Killed, the fake kubelet fails the list the switch group's open causes; the table stands.
+    expect_fact(c, "failures_after_kill", "1");
+    expect_fact(c, "table_kept", "1");
+    c.events(Kind::VfioOpen)
+        .group(&sg)
+        .result(Outcome::Ok)
+        .allocated_to(None)
+        .note("the switch's group has no allocated member")
+        .expect_at_least(1);
     let lists: u32 = c.fact("lists").parse().unwrap_or(0);
     c.expect(
         lists >= 1,
