@@ -208,6 +208,12 @@ pub struct GroupState {
     pub claims: i32,
 }
 
+/// The major of a kernel `dev_t` (`MAJOR()`: 12 bits above a 20-bit minor).
+#[inline(always)]
+pub const fn dev_major(dev: u32) -> u32 {
+    dev >> 20
+}
+
 /// Value of `TOPOLOGY` (key: PCI address) and `SLOTS` (key: slot name), loaded by the agent
 /// from sysfs: the device's group and the groups below it (for bridges, ports and slots).
 #[repr(C)]
@@ -234,13 +240,19 @@ pub mod config {
     pub const AGENT_TGID: u32 = 0;
     /// Nonzero: decide and report, deny nothing.
     pub const DRY_RUN: u32 = 1;
-    /// Nonzero: groups with a user-bound member, a claim or an open VFIO node are protected.
+    /// Nonzero: groups in use (a claim or an open VFIO node) are protected.
     pub const PROTECT_USER: u32 = 2;
-    // 3 is unused (it counted a device-ID table no hook read); kept so the pinned layout holds.
+    /// The major number of VFIO group nodes (`vfio` in /proc/devices; dynamic), 0 when not
+    /// known: the file hooks count opens of these nodes.
+    pub const VFIO_MAJOR: u32 = 3;
     /// Groups the policy reserves (anything protected even before a bind).
     pub const RESERVED: u32 = 4;
     /// Set once the agent has loaded the topology: before that nothing is known.
     pub const LOADED: u32 = 5;
+    /// Nonzero: the LSM file hooks count VFIO opens (`COUNTED_FILES`), so a group bound to a
+    /// user driver but not open is idle. Zero (no BPF LSM): every group with a member on a
+    /// user driver counts as in use, since nothing that outlives the agent counts opens.
+    pub const USE_COUNTED: u32 = 6;
     pub const LEN: u32 = 8;
 }
 
@@ -409,6 +421,8 @@ pub mod names {
     pub const GROUP_RDEV: &str = "GROUP_RDEV";
     pub const RESERVED: &str = "RESERVED";
     pub const PROTECTED_REFS: &str = "PROTECTED_REFS";
+    pub const COUNTED_FILES: &str = "COUNTED_FILES";
+    pub const SEEDED_OPENS: &str = "SEEDED_OPENS";
     pub const CONFIG: &str = "CONFIG";
     pub const TOPOLOGY: &str = "TOPOLOGY";
     pub const SLOTS: &str = "SLOTS";
@@ -446,8 +460,10 @@ pub mod agent_log {
 /// their layout, so an agent with other map definitions never adopts incompatible ones.
 pub mod pins {
     pub const ROOT: &str = "/sys/fs/bpf/iommu-enforcer";
-    /// Bump when any pinned map's key, value or size changes.
-    pub const MAP_LAYOUT: u32 = 1;
+    /// Bump when any pinned map's key, value, size or meaning changes. 2: opens are counted
+    /// per file by the LSM file hooks (`COUNTED_FILES`), a bound user driver alone no longer
+    /// protects, and `CONFIG` slots 3 and 6 mean the VFIO major and `USE_COUNTED`.
+    pub const MAP_LAYOUT: u32 = 2;
     /// The maps that hold protection state and are pinned (and adopted by the next agent).
     pub const MAPS: &[&str] = &[
         super::names::GROUPS,
@@ -455,6 +471,8 @@ pub mod pins {
         super::names::GROUP_RDEV,
         super::names::RESERVED,
         super::names::PROTECTED_REFS,
+        super::names::COUNTED_FILES,
+        super::names::SEEDED_OPENS,
         super::names::CONFIG,
         super::names::TOPOLOGY,
         super::names::SLOTS,

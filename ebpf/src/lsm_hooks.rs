@@ -14,8 +14,8 @@ use aya_ebpf::{
     programs::LsmContext,
 };
 use iommu_enforcer_common::{
-    config, offsets::UNRESOLVED, parse_new_id, pt_regs_mode, veto, watched, EventKind, ExeKey,
-    WatchedFile, ADDR_LEN, DRIVER_KEY_LEN, NEW_ID_LEN,
+    config, dev_major, offsets::UNRESOLVED, parse_new_id, pt_regs_mode, veto, watched, EventKind,
+    ExeKey, WatchedFile, ADDR_LEN, DRIVER_KEY_LEN, NEW_ID_LEN,
 };
 
 use crate::{
@@ -77,6 +77,19 @@ fn file_open_decide(ctx: &LsmContext) -> i32 {
     let file: *const u8 = ctx.arg(0);
     let rdev = unsafe { kernel::file_rdev_direct(file) };
     if rdev != 0 {
+        let vfio_major = state::config(config::VFIO_MAJOR);
+        if vfio_major != 0 && dev_major(rdev) == vfio_major && !state::count_open(file as u64, rdev)
+        {
+            // Uncounted use would look idle: refuse it instead.
+            return decide(
+                ctx,
+                watched::VFIO_GROUP,
+                NO_GROUP as u32,
+                &[0; ADDR_LEN],
+                rdev,
+                veto::TARGET_UNKNOWN,
+            );
+        }
         // SAFETY: the value is copied before anything else touches the map.
         let Some(w) = (unsafe { VFIO_DENY.get(&rdev) }).copied() else {
             return 0;
@@ -99,6 +112,19 @@ fn file_open_decide(ctx: &LsmContext) -> i32 {
         watched::DRIVER_OVERRIDE => 0,
         _ => per_device(ctx, kind, kn, veto::AT_OPEN),
     }
+}
+
+/// `void security_file_free(struct file *file)`: the file's last reference is gone (every
+/// file whose open `file_open` saw passes here once): a counted VFIO open ends.
+#[lsm(hook = "file_free_security")]
+pub fn file_free_security(ctx: LsmContext) -> i32 {
+    let file: *const u8 = ctx.arg(0);
+    let rdev = unsafe { kernel::file_rdev_direct(file) };
+    let vfio_major = state::config(config::VFIO_MAJOR);
+    if rdev != 0 && vfio_major != 0 && dev_major(rdev) == vfio_major {
+        state::count_free(file as u64);
+    }
+    0
 }
 
 /// `int security_file_permission(struct file *file, int mask)`: every read and write,
@@ -133,8 +159,7 @@ fn file_permission_decide(ctx: &LsmContext) -> i32 {
         watched::DRIVER_OVERRIDE => {
             // Naming an allowed driver (the device plugin's `vfio-pci`) keeps the group viable.
             let mut data = [0u8; DRIVER_KEY_LEN];
-            if read_written(file, &mut data) == 0 && data[0] != 0 && state::driver_allowed(&data)
-            {
+            if read_written(file, &mut data) == 0 && data[0] != 0 && state::driver_allowed(&data) {
                 return 0;
             }
             per_device(ctx, kind, kn, 0)
@@ -240,7 +265,8 @@ fn per_device(ctx: &LsmContext, kind: u32, dir: *const u8, flags: u32) -> i32 {
         return 0;
     };
     let hit = if kind == watched::DRIVER_OVERRIDE {
-        (info.group != u32::MAX && state::group_protected(info.group)).then_some((info.group, false))
+        (info.group != u32::MAX && state::group_protected(info.group))
+            .then_some((info.group, false))
     } else {
         state::protected_at_or_below(&info)
     };
@@ -334,11 +360,17 @@ fn decide(
     }
     let deny = state::config(config::DRY_RUN) == 0;
     let detail = (kind & veto::KIND_MASK) | flags | if deny { veto::DENIED } else { 0 };
-    emit(ctx, EventKind::Veto, if deny { -EPERM } else { 0 }, group as i32, |ev| {
-        ev.detail = detail;
-        ev.rdev = rdev;
-        ev.device[..ADDR_LEN].copy_from_slice(device);
-    });
+    emit(
+        ctx,
+        EventKind::Veto,
+        if deny { -EPERM } else { 0 },
+        group as i32,
+        |ev| {
+            ev.detail = detail;
+            ev.rdev = rdev;
+            ev.device[..ADDR_LEN].copy_from_slice(device);
+        },
+    );
     // Literal returns: 6.x's verifier checks the range of an LSM program's result.
     if deny {
         -EPERM

@@ -36,6 +36,9 @@ wire_enum! {
         Rebind = "rebind",
         /// A reserved device sits on a driver the policy does not allow moving it from.
         ReservationBlocked = "reservation_blocked",
+        /// A step of giving a device of an idle group back to the host: its user driver let
+        /// go of it, its `driver_override` was cleared, or a host driver bound it.
+        Handback = "handback",
     }
 }
 

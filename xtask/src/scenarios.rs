@@ -269,6 +269,21 @@ pub const SCENARIOS: &[Scenario] = &[
         check: pod_attribution,
     },
     Scenario {
+        // Hand-back needs the in-kernel count of opens, which only the LSM file hooks keep.
+        name: "handback-libvirt",
+        boots: LSM,
+        dry_run: false,
+        policy: None,
+        check: handback_libvirt,
+    },
+    Scenario {
+        name: "handback-dra",
+        boots: LSM,
+        dry_run: false,
+        policy: None,
+        check: handback_dra,
+    },
+    Scenario {
         // Attribution from the kubelet's answer is the agent's logic: the VFIO events it annotates
         // are covered on every kernel by the vfio scenarios.
         name: "pod-resources",
@@ -581,6 +596,84 @@ fn expect_hook_attached(c: &Checker, hook: &str) {
         .iter()
         .any(|l| matches!(l, Line::LsmHook { hook: h, state: HookState::Attached } if h == hook));
     c.expect(attached, format!("no lsm_hook line attaching {hook}"));
+}
+
+/// The hostile actor of the hand-back flows tried while the group was in use and never won.
+fn expect_hostile_refused(c: &Checker, group: &str) {
+    let tries: u32 = c.fact("hostile_tries").parse().unwrap_or(0);
+    c.expect(tries > 0, "the hostile actor made no attempt");
+    expect_fact(c, "hostile_wins", "0");
+    c.events(Kind::Veto)
+        .group(group)
+        .action(Action::Vetoed)
+        .note("the hostile actor's writes, refused in the kernel")
+        .expect_at_least(4);
+    expect_fact(c, "alive", "yes");
+}
+
+/// The hand-back steps of `device`, each a `handback` event after the record it comes from.
+fn expect_handback(c: &Checker, device: &str, host: &str, times: usize) {
+    c.events(Kind::Handback)
+        .device(device)
+        .driver("vfio-pci")
+        .note("vfio-pci let go of it")
+        .expect_at_least(times);
+    c.events(Kind::Handback)
+        .device(device)
+        .driver(host)
+        .note("the host driver bound it")
+        .expect_at_least(times);
+}
+
+fn handback_libvirt(c: &Checker) {
+    let g = c.fact("group");
+    c.expect(!g.is_empty(), "script did not report the GPU card's group");
+    let (vga, audio) = (c.dev("VM_GPU_VGA"), c.dev("VM_GPU_AUDIO"));
+    let (vga_host, audio_host) = (c.fact("vga_host"), c.fact("audio_host"));
+    c.expect(
+        vga_host != "none" && audio_host != "none",
+        format!(
+            "the card's functions started on {vga_host:?} and {audio_host:?}, not on host drivers"
+        ),
+    );
+    for f in [
+        "vga_detached",
+        "audio_detached",
+        "vga_in_use",
+        "audio_in_use",
+    ] {
+        expect_fact(c, f, "vfio-pci");
+    }
+    expect_hostile_refused(c, &g);
+    for n in 0..2 {
+        for step in ["unbind", "override", "probe"] {
+            expect_fact(c, &format!("reattach_{step}_{n}"), "ok");
+        }
+    }
+    expect_fact(c, "vga_final", &vga_host);
+    expect_fact(c, "audio_final", &audio_host);
+    expect_handback(c, vga, &vga_host, 1);
+    expect_handback(c, audio, &audio_host, 1);
+}
+
+fn handback_dra(c: &Checker) {
+    let g = c.fact("group");
+    c.expect(!g.is_empty(), "script did not report the GPU card's group");
+    let (vga, audio) = (c.dev("VM_GPU_VGA"), c.dev("VM_GPU_AUDIO"));
+    let (vga_host, audio_host) = (c.fact("vga_host"), c.fact("audio_host"));
+    expect_fact(c, "claims", "20");
+    expect_fact(c, "prepared", "20");
+    expect_fact(c, "handed_back", "20");
+    expect_hostile_refused(c, &g);
+    expect_fact(c, "vga_final", &vga_host);
+    expect_fact(c, "audio_final", &audio_host);
+    expect_handback(c, vga, &vga_host, 20);
+    expect_handback(c, audio, &audio_host, 20);
+    c.events(Kind::Claim)
+        .group(&g)
+        .result(Outcome::Ok)
+        .note("one per claim on 5.19+")
+        .expect_at_least(if c.is_5_10() { 0 } else { 20 });
 }
 
 fn expect_fact(c: &Checker, key: &str, want: &str) {

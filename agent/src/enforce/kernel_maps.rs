@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use aya::maps::{Array, HashMap, MapData};
 use iommu_enforcer_common::{
-    names, DeviceInfo, ExeKey, GroupState, WatchedFile, ADDR_LEN, DRIVER_KEY_LEN, MAX_GROUPS,
+    config, names, DeviceInfo, ExeKey, GroupState, WatchedFile, ADDR_LEN, DRIVER_KEY_LEN,
+    MAX_GROUPS,
 };
 use log::warn;
 
@@ -23,6 +24,7 @@ pub struct KernelMaps {
     config: Array<MapData, u32>,
     groups: Array<MapData, GroupState>,
     rdev_opens: HashMap<MapData, u32, i32>,
+    seeded_opens: HashMap<MapData, u32, i32>,
     applied: Content,
     /// Whether the topology maps were ever written by this agent (an adopted map holds the
     /// previous agent's entries, which the first sync replaces whole).
@@ -58,6 +60,7 @@ impl KernelMaps {
             config: take_array(loaded, names::CONFIG)?,
             groups: take_array(loaded, names::GROUPS)?,
             rdev_opens: take_hash(loaded, names::RDEV_OPENS)?,
+            seeded_opens: take_hash(loaded, names::SEEDED_OPENS)?,
             applied: Content::default(),
             synced: false,
         })
@@ -70,8 +73,10 @@ impl KernelMaps {
                 warn!("seeding group {g}: {e}");
             }
         }
+        // Opens that predate the hooks: the release kprobe uncounts them (the file hooks
+        // never saw these files).
         for (rdev, n) in opens {
-            if let Err(e) = self.rdev_opens.insert(*rdev, *n, 0) {
+            if let Err(e) = self.seeded_opens.insert(*rdev, *n, 0) {
                 warn!("seeding VFIO opens of {rdev:#x}: {e}");
             }
         }
@@ -85,7 +90,19 @@ impl KernelMaps {
     }
 
     pub fn opens(&self, rdev: u32) -> i32 {
-        self.rdev_opens.get(&rdev, 0).unwrap_or(0)
+        let counted = self.rdev_opens.get(&rdev, 0).unwrap_or(0);
+        let seeded = self.seeded_opens.get(&rdev, 0).unwrap_or(0);
+        counted.max(0) + seeded.max(0)
+    }
+
+    /// Whether user space uses `group`, by the rule the eBPF programs veto by
+    /// (`ebpf/src/state.rs`, `group_in_use`): a claim, an open node, or, where opens are not
+    /// counted or the node is not named yet, a member on a user driver.
+    pub fn in_use(&self, group: u32) -> bool {
+        let rdev = self.group_rdev.get(&group, 0).ok();
+        let counted = self.config.get(&config::USE_COUNTED, 0).unwrap_or(0) != 0;
+        let opens = rdev.map_or(0, |r| self.opens(r));
+        super::kernel_state::in_use(self.group_state(group), rdev.is_some(), opens, counted)
     }
 
     /// Makes the maps hold `want`. A failed update is logged and retried on the next call.
@@ -103,6 +120,10 @@ impl KernelMaps {
                 .map(|(k, v): (ExeKey, u8)| ((k.dev, k.ino), v))
                 .collect();
             self.synced = true;
+        } else {
+            // The programs forget a group's node when VFIO creates it anew: read back what
+            // they left, so a forgotten entry is written again.
+            self.applied.group_rdev = read_all(&self.group_rdev);
         }
         // Entries first, the counts and switches that make the hooks read them last.
         sync_one(

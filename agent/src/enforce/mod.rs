@@ -6,6 +6,7 @@
 //! decisions are reported as `would_*`.
 pub mod kernel_maps;
 pub mod kernel_state;
+pub mod pinned;
 pub mod plan;
 pub mod sysfs_files;
 
@@ -21,7 +22,7 @@ use log::{info, warn};
 
 use self::{
     kernel_maps::KernelMaps,
-    kernel_state::{key, Content, NodeFacts},
+    kernel_state::{key, Content, NodeFacts, OpenCount},
     plan::{Plan, Reservation},
     sysfs_files::{exe_key, node_rdev},
 };
@@ -57,6 +58,10 @@ pub struct Enforcer {
     reserved: BTreeSet<u32>,
     /// Devices whose pin this agent wrote (or found in place): a later change is restored.
     pinned: BTreeMap<String, String>,
+    /// /proc, for the VFIO major (`devices`).
+    proc: PathBuf,
+    /// How the kernel counts VFIO opens: the major is kept from the last good read.
+    opens: OpenCount,
 }
 
 impl Enforcer {
@@ -77,6 +82,34 @@ impl Enforcer {
             reported: BTreeSet::new(),
             reserved: BTreeSet::new(),
             pinned: BTreeMap::new(),
+            proc: PathBuf::from("/proc"),
+            opens: OpenCount::default(),
+        }
+    }
+
+    /// Where /proc is (its `devices` names the VFIO major).
+    pub fn with_proc_root(mut self, proc: &Path) -> Self {
+        self.proc = proc.to_path_buf();
+        self
+    }
+
+    /// Whether the LSM file hooks are attached and run, so that opens are counted and a group
+    /// that is only bound to a user driver is idle. Takes effect at the next apply.
+    pub fn set_opens_counted(&mut self, counted: bool) {
+        self.opens.counted = counted;
+    }
+
+    /// Groups user space uses: the kernel's own count where the programs keep one, else
+    /// what the group map shows.
+    pub fn in_use(&self, node: &NodeState) -> BTreeSet<u32> {
+        match &self.kernel {
+            Some(k) => node
+                .map()
+                .groups()
+                .map(|g| g.id)
+                .filter(|g| k.in_use(*g))
+                .collect(),
+            None => plan::in_use_by_model(node.map()),
         }
     }
 
@@ -139,7 +172,11 @@ impl Enforcer {
     /// back (a path no hook sees, a trusted writer) is restored and reported.
     pub fn apply(&mut self, node: &mut NodeState) -> Vec<Line> {
         let mut lines = Vec::new();
-        let mut plan = Plan::compute(node.map(), node.policy());
+        let in_use = self.in_use(node);
+        let mut plan = Plan::compute_with(node.map(), node.policy(), &in_use);
+        // A pin of a group no longer protected (idle, not reserved) is the operator's now.
+        self.pinned
+            .retain(|device, _| plan.protected.contains_key(device));
         let mut restored = BTreeSet::new();
         if !self.dry_run {
             let mut changed = false;
@@ -165,11 +202,19 @@ impl Enforcer {
                 }
             }
             if changed {
-                plan = Plan::compute(node.map(), node.policy());
+                plan = Plan::compute_with(node.map(), node.policy(), &in_use);
             }
         }
         self.reserved.clone_from(&plan.reserved);
         for r in &plan.reservations {
+            // Use may have ended since `in_use` was read: a pin written now would undo the
+            // hand-back that the release allowed.
+            let group = r.group();
+            if !plan.reserved.contains(&group)
+                && self.kernel.as_ref().is_some_and(|k| !k.in_use(group))
+            {
+                continue;
+            }
             let restore = restored.contains(r.device());
             lines.extend(self.reserve(node, r, restore));
         }
@@ -228,10 +273,15 @@ impl Enforcer {
                 }
             }
         }
+        // An unreadable /proc/devices (EMFILE, say) keeps the major last read.
+        if let Ok(text) = fs::read_to_string(self.proc.join("devices")) {
+            self.opens.vfio_major = kernel_state::vfio_major(&text).unwrap_or(0);
+        }
         c.set_config(
             std::process::id(),
             self.dry_run,
             node.policy().protect_user_groups,
+            self.opens,
         );
         c
     }
