@@ -416,6 +416,7 @@ pub mod names {
     pub const PROTECTED_IDS: &str = "PROTECTED_IDS";
     pub const VFIO_DENY: &str = "VFIO_DENY";
     pub const TRUSTED_EXE: &str = "TRUSTED_EXE";
+    pub const TRUSTED_CGROUP: &str = "TRUSTED_CGROUP";
     pub const GROUPS: &str = "GROUPS";
     pub const RDEV_OPENS: &str = "RDEV_OPENS";
     pub const GROUP_RDEV: &str = "GROUP_RDEV";
@@ -479,6 +480,7 @@ pub mod pins {
         super::names::USER_DRIVERS,
         super::names::VFIO_DENY,
         super::names::TRUSTED_EXE,
+        super::names::TRUSTED_CGROUP,
         // The ring and the loss counter too: records made while no agent runs wait in the
         // ring for the next one, and what overflowed is counted for it.
         super::names::EVENTS,

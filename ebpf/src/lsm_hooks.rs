@@ -6,7 +6,8 @@
 use aya_ebpf::{
     bindings::task_struct,
     helpers::{
-        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_current_task_btf,
+        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task,
+        bpf_get_current_task_btf,
         bpf_probe_read_user, generated as gen,
     },
     macros::{lsm, map},
@@ -60,6 +61,11 @@ static VFIO_DENY: HashMap<u32, WatchedFile> = HashMap::with_max_entries(4096, 0)
 /// Executables the policy trusts to write protected files.
 #[map(name = "TRUSTED_EXE")]
 static TRUSTED_EXE: HashMap<ExeKey, u8> = HashMap::with_max_entries(256, 0);
+
+/// cgroup v2 ids of the containers the policy trusts (the agent finds them by their pod
+/// namespace and container name in the runtime's state).
+#[map(name = "TRUSTED_CGROUP")]
+static TRUSTED_CGROUP: HashMap<u64, u8> = HashMap::with_max_entries(1024, 0);
 
 /// `int security_file_open(struct file *file)`: VFIO group and cdev opens, and sysfs files of
 /// protected devices opened for writing (acct(2) and `__kernel_write` bypass file_permission).
@@ -353,10 +359,18 @@ fn decide(
         return 0;
     }
     let mut flags = flags;
-    match trusted_writer() {
-        Trust::Trusted => return 0,
-        Trust::Traced => flags |= veto::TRACED,
-        Trust::No => {}
+    // Trust opens what is reserved or idle, never a group in use: nobody may break that.
+    let in_use = if group == NO_GROUP as u32 || group == u32::MAX {
+        state::anything_in_use()
+    } else {
+        state::group_in_use(group)
+    };
+    if !in_use {
+        match trusted_writer() {
+            Trust::Trusted => return 0,
+            Trust::Traced => flags |= veto::TRACED,
+            Trust::No => {}
+        }
     }
     let deny = state::config(config::DRY_RUN) == 0;
     let detail = (kind & veto::KIND_MASK) | flags | if deny { veto::DENIED } else { 0 };
@@ -398,7 +412,10 @@ fn trusted_writer() -> Trust {
         dev: dev as u64,
         ino,
     };
-    if unsafe { TRUSTED_EXE.get(&key) }.is_none() {
+    // SAFETY: a helper with no arguments; LSM programs may call it (5.10+).
+    let cgroup = unsafe { bpf_get_current_cgroup_id() };
+    if unsafe { TRUSTED_EXE.get(&key) }.is_none() && unsafe { TRUSTED_CGROUP.get(&cgroup) }.is_none()
+    {
         return Trust::No;
     }
     // A tracer decides what a traced process writes.

@@ -118,6 +118,13 @@ fn opens_of(rdev: u32) -> i32 {
     counted | seeded
 }
 
+/// Whether some group may be in use (a claim, an open, or a member on a user driver): what
+/// a write whose target is unknown must assume.
+#[inline(always)]
+pub fn anything_in_use() -> bool {
+    PROTECTED_REFS.get(0).is_some_and(|n| *n != 0)
+}
+
 /// Whether anything on the node is protected (fail-closed decisions need it).
 #[inline(always)]
 pub fn any_protected() -> bool {

@@ -802,6 +802,7 @@ fn write_paths(c: &Checker) {
         .note("the two-segment bind fails closed")
         .expect_at_least(1);
     expect_fact(c, "unprotected_bind", "ok");
+    expect_fact(c, "trusted_override_in_use", "error_EPERM");
     expect_fact(c, "trusted_override", "ok");
     expect_fact(c, "fn0_driver_after", "vfio-pci");
     expect_fact(c, "fn1_driver_after", "none");

@@ -47,6 +47,12 @@ fn expected_maps() -> Vec<(&'static str, u32, usize, usize)> {
         (names::RDEV_OPENS, HASH, u32s, size_of::<i32>()),
         (names::PROTECTED_REFS, ARRAY, u32s, size_of::<i32>()),
         (names::COUNTED_FILES, HASH, size_of::<u64>(), u32s),
+        (
+            names::TRUSTED_CGROUP,
+            HASH,
+            size_of::<u64>(),
+            size_of::<u8>(),
+        ),
         (names::SEEDED_OPENS, HASH, u32s, size_of::<i32>()),
     ]
 }

@@ -21,6 +21,7 @@ pub struct KernelMaps {
     reserved: HashMap<MapData, u32, u32>,
     vfio_deny: HashMap<MapData, u32, WatchedFile>,
     trusted_exe: HashMap<MapData, ExeKey, u8>,
+    trusted_cgroup: HashMap<MapData, u64, u8>,
     config: Array<MapData, u32>,
     groups: Array<MapData, GroupState>,
     rdev_opens: HashMap<MapData, u32, i32>,
@@ -57,6 +58,7 @@ impl KernelMaps {
             reserved: take_hash(loaded, names::RESERVED)?,
             vfio_deny: take_hash(loaded, names::VFIO_DENY)?,
             trusted_exe: take_hash(loaded, names::TRUSTED_EXE)?,
+            trusted_cgroup: take_hash(loaded, names::TRUSTED_CGROUP)?,
             config: take_array(loaded, names::CONFIG)?,
             groups: take_array(loaded, names::GROUPS)?,
             rdev_opens: take_hash(loaded, names::RDEV_OPENS)?,
@@ -119,6 +121,7 @@ impl KernelMaps {
                 .into_iter()
                 .map(|(k, v): (ExeKey, u8)| ((k.dev, k.ino), v))
                 .collect();
+            self.applied.trusted_cgroups = read_all(&self.trusted_cgroup);
             self.synced = true;
         } else {
             // The programs forget a group's node when VFIO creates it anew: read back what
@@ -158,6 +161,12 @@ impl KernelMaps {
             &mut self.applied.trusted_exe,
             &want.trusted_exe,
             |&(dev, ino)| ExeKey { dev, ino },
+        );
+        sync_one(
+            &mut self.trusted_cgroup,
+            &mut self.applied.trusted_cgroups,
+            &want.trusted_cgroups,
+            |k| *k,
         );
         sync_one(
             &mut self.reserved,

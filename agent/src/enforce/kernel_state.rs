@@ -25,6 +25,8 @@ pub struct Content {
     pub reserved: BTreeMap<u32, u32>,
     pub vfio_deny: BTreeMap<u32, WatchedFile>,
     pub trusted_exe: BTreeMap<(u64, u64), u8>,
+    /// cgroup ids of the containers the policy trusts.
+    pub trusted_cgroups: BTreeMap<u64, u8>,
     pub config: [u32; config::LEN as usize],
 }
 

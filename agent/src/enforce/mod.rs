@@ -62,6 +62,8 @@ pub struct Enforcer {
     proc: PathBuf,
     /// How the kernel counts VFIO opens: the major is kept from the last good read.
     opens: OpenCount,
+    /// cgroup ids of the containers the policy trusts, as last resolved.
+    trusted_cgroups: BTreeSet<u64>,
 }
 
 impl Enforcer {
@@ -84,7 +86,14 @@ impl Enforcer {
             pinned: BTreeMap::new(),
             proc: PathBuf::from("/proc"),
             opens: OpenCount::default(),
+            trusted_cgroups: BTreeSet::new(),
         }
+    }
+
+    /// The containers the policy trusts, by cgroup id: the kernel map follows at the next
+    /// [`Enforcer::apply`].
+    pub fn set_trusted_cgroups(&mut self, cgroups: BTreeSet<u64>) {
+        self.trusted_cgroups = cgroups;
     }
 
     /// Where /proc is (its `devices` names the VFIO major).
@@ -248,6 +257,7 @@ impl Enforcer {
         };
         let mut c = Content::compute(node.map(), node.policy(), &facts);
         c.trusted_exe = self.trusted.clone();
+        c.trusted_cgroups = self.trusted_cgroups.iter().map(|g| (*g, 1)).collect();
         c.reserved = plan.reserved.iter().map(|g| (*g, 1)).collect();
         for &group in &plan.not_viable {
             if let Some(&rdev) = facts.group_nodes.get(&group) {
