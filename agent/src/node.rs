@@ -682,6 +682,80 @@ mod tests {
         );
     }
 
+    fn handbacks(lines: &[Line]) -> Vec<(String, Option<String>)> {
+        lines
+            .iter()
+            .filter_map(|l| match l {
+                Line::Event(e) if e.kind == Kind::Handback => {
+                    Some((e.device.clone().unwrap_or_default(), e.driver.clone()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_idle_group_handed_back_is_a_handback_event_per_step() {
+        let mut n = node();
+        n.map.set_driver_override("0000:00:05.0", Some("vfio-pci"));
+        let dev = "0000:00:05.0";
+        let (unbind, _) = n.apply(
+            &event(EventKind::Unbind, 0, dev, Some("vfio-pci"), Some(9)),
+            None,
+        );
+        assert_eq!(handbacks(&unbind), [(dev.into(), Some("vfio-pci".into()))]);
+        let (clear, _) = n.apply(
+            &event(EventKind::OverrideWritten, 1, dev, Some("\n"), Some(9)),
+            None,
+        );
+        assert_eq!(handbacks(&clear), [(dev.into(), None)]);
+        let (bind, _) = n.apply(
+            &event(EventKind::Probe, 0, dev, Some("e1000"), Some(9)),
+            None,
+        );
+        assert_eq!(handbacks(&bind), [(dev.into(), Some("e1000".into()))]);
+        // The same host driver binding again is no hand-back.
+        let (again, _) = n.apply(
+            &event(EventKind::Probe, 0, dev, Some("e1000"), Some(9)),
+            None,
+        );
+        assert!(handbacks(&again).is_empty());
+    }
+
+    #[test]
+    fn a_group_in_use_or_reserved_is_never_handed_back() {
+        let mut n = node();
+        n.map.record_claim(9, true);
+        let (lines, _) = n.apply(
+            &event(
+                EventKind::Unbind,
+                0,
+                "0000:00:05.0",
+                Some("vfio-pci"),
+                Some(9),
+            ),
+            None,
+        );
+        assert!(handbacks(&lines).is_empty(), "claimed: in use");
+        let mut r = node();
+        r.policy = Policy::parse("[[reserve]]\ngroup = 9\n", std::path::Path::new("t.toml"))
+            .expect("valid policy");
+        let (lines, _) = r.apply(
+            &event(
+                EventKind::Unbind,
+                0,
+                "0000:00:05.0",
+                Some("vfio-pci"),
+                Some(9),
+            ),
+            None,
+        );
+        assert!(
+            handbacks(&lines).is_empty(),
+            "reserved: the agent's pins stand"
+        );
+    }
+
     #[test]
     fn five_ten_probe_returns_one_on_success() {
         let mut n = node();

@@ -423,6 +423,8 @@ pub mod names {
     pub const RESERVED: &str = "RESERVED";
     pub const PROTECTED_REFS: &str = "PROTECTED_REFS";
     pub const COUNTED_FILES: &str = "COUNTED_FILES";
+    pub const NODE_GROUP: &str = "NODE_GROUP";
+    pub const HOST_PROBES: &str = "HOST_PROBES";
     pub const SEEDED_OPENS: &str = "SEEDED_OPENS";
     pub const CONFIG: &str = "CONFIG";
     pub const TOPOLOGY: &str = "TOPOLOGY";
@@ -474,6 +476,8 @@ pub mod pins {
         super::names::PROTECTED_REFS,
         super::names::COUNTED_FILES,
         super::names::SEEDED_OPENS,
+        super::names::NODE_GROUP,
+        super::names::HOST_PROBES,
         super::names::CONFIG,
         super::names::TOPOLOGY,
         super::names::SLOTS,

@@ -84,9 +84,13 @@ fn file_open_decide(ctx: &LsmContext) -> i32 {
     let rdev = unsafe { kernel::file_rdev_direct(file) };
     if rdev != 0 {
         let vfio_major = state::config(config::VFIO_MAJOR);
-        if vfio_major != 0 && dev_major(rdev) == vfio_major && !state::count_open(file as u64, rdev)
+        // Counted first, then a racing host bind checked (a bind counts itself, then checks
+        // use): one of the two sees the other. Uncounted use would look idle, and a VM that
+        // sets its container while a host driver binds BUG()s 5.10: refuse both.
+        if vfio_major != 0
+            && dev_major(rdev) == vfio_major
+            && (!state::count_open(file as u64, rdev) || state::host_probing_for_node(rdev))
         {
-            // Uncounted use would look idle: refuse it instead.
             return decide(
                 ctx,
                 watched::VFIO_GROUP,

@@ -36,6 +36,16 @@ static SEEDED_OPENS: HashMap<u32, i32> = HashMap::with_max_entries(4096, 0);
 #[map(name = "GROUP_RDEV")]
 static GROUP_RDEV: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
 
+/// dev_t of `/dev/vfio/N` -> N (agent): which group a node's open puts in use.
+#[map(name = "NODE_GROUP")]
+static NODE_GROUP: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
+
+/// Per group id (slot 0 of `MAX_GROUPS` more: all groups): binds of a host driver in progress,
+/// from `really_probe` entry to its return. A VFIO open waits for none: on 5.10 a VM that
+/// sets its container while one runs makes the bind's notifier BUG() the node.
+#[map(name = "HOST_PROBES")]
+static HOST_PROBES: Array<i32> = Array::with_max_entries(MAX_GROUPS + 1, 0);
+
 /// Groups the policy reserves (agent).
 #[map(name = "RESERVED")]
 static RESERVED: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
@@ -239,6 +249,30 @@ pub fn seeded_release(file: u64, rdev: u32) {
     if unsafe { SEEDED_OPENS.get(&rdev) }.is_some() {
         count(&SEEDED_OPENS, rdev, -1);
     }
+}
+
+/// A host driver's bind in `group` starts (+1) or ends (-1).
+#[inline(always)]
+pub fn host_probe(group: u32, delta: i32) {
+    for index in [slot(group) + 1, 0] {
+        if let Some(p) = HOST_PROBES.get_ptr_mut(index) {
+            if delta < 0 && unsafe { *p } <= 0 {
+                continue;
+            }
+            add(p, delta);
+        }
+    }
+}
+
+/// Whether a host driver is binding a member of the group whose VFIO node is `rdev` (any
+/// group, when the node is not named yet).
+#[inline(always)]
+pub fn host_probing_for_node(rdev: u32) -> bool {
+    let index = match unsafe { NODE_GROUP.get(&rdev) } {
+        Some(group) => slot(*group) + 1,
+        None => 0,
+    };
+    HOST_PROBES.get(index).is_some_and(|n| *n > 0)
 }
 
 /// `driver_class` flags of a driver name (0: a kernel driver).

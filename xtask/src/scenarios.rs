@@ -645,6 +645,9 @@ fn handback_libvirt(c: &Checker) {
         expect_fact(c, f, "vfio-pci");
     }
     expect_hostile_refused(c, &g);
+    expect_fact(c, "status_in_use", "in_use");
+    expect_fact(c, "detach_in_use_rc", "1");
+    expect_fact(c, "status_released", "idle");
     for n in 0..2 {
         for step in ["unbind", "override", "probe"] {
             expect_fact(c, &format!("reattach_{step}_{n}"), "ok");

@@ -18,6 +18,7 @@ pub struct KernelMaps {
     slots: HashMap<MapData, [u8; ADDR_LEN], DeviceInfo>,
     user_drivers: HashMap<MapData, [u8; DRIVER_KEY_LEN], u32>,
     group_rdev: HashMap<MapData, u32, u32>,
+    node_group: HashMap<MapData, u32, u32>,
     reserved: HashMap<MapData, u32, u32>,
     vfio_deny: HashMap<MapData, u32, WatchedFile>,
     trusted_exe: HashMap<MapData, ExeKey, u8>,
@@ -55,6 +56,7 @@ impl KernelMaps {
             slots: take_hash(loaded, names::SLOTS)?,
             user_drivers: take_hash(loaded, names::USER_DRIVERS)?,
             group_rdev: take_hash(loaded, names::GROUP_RDEV)?,
+            node_group: take_hash(loaded, names::NODE_GROUP)?,
             reserved: take_hash(loaded, names::RESERVED)?,
             vfio_deny: take_hash(loaded, names::VFIO_DENY)?,
             trusted_exe: take_hash(loaded, names::TRUSTED_EXE)?,
@@ -115,6 +117,7 @@ impl KernelMaps {
             self.applied.slots = read_all(&self.slots);
             self.applied.user_drivers = read_all(&self.user_drivers);
             self.applied.group_rdev = read_all(&self.group_rdev);
+            self.applied.node_group = read_all(&self.node_group);
             self.applied.reserved = read_all(&self.reserved);
             self.applied.vfio_deny = read_all(&self.vfio_deny);
             self.applied.trusted_exe = read_all(&self.trusted_exe)
@@ -142,6 +145,12 @@ impl KernelMaps {
             &mut self.user_drivers,
             &mut self.applied.user_drivers,
             &want.user_drivers,
+            |k| *k,
+        );
+        sync_one(
+            &mut self.node_group,
+            &mut self.applied.node_group,
+            &want.node_group,
             |k| *k,
         );
         sync_one(

@@ -22,6 +22,8 @@ pub struct Content {
     pub slots: BTreeMap<[u8; ADDR_LEN], DeviceInfo>,
     pub user_drivers: BTreeMap<[u8; DRIVER_KEY_LEN], u32>,
     pub group_rdev: BTreeMap<u32, u32>,
+    /// The inverse: a VFIO node's dev_t -> its group.
+    pub node_group: BTreeMap<u32, u32>,
     pub reserved: BTreeMap<u32, u32>,
     pub vfio_deny: BTreeMap<u32, WatchedFile>,
     pub trusted_exe: BTreeMap<(u64, u64), u8>,
@@ -148,6 +150,7 @@ impl Content {
             }
         }
         c.group_rdev = facts.group_nodes.clone();
+        c.node_group = facts.group_nodes.iter().map(|(g, r)| (*r, *g)).collect();
         c
     }
 

@@ -17,6 +17,13 @@ fact vga_detached $(driver_of $vga)
 fact audio_detached $(driver_of $audio)
 hold $g $vga || exit 1
 hostile_start $vga=$vga_host $audio=$audio_host
+# What the kernel protects, from the pinned maps; an uninstall is refused while a VM holds it.
+enforcer status --json > /tmp/status.json 2>&1
+echo "+ enforcer status --json: $(cat /tmp/status.json)"
+fact status_in_use "$(grep -o '"group":"'$g'","state":"[a-z_]*"' /tmp/status.json | cut -d'"' -f8)"
+enforcer detach > /tmp/detach.out 2>&1
+fact detach_in_use_rc $?
+echo "+ enforcer detach: $(cat /tmp/detach.out)"
 sleep 3
 hostile_stop
 fact vga_in_use $(driver_of $vga)
@@ -26,6 +33,7 @@ release
 sleep 1
 enforcer status --json > /tmp/status.json 2>&1
 echo "+ enforcer status --json: $(cat /tmp/status.json)"
+fact status_released "$(grep -o '"group":"'$g'","state":"[a-z_]*"' /tmp/status.json | cut -d'"' -f8)"
 reattach $vga 0
 reattach $audio 1
 fact vga_final $(driver_of $vga)
