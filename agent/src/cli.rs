@@ -149,7 +149,7 @@ pub fn detach(common: &CommonArgs, daemon: &DaemonArgs, args: &DetachArgs) -> u8
         let in_use = status.in_use();
         if !in_use.is_empty() {
             eprintln!(
-                "enforcer detach: refused: {} in use; detaching would drop their protection \
+                "enforcer detach: refused, in use: {}; detaching would drop their protection \
                  while user space holds them. Stop their users, or pass --force.",
                 in_use.join("; ")
             );
