@@ -783,11 +783,13 @@ fn write_paths(c: &Checker) {
                 .action(Action::Vetoed)
                 .errno("EPERM")
         };
-        // The bind also has the two-segment writev.
-        let split = usize::from(rule == Rule::ProtectedBind);
+        // The bind also has the two-segment writev; driver_override the trusted writer's
+        // while the group is in use.
+        let extra = usize::from(rule == Rule::ProtectedBind)
+            + usize::from(rule == Rule::ProtectedDriverOverride);
         vetoed()
             .note(format!("one per write path to {file}"))
-            .expect(4 + split);
+            .expect(4 + extra);
         // bind/unbind: only write(2) and single-segment writev(2) on this very file are trusted to
         // name their target; pwrite and io_uring fail closed. new_id always fails closed.
         let named = match device {
