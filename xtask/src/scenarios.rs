@@ -270,18 +270,12 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         // Hand-back needs the in-kernel count of opens, which only the LSM file hooks keep.
-        name: "handback-libvirt",
+        // The libvirt and the DRA flows share one boot: they run one after the other.
+        name: "handback",
         boots: LSM,
         dry_run: false,
         policy: None,
-        check: handback_libvirt,
-    },
-    Scenario {
-        name: "handback-dra",
-        boots: LSM,
-        dry_run: false,
-        policy: None,
-        check: handback_dra,
+        check: handback,
     },
     Scenario {
         // Attribution from the kubelet's answer is the agent's logic: the VFIO events it annotates
@@ -625,7 +619,7 @@ fn expect_handback(c: &Checker, device: &str, host: &str, times: usize) {
         .expect_at_least(times);
 }
 
-fn handback_libvirt(c: &Checker) {
+fn handback(c: &Checker) {
     let g = c.fact("group");
     c.expect(!g.is_empty(), "script did not report the GPU card's group");
     let (vga, audio) = (c.dev("VM_GPU_VGA"), c.dev("VM_GPU_AUDIO"));
@@ -636,6 +630,8 @@ fn handback_libvirt(c: &Checker) {
             "the card's functions started on {vga_host:?} and {audio_host:?}, not on host drivers"
         ),
     );
+    expect_hostile_refused(c, &g);
+    // libvirt: detach, use, reattach.
     for f in [
         "vga_detached",
         "audio_detached",
@@ -644,7 +640,6 @@ fn handback_libvirt(c: &Checker) {
     ] {
         expect_fact(c, f, "vfio-pci");
     }
-    expect_hostile_refused(c, &g);
     expect_fact(c, "status_in_use", "in_use");
     expect_fact(c, "detach_in_use_rc", "1");
     expect_fact(c, "status_released", "idle");
@@ -655,28 +650,22 @@ fn handback_libvirt(c: &Checker) {
     }
     expect_fact(c, "vga_final", &vga_host);
     expect_fact(c, "audio_final", &audio_host);
-    expect_handback(c, vga, &vga_host, 1);
-    expect_handback(c, audio, &audio_host, 1);
-}
-
-fn handback_dra(c: &Checker) {
-    let g = c.fact("group");
-    c.expect(!g.is_empty(), "script did not report the GPU card's group");
-    let (vga, audio) = (c.dev("VM_GPU_VGA"), c.dev("VM_GPU_AUDIO"));
-    let (vga_host, audio_host) = (c.fact("vga_host"), c.fact("audio_host"));
-    expect_fact(c, "claims", "20");
-    expect_fact(c, "prepared", "20");
-    expect_fact(c, "handed_back", "20");
-    expect_hostile_refused(c, &g);
-    expect_fact(c, "vga_final", &vga_host);
-    expect_fact(c, "audio_final", &audio_host);
-    expect_handback(c, vga, &vga_host, 20);
-    expect_handback(c, audio, &audio_host, 20);
-    c.events(Kind::Claim)
-        .group(&g)
-        .result(Outcome::Ok)
-        .note("one per claim on 5.19+")
-        .expect_at_least(if c.is_5_10() { 0 } else { 20 });
+    // DRA: 20 claims prepared, used and handed back.
+    expect_fact(c, "dra_claims", "20");
+    expect_fact(c, "dra_prepared", "20");
+    expect_fact(c, "dra_handed_back", "20");
+    expect_fact(c, "dra_vga_final", &vga_host);
+    expect_fact(c, "dra_audio_final", &audio_host);
+    // Each hand-back step is an event: one libvirt reattach and 20 unprepares per function.
+    expect_handback(c, vga, &vga_host, 21);
+    expect_handback(c, audio, &audio_host, 21);
+    if !c.is_5_10() {
+        c.events(Kind::Claim)
+            .group(&g)
+            .result(Outcome::Ok)
+            .note("one per VM start on 5.19+")
+            .expect_at_least(21);
+    }
 }
 
 fn expect_fact(c: &Checker, key: &str, want: &str) {
