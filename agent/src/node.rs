@@ -391,6 +391,9 @@ impl Veto {
             watched::SLOT_POWER => Rule::ProtectedSlotPower,
             watched::PROBE => Rule::ProtectedProbe,
             watched::REMOVE_ID => Rule::ProtectedRemoveId,
+            watched::CONFIG => Rule::ProtectedConfig,
+            watched::RESOURCE => Rule::ProtectedResource,
+            watched::PINS => Rule::ProtectedPins,
             _ => Rule::Unknown,
         };
         Self {

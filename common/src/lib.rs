@@ -165,6 +165,13 @@ pub mod watched {
     pub const PROBE: u32 = 12;
     /// `drivers/<name>/remove_id`.
     pub const REMOVE_ID: u32 = 13;
+    /// `<device>/config` written (or opened for writing): a bridge's config space moves bus
+    /// numbers and resets what is below it (Secondary Bus Reset).
+    pub const CONFIG: u32 = 14;
+    /// `<device>/resource<N>[_wc]` or `rom` written or mapped writable: the device's registers.
+    pub const RESOURCE: u32 = 15;
+    /// bpffs: the pins that hold the protection state removed, renamed or unmounted.
+    pub const PINS: u32 = 16;
 }
 
 /// Flags in `Event::detail` of a veto, above the watched kind (low 8 bits).

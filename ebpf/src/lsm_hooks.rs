@@ -124,6 +124,38 @@ fn file_open_decide(ctx: &LsmContext) -> i32 {
     }
 }
 
+const PROT_WRITE: u64 = 0x2;
+
+/// `int security_mmap_file(struct file *file, unsigned long reqprot, unsigned long prot,
+/// unsigned long flags)`: a writable mapping of a device's BAR, ROM or config space is a write
+/// to it, for as long as the mapping lives.
+#[lsm(hook = "mmap_file")]
+pub fn mmap_file(ctx: LsmContext) -> i32 {
+    crate::record::lsm_verdict(mmap_file_decide(&ctx))
+}
+
+#[inline(always)]
+fn mmap_file_decide(ctx: &LsmContext) -> i32 {
+    let prev: i32 = ctx.arg(4);
+    if prev != 0 {
+        return crate::record::lsm_ret(prev);
+    }
+    let prot: u64 = ctx.arg(2);
+    let file: *const u8 = ctx.arg(0);
+    if prot & PROT_WRITE == 0 || file.is_null() {
+        return 0;
+    }
+    if unsafe { kernel::file_ino_on_direct(file, SYSFS_MAGIC) }.is_none() {
+        return 0;
+    }
+    match unsafe { classify(file) } {
+        Some((kind, kn)) if kind == watched::RESOURCE || kind == watched::CONFIG => {
+            per_device(ctx, kind, kn, 0)
+        }
+        _ => 0,
+    }
+}
+
 /// `void security_file_free(struct file *file)`: the file's last reference is gone (every
 /// file whose open `file_open` saw passes here once): a counted VFIO open ends.
 #[lsm(hook = "file_free_security")]
@@ -200,6 +232,8 @@ const BIND: Name = name(b"bind");
 const UNBIND: Name = name(b"unbind");
 const NEW_ID: Name = name(b"new_id");
 const DRIVERS_PROBE: Name = name(b"drivers_probe");
+const CONFIG: Name = name(b"config");
+const ROM: Name = name(b"rom");
 const SLOTS: Name = name(b"slots");
 const DRIVERS: Name = name(b"drivers");
 const PCI: Name = name(b"pci");
@@ -209,6 +243,13 @@ unsafe fn node_name(kn: *const u8) -> Name {
     let mut n = [0u8; 24];
     unsafe { kernel::kn_name(kn, &mut n) };
     n
+}
+
+/// `resource0` ... `resource5`, `resource0_wc` ...: a BAR of the device (not `resource`, the
+/// read-only table).
+#[inline(always)]
+fn is_resource(leaf: &Name) -> bool {
+    leaf[..8] == *b"resource" && leaf[8].is_ascii_digit()
 }
 
 /// What a sysfs file is, from its kernfs node and its parents, and the node of its directory
@@ -229,6 +270,10 @@ unsafe fn classify(file: *const u8) -> Option<(u32, *const u8)> {
         watched::RESET
     } else if leaf == RESET_SUBORDINATE {
         watched::RESET_SUBORDINATE
+    } else if leaf == CONFIG {
+        watched::CONFIG
+    } else if leaf == ROM || is_resource(&leaf) {
+        watched::RESOURCE
     } else if leaf == POWER {
         if unsafe { node_name(kernel::kn_parent(dir)) } != SLOTS {
             return None;

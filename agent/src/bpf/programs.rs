@@ -115,6 +115,7 @@ pub const PROGRAMS: &[ProgramSpec] = &[
     spec("file_free_security", "file_free_security", Attach::Lsm),
     spec("file_open", "file_open", Attach::Lsm),
     spec("file_permission", "file_permission", Attach::Lsm),
+    spec("mmap_file", "mmap_file", Attach::Lsm),
 ];
 
 impl ProgramSpec {
