@@ -260,7 +260,16 @@ pub mod config {
     /// user driver but not open is idle. Zero (no BPF LSM): every group with a member on a
     /// user driver counts as in use, since nothing that outlives the agent counts opens.
     pub const USE_COUNTED: u32 = 6;
-    pub const LEN: u32 = 8;
+    /// The kernel dev_t of the bpffs instance that holds the pins (0: not pinned): its pins
+    /// may not be removed, nor it unmounted, while anything is protected.
+    pub const PIN_DEV: u32 = 7;
+    /// The tgid of a running `enforcer detach`, which may remove the pins; cleared when that
+    /// process exits. The agent never writes this slot.
+    pub const DETACH_TGID: u32 = 8;
+    /// Inode numbers (on that bpffs) of the pin root and its maps and links directories: the
+    /// directories whose entries are guarded (other tools' pins on the same bpffs are not).
+    pub const PIN_DIRS: [u32; 3] = [9, 10, 11];
+    pub const LEN: u32 = 16;
 }
 
 pub const PCI_ANY_ID: u32 = 0xffff_ffff;
@@ -405,6 +414,7 @@ pub mod names {
     pub const OFF_INODE_INO: &str = "OFF_INODE_INO";
     pub const OFF_SB_MAGIC: &str = "OFF_SB_MAGIC";
     pub const OFF_SB_DEV: &str = "OFF_SB_DEV";
+    pub const OFF_MNT_SB: &str = "OFF_MNT_SB";
     pub const OFF_TASK_MM: &str = "OFF_TASK_MM";
     pub const OFF_TASK_STACK: &str = "OFF_TASK_STACK";
     pub const OFF_MM_EXE_FILE: &str = "OFF_MM_EXE_FILE";

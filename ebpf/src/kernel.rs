@@ -34,6 +34,9 @@ static OFF_SB_MAGIC: u32 = UNRESOLVED;
 /// `offsetof(struct super_block, s_dev)`.
 #[unsafe(no_mangle)]
 static OFF_SB_DEV: u32 = UNRESOLVED;
+/// `offsetof(struct vfsmount, mnt_sb)`.
+#[unsafe(no_mangle)]
+static OFF_MNT_SB: u32 = UNRESOLVED;
 /// `offsetof(struct task_struct, mm)`.
 #[unsafe(no_mangle)]
 static OFF_TASK_MM: u32 = UNRESOLVED;
@@ -123,6 +126,12 @@ pub unsafe fn inode_sb(inode: *const u8) -> *const u8 {
 #[inline(always)]
 pub unsafe fn sb_dev(sb: *const u8) -> Option<u32> {
     unsafe { read_at::<u32>(sb, global(&OFF_SB_DEV)) }
+}
+
+/// `mnt->mnt_sb`, or null.
+#[inline(always)]
+pub unsafe fn mnt_sb(mnt: *const u8) -> *const u8 {
+    unsafe { read_at::<*const u8>(mnt, global(&OFF_MNT_SB)) }.unwrap_or(core::ptr::null())
 }
 
 /// `task->mm->exe_file->f_inode`: the inode of the task's executable, or null.

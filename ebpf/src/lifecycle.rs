@@ -28,5 +28,8 @@ pub fn process_exit(_ctx: BtfTracePointContext) -> i32 {
     if pid == tgid && tgid != 0 && tgid == state::config(config::AGENT_TGID) {
         state::clear_agent();
     }
+    if pid == tgid && tgid != 0 && tgid == state::config(config::DETACH_TGID) {
+        state::clear_detacher();
+    }
     0
 }

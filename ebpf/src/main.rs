@@ -12,6 +12,7 @@ mod lifecycle;
 mod lsm_hooks;
 mod lsm_probe;
 mod ownership;
+mod pin_guard;
 mod pin_watch;
 mod probe_path;
 mod record;

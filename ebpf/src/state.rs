@@ -327,6 +327,14 @@ pub fn protected_at_or_below(info: &DeviceInfo) -> Option<(u32, bool)> {
     None
 }
 
+/// `enforcer detach` exited: nobody else may remove the pins in its name.
+#[inline(always)]
+pub fn clear_detacher() {
+    if let Some(p) = CONFIG.get_ptr_mut(config::DETACH_TGID) {
+        unsafe { *p = 0 };
+    }
+}
+
 /// The agent exited: nobody's writes pass as the agent's until a new agent says who it is.
 #[inline(always)]
 pub fn clear_agent() {

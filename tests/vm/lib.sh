@@ -22,6 +22,12 @@ errname() {
 	esac
 }
 
+# cmd 2>&1 | errname_of: `ok` when the command printed no error, else the errno's name.
+errname_of() {
+	err=$(cat)
+	if [ -z "$err" ]; then echo ok; else errname "$err"; fi
+}
+
 # write VALUE FILE: prints the outcome; sets LAST_ERR to ok or the errno name.
 write() {
 	err=$( { echo "$1" > "$2"; } 2>&1 )

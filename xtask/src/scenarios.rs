@@ -1084,6 +1084,19 @@ fn agent_killed(c: &Checker) {
         expect_fact(c, "bind_without_agent", "error_EPERM");
         expect_fact(c, "unbind_without_agent", "error_EPERM");
         expect_fact(c, "override_second_agent", "error_EPERM");
+        // The pins guard themselves while the group is in use, with no agent running.
+        for f in ["pin_rm", "pin_mv", "map_rm", "bpffs_umount"] {
+            expect_fact(c, f, "EPERM");
+        }
+        expect_fact(c, "detach_in_use", "1");
+        expect_fact(c, "links_after_cleanup", &links.to_string());
+        expect_fact(c, "bind_after_cleanup", "error_EPERM");
+        // rm, mv, rm of a map, umount: made while no agent ran, printed by the next one.
+        let pins = count_fact(c, "second_pin_vetoes");
+        c.expect(
+            pins >= 4,
+            format!("the second agent printed {pins} protected_pins vetoes, expected 4"),
+        );
         let n: usize = c.fact("second_vetoes").parse().unwrap_or(0);
         c.expect(n >= 1, "the second agent reported no veto");
     } else {

@@ -93,13 +93,22 @@ pub struct Loaded {
     btf: Option<Btf>,
     /// By program name.
     status: BTreeMap<&'static str, ProgramStatus>,
-    /// Links the kernel cannot pin, detached when the agent exits.
+    /// Links the kernel cannot pin, detached when the agent exits; and the descriptors of the
+    /// pinned ones, kept so that a pin removed behind the agent's back (a bpffs unmount the
+    /// hooks could not refuse) detaches nothing while the agent runs.
     unpinned: Vec<Box<dyn std::any::Any>>,
     links_dir: PathBuf,
     /// Whether bpffs took the pins: without it (not mounted) nothing outlives the agent.
     pinning: bool,
     /// Whether the state maps were created by this load (no earlier agent left them).
     pub fresh_maps: bool,
+}
+
+impl Loaded {
+    /// Whether bpffs took the pins.
+    pub fn pinning(&self) -> bool {
+        self.pinning
+    }
 }
 
 /// The directories under `root` (normally `pins::ROOT`).
@@ -178,6 +187,7 @@ pub fn globals(features: &Features) -> Vec<(&'static str, u32)> {
         (names::OFF_INODE_INO, u(off.inode_ino)),
         (names::OFF_SB_MAGIC, u(off.sb_magic)),
         (names::OFF_SB_DEV, u(off.sb_dev)),
+        (names::OFF_MNT_SB, u(off.mnt_sb)),
         (names::OFF_TASK_MM, u(off.task_mm)),
         (names::OFF_TASK_STACK, u(off.task_stack)),
         (names::OFF_MM_EXE_FILE, u(off.mm_exe_file)),
@@ -206,9 +216,33 @@ pub fn globals(features: &Features) -> Vec<(&'static str, u32)> {
     ]
 }
 
+/// Names this process in the pinned `CONFIG` as the one `enforcer detach` run, so that the
+/// hooks that guard the pins let it remove them (they clear the slot when it exits).
+fn name_detacher(maps_dir: &Path) -> io::Result<()> {
+    use aya::maps::{Array, Map, MapData};
+    let path = maps_dir.join(names::CONFIG);
+    let data = MapData::from_pin(&path)
+        .map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?;
+    let map = Map::from_map_data(data)
+        .map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?;
+    let mut config: Array<MapData, u32> =
+        Array::try_from(map).map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?;
+    config
+        .set(
+            iommu_enforcer_common::config::DETACH_TGID,
+            std::process::id(),
+            0,
+        )
+        .map_err(|e| io::Error::other(format!("{}: {e}", path.display())))
+}
+
 /// Removes every pin under `pin_root`: the programs detach once no agent holds them.
 pub fn detach(pin_root: &Path) -> io::Result<usize> {
     let mut removed = 0;
+    let (maps_dir, _) = pin_dirs(pin_root);
+    if maps_dir.join(names::CONFIG).exists() {
+        name_detacher(&maps_dir)?;
+    }
     if !pin_root.exists() {
         return Ok(0);
     }
@@ -286,8 +320,7 @@ impl Loaded {
             ProgramError::IOError(io::Error::other(format!("pinning {}: {e}", tmp.display())))
         })?;
         fs::rename(&tmp, &path).map_err(ProgramError::IOError)?;
-        // The pin holds the link; the fd can go.
-        drop(pinned);
+        self.unpinned.push(Box::new(pinned));
         Ok(ProgramStatus::Attached)
     }
 

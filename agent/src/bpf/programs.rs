@@ -116,6 +116,10 @@ pub const PROGRAMS: &[ProgramSpec] = &[
     spec("file_open", "file_open", Attach::Lsm),
     spec("file_permission", "file_permission", Attach::Lsm),
     spec("mmap_file", "mmap_file", Attach::Lsm),
+    // The pins guard themselves (removal, rename, unmount) while anything is protected.
+    spec("sb_umount", "sb_umount", Attach::Lsm),
+    spec("inode_unlink", "inode_unlink", Attach::Lsm),
+    spec("inode_rename", "inode_rename", Attach::Lsm),
 ];
 
 impl ProgramSpec {

@@ -15,7 +15,7 @@ pub mod output;
 mod scan;
 mod vfio_nodes;
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{fs, os::unix::fs::MetadataExt, path::PathBuf, sync::Arc, time::Duration};
 
 use aya::maps::{MapData, RingBuf};
 use log::{info, warn};
@@ -34,7 +34,7 @@ use crate::{
         loader::{self, Loaded},
     },
     cli::{CommonArgs, DaemonArgs, EXIT_ERROR, EXIT_OK},
-    enforce::{self, kernel_maps::KernelMaps, Enforcer},
+    enforce::{self, kernel_maps::KernelMaps, sysfs_files::kernel_dev, Enforcer},
     metrics::{Metrics, MetricsServer},
     node::{FollowUp, NodeState, ProbeConvention},
     policy::{writer_watch::WriterWatch, Policy},
@@ -173,6 +173,22 @@ async fn start(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
         &policy,
     )
     .with_proc_root(&common.proc_root);
+    let mut enforcer = enforcer;
+    if loaded.pinning() {
+        // The hooks guard the pins on this bpffs instance while anything is protected.
+        let (maps_dir, links_dir) = loader::pin_dirs(&args.pin_root);
+        let dirs = [&args.pin_root, &maps_dir, &links_dir].map(fs::metadata);
+        match dirs {
+            [Ok(root), Ok(maps), Ok(links)] => enforcer.set_pins(
+                kernel_dev(root.dev()),
+                [root.ino(), maps.ino(), links.ino()].map(|i| i as u32),
+            ),
+            _ => warn!(
+                "{}: cannot stat the pin directories: the pins are not guarded",
+                args.pin_root.display()
+            ),
+        }
+    }
     let node = NodeState::new(
         map,
         policy,

@@ -186,6 +186,10 @@ impl KernelMaps {
         if self.applied.config != want.config {
             let mut ok = true;
             for (i, v) in want.config.iter().enumerate() {
+                // `enforcer detach` names itself there while it removes the pins.
+                if i as u32 == config::DETACH_TGID {
+                    continue;
+                }
                 if let Err(e) = self.config.set(i as u32, *v, 0) {
                     warn!("CONFIG[{i}]: {e}");
                     ok = false;

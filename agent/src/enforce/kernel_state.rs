@@ -51,6 +51,11 @@ pub struct OpenCount {
     /// The LSM file hooks run and count them: a group bound to a user driver but not open
     /// is idle.
     pub counted: bool,
+    /// The kernel dev_t of the bpffs holding the pins (0: nothing pinned), which the hooks
+    /// guard. Carried here with the other switches of `CONFIG`.
+    pub pin_dev: u32,
+    /// Inode numbers of the pin root, its maps and its links directories.
+    pub pin_dirs: [u32; 3],
 }
 
 /// Whether user space uses a group, by the rule the eBPF programs veto by
@@ -168,6 +173,10 @@ impl Content {
         cfg[config::PROTECT_USER as usize] = u32::from(protect_user);
         cfg[config::VFIO_MAJOR as usize] = opens.vfio_major;
         cfg[config::USE_COUNTED as usize] = u32::from(opens.counted);
+        cfg[config::PIN_DEV as usize] = opens.pin_dev;
+        for (slot, ino) in config::PIN_DIRS.iter().zip(opens.pin_dirs) {
+            cfg[*slot as usize] = ino;
+        }
         cfg[config::RESERVED as usize] = self.reserved.len() as u32;
         cfg[config::LOADED as usize] = 1;
         self.config = cfg;

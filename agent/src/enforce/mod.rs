@@ -102,6 +102,13 @@ impl Enforcer {
         self
     }
 
+    /// The kernel dev_t of the bpffs instance holding the pins and the inode numbers of their
+    /// directories, which the hooks then guard.
+    pub fn set_pins(&mut self, dev: u32, dirs: [u32; 3]) {
+        self.opens.pin_dev = dev;
+        self.opens.pin_dirs = dirs;
+    }
+
     /// Whether the LSM file hooks are attached and run, so that opens are counted and a group
     /// that is only bound to a user driver is idle. Takes effect at the next apply.
     pub fn set_opens_counted(&mut self, counted: bool) {

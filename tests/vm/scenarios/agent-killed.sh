@@ -30,6 +30,20 @@ fact bind_without_agent $(try write /sys/bus/pci/drivers/e1000/bind $VM_DEV_FN1)
 if grep -q bpf /sys/kernel/security/lsm; then
 	fact unbind_without_agent $(try write /sys/bus/pci/drivers/vfio-pci/unbind $VM_DEV_FN0)
 fi
+# A node clean-up while no agent runs: the pins and their bpffs hold the only references to
+# the programs and the state. With BPF LSM they guard themselves while the group is in use.
+if grep -q bpf /sys/kernel/security/lsm; then
+	pin=$(ls /sys/fs/bpf/iommu-enforcer/links | head -1)
+	fact pin_rm "$(rm /sys/fs/bpf/iommu-enforcer/links/$pin 2>&1 >/dev/null | errname_of)"
+	fact pin_mv "$(mv /sys/fs/bpf/iommu-enforcer/links/$pin /sys/fs/bpf/moved 2>&1 >/dev/null | errname_of)"
+	fact map_rm "$(rm /sys/fs/bpf/iommu-enforcer/maps-v*/GROUPS 2>&1 >/dev/null | errname_of)"
+	fact bpffs_umount "$(umount /sys/fs/bpf 2>&1 >/dev/null | errname_of)"
+	enforcer detach > /tmp/detach.out 2>&1
+	fact detach_in_use $?
+	sed 's/^/  detach: /' /tmp/detach.out
+	fact links_after_cleanup $(ls /sys/fs/bpf/iommu-enforcer/links | wc -l)
+	fact bind_after_cleanup $(try write /sys/bus/pci/drivers/e1000/bind $VM_DEV_FN1)
+fi
 fact fn1_without_agent $(driver_of $VM_DEV_FN1)
 enforcer > /tmp/second.out 2> /tmp/second.err &
 second=$!
@@ -45,6 +59,8 @@ kill -TERM $second
 wait $second
 sed 's/^/  second agent: /' /tmp/second.out /tmp/second.err
 fact second_vetoes $(grep '"kind":"veto"' /tmp/second.out | grep -c '"action":"vetoed"')
+# The records the hooks made while no agent ran wait in the pinned ring for the next agent.
+fact second_pin_vetoes $(grep '"kind":"veto"' /tmp/second.out | grep -c '"rule":"protected_pins"')
 fact fn0_driver $(driver_of $VM_DEV_FN0)
 fact fn1_driver $(driver_of $VM_DEV_FN1)
 fact alive yes
