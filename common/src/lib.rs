@@ -272,97 +272,6 @@ pub mod config {
     pub const LEN: u32 = 16;
 }
 
-pub const PCI_ANY_ID: u32 = 0xffff_ffff;
-
-/// What `new_id` and `remove_id` take: `vendor device [subvendor subdevice class class_mask
-/// [driver_data]]`, parsed as the kernel's `sscanf("%x %x %x %x %x %x %lx")` does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct NewId {
-    pub vendor: u32,
-    pub device: u32,
-    pub subvendor: u32,
-    pub subdevice: u32,
-    pub class: u32,
-    pub class_mask: u32,
-}
-
-/// Bytes of `new_id` data the hooks read.
-pub const NEW_ID_LEN: usize = 48;
-
-/// `fields[n] = v` as branches, not an index the verifier would see bounds-checked.
-#[inline(always)]
-fn store(fields: &mut [u64; 6], n: usize, v: u64) {
-    match n {
-        0 => fields[0] = v,
-        1 => fields[1] = v,
-        2 => fields[2] = v,
-        3 => fields[3] = v,
-        4 => fields[4] = v,
-        5 => fields[5] = v,
-        _ => {}
-    }
-}
-
-/// Parses `data` (NUL or newline ends it) like the kernel's `new_id_store`: hex fields with
-/// optional `0x`, separated by any whitespace, each truncated to 32 bits; at least two fields.
-/// Bounded loop, no allocation: the eBPF hook runs the same code.
-#[inline(always)]
-pub fn parse_new_id(data: &[u8; NEW_ID_LEN]) -> Option<NewId> {
-    // No indexing by a counted field number: the eBPF verifier must see no bounds check.
-    let mut fields = [0u64; 6];
-    let mut n = 0usize;
-    let mut cur = 0u64;
-    let mut in_field = false;
-    let mut i = 0usize;
-    while i < NEW_ID_LEN {
-        let c = data[i];
-        i += 1;
-        let digit = match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            b'A'..=b'F' => Some(c - b'A' + 10),
-            _ => None,
-        };
-        let space = matches!(c, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c);
-        if let Some(d) = digit {
-            in_field = true;
-            cur = (cur << 4) | d as u64;
-            continue;
-        }
-        if (c == b'x' || c == b'X') && in_field && cur == 0 {
-            // "0x" prefix: the digits so far were the single 0.
-            continue;
-        }
-        if in_field {
-            store(&mut fields, n, cur);
-            n += 1;
-            in_field = false;
-            cur = 0;
-        }
-        // NUL, a newline after two fields, a seventh field or anything but whitespace ends
-        // sscanf's matching.
-        if !space || n >= 6 || (c == b'\n' && n >= 2) {
-            break;
-        }
-    }
-    if in_field && n < 6 {
-        store(&mut fields, n, cur);
-        n += 1;
-    }
-    if n < 2 {
-        return None;
-    }
-    let [vendor, device, subvendor, subdevice, class, class_mask] = fields;
-    Some(NewId {
-        vendor: vendor as u32,
-        device: device as u32,
-        subvendor: if n > 2 { subvendor as u32 } else { PCI_ANY_ID },
-        subdevice: if n > 3 { subdevice as u32 } else { PCI_ANY_ID },
-        class: if n > 4 { class as u32 } else { 0 },
-        class_mask: if n > 5 { class_mask as u32 } else { 0 },
-    })
-}
-
 /// Value of `WATCHED`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -524,33 +433,6 @@ unsafe impl aya::Pod for DeviceInfo {}
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn data(s: &str) -> [u8; NEW_ID_LEN] {
-        let mut d = [0u8; NEW_ID_LEN];
-        d[..s.len()].copy_from_slice(s.as_bytes());
-        d
-    }
-
-    #[test]
-    fn new_id_parses_like_the_kernels_sscanf() {
-        let id = parse_new_id(&data("8086 100e\n")).expect("two fields");
-        assert_eq!((id.vendor, id.device), (0x8086, 0x100e));
-        assert_eq!((id.subvendor, id.subdevice), (PCI_ANY_ID, PCI_ANY_ID));
-        assert_eq!((id.class, id.class_mask), (0, 0));
-        let padded = parse_new_id(&data("00008086   0x0000100E")).expect("padded");
-        assert_eq!((padded.vendor, padded.device), (0x8086, 0x100e));
-        let any = parse_new_id(&data("ffffffff ffffffff")).expect("PCI_ANY_ID");
-        assert_eq!((any.vendor, any.device), (PCI_ANY_ID, PCI_ANY_ID));
-        let full = parse_new_id(&data("8086 100e 1af4 1100 020000 ffffff 0")).expect("7 fields");
-        assert_eq!((full.subvendor, full.subdevice), (0x1af4, 0x1100));
-        assert_eq!((full.class, full.class_mask), (0x020000, 0xffffff));
-        // Truncated to 32 bits, as the kernel stores them in unsigned ints.
-        let wide = parse_new_id(&data("1000008086 100e")).expect("wide");
-        assert_eq!(wide.vendor, 0x8086);
-        assert_eq!(parse_new_id(&data("8086")), None);
-        assert_eq!(parse_new_id(&data("8086,100e")), None);
-        assert_eq!(parse_new_id(&data("")), None);
-    }
 
     #[test]
     fn shared_records_keep_their_size() {

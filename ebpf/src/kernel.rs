@@ -252,10 +252,8 @@ pub unsafe fn kn_parent(kn: *const u8) -> *const u8 {
 #[inline(always)]
 pub unsafe fn file_kn(file: *const u8) -> *const u8 {
     let inode = unsafe { file_inode(file) };
-    unsafe { read_at::<*const u8>(inode, global(&OFF_INODE_PRIVATE)) }
-        .unwrap_or(core::ptr::null())
+    unsafe { read_at::<*const u8>(inode, global(&OFF_INODE_PRIVATE)) }.unwrap_or(core::ptr::null())
 }
-
 
 /// `task->flags` (PF_*).
 #[inline(always)]

@@ -7,16 +7,15 @@ use aya_ebpf::{
     bindings::task_struct,
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task,
-        bpf_get_current_task_btf,
-        bpf_probe_read_user, generated as gen,
+        bpf_get_current_task_btf, bpf_probe_read_user, generated as gen,
     },
     macros::{lsm, map},
     maps::HashMap,
     programs::LsmContext,
 };
 use iommu_enforcer_common::{
-    config, dev_major, offsets::UNRESOLVED, parse_new_id, pt_regs_mode, veto, watched, EventKind,
-    ExeKey, WatchedFile, ADDR_LEN, DRIVER_KEY_LEN, NEW_ID_LEN,
+    config, dev_major, offsets::UNRESOLVED, pt_regs_mode, veto, watched, EventKind, ExeKey,
+    WatchedFile, ADDR_LEN, DRIVER_KEY_LEN,
 };
 
 use crate::{
@@ -195,17 +194,13 @@ fn file_permission_decide(ctx: &LsmContext) -> i32 {
     };
     match kind {
         watched::BIND | watched::UNBIND => bus_address(ctx, kind, kn, file),
-        watched::NEW_ID => bus_new_id(ctx, kn, file),
+        watched::NEW_ID => bus_new_id(ctx, kn),
         // Probing can bind only what the override and the in-kernel bind veto let through.
         watched::DRIVERS_PROBE => 0,
-        watched::DRIVER_OVERRIDE => {
-            // Naming an allowed driver (the device plugin's `vfio-pci`) keeps the group viable.
-            let mut data = [0u8; DRIVER_KEY_LEN];
-            if read_written(file, &mut data) == 0 && data[0] != 0 && state::driver_allowed(&data) {
-                return 0;
-            }
-            per_device(ctx, kind, kn, 0)
-        }
+        // Whatever it names: the buffer is the writer's until the kernel copies it, after
+        // this hook, so a value read here could be another by then (a racing thread turned
+        // `vfio-pci` into `e1000`). The agent pins protected members itself.
+        watched::DRIVER_OVERRIDE => per_device(ctx, kind, kn, 0),
         _ => per_device(ctx, kind, kn, 0),
     }
 }
@@ -368,18 +363,14 @@ fn bus_address(ctx: &LsmContext, kind: u32, dir: *const u8, file: *const u8) -> 
 }
 
 /// new_id of a kernel driver while anything is protected: the driver then probes every unbound
-/// device the IDs match (PCI_ANY_ID included), so it is refused unless the kernel would refuse
-/// it too (fewer than two IDs). The binds it would cause are vetoed in-kernel anyway.
+/// device the IDs match (PCI_ANY_ID included). Refused whatever the IDs: what the buffer holds
+/// when the kernel copies it is not what this hook could read. The binds it would cause are
+/// vetoed in-kernel anyway.
 #[inline(always)]
-fn bus_new_id(ctx: &LsmContext, dir: *const u8, file: *const u8) -> i32 {
+fn bus_new_id(ctx: &LsmContext, dir: *const u8) -> i32 {
     let mut driver = [0u8; DRIVER_KEY_LEN];
     unsafe { kernel::kn_name(dir, &mut driver) };
     if state::driver_allowed(&driver) || !state::any_protected() {
-        return 0;
-    }
-    let mut data = [0u8; NEW_ID_LEN];
-    let read = read_written(file, &mut data);
-    if read == 0 && parse_new_id(&data).is_none() {
         return 0;
     }
     decide(
@@ -388,7 +379,7 @@ fn bus_new_id(ctx: &LsmContext, dir: *const u8, file: *const u8) -> i32 {
         NO_GROUP as u32,
         &[0; ADDR_LEN],
         0,
-        read | veto::TARGET_UNKNOWN,
+        veto::TARGET_UNKNOWN,
     )
 }
 
@@ -463,7 +454,8 @@ fn trusted_writer() -> Trust {
     };
     // SAFETY: a helper with no arguments; LSM programs may call it (5.10+).
     let cgroup = unsafe { bpf_get_current_cgroup_id() };
-    if unsafe { TRUSTED_EXE.get(&key) }.is_none() && unsafe { TRUSTED_CGROUP.get(&cgroup) }.is_none()
+    if unsafe { TRUSTED_EXE.get(&key) }.is_none()
+        && unsafe { TRUSTED_CGROUP.get(&cgroup) }.is_none()
     {
         return Trust::No;
     }

@@ -39,11 +39,17 @@ fn kernfs_init_security_decide(ctx: &LsmContext) -> i32 {
         return 0;
     }
     let deny = state::config(config::DRY_RUN) == 0;
-    emit(ctx, EventKind::Veto, if deny { -EPERM } else { 0 }, p.group as i32, |ev| {
-        ev.detail = watched::PROBE | if deny { veto::DENIED } else { 0 };
-        ev.device[..ADDR_LEN].copy_from_slice(&p.device);
-        ev.driver[..p.driver.len()].copy_from_slice(&p.driver);
-    });
+    emit(
+        ctx,
+        EventKind::Veto,
+        if deny { -EPERM } else { 0 },
+        p.group as i32,
+        |ev| {
+            ev.detail = watched::PROBE | if deny { veto::DENIED } else { 0 };
+            ev.device[..ADDR_LEN].copy_from_slice(&p.device);
+            ev.driver[..p.driver.len()].copy_from_slice(&p.driver);
+        },
+    );
     // Literal returns: 6.x's verifier checks the range of an LSM program's result.
     if deny {
         -EPERM

@@ -89,8 +89,7 @@ fn guard(ctx: &LsmContext, sb: *const u8) -> i32 {
     }
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     if tgid != 0
-        && (tgid == state::config(config::AGENT_TGID)
-            || tgid == state::config(config::DETACH_TGID))
+        && (tgid == state::config(config::AGENT_TGID) || tgid == state::config(config::DETACH_TGID))
     {
         return 0;
     }
@@ -98,10 +97,16 @@ fn guard(ctx: &LsmContext, sb: *const u8) -> i32 {
         return 0;
     }
     let deny = state::config(config::DRY_RUN) == 0;
-    emit(ctx, EventKind::Veto, if deny { -EPERM } else { 0 }, NO_GROUP, |ev| {
-        ev.detail = watched::PINS | if deny { veto::DENIED } else { 0 };
-        ev.device[..ADDR_LEN].copy_from_slice(&[0; ADDR_LEN]);
-    });
+    emit(
+        ctx,
+        EventKind::Veto,
+        if deny { -EPERM } else { 0 },
+        NO_GROUP,
+        |ev| {
+            ev.detail = watched::PINS | if deny { veto::DENIED } else { 0 };
+            ev.device[..ADDR_LEN].copy_from_slice(&[0; ADDR_LEN]);
+        },
+    );
     // Literal returns: 6.x's verifier checks the range of an LSM program's result.
     if deny {
         -EPERM

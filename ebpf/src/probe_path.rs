@@ -84,7 +84,10 @@ pub fn really_probe_exit(ctx: FExitContext) -> i32 {
     let _ = PROBING.remove(&key);
     let group = unsafe { kernel::device_group_id(dev) };
     let bound = ret == global(&PROBE_OK) as i64;
-    if bound && group != NO_GROUP && state::driver_flags(&state::driver_key(drv)) & driver_class::USER != 0 {
+    if bound
+        && group != NO_GROUP
+        && state::driver_flags(&state::driver_key(drv)) & driver_class::USER != 0
+    {
         state::user_bound(group as u32, 1);
     }
     emit(&ctx, EventKind::Probe, ret as i32, group, |ev| unsafe {
@@ -148,7 +151,8 @@ pub fn pci_remove_exit(ctx: FExitContext) -> i32 {
         return 0;
     }
     let group = unsafe { kernel::device_group_id(dev) };
-    if group != NO_GROUP && state::driver_flags(&state::driver_key(bound)) & driver_class::USER != 0 {
+    if group != NO_GROUP && state::driver_flags(&state::driver_key(bound)) & driver_class::USER != 0
+    {
         state::user_bound(group as u32, -1);
     }
     0
