@@ -35,9 +35,22 @@ pub const MODULES: &[&str] = &[
     "virtio_pci_legacy_dev",
     "virtio_net",
     "iommufd",
+    // The GPU-like card's host drivers (topology.rs): bochs-drm until 5.13, then bochs.
+    "bochs_drm",
+    "bochs",
+    "snd_hda_intel",
 ];
-/// Loaded by /init before the agent starts: what a VFIO node has.
-const BOOT_MODULES: &str = "vfio vfio_iommu_type1 vfio_pci";
+
+/// Loaded by /init before the agent starts: what a VFIO node has, then the host drivers of the
+/// GPU-like card, so that both its functions are bound when the agent starts.
+pub fn boot_modules(series: &str) -> String {
+    let display = if crate::kernels::version_of(series) == "5.10" {
+        "bochs_drm"
+    } else {
+        "bochs"
+    };
+    format!("vfio vfio_iommu_type1 vfio_pci {display} snd_hda_intel")
+}
 const BUSYBOX: &str = "/bin/busybox";
 pub const GUEST_POLICY: &str = "/etc/iommu-enforcer/policy.toml";
 
@@ -171,7 +184,10 @@ pub fn for_boot(base: &Path, files: &BootFiles, out: &Path) -> Result<PathBuf> {
     env.push_str(&format!("VM_KERNEL_SERIES={}\n", quote(files.series)));
     env.push_str(&format!("VM_AGENT_ARGS={}\n", quote(&agent_args.join(" "))));
     env.push_str(&format!("VM_AUDIT_ARGS={}\n", quote(&audit_args.join(" "))));
-    env.push_str(&format!("VM_BOOT_MODULES={}\n", quote(BOOT_MODULES)));
+    env.push_str(&format!(
+        "VM_BOOT_MODULES={}\n",
+        quote(&boot_modules(files.series))
+    ));
     for (var, value) in files.env {
         env.push_str(&format!("export {var}={}\n", quote(value)));
     }
@@ -199,4 +215,23 @@ pub fn for_boot(base: &Path, files: &BootFiles, out: &Path) -> Result<PathBuf> {
     let dest = out.join("initramfs.cpio.gz");
     fs::write(&dest, bytes).with_context(|| format!("writing {}", dest.display()))?;
     Ok(dest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_card_drivers_load_at_boot_under_their_names_of_each_series() {
+        assert_eq!(
+            boot_modules("5.10"),
+            "vfio vfio_iommu_type1 vfio_pci bochs_drm snd_hda_intel"
+        );
+        for series in ["6.1", "6.12", "7.3", "6.12-iommufd"] {
+            assert!(
+                boot_modules(series).ends_with(" bochs snd_hda_intel"),
+                "{series}"
+            );
+        }
+    }
 }

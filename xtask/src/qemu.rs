@@ -80,9 +80,12 @@ fn cmdline(extra: Option<&str>) -> String {
     // timeout; the BUG's own lines are already on the console by then. no_timer_check skips
     // the early check that the IO-APIC timer ticks: under TCG on a loaded host the guest misses
     // its window and panics with "timer doesn't work through Interrupt-remapped IO-APIC"
-    // (3 of 34 boots on a loaded 2-core machine).
+    // (3 of 34 boots on a loaded 2-core machine). fbcon=map:9 maps every VT to a framebuffer
+    // that does not exist: when bochs registers fb0 for the GPU-like card, fbcon does not take
+    // the VTs over (no redraw, no cursor-blink work every 200 ms under TCG); the kernel log
+    // stays on ttyS0 alone either way.
     let mut c = String::from(
-        "console=ttyS0 intel_iommu=on panic=-1 oops=panic no_timer_check rdinit=/init",
+        "console=ttyS0 intel_iommu=on panic=-1 oops=panic no_timer_check fbcon=map:9 rdinit=/init",
     );
     if let Some(extra) = extra.filter(|e| !e.trim().is_empty()) {
         c.push(' ');
@@ -261,6 +264,7 @@ mod tests {
     fn cmdline_skips_the_timer_check_and_keeps_extra_arguments_last() {
         let c = cmdline(Some(" lsm=bpf "));
         assert!(c.contains(" no_timer_check "), "{c}");
+        assert!(c.contains(" fbcon=map:9 "), "{c}");
         assert!(c.ends_with("rdinit=/init lsm=bpf"), "{c}");
     }
 

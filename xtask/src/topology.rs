@@ -34,6 +34,16 @@ pub const ADDRESSES: &[(&str, &str, &str)] = &[
         "0000:05:00.1",
         "e1000, function 1 (the GPU's audio function in the field)",
     ),
+    (
+        "VM_GPU_VGA",
+        "0000:81:00.0",
+        "VGA (class 0x0300, host driver bochs; bochs-drm on 5.10), function 0 of the GPU-like card on root port 80:00.0",
+    ),
+    (
+        "VM_GPU_AUDIO",
+        "0000:81:00.1",
+        "ich9-intel-hda (class 0x0403, host driver snd_hda_intel), function 1 of the GPU-like card",
+    ),
 ];
 
 pub fn address(var: &str) -> &'static str {
@@ -71,10 +81,49 @@ pub fn qemu_args(hostfwd: &[(u16, u16)]) -> Vec<String> {
         "-device pcie-root-port,id=rp_multi,bus=pcie.0,addr=0x4,chassis=4",
         "-device e1000,bus=rp_multi,addr=0x0.0,multifunction=on,romfile=",
         "-device e1000,bus=rp_multi,addr=0x0.1,romfile=",
+        // A card that looks like a GPU: display function 0 and HD-audio function 1 in one group,
+        // both bound to their host drivers at boot. Its root port hangs off a PCIe expander
+        // bus (its own root bus 0x80), not pcie.0: the kernel numbers IOMMU groups in the order
+        // it adds devices, every device of bus 0 before the buses below, so one more root port
+        // on bus 0 would renumber the ICH9 group and every group after it. The expander's own
+        // host-bridge function at 00:1f.4 (multifunction, no ACS, no driver) joins the ICH9
+        // group 4; the buses below it are added after all of pcie.0's.
+        "-device pxb-pcie,id=pxb_gpu,bus_nr=0x80,bus=pcie.0,addr=0x1f.4,multifunction=on",
+        "-device pcie-root-port,id=rp_gpu,bus=pxb_gpu,addr=0x0,chassis=5",
+        "-device VGA,bus=rp_gpu,addr=0x0.0,multifunction=on,romfile=",
+        "-device ich9-intel-hda,bus=rp_gpu,addr=0x0.1",
     ]
     .iter()
     .flat_map(|a| a.splitn(2, ' ').map(str::to_string).collect::<Vec<_>>())
     .collect();
     args.extend(["-netdev".to_string(), netdev]);
     args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gpu_card_is_looked_up_like_every_device() {
+        assert_eq!(address("VM_GPU_VGA"), "0000:81:00.0");
+        assert_eq!(address("VM_GPU_AUDIO"), "0000:81:00.1");
+        assert_eq!(address("VM_DEV_FN1"), "0000:05:00.1");
+        assert_eq!(address("VM_NO_SUCH"), "");
+    }
+
+    #[test]
+    fn the_card_comes_after_every_earlier_device() {
+        // Devices of pcie.0 keep their order, so their bus numbers and groups stay as they were.
+        let args = qemu_args(&[]);
+        let pos = |needle: &str| {
+            args.iter()
+                .position(|a| a.contains(needle))
+                .unwrap_or_else(|| panic!("{needle} in {args:?}"))
+        };
+        assert!(pos("rp_multi,addr=0x0.1") < pos("pxb-pcie"));
+        assert!(pos("pxb-pcie") < pos("id=rp_gpu"));
+        assert!(pos("id=rp_gpu") < pos("VGA,bus=rp_gpu,addr=0x0.0,multifunction=on"));
+        assert!(pos("VGA,bus=rp_gpu") < pos("ich9-intel-hda,bus=rp_gpu,addr=0x0.1"));
+    }
 }

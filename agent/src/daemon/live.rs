@@ -113,6 +113,9 @@ impl Live {
             let members = |g: &str| members(&self.node, g);
             self.attribution
                 .allocate(&mut lines, self.sink.metrics(), &members, true);
+            if !lines.is_empty() {
+                self.sink.track(&self.node);
+            }
             // Printed before the record leaves the ring (dropping `item` consumes it): an
             // agent killed here leaves the record for the next one instead of losing it.
             self.sink.emit(&lines);
@@ -195,6 +198,7 @@ impl Live {
         self.attribution
             .allocate(&mut lines, self.sink.metrics(), &members, false);
         lines.extend(self.stalled());
+        self.sink.track(&self.node);
         self.sink.emit(&lines);
         if let Some(m) = self.sink.metrics() {
             m.set_reserved(self.enforcer.reserved().iter().map(u32::to_string));

@@ -36,6 +36,7 @@ use crate::{
     cli::{CommonArgs, DaemonArgs, EXIT_ERROR, EXIT_OK},
     enforce::{self, kernel_maps::KernelMaps, sysfs_files::kernel_dev, Enforcer},
     metrics::{Metrics, MetricsServer},
+    nfd,
     node::{FollowUp, NodeState, ProbeConvention},
     policy::{writer_watch::WriterWatch, Policy},
 };
@@ -244,6 +245,7 @@ async fn start(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
     );
     first.extend(live.enforcer.apply(&mut live.node));
     let caps = capabilities(&features, &live.loaded, args.dry_run);
+    live.sink.track(&live.node);
     live.sink.emit(&[caps]);
     for (target, status) in live.loaded.report() {
         info!("{target}: {status}");
@@ -325,6 +327,11 @@ async fn run(started: Started, common: &CommonArgs, dry_run: bool) -> anyhow::Re
     let poll_pins = !live.loaded.pin_watch_attached();
     let mut pin_poll = tokio::time::interval_at(tokio::time::Instant::now() + PIN_POLL, PIN_POLL);
     pin_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // NFD drops the node labels at their expiry: renewed at half of it, the agent's only
+    // periodic wakeup for them (none without --nfd-features-dir).
+    let mut nfd_renew =
+        tokio::time::interval_at(tokio::time::Instant::now() + nfd::RENEW, nfd::RENEW);
+    nfd_renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     let signal_name = loop {
         tokio::select! {
@@ -345,6 +352,7 @@ async fn run(started: Started, common: &CommonArgs, dry_run: bool) -> anyhow::Re
                     live.follow_up(FollowUp::default());
                 }
             }
+            _ = nfd_renew.tick(), if live.sink.has_nfd() => live.sink.renew_nfd(),
             guard = async {
                 match ebpf_logger.as_mut() {
                     Some(l) => l.readable_mut().await,

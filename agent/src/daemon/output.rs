@@ -12,7 +12,12 @@ use log::{info, warn};
 use iommu_enforcer_schema::Line;
 use serde::Serialize;
 
-use crate::{metrics::Metrics, nfd::FeatureFile, timestamp::rfc3339};
+use crate::{
+    metrics::Metrics,
+    nfd::{passthrough_groups, FeatureFile},
+    node::NodeState,
+    timestamp::rfc3339,
+};
 
 /// A line as printed: `time` (RFC 3339, UTC, microseconds: when the agent printed it) first,
 /// then the line's own fields.
@@ -66,10 +71,36 @@ impl Sink {
             }
         }
         let _ = out.flush();
+        self.with_nfd_file(|file| file.observe(lines));
+    }
+
+    /// True when the node labels are kept (`--nfd-features-dir`): only then is their renewal
+    /// timer armed.
+    pub fn has_nfd(&self) -> bool {
+        self.nfd.is_some()
+    }
+
+    /// Tells the node labels which groups passthrough uses (reserved, or a member on
+    /// vfio-pci), from the node as it is now: call before emitting the lines of a change.
+    pub fn track(&self, node: &NodeState) {
+        self.with_nfd_file(|file| {
+            file.set_passthrough(passthrough_groups(node.map(), node.policy()))
+        });
+    }
+
+    /// Rewrites the node labels with a fresh expiry (every `nfd::RENEW`).
+    pub fn renew_nfd(&self) {
+        self.with_nfd_file(FeatureFile::renew);
+    }
+
+    fn with_nfd_file(
+        &self,
+        f: impl FnOnce(&mut FeatureFile) -> Result<bool, crate::nfd::NfdError>,
+    ) {
         if let Some(nfd) = &self.nfd {
             // A panic elsewhere while holding the lock leaves plain data: keep using it.
             let mut file = nfd.lock().unwrap_or_else(|p| p.into_inner());
-            match file.observe(lines) {
+            match f(&mut file) {
                 Ok(true) => info!("node labels: wrote {}", file.path().display()),
                 Ok(false) => {}
                 Err(e) => warn!("node labels: {e}"),
