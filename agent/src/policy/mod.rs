@@ -62,6 +62,7 @@ mod file;
 pub mod host_path;
 mod reader;
 mod verdict;
+pub mod watch;
 pub mod writer_watch;
 
 pub use decide::{
