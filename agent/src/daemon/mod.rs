@@ -12,6 +12,7 @@ mod accounting;
 mod attribution;
 mod live;
 pub mod output;
+mod policy_reload;
 mod scan;
 mod vfio_nodes;
 
@@ -37,7 +38,11 @@ use crate::{
     enforce::{self, kernel_maps::KernelMaps, Enforcer},
     metrics::{Metrics, MetricsServer},
     node::{FollowUp, NodeState, ProbeConvention},
-    policy::{writer_watch::WriterWatch, Policy},
+    policy::{
+        watch::{self as policy_file, PolicyWatch},
+        writer_watch::WriterWatch,
+        Policy,
+    },
 };
 
 const DEV_ROOT: &str = "/dev";
@@ -50,7 +55,7 @@ const PIN_POLL: Duration = Duration::from_secs(1);
 pub fn main(common: &CommonArgs, args: &DaemonArgs) -> u8 {
     init_logging();
     let policy = match &common.policy {
-        Some(path) => match Policy::load(path) {
+        Some(path) => match policy_file::load(path) {
             Ok(p) => p,
             Err(e) => {
                 // Before anything is loaded or pinned: the error, exit 2, nothing else.
@@ -58,7 +63,7 @@ pub fn main(common: &CommonArgs, args: &DaemonArgs) -> u8 {
                 return EXIT_ERROR;
             }
         },
-        None => Policy::default(),
+        None => (Policy::default(), policy_file::default_digest()),
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -99,7 +104,11 @@ fn object_bytes(args: &DaemonArgs) -> anyhow::Result<std::borrow::Cow<'static, [
 }
 
 /// The agent: [`start`] until `ready`, then [`run`] until a signal.
-async fn agent(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow::Result<()> {
+async fn agent(
+    common: &CommonArgs,
+    args: &DaemonArgs,
+    policy: (Policy, String),
+) -> anyhow::Result<()> {
     let started = start(common, args, policy).await?;
     run(started, common, args.dry_run).await
 }
@@ -113,13 +122,20 @@ struct Started {
     events: AsyncFd<RingBuf<MapData>>,
     ebpf_logger: Option<AsyncFd<aya_log::EbpfLogger<&'static dyn log::Log>>>,
     writers: Option<AsyncFd<WriterWatch>>,
+    /// The `--policy` file's directory, watched: a changed file is applied (or rejected).
+    policy: Option<AsyncFd<PolicyWatch>>,
+    host_root: PathBuf,
     term: Signal,
     int: Signal,
 }
 
 /// Everything up to `ready`: signal handlers, metrics endpoint, probe, load, scan, seed,
 /// attach, the start lines and the records a previous agent left in the ring.
-async fn start(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow::Result<Started> {
+async fn start(
+    common: &CommonArgs,
+    args: &DaemonArgs,
+    (policy, digest): (Policy, String),
+) -> anyhow::Result<Started> {
     // Handlers first: a SIGTERM that arrives while the agent starts (or right after `ready`,
     // while it frees the BTF) is kept for the loop ([`run`]), not the default action that ends the
     // process without its `shutdown` line.
@@ -164,6 +180,18 @@ async fn start(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
         .flatten()
         .map(watch)
         .transpose()?;
+    // The policy file live: watched from before its first use, so no change is missed.
+    let policy_watch = common
+        .policy
+        .as_deref()
+        .map(|path| PolicyWatch::new(path, &digest))
+        .transpose()
+        .map_err(|e| warn!("policy: cannot watch the file ({e}); changes need a restart"))
+        .ok()
+        .flatten()
+        .map(watch)
+        .transpose()?;
+    let policy_line = policy_reload::applied(common.policy.as_deref(), &digest);
     let policy = crate::policy::host_path::for_host(&args.host_root, policy);
     let enforcer = Enforcer::new(
         &common.sysfs_root,
@@ -211,7 +239,7 @@ async fn start(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
     );
     live.loaded.attach_all(&features);
     let caps = capabilities(&features, &live.loaded, args.dry_run);
-    live.sink.emit(&[caps]);
+    live.sink.emit(&[caps, policy_line]);
     for (target, status) in live.loaded.report() {
         info!("{target}: {status}");
     }
@@ -270,6 +298,8 @@ async fn start(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
         events,
         ebpf_logger,
         writers,
+        policy: policy_watch,
+        host_root: args.host_root.clone(),
         term,
         int,
     })
@@ -286,6 +316,8 @@ async fn run(started: Started, common: &CommonArgs, dry_run: bool) -> anyhow::Re
         mut events,
         mut ebpf_logger,
         mut writers,
+        mut policy,
+        host_root,
         mut term,
         mut int,
     } = started;
@@ -335,6 +367,20 @@ async fn run(started: Started, common: &CommonArgs, dry_run: bool) -> anyhow::Re
                     let paths = w.resolved();
                     live.enforcer.set_trusted_writers(&paths);
                     live.follow_up(FollowUp::default());
+                }
+            }
+            guard = async {
+                match policy.as_mut() {
+                    Some(p) => p.readable_mut().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let mut guard = guard?;
+                guard.clear_ready();
+                if let Some(change) = guard.get_inner_mut().changed() {
+                    if let Some(w) = policy_reload::apply(&mut live, &host_root, change) {
+                        writers = w.map(watch).transpose()?;
+                    }
                 }
             }
         }

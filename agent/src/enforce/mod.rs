@@ -91,6 +91,23 @@ impl Enforcer {
         );
     }
 
+    /// The policy changed (the node already holds the new one): pins on devices it no longer
+    /// protects are not restored any more (they stay as they are: the operator or the stack
+    /// hands the device back). Pins and maps for what it protects now follow at the next
+    /// [`Enforcer::apply`].
+    pub fn forget_unprotected(&mut self, node: &NodeState) {
+        let plan = Plan::compute(node.map(), node.policy());
+        let before = self.pinned.len();
+        self.pinned
+            .retain(|device, _| plan.protected.contains_key(device));
+        if self.pinned.len() != before {
+            info!(
+                "policy: {} pinned devices no longer protected; their pins are no longer restored",
+                before - self.pinned.len()
+            );
+        }
+    }
+
     /// Whether pins are being kept: what the daemon polls by itself on a kernel where no
     /// program records `driver_override` stores (elsewhere each store is a record).
     pub fn keeps_pins(&self) -> bool {
