@@ -2,7 +2,8 @@
 //! sysfs, then keeps the group map current from kernel events, printing one JSON line per event
 //! and per verdict change (docs/events.md). Detaches and exits cleanly on SIGTERM/SIGINT.
 //!
-//! Event-driven: the loop wakes for ring-buffer records, log lines and signals only. Holders
+//! Event-driven: the loop wakes for ring-buffer records, log lines, signals and inotify (the
+//! trusted writers' paths, the policy file's directory: a changed policy is applied live) only. Holders
 //! follow the open and release records, losses are read after each drain, absent kprobe
 //! targets are looked for again when a `module_load` record says a module loaded, and kept
 //! pins are re-read when a `driver_override` store is recorded. procfs is scanned at start and
