@@ -74,20 +74,95 @@ pub enum Command {
     Audit(ReportArgs),
     /// The group map alone.
     Groups(ReportArgs),
+    /// What the kernel protects now, from the pinned state (no agent needed): every group in
+    /// use, reserved or idle on a user driver, its members, pins and users.
+    Status(StatusArgs),
     /// Uninstall: remove the pinned programs, links and maps, so the hooks detach once no agent
-    /// holds them. Until then they keep enforcing, with or without an agent.
-    Detach,
+    /// holds them. Until then they keep enforcing, with or without an agent. Refused while a
+    /// group is in use, unless --force.
+    Detach(DetachArgs),
 }
 
-/// `enforcer detach`: exit 0 when the pins are gone (or were never there), 2 on error.
-pub fn detach(args: &DaemonArgs) -> u8 {
-    match crate::bpf::loader::detach(&args.pin_root) {
+#[derive(Args, Debug, Clone)]
+pub struct StatusArgs {
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DetachArgs {
+    /// Detach even while groups are in use (their protection ends with it).
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// The pinned protection state with the node's members and users. Errors on stderr.
+fn status_of(
+    common: &CommonArgs,
+    daemon: &DaemonArgs,
+) -> Result<crate::report::status::Status, u8> {
+    let state = crate::enforce::pinned::ProtectionState::read(&daemon.pin_root).map_err(|e| {
+        eprintln!("enforcer: {e}");
+        EXIT_ERROR
+    })?;
+    let mut map = match crate::sysfs::scan(&common.sysfs_root) {
+        Ok(scan) => scan.to_map(),
+        Err(e) => {
+            eprintln!("enforcer: {e}");
+            return Err(EXIT_ERROR);
+        }
+    };
+    map.set_holders(crate::sysfs::scan_holders(&common.proc_root, &common.sysfs_root).holders);
+    Ok(crate::report::status::Status::new(&state, &map))
+}
+
+/// `enforcer status`: exit 0, 2 when the pinned state cannot be read.
+pub fn status(common: &CommonArgs, daemon: &DaemonArgs, args: &StatusArgs) -> u8 {
+    let status = match status_of(common, daemon) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    if args.json {
+        match serde_json::to_string(&status) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("enforcer: {e}");
+                return EXIT_ERROR;
+            }
+        }
+    } else {
+        print!("{}", status.text());
+    }
+    EXIT_OK
+}
+
+/// `enforcer detach`: exit 0 when the pins are gone (or were never there), 1 when refused
+/// because groups are in use, 2 on error.
+pub fn detach(common: &CommonArgs, daemon: &DaemonArgs, args: &DetachArgs) -> u8 {
+    let (maps_dir, _) = crate::bpf::loader::pin_dirs(&daemon.pin_root);
+    if maps_dir.exists() && !args.force {
+        let status = match status_of(common, daemon) {
+            Ok(s) => s,
+            Err(code) => return code,
+        };
+        let in_use = status.in_use();
+        if !in_use.is_empty() {
+            eprintln!(
+                "enforcer detach: refused, in use: {}; detaching would drop their protection \
+                 while user space holds them. Stop their users, or pass --force.",
+                in_use.join("; ")
+            );
+            return EXIT_VIOLATIONS;
+        }
+    }
+    match crate::bpf::loader::detach(&daemon.pin_root) {
         Ok(n) => {
-            println!("removed {n} pins under {}", args.pin_root.display());
+            println!("removed {n} pins under {}", daemon.pin_root.display());
             EXIT_OK
         }
         Err(e) => {
-            eprintln!("enforcer detach: {}: {e}", args.pin_root.display());
+            eprintln!("enforcer detach: {}: {e}", daemon.pin_root.display());
             EXIT_ERROR
         }
     }

@@ -1,4 +1,4 @@
-//! `enforcer`: the node agent (no subcommand), `audit`, `groups` and `detach`.
+//! `enforcer`: the node agent (no subcommand), `audit`, `groups`, `status` and `detach`.
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -9,7 +9,8 @@ fn main() -> ExitCode {
     let code = match &cli.command {
         Some(Command::Audit(args)) => iommu_enforcer::cli::audit(&cli.common, args),
         Some(Command::Groups(args)) => iommu_enforcer::cli::groups(&cli.common, args),
-        Some(Command::Detach) => iommu_enforcer::cli::detach(&cli.daemon),
+        Some(Command::Status(args)) => iommu_enforcer::cli::status(&cli.common, &cli.daemon, args),
+        Some(Command::Detach(args)) => iommu_enforcer::cli::detach(&cli.common, &cli.daemon, args),
         None => iommu_enforcer::daemon::main(&cli.common, &cli.daemon),
     };
     ExitCode::from(code)

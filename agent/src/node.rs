@@ -1,7 +1,7 @@
 //! The live node: the group map kept current from kernel events, and which verdicts the agent
 //! has already reported. Pure: the daemon does the I/O and hands results in; enforce reads and
 //! updates it. Its own module so that neither has to reach into the other for it.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use iommu_enforcer_common::{veto, watched, EventKind};
 use iommu_enforcer_schema::{Action, Event, Kind, Line, Outcome, Rule, Scope, Why};
@@ -11,7 +11,7 @@ use crate::{
         features::release_at_least,
         record::{errno_name, errno_of_ret, KernelEvent},
     },
-    model::{GroupMap, Holder},
+    model::{driver::is_user_driver, GroupMap, Holder},
     policy::{Policy, Verdict},
 };
 
@@ -66,6 +66,9 @@ pub struct NodeState {
     /// Open DMA-ownership claims per group (a group claim, or iommufd device claims).
     claims: BTreeMap<u32, u32>,
     reported: BTreeMap<u32, Verdict>,
+    /// Devices of idle groups that left a user driver or its pin: a host driver binding one
+    /// is the hand-back's last step.
+    handing_back: BTreeSet<String>,
 }
 
 impl NodeState {
@@ -76,6 +79,7 @@ impl NodeState {
             convention,
             claims: BTreeMap::new(),
             reported: BTreeMap::new(),
+            handing_back: BTreeSet::new(),
         }
     }
 
@@ -169,6 +173,7 @@ impl NodeState {
         node: Option<VfioNode>,
     ) -> (Vec<Line>, FollowUp) {
         let mut follow = FollowUp::default();
+        let step = self.handback_step(ev);
         let cdev_device = node.as_ref().and_then(|n| n.device.clone());
         let vfio_path = node.map(|n| n.path);
         let mut scope = None;
@@ -300,11 +305,68 @@ impl NodeState {
             container_id: None,
             allocated_to: None,
         }));
+        let handback = step.map(|driver| {
+            let mut line = line.clone();
+            if let Line::Event(e) = &mut line {
+                e.kind = Kind::Handback;
+                e.driver = driver;
+            }
+            line
+        });
         let mut lines = vec![line];
+        lines.extend(handback);
         if let Some(g) = group {
             lines.extend(self.verdict_if_changed(g));
         }
         (lines, follow)
+    }
+
+    /// Whether user space uses `group`: a VFIO holder or a DMA-ownership claim, as the records
+    /// in order say (the kernel's own count decides the vetoes; this only names the steps).
+    pub fn in_use(&self, group: u32) -> bool {
+        self.map.holders(group).next().is_some() || self.map.is_claimed(group)
+    }
+
+    fn reserved(&self, group: u32) -> bool {
+        self.map.group(group).is_some_and(|g| {
+            g.devices
+                .values()
+                .any(|d| self.policy.reservation_of(d).is_some())
+        })
+    }
+
+    /// Whether `ev` is a step of handing a device of an idle group back to the host, judged on
+    /// the state before it applies; `Some(driver)` for the `handback` line.
+    fn handback_step(&mut self, ev: &KernelEvent) -> Option<Option<String>> {
+        let dev = self.map.device(&ev.device)?;
+        // A reserved group's pins are the agent's to keep (a trusted writer's change is
+        // restored); one in use cannot be handed back.
+        if self.in_use(dev.group) || self.reserved(dev.group) {
+            return None;
+        }
+        let user = |d: Option<&str>| d.is_some_and(is_user_driver);
+        match ev.kind {
+            EventKind::Unbind if user(ev.driver.as_deref()) => {
+                self.handing_back.insert(ev.device.clone());
+                Some(ev.driver.clone())
+            }
+            EventKind::OverrideWritten if ev.ret >= 0 => {
+                let new = written_override(ev.driver.as_deref());
+                let left = user(dev.driver_override.as_deref()) && !user(new.as_deref());
+                // Nobody restores an idle group's pins: the model takes the new value now.
+                self.map.set_driver_override(&ev.device, new.as_deref());
+                left.then(|| {
+                    self.handing_back.insert(ev.device.clone());
+                    new
+                })
+            }
+            EventKind::Probe if self.convention.bound(ev.ret) && !user(ev.driver.as_deref()) => {
+                self.handing_back
+                    .remove(&ev.device)
+                    .then(|| ev.driver.clone())
+            }
+            _ => None,
+        }
     }
 }
 
@@ -339,6 +401,9 @@ impl Veto {
             watched::SLOT_POWER => Rule::ProtectedSlotPower,
             watched::PROBE => Rule::ProtectedProbe,
             watched::REMOVE_ID => Rule::ProtectedRemoveId,
+            watched::CONFIG => Rule::ProtectedConfig,
+            watched::RESOURCE => Rule::ProtectedResource,
+            watched::PINS => Rule::ProtectedPins,
             _ => Rule::Unknown,
         };
         Self {
@@ -627,6 +692,80 @@ mod tests {
                 .and_then(|d| d.driver.clone())
                 .as_deref(),
             Some("vfio-pci")
+        );
+    }
+
+    fn handbacks(lines: &[Line]) -> Vec<(String, Option<String>)> {
+        lines
+            .iter()
+            .filter_map(|l| match l {
+                Line::Event(e) if e.kind == Kind::Handback => {
+                    Some((e.device.clone().unwrap_or_default(), e.driver.clone()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_idle_group_handed_back_is_a_handback_event_per_step() {
+        let mut n = node();
+        n.map.set_driver_override("0000:00:05.0", Some("vfio-pci"));
+        let dev = "0000:00:05.0";
+        let (unbind, _) = n.apply(
+            &event(EventKind::Unbind, 0, dev, Some("vfio-pci"), Some(9)),
+            None,
+        );
+        assert_eq!(handbacks(&unbind), [(dev.into(), Some("vfio-pci".into()))]);
+        let (clear, _) = n.apply(
+            &event(EventKind::OverrideWritten, 1, dev, Some("\n"), Some(9)),
+            None,
+        );
+        assert_eq!(handbacks(&clear), [(dev.into(), None)]);
+        let (bind, _) = n.apply(
+            &event(EventKind::Probe, 0, dev, Some("e1000"), Some(9)),
+            None,
+        );
+        assert_eq!(handbacks(&bind), [(dev.into(), Some("e1000".into()))]);
+        // The same host driver binding again is no hand-back.
+        let (again, _) = n.apply(
+            &event(EventKind::Probe, 0, dev, Some("e1000"), Some(9)),
+            None,
+        );
+        assert!(handbacks(&again).is_empty());
+    }
+
+    #[test]
+    fn a_group_in_use_or_reserved_is_never_handed_back() {
+        let mut n = node();
+        n.map.record_claim(9, true);
+        let (lines, _) = n.apply(
+            &event(
+                EventKind::Unbind,
+                0,
+                "0000:00:05.0",
+                Some("vfio-pci"),
+                Some(9),
+            ),
+            None,
+        );
+        assert!(handbacks(&lines).is_empty(), "claimed: in use");
+        let mut r = node();
+        r.policy = Policy::parse("[[reserve]]\ngroup = 9\n", std::path::Path::new("t.toml"))
+            .expect("valid policy");
+        let (lines, _) = r.apply(
+            &event(
+                EventKind::Unbind,
+                0,
+                "0000:00:05.0",
+                Some("vfio-pci"),
+                Some(9),
+            ),
+            None,
+        );
+        assert!(
+            handbacks(&lines).is_empty(),
+            "reserved: the agent's pins stand"
         );
     }
 

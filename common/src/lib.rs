@@ -165,6 +165,13 @@ pub mod watched {
     pub const PROBE: u32 = 12;
     /// `drivers/<name>/remove_id`.
     pub const REMOVE_ID: u32 = 13;
+    /// `<device>/config` written (or opened for writing): a bridge's config space moves bus
+    /// numbers and resets what is below it (Secondary Bus Reset).
+    pub const CONFIG: u32 = 14;
+    /// `<device>/resource<N>[_wc]` or `rom` written or mapped writable: the device's registers.
+    pub const RESOURCE: u32 = 15;
+    /// bpffs: the pins that hold the protection state removed, renamed or unmounted.
+    pub const PINS: u32 = 16;
 }
 
 /// Flags in `Event::detail` of a veto, above the watched kind (low 8 bits).
@@ -208,6 +215,12 @@ pub struct GroupState {
     pub claims: i32,
 }
 
+/// The major of a kernel `dev_t` (`MAJOR()`: 12 bits above a 20-bit minor).
+#[inline(always)]
+pub const fn dev_major(dev: u32) -> u32 {
+    dev >> 20
+}
+
 /// Value of `TOPOLOGY` (key: PCI address) and `SLOTS` (key: slot name), loaded by the agent
 /// from sysfs: the device's group and the groups below it (for bridges, ports and slots).
 #[repr(C)]
@@ -234,13 +247,19 @@ pub mod config {
     pub const AGENT_TGID: u32 = 0;
     /// Nonzero: decide and report, deny nothing.
     pub const DRY_RUN: u32 = 1;
-    /// Nonzero: groups with a user-bound member, a claim or an open VFIO node are protected.
+    /// Nonzero: groups in use (a claim or an open VFIO node) are protected.
     pub const PROTECT_USER: u32 = 2;
-    // 3 is unused (it counted a device-ID table no hook read); kept so the pinned layout holds.
+    /// The major number of VFIO group nodes (`vfio` in /proc/devices; dynamic), 0 when not
+    /// known: the file hooks count opens of these nodes.
+    pub const VFIO_MAJOR: u32 = 3;
     /// Groups the policy reserves (anything protected even before a bind).
     pub const RESERVED: u32 = 4;
     /// Set once the agent has loaded the topology: before that nothing is known.
     pub const LOADED: u32 = 5;
+    /// Nonzero: the LSM file hooks count VFIO opens (`COUNTED_FILES`), so a group bound to a
+    /// user driver but not open is idle. Zero (no BPF LSM): every group with a member on a
+    /// user driver counts as in use, since nothing that outlives the agent counts opens.
+    pub const USE_COUNTED: u32 = 6;
     pub const LEN: u32 = 8;
 }
 
@@ -404,11 +423,16 @@ pub mod names {
     pub const PROTECTED_IDS: &str = "PROTECTED_IDS";
     pub const VFIO_DENY: &str = "VFIO_DENY";
     pub const TRUSTED_EXE: &str = "TRUSTED_EXE";
+    pub const TRUSTED_CGROUP: &str = "TRUSTED_CGROUP";
     pub const GROUPS: &str = "GROUPS";
     pub const RDEV_OPENS: &str = "RDEV_OPENS";
     pub const GROUP_RDEV: &str = "GROUP_RDEV";
     pub const RESERVED: &str = "RESERVED";
     pub const PROTECTED_REFS: &str = "PROTECTED_REFS";
+    pub const COUNTED_FILES: &str = "COUNTED_FILES";
+    pub const NODE_GROUP: &str = "NODE_GROUP";
+    pub const HOST_PROBES: &str = "HOST_PROBES";
+    pub const SEEDED_OPENS: &str = "SEEDED_OPENS";
     pub const CONFIG: &str = "CONFIG";
     pub const TOPOLOGY: &str = "TOPOLOGY";
     pub const SLOTS: &str = "SLOTS";
@@ -446,8 +470,10 @@ pub mod agent_log {
 /// their layout, so an agent with other map definitions never adopts incompatible ones.
 pub mod pins {
     pub const ROOT: &str = "/sys/fs/bpf/iommu-enforcer";
-    /// Bump when any pinned map's key, value or size changes.
-    pub const MAP_LAYOUT: u32 = 1;
+    /// Bump when any pinned map's key, value, size or meaning changes. 2: opens are counted
+    /// per file by the LSM file hooks (`COUNTED_FILES`), a bound user driver alone no longer
+    /// protects, and `CONFIG` slots 3 and 6 mean the VFIO major and `USE_COUNTED`.
+    pub const MAP_LAYOUT: u32 = 2;
     /// The maps that hold protection state and are pinned (and adopted by the next agent).
     pub const MAPS: &[&str] = &[
         super::names::GROUPS,
@@ -455,12 +481,17 @@ pub mod pins {
         super::names::GROUP_RDEV,
         super::names::RESERVED,
         super::names::PROTECTED_REFS,
+        super::names::COUNTED_FILES,
+        super::names::SEEDED_OPENS,
+        super::names::NODE_GROUP,
+        super::names::HOST_PROBES,
         super::names::CONFIG,
         super::names::TOPOLOGY,
         super::names::SLOTS,
         super::names::USER_DRIVERS,
         super::names::VFIO_DENY,
         super::names::TRUSTED_EXE,
+        super::names::TRUSTED_CGROUP,
         // The ring and the loss counter too: records made while no agent runs wait in the
         // ring for the next one, and what overflowed is counted for it.
         super::names::EVENTS,

@@ -6,7 +6,8 @@
 use aya_ebpf::{
     bindings::task_struct,
     helpers::{
-        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_current_task_btf,
+        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task,
+        bpf_get_current_task_btf,
         bpf_probe_read_user, generated as gen,
     },
     macros::{lsm, map},
@@ -14,8 +15,8 @@ use aya_ebpf::{
     programs::LsmContext,
 };
 use iommu_enforcer_common::{
-    config, offsets::UNRESOLVED, parse_new_id, pt_regs_mode, veto, watched, EventKind, ExeKey,
-    WatchedFile, ADDR_LEN, DRIVER_KEY_LEN, NEW_ID_LEN,
+    config, dev_major, offsets::UNRESOLVED, parse_new_id, pt_regs_mode, veto, watched, EventKind,
+    ExeKey, WatchedFile, ADDR_LEN, DRIVER_KEY_LEN, NEW_ID_LEN,
 };
 
 use crate::{
@@ -61,6 +62,11 @@ static VFIO_DENY: HashMap<u32, WatchedFile> = HashMap::with_max_entries(4096, 0)
 #[map(name = "TRUSTED_EXE")]
 static TRUSTED_EXE: HashMap<ExeKey, u8> = HashMap::with_max_entries(256, 0);
 
+/// cgroup v2 ids of the containers the policy trusts (the agent finds them by their pod
+/// namespace and container name in the runtime's state).
+#[map(name = "TRUSTED_CGROUP")]
+static TRUSTED_CGROUP: HashMap<u64, u8> = HashMap::with_max_entries(1024, 0);
+
 /// `int security_file_open(struct file *file)`: VFIO group and cdev opens, and sysfs files of
 /// protected devices opened for writing (acct(2) and `__kernel_write` bypass file_permission).
 #[lsm(hook = "file_open")]
@@ -77,6 +83,23 @@ fn file_open_decide(ctx: &LsmContext) -> i32 {
     let file: *const u8 = ctx.arg(0);
     let rdev = unsafe { kernel::file_rdev_direct(file) };
     if rdev != 0 {
+        let vfio_major = state::config(config::VFIO_MAJOR);
+        // Counted first, then a racing host bind checked (a bind counts itself, then checks
+        // use): one of the two sees the other. Uncounted use would look idle, and a VM that
+        // sets its container while a host driver binds BUG()s 5.10: refuse both.
+        if vfio_major != 0
+            && dev_major(rdev) == vfio_major
+            && (!state::count_open(file as u64, rdev) || state::host_probing_for_node(rdev))
+        {
+            return decide(
+                ctx,
+                watched::VFIO_GROUP,
+                NO_GROUP as u32,
+                &[0; ADDR_LEN],
+                rdev,
+                veto::TARGET_UNKNOWN,
+            );
+        }
         // SAFETY: the value is copied before anything else touches the map.
         let Some(w) = (unsafe { VFIO_DENY.get(&rdev) }).copied() else {
             return 0;
@@ -99,6 +122,51 @@ fn file_open_decide(ctx: &LsmContext) -> i32 {
         watched::DRIVER_OVERRIDE => 0,
         _ => per_device(ctx, kind, kn, veto::AT_OPEN),
     }
+}
+
+const PROT_WRITE: u64 = 0x2;
+
+/// `int security_mmap_file(struct file *file, unsigned long reqprot, unsigned long prot,
+/// unsigned long flags)`: a writable mapping of a device's BAR, ROM or config space is a write
+/// to it, for as long as the mapping lives.
+#[lsm(hook = "mmap_file")]
+pub fn mmap_file(ctx: LsmContext) -> i32 {
+    crate::record::lsm_verdict(mmap_file_decide(&ctx))
+}
+
+#[inline(always)]
+fn mmap_file_decide(ctx: &LsmContext) -> i32 {
+    let prev: i32 = ctx.arg(4);
+    if prev != 0 {
+        return crate::record::lsm_ret(prev);
+    }
+    let prot: u64 = ctx.arg(2);
+    let file: *const u8 = ctx.arg(0);
+    if prot & PROT_WRITE == 0 || file.is_null() {
+        return 0;
+    }
+    if unsafe { kernel::file_ino_on_direct(file, SYSFS_MAGIC) }.is_none() {
+        return 0;
+    }
+    match unsafe { classify(file) } {
+        Some((kind, kn)) if kind == watched::RESOURCE || kind == watched::CONFIG => {
+            per_device(ctx, kind, kn, 0)
+        }
+        _ => 0,
+    }
+}
+
+/// `void security_file_free(struct file *file)`: the file's last reference is gone (every
+/// file whose open `file_open` saw passes here once): a counted VFIO open ends.
+#[lsm(hook = "file_free_security")]
+pub fn file_free_security(ctx: LsmContext) -> i32 {
+    let file: *const u8 = ctx.arg(0);
+    let rdev = unsafe { kernel::file_rdev_direct(file) };
+    let vfio_major = state::config(config::VFIO_MAJOR);
+    if rdev != 0 && vfio_major != 0 && dev_major(rdev) == vfio_major {
+        state::count_free(file as u64);
+    }
+    0
 }
 
 /// `int security_file_permission(struct file *file, int mask)`: every read and write,
@@ -133,8 +201,7 @@ fn file_permission_decide(ctx: &LsmContext) -> i32 {
         watched::DRIVER_OVERRIDE => {
             // Naming an allowed driver (the device plugin's `vfio-pci`) keeps the group viable.
             let mut data = [0u8; DRIVER_KEY_LEN];
-            if read_written(file, &mut data) == 0 && data[0] != 0 && state::driver_allowed(&data)
-            {
+            if read_written(file, &mut data) == 0 && data[0] != 0 && state::driver_allowed(&data) {
                 return 0;
             }
             per_device(ctx, kind, kn, 0)
@@ -165,6 +232,8 @@ const BIND: Name = name(b"bind");
 const UNBIND: Name = name(b"unbind");
 const NEW_ID: Name = name(b"new_id");
 const DRIVERS_PROBE: Name = name(b"drivers_probe");
+const CONFIG: Name = name(b"config");
+const ROM: Name = name(b"rom");
 const SLOTS: Name = name(b"slots");
 const DRIVERS: Name = name(b"drivers");
 const PCI: Name = name(b"pci");
@@ -174,6 +243,13 @@ unsafe fn node_name(kn: *const u8) -> Name {
     let mut n = [0u8; 24];
     unsafe { kernel::kn_name(kn, &mut n) };
     n
+}
+
+/// `resource0` ... `resource5`, `resource0_wc` ...: a BAR of the device (not `resource`, the
+/// read-only table).
+#[inline(always)]
+fn is_resource(leaf: &Name) -> bool {
+    leaf[..8] == *b"resource" && leaf[8].is_ascii_digit()
 }
 
 /// What a sysfs file is, from its kernfs node and its parents, and the node of its directory
@@ -194,6 +270,10 @@ unsafe fn classify(file: *const u8) -> Option<(u32, *const u8)> {
         watched::RESET
     } else if leaf == RESET_SUBORDINATE {
         watched::RESET_SUBORDINATE
+    } else if leaf == CONFIG {
+        watched::CONFIG
+    } else if leaf == ROM || is_resource(&leaf) {
+        watched::RESOURCE
     } else if leaf == POWER {
         if unsafe { node_name(kernel::kn_parent(dir)) } != SLOTS {
             return None;
@@ -240,7 +320,8 @@ fn per_device(ctx: &LsmContext, kind: u32, dir: *const u8, flags: u32) -> i32 {
         return 0;
     };
     let hit = if kind == watched::DRIVER_OVERRIDE {
-        (info.group != u32::MAX && state::group_protected(info.group)).then_some((info.group, false))
+        (info.group != u32::MAX && state::group_protected(info.group))
+            .then_some((info.group, false))
     } else {
         state::protected_at_or_below(&info)
     };
@@ -327,18 +408,32 @@ fn decide(
         return 0;
     }
     let mut flags = flags;
-    match trusted_writer() {
-        Trust::Trusted => return 0,
-        Trust::Traced => flags |= veto::TRACED,
-        Trust::No => {}
+    // Trust opens what is reserved or idle, never a group in use: nobody may break that.
+    let in_use = if group == NO_GROUP as u32 || group == u32::MAX {
+        state::anything_in_use()
+    } else {
+        state::group_in_use(group)
+    };
+    if !in_use {
+        match trusted_writer() {
+            Trust::Trusted => return 0,
+            Trust::Traced => flags |= veto::TRACED,
+            Trust::No => {}
+        }
     }
     let deny = state::config(config::DRY_RUN) == 0;
     let detail = (kind & veto::KIND_MASK) | flags | if deny { veto::DENIED } else { 0 };
-    emit(ctx, EventKind::Veto, if deny { -EPERM } else { 0 }, group as i32, |ev| {
-        ev.detail = detail;
-        ev.rdev = rdev;
-        ev.device[..ADDR_LEN].copy_from_slice(device);
-    });
+    emit(
+        ctx,
+        EventKind::Veto,
+        if deny { -EPERM } else { 0 },
+        group as i32,
+        |ev| {
+            ev.detail = detail;
+            ev.rdev = rdev;
+            ev.device[..ADDR_LEN].copy_from_slice(device);
+        },
+    );
     // Literal returns: 6.x's verifier checks the range of an LSM program's result.
     if deny {
         -EPERM
@@ -366,7 +461,10 @@ fn trusted_writer() -> Trust {
         dev: dev as u64,
         ino,
     };
-    if unsafe { TRUSTED_EXE.get(&key) }.is_none() {
+    // SAFETY: a helper with no arguments; LSM programs may call it (5.10+).
+    let cgroup = unsafe { bpf_get_current_cgroup_id() };
+    if unsafe { TRUSTED_EXE.get(&key) }.is_none() && unsafe { TRUSTED_CGROUP.get(&cgroup) }.is_none()
+    {
         return Trust::No;
     }
     // A tracer decides what a traced process writes.

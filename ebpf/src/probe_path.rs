@@ -28,6 +28,9 @@ pub struct Probing {
     pub group: u32,
     /// Nonzero: the driver may not bind this device (its group is protected).
     pub deny: u32,
+    /// Nonzero: counted in `HOST_PROBES` until the return.
+    pub counted: u32,
+    pub _pad: u32,
     pub device: [u8; ADDR_LEN],
     pub driver: [u8; DRIVER_KEY_LEN],
 }
@@ -46,12 +49,18 @@ pub fn really_probe_entry(ctx: FEntryContext) -> i32 {
     let mut p = Probing {
         group: group as u32,
         deny: 0,
+        counted: 0,
+        _pad: 0,
         device: [0; ADDR_LEN],
         driver: state::driver_key(drv),
     };
-    if group != NO_GROUP && !state::driver_allowed(&p.driver) && state::group_protected(p.group)
-    {
-        p.deny = 1;
+    if group != NO_GROUP && !state::driver_allowed(&p.driver) {
+        // Counted before the use check: a VFIO open racing this bind sees one or the other.
+        state::host_probe(p.group, 1);
+        p.counted = 1;
+        if state::group_protected(p.group) {
+            p.deny = 1;
+        }
     }
     unsafe { kernel::read_first_field_name(dev, &mut p.device) };
     let _ = PROBING.insert(&bpf_get_current_pid_tgid(), &p, 0);
@@ -65,7 +74,14 @@ pub fn really_probe_exit(ctx: FExitContext) -> i32 {
     let dev: *const u8 = ctx.arg(0);
     let drv: *const u8 = ctx.arg(1);
     let ret: i64 = ctx.arg(2);
-    let _ = PROBING.remove(&bpf_get_current_pid_tgid());
+    let key = bpf_get_current_pid_tgid();
+    // SAFETY: copied out before the entry is removed.
+    if let Some(p) = unsafe { PROBING.get(&key) }.copied() {
+        if p.counted != 0 {
+            state::host_probe(p.group, -1);
+        }
+    }
+    let _ = PROBING.remove(&key);
     let group = unsafe { kernel::device_group_id(dev) };
     let bound = ret == global(&PROBE_OK) as i64;
     if bound && group != NO_GROUP && state::driver_flags(&state::driver_key(drv)) & driver_class::USER != 0 {

@@ -17,13 +17,34 @@ use crate::kernel;
 #[map(name = "GROUPS")]
 static GROUPS: Array<GroupState> = Array::with_max_entries(MAX_GROUPS, 0);
 
-/// Kernel dev_t of a VFIO group node -> open files of it (each open until its release).
+/// Kernel dev_t of a VFIO group node -> open files of it, counted by the LSM file hooks from
+/// `file_open` to the file's last reference (`file_free_security`): a descriptor inherited,
+/// duplicated or parked in an SCM_RIGHTS message keeps its file, and so its count.
 #[map(name = "RDEV_OPENS")]
 static RDEV_OPENS: HashMap<u32, i32> = HashMap::with_max_entries(4096, 0);
+
+/// `struct file *` -> dev_t, for every file `RDEV_OPENS` counts: its free uncounts it.
+#[map(name = "COUNTED_FILES")]
+static COUNTED_FILES: HashMap<u64, u32> = HashMap::with_max_entries(16384, 0);
+
+/// Kernel dev_t -> opens that existed before the hooks counted (seeded by the agent from
+/// /proc at a first start), uncounted by the release kprobe of a file the hooks never saw.
+#[map(name = "SEEDED_OPENS")]
+static SEEDED_OPENS: HashMap<u32, i32> = HashMap::with_max_entries(4096, 0);
 
 /// Group id -> dev_t of its `/dev/vfio/N` (agent: it appears when vfio-pci binds a member).
 #[map(name = "GROUP_RDEV")]
 static GROUP_RDEV: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
+
+/// dev_t of `/dev/vfio/N` -> N (agent): which group a node's open puts in use.
+#[map(name = "NODE_GROUP")]
+static NODE_GROUP: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
+
+/// Per group id (slot 0 of `MAX_GROUPS` more: all groups): binds of a host driver in progress,
+/// from `really_probe` entry to its return. A VFIO open waits for none: on 5.10 a VM that
+/// sets its container while one runs makes the bind's notifier BUG() the node.
+#[map(name = "HOST_PROBES")]
+static HOST_PROBES: Array<i32> = Array::with_max_entries(MAX_GROUPS + 1, 0);
 
 /// Groups the policy reserves (agent).
 #[map(name = "RESERVED")]
@@ -63,8 +84,11 @@ fn slot(group: u32) -> u32 {
     }
 }
 
-/// Whether the group must stay viable: reserved, or (with protect_user_groups) held by user
-/// space in any way the kernel shows.
+/// Whether the group must stay viable: reserved by the policy, or (with protect_user_groups)
+/// in use: claimed, or its VFIO node open. A group merely bound to a user driver is idle and
+/// may be handed back, except where nothing that outlives the agent counts opens
+/// (`USE_COUNTED` unset: no BPF LSM) or its node's dev_t is not known yet: then a member on a
+/// user driver is taken as use (fail closed).
 #[inline(always)]
 pub fn group_protected(group: u32) -> bool {
     if unsafe { RESERVED.get(&group) }.is_some() {
@@ -73,25 +97,49 @@ pub fn group_protected(group: u32) -> bool {
     if config(config::PROTECT_USER) == 0 {
         return false;
     }
-    if let Some(st) = GROUPS.get(slot(group)) {
-        if st.user_bound != 0 || st.claims != 0 {
-            return true;
+    group_in_use(group)
+}
+
+/// Whether user space uses `group` (see [`group_protected`]), whatever the policy.
+#[inline(always)]
+pub fn group_in_use(group: u32) -> bool {
+    let bound = match GROUPS.get(slot(group)) {
+        Some(st) => {
+            if st.claims != 0 {
+                return true;
+            }
+            st.user_bound != 0
         }
+        None => false,
+    };
+    let Some(rdev) = (unsafe { GROUP_RDEV.get(&group) }).copied() else {
+        return bound;
+    };
+    if bound && config(config::USE_COUNTED) == 0 {
+        return true;
     }
-    if let Some(rdev) = unsafe { GROUP_RDEV.get(&group) } {
-        if let Some(opens) = unsafe { RDEV_OPENS.get(rdev) } {
-            return *opens != 0;
-        }
-    }
-    false
+    opens_of(rdev) != 0
+}
+
+#[inline(always)]
+fn opens_of(rdev: u32) -> i32 {
+    let counted = unsafe { RDEV_OPENS.get(&rdev) }.copied().unwrap_or(0);
+    let seeded = unsafe { SEEDED_OPENS.get(&rdev) }.copied().unwrap_or(0);
+    counted | seeded
+}
+
+/// Whether some group may be in use (a claim, an open, or a member on a user driver): what
+/// a write whose target is unknown must assume.
+#[inline(always)]
+pub fn anything_in_use() -> bool {
+    PROTECTED_REFS.get(0).is_some_and(|n| *n != 0)
 }
 
 /// Whether anything on the node is protected (fail-closed decisions need it).
 #[inline(always)]
 pub fn any_protected() -> bool {
     config(config::RESERVED) != 0
-        || (config(config::PROTECT_USER) != 0
-            && PROTECTED_REFS.get(0).is_some_and(|n| *n != 0))
+        || (config(config::PROTECT_USER) != 0 && PROTECTED_REFS.get(0).is_some_and(|n| *n != 0))
 }
 
 /// Atomically adds `delta` (no fetch: 5.10 lacks BPF_FETCH) to a counter.
@@ -118,8 +166,14 @@ pub fn user_bound(group: u32, delta: i32) {
     if let Some(st) = GROUPS.get_ptr_mut(slot(group)) {
         // A decrement below what was seen stays protecting (fail closed) rather than wrapping
         // a count the agent seeded low; the check-then-add race only errs towards protection.
-        if delta < 0 && unsafe { (*st).user_bound } == 0 {
+        let before = unsafe { (*st).user_bound };
+        if delta < 0 && before == 0 {
             return;
+        }
+        if delta > 0 && before == 0 {
+            // VFIO creates the group's node now, perhaps under a new dev_t: until the agent
+            // names it again, the group counts as in use.
+            let _ = GROUP_RDEV.remove(&group);
         }
         add(unsafe { &raw mut (*st).user_bound }, delta);
         refs(delta);
@@ -138,15 +192,13 @@ pub fn claim(group: u32, delta: i32) {
     }
 }
 
-/// A VFIO group node opened (+1) or released (-1).
+/// Adds `delta` to the count of `rdev` in `map`, creating it on a first open.
 #[inline(always)]
-pub fn vfio_open(rdev: u32, delta: i32) {
-    if rdev == 0 {
-        return;
-    }
-    match RDEV_OPENS.get_ptr_mut(&rdev) {
+fn count(map: &HashMap<u32, i32>, rdev: u32, delta: i32) {
+    match map.get_ptr_mut(&rdev) {
         Some(n) => {
-            if delta < 0 && unsafe { *n } == 0 {
+            // Never below zero: a release without its open stays protecting (fail closed).
+            if delta < 0 && unsafe { *n } <= 0 {
                 return;
             }
             add(n, delta);
@@ -156,14 +208,71 @@ pub fn vfio_open(rdev: u32, delta: i32) {
                 return;
             }
             // BPF_NOEXIST: a racing first open on another CPU wins, then this one adds.
-            if RDEV_OPENS.insert(&rdev, &delta, 1).is_err() {
-                if let Some(n) = RDEV_OPENS.get_ptr_mut(&rdev) {
+            if map.insert(&rdev, &delta, 1).is_err() {
+                if let Some(n) = map.get_ptr_mut(&rdev) {
                     add(n, delta);
                 }
             }
         }
     }
     refs(delta);
+}
+
+/// A VFIO group node's file is being opened: counted until its last reference goes. False
+/// when it cannot be counted (the file table is full): the caller refuses the open.
+#[inline(always)]
+pub fn count_open(file: u64, rdev: u32) -> bool {
+    if COUNTED_FILES.insert(&file, &rdev, 1).is_err() {
+        return false;
+    }
+    count(&RDEV_OPENS, rdev, 1);
+    true
+}
+
+/// A file's last reference is gone: uncounts it if [`count_open`] counted it.
+#[inline(always)]
+pub fn count_free(file: u64) {
+    let Some(rdev) = (unsafe { COUNTED_FILES.get(&file) }).copied() else {
+        return;
+    };
+    let _ = COUNTED_FILES.remove(&file);
+    count(&RDEV_OPENS, rdev, -1);
+}
+
+/// VFIO released a group file: uncounts a seeded open, unless the hooks counted this file
+/// (they uncount it when it is freed).
+#[inline(always)]
+pub fn seeded_release(file: u64, rdev: u32) {
+    if rdev == 0 || unsafe { COUNTED_FILES.get(&file) }.is_some() {
+        return;
+    }
+    if unsafe { SEEDED_OPENS.get(&rdev) }.is_some() {
+        count(&SEEDED_OPENS, rdev, -1);
+    }
+}
+
+/// A host driver's bind in `group` starts (+1) or ends (-1).
+#[inline(always)]
+pub fn host_probe(group: u32, delta: i32) {
+    for index in [slot(group) + 1, 0] {
+        if let Some(p) = HOST_PROBES.get_ptr_mut(index) {
+            if delta < 0 && unsafe { *p } <= 0 {
+                continue;
+            }
+            add(p, delta);
+        }
+    }
+}
+
+/// Whether a host driver is binding a member of the group whose VFIO node is `rdev` (any
+/// group, when the node is not named yet).
+#[inline(always)]
+pub fn host_probing_for_node(rdev: u32) -> bool {
+    let index = match unsafe { NODE_GROUP.get(&rdev) } {
+        Some(group) => slot(*group) + 1,
+        None => 0,
+    };
+    HOST_PROBES.get(index).is_some_and(|n| *n > 0)
 }
 
 /// `driver_class` flags of a driver name (0: a kernel driver).

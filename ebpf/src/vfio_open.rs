@@ -15,6 +15,7 @@ use crate::{
     record::{emit, NO_GROUP},
     state,
 };
+// Opens are reported here (the kprobes see VFIO's own result); they are counted in `lsm_hooks`.
 
 /// pid_tgid -> i_rdev of the node being opened. Opens do not nest within a thread.
 #[map(name = "VFIO_OPENING")]
@@ -32,15 +33,19 @@ pub fn vfio_group_open_exit(ctx: RetProbeContext) -> u32 {
 
 /// `vfio_group_fops_release(struct inode *, struct file *)`: the last reference to the file is
 /// gone (an fd parked in an SCM_RIGHTS message still holds it, so this is the positive
-/// release event, not a /proc scan).
+/// release event, not a /proc scan). Opens are counted by the LSM file hooks; this only
+/// uncounts an open seeded from /proc before they ran.
 #[kprobe(function = "vfio_group_fops_release")]
 pub fn vfio_group_release(ctx: ProbeContext) -> u32 {
     let Some(inode) = ctx.arg::<*const u8>(0) else {
         return 0;
     };
+    let file = ctx.arg::<u64>(1).unwrap_or(0);
     let rdev = unsafe { kernel::inode_rdev(inode) };
-    state::vfio_open(rdev, -1);
-    emit(&ctx, EventKind::VfioGroupRelease, 0, NO_GROUP, |ev| ev.rdev = rdev);
+    state::seeded_release(file, rdev);
+    emit(&ctx, EventKind::VfioGroupRelease, 0, NO_GROUP, |ev| {
+        ev.rdev = rdev
+    });
     0
 }
 
@@ -54,7 +59,9 @@ pub fn vfio_cdev_release(ctx: ProbeContext) -> u32 {
     };
     let rdev = unsafe { kernel::inode_rdev(inode) };
     if rdev != 0 {
-        emit(&ctx, EventKind::VfioCdevRelease, 0, NO_GROUP, |ev| ev.rdev = rdev);
+        emit(&ctx, EventKind::VfioCdevRelease, 0, NO_GROUP, |ev| {
+            ev.rdev = rdev
+        });
     }
     0
 }
@@ -89,9 +96,6 @@ fn report(ctx: &RetProbeContext, kind: EventKind) -> u32 {
     };
     let _ = VFIO_OPENING.remove(&key);
     let ret: i64 = ctx.ret();
-    if ret == 0 && kind == EventKind::VfioGroupOpen {
-        state::vfio_open(rdev, 1);
-    }
     emit(ctx, kind, ret as i32, NO_GROUP, |ev| ev.rdev = rdev);
     0
 }

@@ -40,6 +40,9 @@ wire_enum! {
         Rebind = "rebind",
         /// A reserved device sits on a driver the policy does not allow moving it from.
         ReservationBlocked = "reservation_blocked",
+        /// A step of giving a device of an idle group back to the host: its user driver let
+        /// go of it, its `driver_override` was cleared, or a host driver bound it.
+        Handback = "handback",
     }
 }
 
@@ -94,6 +97,12 @@ wire_enum! {
         ProtectedResetSubordinate = "protected_reset_subordinate",
         ProtectedSlotPower = "protected_slot_power",
         ProtectedProbe = "protected_probe",
+        /// Config space of a device in a protected group or of a bridge above one.
+        ProtectedConfig = "protected_config",
+        /// A BAR or ROM of such a device written or mapped writable.
+        ProtectedResource = "protected_resource",
+        /// The pins that hold the protection state removed, renamed or unmounted.
+        ProtectedPins = "protected_pins",
         VfioOpenNotViable = "vfio_open_not_viable",
         /// A record whose rule bits this agent does not know (a newer eBPF object).
         Unknown = "unknown",
@@ -106,7 +115,7 @@ impl Rule {
     /// The rules the hooks veto by (docs/events.md; the `violations_total{rule}` label values
     /// exported from the start). drivers_probe and remove_id are no longer vetoed: their
     /// rules stay spelled only for records of an older eBPF object.
-    pub const VETOES: [Rule; 10] = [
+    pub const VETOES: [Rule; 13] = [
         Rule::ProtectedDriverOverride,
         Rule::ProtectedRemove,
         Rule::ProtectedBind,
@@ -115,6 +124,9 @@ impl Rule {
         Rule::ProtectedReset,
         Rule::ProtectedResetSubordinate,
         Rule::ProtectedSlotPower,
+        Rule::ProtectedConfig,
+        Rule::ProtectedResource,
+        Rule::ProtectedPins,
         Rule::ProtectedProbe,
         Rule::VfioOpenNotViable,
     ];

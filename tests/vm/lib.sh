@@ -112,3 +112,69 @@ try() {
 	echo "+ sysfs-write $*: $r" >&2
 	echo "$r" | tr ' ' '_'
 }
+
+# hostile_start DEV=DRIVER...: in the background, until hostile_stop, keep trying to put the
+# host driver DRIVER on each DEV by every sysfs path (override, bind, unbind of its driver,
+# remove), as an operator or a buggy stack would while a VM holds the group. Each write that
+# went through is a win.
+hostile_start() {
+	rm -f /tmp/hostile.stop /tmp/hostile.count
+	(
+		tries=0
+		wins=0
+		while [ ! -e /tmp/hostile.stop ]; do
+			for pair in "$@"; do
+				d=${pair%%=*}
+				drv=${pair#*=}
+				for w in "$drv $(pcidev $d)/driver_override" "$d /sys/bus/pci/drivers/$drv/bind" \
+					"$d $(pcidev $d)/driver/unbind" "1 $(pcidev $d)/remove"; do
+					tries=$((tries + 1))
+					# shellcheck disable=SC2086
+					if { echo ${w%% *} > ${w#* }; } 2>/dev/null; then
+						wins=$((wins + 1))
+						echo "  hostile: WON: echo ${w%% *} > ${w#* }"
+					fi
+				done
+			done
+		done
+		echo "$tries $wins" > /tmp/hostile.count
+	) &
+	HOSTILE_PID=$!
+	echo "+ hostile actor $HOSTILE_PID started on $*"
+}
+
+# hostile_stop: stops the actor and reports `hostile_tries` and `hostile_wins` (accumulated
+# over every start in this boot).
+hostile_stop() {
+	: > /tmp/hostile.stop
+	wait $HOSTILE_PID 2>/dev/null
+	read -r t w < /tmp/hostile.count
+	HOSTILE_TRIES=$((${HOSTILE_TRIES:-0} + t))
+	HOSTILE_WINS=$((${HOSTILE_WINS:-0} + w))
+	echo "+ hostile actor stopped: $t tries, $w went through"
+	fact hostile_tries $HOSTILE_TRIES
+	fact hostile_wins $HOSTILE_WINS
+}
+
+# detach_to_vfio DEV: what libvirt's managed hostdev (virsh nodedev-detach) and the GPU
+# stacks do: pin vfio-pci, unbind the host driver, probe.
+detach_to_vfio() {
+	write vfio-pci $(pcidev $1)/driver_override
+	[ -e $(pcidev $1)/driver ] && write $1 $(pcidev $1)/driver/unbind
+	write $1 /sys/bus/pci/drivers_probe
+	echo "  $1 is on $(driver_of $1)"
+}
+
+# reattach DEV: virsh nodedev-reattach: unbind vfio-pci, clear the override, probe the host
+# driver. Reports `reattach_<step>_<n>` facts for device number N.
+reattach() {
+	n=$2
+	r=ok
+	[ -e $(pcidev $1)/driver ] && { write $1 $(pcidev $1)/driver/unbind || r=$LAST_ERR; }
+	fact reattach_unbind_$n $r
+	write "" $(pcidev $1)/driver_override
+	fact reattach_override_$n $LAST_ERR
+	write $1 /sys/bus/pci/drivers_probe
+	fact reattach_probe_$n $LAST_ERR
+	echo "  $1 is on $(driver_of $1)"
+}

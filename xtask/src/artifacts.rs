@@ -80,6 +80,7 @@ const TOOLS: &[&str] = &[
     "cdev-bind",
     "open-flood",
     "lsm-noop",
+    "bar-poke",
     // iommu-fixtures: the synthetic sysfs tree of the idle benchmark.
     "mkfixture",
 ];

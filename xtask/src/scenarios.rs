@@ -277,6 +277,15 @@ pub const SCENARIOS: &[Scenario] = &[
         check: pod_attribution,
     },
     Scenario {
+        // Hand-back needs the in-kernel count of opens, which only the LSM file hooks keep.
+        // The libvirt and the DRA flows share one boot: they run one after the other.
+        name: "handback",
+        boots: LSM,
+        dry_run: false,
+        policy: None,
+        check: handback,
+    },
+    Scenario {
         // Attribution from the kubelet's answer is the agent's logic: the VFIO events it annotates
         // are covered on every kernel by the vfio scenarios.
         name: "pod-resources",
@@ -591,6 +600,82 @@ fn expect_hook_attached(c: &Checker, hook: &str) {
     c.expect(attached, format!("no lsm_hook line attaching {hook}"));
 }
 
+/// The hostile actor of the hand-back flows tried while the group was in use and never won.
+fn expect_hostile_refused(c: &Checker, group: &str) {
+    let tries: u32 = c.fact("hostile_tries").parse().unwrap_or(0);
+    c.expect(tries > 0, "the hostile actor made no attempt");
+    expect_fact(c, "hostile_wins", "0");
+    c.events(Kind::Veto)
+        .group(group)
+        .action(Action::Vetoed)
+        .note("the hostile actor's writes, refused in the kernel")
+        .expect_at_least(4);
+    expect_fact(c, "alive", "yes");
+}
+
+/// The hand-back steps of `device`, each a `handback` event after the record it comes from.
+fn expect_handback(c: &Checker, device: &str, host: &str, times: usize) {
+    c.events(Kind::Handback)
+        .device(device)
+        .driver("vfio-pci")
+        .note("vfio-pci let go of it")
+        .expect_at_least(times);
+    c.events(Kind::Handback)
+        .device(device)
+        .driver(host)
+        .note("the host driver bound it")
+        .expect_at_least(times);
+}
+
+fn handback(c: &Checker) {
+    let g = c.fact("group");
+    c.expect(!g.is_empty(), "script did not report the GPU card's group");
+    let (vga, audio) = (c.dev("VM_GPU_VGA"), c.dev("VM_GPU_AUDIO"));
+    let (vga_host, audio_host) = (c.fact("vga_host"), c.fact("audio_host"));
+    c.expect(
+        vga_host != "none" && audio_host != "none",
+        format!(
+            "the card's functions started on {vga_host:?} and {audio_host:?}, not on host drivers"
+        ),
+    );
+    expect_hostile_refused(c, &g);
+    // libvirt: detach, use, reattach.
+    for f in [
+        "vga_detached",
+        "audio_detached",
+        "vga_in_use",
+        "audio_in_use",
+    ] {
+        expect_fact(c, f, "vfio-pci");
+    }
+    expect_fact(c, "status_in_use", "in_use");
+    expect_fact(c, "detach_in_use_rc", "1");
+    expect_fact(c, "status_released", "idle");
+    for n in 0..2 {
+        for step in ["unbind", "override", "probe"] {
+            expect_fact(c, &format!("reattach_{step}_{n}"), "ok");
+        }
+    }
+    expect_fact(c, "vga_final", &vga_host);
+    expect_fact(c, "audio_final", &audio_host);
+    // DRA: 20 claims prepared, used and handed back.
+    expect_fact(c, "dra_claims", "20");
+    expect_fact(c, "dra_prepared", "20");
+    expect_fact(c, "dra_handed_back", "20");
+    expect_fact(c, "dra_vga_final", &vga_host);
+    expect_fact(c, "dra_audio_final", &audio_host);
+    // Each hand-back step is an event: one libvirt reattach and 20 unprepares per function.
+    expect_handback(c, vga, &vga_host, 21);
+    expect_handback(c, audio, &audio_host, 21);
+    if !c.is_5_10() {
+        c.events(Kind::Claim)
+            .group(&g)
+            .result(Outcome::Ok)
+            .note("one per VM start on 5.19+")
+            .expect_at_least(21);
+    }
+}
+
 fn expect_fact(c: &Checker, key: &str, want: &str) {
     let got = c.fact(key);
     c.expect(
@@ -695,11 +780,13 @@ fn write_paths(c: &Checker) {
                 .action(Action::Vetoed)
                 .errno("EPERM")
         };
-        // The bind also has the two-segment writev.
-        let split = usize::from(rule == Rule::ProtectedBind);
+        // The bind also has the two-segment writev; driver_override the trusted writer's
+        // while the group is in use.
+        let extra = usize::from(rule == Rule::ProtectedBind)
+            + usize::from(rule == Rule::ProtectedDriverOverride);
         vetoed()
             .note(format!("one per write path to {file}"))
-            .expect(4 + split);
+            .expect(4 + extra);
         // bind/unbind: only write(2) and single-segment writev(2) on this very file are trusted to
         // name their target; pwrite and io_uring fail closed. new_id always fails closed.
         let named = match device {
@@ -717,6 +804,7 @@ fn write_paths(c: &Checker) {
         .note("the two-segment bind fails closed")
         .expect_at_least(1);
     expect_fact(c, "unprotected_bind", "ok");
+    expect_fact(c, "trusted_override_in_use", "error_EPERM");
     expect_fact(c, "trusted_override", "ok");
     expect_fact(c, "fn0_driver_after", "vfio-pci");
     expect_fact(c, "fn1_driver_after", "none");
@@ -899,6 +987,32 @@ fn hostile_topology(c: &Checker) {
     );
     expect_fact(c, "alone_remove", "ok");
     expect_fact(c, "fn0_driver", "vfio-pci");
+    // Config space and BARs of the held device and of the port above: refused at the open, or
+    // (descriptors opened while idle) at the write and the writable mapping; reads still work.
+    let refused = "open=error_EPERM write=skipped mmap=skipped";
+    expect_fact(c, "port_sbr", refused);
+    expect_fact(c, "port_bus_numbers", refused);
+    expect_fact(c, "fn0_bar", refused);
+    expect_fact(
+        c,
+        "preopened_bar",
+        "open=ok write=error_EPERM mmap=error_EPERM",
+    );
+    let config = c.fact("preopened_config");
+    c.expect(
+        config.starts_with("open=ok write=error_EPERM "),
+        format!("the pre-opened config write of the port above: {config}"),
+    );
+    expect_fact(c, "port_config_read", "64");
+    let before = c.fact("secondary_before");
+    c.expect(!before.is_empty(), "no secondary bus number read");
+    expect_fact(c, "secondary_after", &before);
+    for rule in [Rule::ProtectedConfig, Rule::ProtectedResource] {
+        c.events(Kind::Veto)
+            .rule(rule)
+            .action(Action::Vetoed)
+            .expect_at_least(2);
+    }
     expect_alive_and(c, "none");
     c.events(Kind::Veto)
         .rule(Rule::ProtectedRemove)

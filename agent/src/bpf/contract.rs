@@ -46,6 +46,16 @@ fn expected_maps() -> Vec<(&'static str, u32, usize, usize)> {
         (names::GROUPS, ARRAY, u32s, size_of::<GroupState>()),
         (names::RDEV_OPENS, HASH, u32s, size_of::<i32>()),
         (names::PROTECTED_REFS, ARRAY, u32s, size_of::<i32>()),
+        (names::COUNTED_FILES, HASH, size_of::<u64>(), u32s),
+        (names::NODE_GROUP, HASH, u32s, u32s),
+        (names::HOST_PROBES, ARRAY, u32s, size_of::<i32>()),
+        (
+            names::TRUSTED_CGROUP,
+            HASH,
+            size_of::<u64>(),
+            size_of::<u8>(),
+        ),
+        (names::SEEDED_OPENS, HASH, u32s, size_of::<i32>()),
     ]
 }
 

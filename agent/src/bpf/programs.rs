@@ -111,8 +111,11 @@ pub const PROGRAMS: &[ProgramSpec] = &[
         Attach::KRetProbe,
     ),
     spec("kernfs_init_security", "kernfs_init_security", Attach::Lsm),
+    // The free before the open: every file the open counts is uncounted when it goes.
+    spec("file_free_security", "file_free_security", Attach::Lsm),
     spec("file_open", "file_open", Attach::Lsm),
     spec("file_permission", "file_permission", Attach::Lsm),
+    spec("mmap_file", "mmap_file", Attach::Lsm),
 ];
 
 impl ProgramSpec {

@@ -200,7 +200,8 @@ async fn start(
         args.dry_run,
         Some(kernel),
         &policy,
-    );
+    )
+    .with_proc_root(&common.proc_root);
     let node = NodeState::new(
         map,
         policy,
@@ -239,6 +240,22 @@ async fn start(
         false,
     );
     live.loaded.attach_all(&features);
+    // Opens are counted once both file hooks run (the free was attached first): from then on
+    // a group bound to vfio-pci but not open is idle, and may be handed back.
+    let counted = features.bpf_lsm_active()
+        && ["file_free_security", "file_open"]
+            .iter()
+            .all(|h| live.loaded.report().get(h).is_some_and(|s| s.is_attached()));
+    live.enforcer.set_opens_counted(counted);
+    info!(
+        "VFIO opens {}",
+        if counted {
+            "are counted by the LSM file hooks: protection follows use"
+        } else {
+            "are not counted by anything that outlives the agent: a group bound to a user driver stays protected"
+        }
+    );
+    first.extend(live.enforcer.apply(&mut live.node));
     let caps = capabilities(&features, &live.loaded, args.dry_run);
     live.sink.emit(&[caps, policy_line]);
     for (target, status) in live.loaded.report() {

@@ -97,8 +97,9 @@ fn put_in_force(
     let policy = host_path::for_host(host_root, policy);
     enforcer.set_trusted_writers(&policy.trusted_writers);
     let mut lines = vec![applied(policy.source.as_deref(), &digest)];
+    // Pins on devices the new policy no longer protects are forgotten by the enforcer's next
+    // pass (it keeps only what its plan protects), not cleared.
     lines.extend(node.set_policy(policy));
-    enforcer.forget_unprotected(node);
     (lines, Some(writers))
 }
 

@@ -18,12 +18,15 @@ pub struct KernelMaps {
     slots: HashMap<MapData, [u8; ADDR_LEN], DeviceInfo>,
     user_drivers: HashMap<MapData, [u8; DRIVER_KEY_LEN], u32>,
     group_rdev: HashMap<MapData, u32, u32>,
+    node_group: HashMap<MapData, u32, u32>,
     reserved: HashMap<MapData, u32, u32>,
     vfio_deny: HashMap<MapData, u32, WatchedFile>,
     trusted_exe: HashMap<MapData, ExeKey, u8>,
+    trusted_cgroup: HashMap<MapData, u64, u8>,
     config: Array<MapData, u32>,
     groups: Array<MapData, GroupState>,
     rdev_opens: HashMap<MapData, u32, i32>,
+    seeded_opens: HashMap<MapData, u32, i32>,
     applied: Content,
     /// Whether the topology maps were ever written by this agent (an adopted map holds the
     /// previous agent's entries, which the first sync replaces whole).
@@ -53,12 +56,15 @@ impl KernelMaps {
             slots: take_hash(loaded, names::SLOTS)?,
             user_drivers: take_hash(loaded, names::USER_DRIVERS)?,
             group_rdev: take_hash(loaded, names::GROUP_RDEV)?,
+            node_group: take_hash(loaded, names::NODE_GROUP)?,
             reserved: take_hash(loaded, names::RESERVED)?,
             vfio_deny: take_hash(loaded, names::VFIO_DENY)?,
             trusted_exe: take_hash(loaded, names::TRUSTED_EXE)?,
+            trusted_cgroup: take_hash(loaded, names::TRUSTED_CGROUP)?,
             config: take_array(loaded, names::CONFIG)?,
             groups: take_array(loaded, names::GROUPS)?,
             rdev_opens: take_hash(loaded, names::RDEV_OPENS)?,
+            seeded_opens: take_hash(loaded, names::SEEDED_OPENS)?,
             applied: Content::default(),
             synced: false,
         })
@@ -71,8 +77,10 @@ impl KernelMaps {
                 warn!("seeding group {g}: {e}");
             }
         }
+        // Opens that predate the hooks: the release kprobe uncounts them (the file hooks
+        // never saw these files).
         for (rdev, n) in opens {
-            if let Err(e) = self.rdev_opens.insert(*rdev, *n, 0) {
+            if let Err(e) = self.seeded_opens.insert(*rdev, *n, 0) {
                 warn!("seeding VFIO opens of {rdev:#x}: {e}");
             }
         }
@@ -86,7 +94,19 @@ impl KernelMaps {
     }
 
     pub fn opens(&self, rdev: u32) -> i32 {
-        self.rdev_opens.get(&rdev, 0).unwrap_or(0)
+        let counted = self.rdev_opens.get(&rdev, 0).unwrap_or(0);
+        let seeded = self.seeded_opens.get(&rdev, 0).unwrap_or(0);
+        counted.max(0) + seeded.max(0)
+    }
+
+    /// Whether user space uses `group`, by the rule the eBPF programs veto by
+    /// (`ebpf/src/state.rs`, `group_in_use`): a claim, an open node, or, where opens are not
+    /// counted or the node is not named yet, a member on a user driver.
+    pub fn in_use(&self, group: u32) -> bool {
+        let rdev = self.group_rdev.get(&group, 0).ok();
+        let counted = self.config.get(&config::USE_COUNTED, 0).unwrap_or(0) != 0;
+        let opens = rdev.map_or(0, |r| self.opens(r));
+        super::kernel_state::in_use(self.group_state(group), rdev.is_some(), opens, counted)
     }
 
     /// Makes the maps hold `want`. A failed update is logged and retried on the next call.
@@ -97,13 +117,19 @@ impl KernelMaps {
             self.applied.slots = read_all(&self.slots);
             self.applied.user_drivers = read_all(&self.user_drivers);
             self.applied.group_rdev = read_all(&self.group_rdev);
+            self.applied.node_group = read_all(&self.node_group);
             self.applied.reserved = read_all(&self.reserved);
             self.applied.vfio_deny = read_all(&self.vfio_deny);
             self.applied.trusted_exe = read_all(&self.trusted_exe)
                 .into_iter()
                 .map(|(k, v): (ExeKey, u8)| ((k.dev, k.ino), v))
                 .collect();
+            self.applied.trusted_cgroups = read_all(&self.trusted_cgroup);
             self.synced = true;
+        } else {
+            // The programs forget a group's node when VFIO creates it anew: read back what
+            // they left, so a forgotten entry is written again.
+            self.applied.group_rdev = read_all(&self.group_rdev);
         }
         // Every map's inserts, then the switches, then every map's removals ([`steps`]).
         let mut failed_inserts = 0;
@@ -136,6 +162,20 @@ impl KernelMaps {
                 k,
                 k,
             ),
+            Entry::NodeGroup(k) => put(
+                &mut self.node_group,
+                &mut a.node_group,
+                &want.node_group,
+                k,
+                k,
+            ),
+            Entry::TrustedCgroup(k) => put(
+                &mut self.trusted_cgroup,
+                &mut a.trusted_cgroups,
+                &want.trusted_cgroups,
+                k,
+                k,
+            ),
             Entry::GroupRdev(k) => put(
                 &mut self.group_rdev,
                 &mut a.group_rdev,
@@ -161,6 +201,8 @@ impl KernelMaps {
             Entry::Topology(k) => take(&mut self.topology, &mut a.topology, k, k),
             Entry::Slots(k) => take(&mut self.slots, &mut a.slots, k, k),
             Entry::UserDrivers(k) => take(&mut self.user_drivers, &mut a.user_drivers, k, k),
+            Entry::NodeGroup(k) => take(&mut self.node_group, &mut a.node_group, k, k),
+            Entry::TrustedCgroup(k) => take(&mut self.trusted_cgroup, &mut a.trusted_cgroups, k, k),
             Entry::GroupRdev(k) => take(&mut self.group_rdev, &mut a.group_rdev, k, k),
             Entry::VfioDeny(k) => take(&mut self.vfio_deny, &mut a.vfio_deny, k, k),
             Entry::TrustedExe(k) => take(
@@ -193,9 +235,11 @@ pub enum Entry {
     Topology([u8; ADDR_LEN]),
     Slots([u8; ADDR_LEN]),
     UserDrivers([u8; DRIVER_KEY_LEN]),
+    NodeGroup(u32),
     GroupRdev(u32),
     VfioDeny(u32),
     TrustedExe((u64, u64)),
+    TrustedCgroup(u64),
     Reserved(u32),
 }
 
@@ -268,6 +312,18 @@ pub fn steps(applied: &Content, want: &Content) -> Vec<Step> {
                 &want.trusted_exe,
                 Entry::TrustedExe,
             );
+            $f(
+                &mut out,
+                &applied.node_group,
+                &want.node_group,
+                Entry::NodeGroup,
+            );
+            $f(
+                &mut out,
+                &applied.trusted_cgroups,
+                &want.trusted_cgroups,
+                Entry::TrustedCgroup,
+            );
             $f(&mut out, &applied.reserved, &want.reserved, Entry::Reserved);
         };
     }
@@ -333,7 +389,7 @@ mod tests {
     use iommu_enforcer_common::driver_class;
 
     use super::*;
-    use crate::enforce::kernel_state::key;
+    use crate::enforce::kernel_state::{key, OpenCount};
 
     fn content(
         reserved: &[u32],
@@ -350,7 +406,7 @@ mod tests {
             trusted_exe: trusted.iter().map(|k| (*k, 1)).collect(),
             ..Content::default()
         };
-        c.set_config(42, false, protect != 0);
+        c.set_config(42, false, protect != 0, OpenCount::default());
         c
     }
 

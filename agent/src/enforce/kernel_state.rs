@@ -22,9 +22,13 @@ pub struct Content {
     pub slots: BTreeMap<[u8; ADDR_LEN], DeviceInfo>,
     pub user_drivers: BTreeMap<[u8; DRIVER_KEY_LEN], u32>,
     pub group_rdev: BTreeMap<u32, u32>,
+    /// The inverse: a VFIO node's dev_t -> its group.
+    pub node_group: BTreeMap<u32, u32>,
     pub reserved: BTreeMap<u32, u32>,
     pub vfio_deny: BTreeMap<u32, WatchedFile>,
     pub trusted_exe: BTreeMap<(u64, u64), u8>,
+    /// cgroup ids of the containers the policy trusts.
+    pub trusted_cgroups: BTreeMap<u64, u8>,
     pub config: [u32; config::LEN as usize],
 }
 
@@ -37,6 +41,43 @@ pub struct NodeFacts {
     pub drivers: BTreeSet<DriverName>,
     /// Group -> kernel dev_t of `/dev/vfio/<group>`.
     pub group_nodes: BTreeMap<u32, u32>,
+}
+
+/// How VFIO opens are counted in the kernel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OpenCount {
+    /// The major of VFIO group nodes (/proc/devices), 0 when vfio is not loaded.
+    pub vfio_major: u32,
+    /// The LSM file hooks run and count them: a group bound to a user driver but not open
+    /// is idle.
+    pub counted: bool,
+}
+
+/// Whether user space uses a group, by the rule the eBPF programs veto by
+/// (`ebpf/src/state.rs`, `group_in_use`): a claim, an open of its node (`opens`, when the
+/// node's dev_t is named), or a member on a user driver where opens are not counted or the
+/// node is not named yet (fail closed).
+pub fn in_use(state: GroupState, node_named: bool, opens: i32, counted: bool) -> bool {
+    if state.claims != 0 {
+        return true;
+    }
+    let bound = state.user_bound != 0;
+    if !node_named {
+        return bound;
+    }
+    (bound && !counted) || opens != 0
+}
+
+/// The major of VFIO group nodes, from /proc/devices' `vfio` line (vfio's cdevs are
+/// `vfio-dev`).
+pub fn vfio_major(proc_devices: &str) -> Option<u32> {
+    let chars = proc_devices.split("Block devices:").next()?;
+    chars.lines().find_map(|l| {
+        let (major, name) = l.trim().split_once(' ')?;
+        (name.trim() == "vfio")
+            .then(|| major.parse().ok())
+            .flatten()
+    })
 }
 
 /// A name as the hooks compare it: its bytes, NUL padded (and cut to fit).
@@ -109,15 +150,24 @@ impl Content {
             }
         }
         c.group_rdev = facts.group_nodes.clone();
+        c.node_group = facts.group_nodes.iter().map(|(g, r)| (*r, *g)).collect();
         c
     }
 
     /// Finishes the content with what the enforcer decided and knows about itself.
-    pub fn set_config(&mut self, agent_tgid: u32, dry_run: bool, protect_user: bool) {
+    pub fn set_config(
+        &mut self,
+        agent_tgid: u32,
+        dry_run: bool,
+        protect_user: bool,
+        opens: OpenCount,
+    ) {
         let mut cfg = [0u32; config::LEN as usize];
         cfg[config::AGENT_TGID as usize] = agent_tgid;
         cfg[config::DRY_RUN as usize] = u32::from(dry_run);
         cfg[config::PROTECT_USER as usize] = u32::from(protect_user);
+        cfg[config::VFIO_MAJOR as usize] = opens.vfio_major;
+        cfg[config::USE_COUNTED as usize] = u32::from(opens.counted);
         cfg[config::RESERVED as usize] = self.reserved.len() as u32;
         cfg[config::LOADED as usize] = 1;
         self.config = cfg;
@@ -163,6 +213,44 @@ pub fn seed_opens(map: &GroupMap, group_nodes: &BTreeMap<u32, u32>) -> BTreeMap<
 mod tests {
     use super::*;
     use crate::model::Device;
+
+    #[test]
+    fn use_is_a_claim_or_an_open_and_fails_closed_where_opens_are_not_known() {
+        let bound = GroupState {
+            user_bound: 1,
+            claims: 0,
+        };
+        let claimed = GroupState {
+            user_bound: 0,
+            claims: 1,
+        };
+        assert!(in_use(claimed, true, 0, true), "a claim is use");
+        assert!(
+            !in_use(bound, true, 0, true),
+            "bound, node named, not open: idle"
+        );
+        assert!(in_use(bound, true, 1, true), "open: in use");
+        assert!(
+            in_use(bound, false, 0, true),
+            "node not named yet: fail closed"
+        );
+        assert!(
+            in_use(bound, true, 0, false),
+            "opens not counted (no BPF LSM): bound is use"
+        );
+        assert!(
+            in_use(GroupState::default(), true, 1, true),
+            "an open file outlives its members"
+        );
+        assert!(!in_use(GroupState::default(), false, 0, false));
+    }
+
+    #[test]
+    fn the_vfio_major_is_the_character_device_named_vfio() {
+        let devices = "Character devices:\n  1 mem\n 10 misc\n241 vfio-dev\n242 vfio\n\nBlock devices:\n242 vfio\n";
+        assert_eq!(vfio_major(devices), Some(242));
+        assert_eq!(vfio_major("Character devices:\n  1 mem\n"), None);
+    }
 
     /// A root port 00:1c.0 with a switch below it whose downstream port 02:00.0 shares group 5
     /// with its device 03:00.0; a two-function device 05:00.0/.1 in group 7 on slot "3".

@@ -6,6 +6,7 @@
 //! decisions are reported as `would_*`.
 pub mod kernel_maps;
 pub mod kernel_state;
+pub mod pinned;
 pub mod plan;
 pub mod sysfs_files;
 
@@ -21,7 +22,7 @@ use log::{info, warn};
 
 use self::{
     kernel_maps::KernelMaps,
-    kernel_state::{key, Content, NodeFacts},
+    kernel_state::{key, Content, NodeFacts, OpenCount},
     plan::{Plan, Reservation},
     sysfs_files::{exe_key, node_rdev},
 };
@@ -57,6 +58,12 @@ pub struct Enforcer {
     reserved: BTreeSet<u32>,
     /// Devices whose pin this agent wrote (or found in place): a later change is restored.
     pinned: BTreeMap<String, String>,
+    /// /proc, for the VFIO major (`devices`).
+    proc: PathBuf,
+    /// How the kernel counts VFIO opens: the major is kept from the last good read.
+    opens: OpenCount,
+    /// cgroup ids of the containers the policy trusts, as last resolved.
+    trusted_cgroups: BTreeSet<u64>,
 }
 
 impl Enforcer {
@@ -77,6 +84,41 @@ impl Enforcer {
             reported: BTreeSet::new(),
             reserved: BTreeSet::new(),
             pinned: BTreeMap::new(),
+            proc: PathBuf::from("/proc"),
+            opens: OpenCount::default(),
+            trusted_cgroups: BTreeSet::new(),
+        }
+    }
+
+    /// The containers the policy trusts, by cgroup id: the kernel map follows at the next
+    /// [`Enforcer::apply`].
+    pub fn set_trusted_cgroups(&mut self, cgroups: BTreeSet<u64>) {
+        self.trusted_cgroups = cgroups;
+    }
+
+    /// Where /proc is (its `devices` names the VFIO major).
+    pub fn with_proc_root(mut self, proc: &Path) -> Self {
+        self.proc = proc.to_path_buf();
+        self
+    }
+
+    /// Whether the LSM file hooks are attached and run, so that opens are counted and a group
+    /// that is only bound to a user driver is idle. Takes effect at the next apply.
+    pub fn set_opens_counted(&mut self, counted: bool) {
+        self.opens.counted = counted;
+    }
+
+    /// Groups user space uses: the kernel's own count where the programs keep one, else
+    /// what the group map shows.
+    pub fn in_use(&self, node: &NodeState) -> BTreeSet<u32> {
+        match &self.kernel {
+            Some(k) => node
+                .map()
+                .groups()
+                .map(|g| g.id)
+                .filter(|g| k.in_use(*g))
+                .collect(),
+            None => plan::in_use_by_model(node.map()),
         }
     }
 
@@ -89,23 +131,6 @@ impl Enforcer {
             self.trusted.len(),
             paths.len()
         );
-    }
-
-    /// The policy changed (the node already holds the new one): pins on devices it no longer
-    /// protects are not restored any more (they stay as they are: the operator or the stack
-    /// hands the device back). Pins and maps for what it protects now follow at the next
-    /// [`Enforcer::apply`].
-    pub fn forget_unprotected(&mut self, node: &NodeState) {
-        let plan = Plan::compute(node.map(), node.policy());
-        let before = self.pinned.len();
-        self.pinned
-            .retain(|device, _| plan.protected.contains_key(device));
-        if self.pinned.len() != before {
-            info!(
-                "policy: {} pinned devices no longer protected; their pins are no longer restored",
-                before - self.pinned.len()
-            );
-        }
     }
 
     /// Whether pins are being kept: what the daemon polls by itself on a kernel where no
@@ -156,7 +181,11 @@ impl Enforcer {
     /// back (a path no hook sees, a trusted writer) is restored and reported.
     pub fn apply(&mut self, node: &mut NodeState) -> Vec<Line> {
         let mut lines = Vec::new();
-        let mut plan = Plan::compute(node.map(), node.policy());
+        let in_use = self.in_use(node);
+        let mut plan = Plan::compute_with(node.map(), node.policy(), &in_use);
+        // A pin of a group no longer protected (idle, not reserved) is the operator's now.
+        self.pinned
+            .retain(|device, _| plan.protected.contains_key(device));
         let mut restored = BTreeSet::new();
         if !self.dry_run {
             let mut changed = false;
@@ -182,11 +211,19 @@ impl Enforcer {
                 }
             }
             if changed {
-                plan = Plan::compute(node.map(), node.policy());
+                plan = Plan::compute_with(node.map(), node.policy(), &in_use);
             }
         }
         self.reserved.clone_from(&plan.reserved);
         for r in &plan.reservations {
+            // Use may have ended since `in_use` was read: a pin written now would undo the
+            // hand-back that the release allowed.
+            let group = r.group();
+            if !plan.reserved.contains(&group)
+                && self.kernel.as_ref().is_some_and(|k| !k.in_use(group))
+            {
+                continue;
+            }
             let restore = restored.contains(r.device());
             lines.extend(self.reserve(node, r, restore));
         }
@@ -220,6 +257,7 @@ impl Enforcer {
         };
         let mut c = Content::compute(node.map(), node.policy(), &facts);
         c.trusted_exe = self.trusted.clone();
+        c.trusted_cgroups = self.trusted_cgroups.iter().map(|g| (*g, 1)).collect();
         c.reserved = plan.reserved.iter().map(|g| (*g, 1)).collect();
         for &group in &plan.not_viable {
             if let Some(&rdev) = facts.group_nodes.get(&group) {
@@ -245,10 +283,15 @@ impl Enforcer {
                 }
             }
         }
+        // An unreadable /proc/devices (EMFILE, say) keeps the major last read.
+        if let Ok(text) = fs::read_to_string(self.proc.join("devices")) {
+            self.opens.vfio_major = kernel_state::vfio_major(&text).unwrap_or(0);
+        }
         c.set_config(
             std::process::id(),
             self.dry_run,
             node.policy().protect_user_groups,
+            self.opens,
         );
         c
     }

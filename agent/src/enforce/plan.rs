@@ -51,6 +51,14 @@ impl Reservation {
         }
     }
 
+    pub fn group(&self) -> u32 {
+        match self {
+            Self::Pin { group, .. } | Self::Rebind { group, .. } | Self::Blocked { group, .. } => {
+                *group
+            }
+        }
+    }
+
     /// The `driver_override` the reservation wants.
     pub fn value(&self) -> &str {
         match self {
@@ -72,8 +80,24 @@ pub struct Plan {
     pub reserved: BTreeSet<u32>,
 }
 
+/// Groups user space uses as the group map shows them: a VFIO holder or a claim. (The daemon
+/// passes the kernel's own count instead, which also sees descriptors no /proc scan shows.)
+pub fn in_use_by_model(map: &GroupMap) -> BTreeSet<u32> {
+    map.groups()
+        .filter(|g| map.holders(g.id).next().is_some() || map.is_claimed(g.id))
+        .map(|g| g.id)
+        .collect()
+}
+
 impl Plan {
+    /// The plan with use as the group map shows it ([`in_use_by_model`]).
     pub fn compute(map: &GroupMap, policy: &Policy) -> Self {
+        Self::compute_with(map, policy, &in_use_by_model(map))
+    }
+
+    /// Reserved groups are protected always; user-owned ones (with `protect_user_groups`)
+    /// while they are `in_use`: an idle group may be handed back to the host.
+    pub fn compute_with(map: &GroupMap, policy: &Policy, in_use: &BTreeSet<u32>) -> Self {
         let reserved = reserved_groups(map, policy);
         let mut plan = Plan {
             reserved: reserved.clone(),
@@ -93,7 +117,8 @@ impl Plan {
                 .devices
                 .values()
                 .any(|d| d.driver.as_deref().is_some_and(is_user_driver));
-            if !(reserved.contains(&group.id) || (policy.protect_user_groups && user_owned)) {
+            let used = user_owned && in_use.contains(&group.id);
+            if !(reserved.contains(&group.id) || (policy.protect_user_groups && used)) {
                 continue;
             }
             for dev in group.devices.values() {
@@ -202,8 +227,12 @@ mod tests {
     }
 
     #[test]
-    fn a_member_on_vfio_pci_protects_its_group_before_any_claim() {
-        let plan = Plan::compute(&split_gpu(), &Policy::default());
+    fn a_group_on_vfio_pci_is_protected_only_while_in_use() {
+        let idle = Plan::compute_with(&split_gpu(), &Policy::default(), &BTreeSet::new());
+        assert!(idle.protected.is_empty(), "idle: may be handed back");
+        assert!(idle.reservations.is_empty(), "idle: nothing pinned");
+        assert_eq!(idle.not_viable, BTreeSet::from([12]), "still not viable");
+        let plan = Plan::compute_with(&split_gpu(), &Policy::default(), &BTreeSet::from([12]));
         assert_eq!(
             plan.protected.keys().collect::<Vec<_>>(),
             ["0000:01:00.0", "0000:01:00.1"]

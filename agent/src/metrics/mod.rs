@@ -375,7 +375,8 @@ impl Metrics {
             | Kind::DeviceRemoved
             | Kind::VfioRelease
             | Kind::PinRefused
-            | Kind::DriverOverrideWrite => {}
+            | Kind::DriverOverrideWrite
+            | Kind::Handback => {}
         }
     }
 

@@ -35,6 +35,7 @@ use crate::model::{Acs, Device, GroupMap, Owner};
 use crate::policy::{self, Pin, Policy, Violation};
 use crate::sysfs::ScanProblem;
 
+pub mod status;
 mod text;
 
 /// What enforcement the node can have; `null` fields when the one-shot audit does not know.

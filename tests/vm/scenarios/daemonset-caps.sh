@@ -20,9 +20,12 @@ pid=$(pidof enforcer)
 fact cap_eff $(sed -n 's/^CapEff:\t*//p' /proc/$pid/status)
 fact readyz $(wget -q -O - http://127.0.0.1:9477/readyz >/dev/null 2>&1 && echo 200 || echo no)
 bind_vfio $VM_DEV_FN0
+# In use, as a VM would hold it: protected.
+hold $(group_of $VM_DEV_FN0) $VM_DEV_FN0 || exit 1
 sleep 1
 r=$(sysfs-write write $(pcidev $VM_DEV_FN1)/driver_override e1000)
 fact veto $(echo "$r" | tr ' ' '_')
+release
 kill -TERM $second
 wait $second
 sed 's/^/  agent: /' /tmp/caps.out /tmp/caps.err

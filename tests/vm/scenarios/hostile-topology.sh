@@ -6,10 +6,33 @@
 g=$(group_of $VM_DEV_FN0)
 fact group $g
 bind_vfio $VM_DEV_FN0
-hold $g $VM_DEV_FN0 || exit 1
-step modprobe e1000
 port=$(basename "$(dirname "$(readlink -f $(pcidev $VM_DEV_FN0))")")
 fact port $port
+# Descriptors opened read-write while the group is idle, used once a VM holds it: the device's
+# BAR (a write and a writable mapping) and the port's config space (Secondary Bus Reset).
+rm -f /tmp/poke.go
+bar-poke $(pcidev $VM_DEV_FN0)/resource0 0 00 /tmp/poke.go > /tmp/poke.bar &
+bar_pid=$!
+bar-poke $(pcidev $port)/config 62 40 /tmp/poke.go > /tmp/poke.sbr &
+sbr_pid=$!
+i=0
+while [ $i -lt 100 ] && ! { grep -q opened /tmp/poke.bar && grep -q opened /tmp/poke.sbr; }; do sleep 0.1; i=$((i + 1)); done
+secondary() { dd if=$(pcidev $port)/config bs=1 skip=25 count=1 2>/dev/null | od -An -tu1 | tr -d ' '; }
+fact secondary_before $(secondary)
+hold $g $VM_DEV_FN0 || exit 1
+step modprobe e1000
+: > /tmp/poke.go
+wait $bar_pid $sbr_pid
+echo "+ pre-opened resource0: $(tail -1 /tmp/poke.bar); port config: $(tail -1 /tmp/poke.sbr)"
+fact preopened_bar "$(tail -1 /tmp/poke.bar)"
+fact preopened_config "$(tail -1 /tmp/poke.sbr)"
+# Opened now: refused at the open (config write: Secondary Bus Reset, then bus numbers).
+fact port_sbr "$(bar-poke $(pcidev $port)/config 62 40)"
+fact port_bus_numbers "$(bar-poke $(pcidev $port)/config 25 09)"
+fact fn0_bar "$(bar-poke $(pcidev $VM_DEV_FN0)/resource0 0 00)"
+# Reads stay allowed (lspci -vvv).
+fact port_config_read $(dd if=$(pcidev $port)/config bs=64 count=1 2>/dev/null | wc -c)
+fact secondary_after $(secondary)
 fact port_remove $(try write $(pcidev $port)/remove 1)
 slot=
 for s in /sys/bus/pci/slots/*; do

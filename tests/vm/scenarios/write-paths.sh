@@ -22,7 +22,10 @@ fact split_bind $(try writev-split /sys/bus/pci/drivers/e1000/bind $VM_DEV_FN1)
 # A device of an unprotected group is not the enforcer's business.
 unbind $VM_DEV_SWITCH
 fact unprotected_bind $(try write /sys/bus/pci/drivers/e1000/bind $VM_DEV_SWITCH)
-# The policy trusts this executable.
+# The policy trusts this executable, but nobody may change a group in use ...
+fact trusted_override_in_use $(r=$(trusted-sysfs-write write $(pcidev $VM_DEV_FN1)/driver_override none); echo "$r" | tr ' ' '_')
+# ... and it may change the reserved group once it is idle.
+release
 fact trusted_override $(r=$(trusted-sysfs-write write $(pcidev $VM_DEV_FN1)/driver_override none); echo "$r" | tr ' ' '_')
 show $VM_DEV_FN0 $VM_DEV_FN1
 fact fn0_driver_after $(driver_of $VM_DEV_FN0)
