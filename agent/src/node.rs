@@ -91,6 +91,12 @@ impl NodeState {
         &self.policy
     }
 
+    /// Puts a new policy in force (a changed policy file); returns the verdicts it changed.
+    pub fn set_policy(&mut self, policy: Policy) -> Vec<Line> {
+        self.policy = policy;
+        self.changed_verdicts()
+    }
+
     /// Verdict lines for every group whose verdict differs from the last one reported (all of
     /// them the first time).
     pub fn changed_verdicts(&mut self) -> Vec<Line> {
@@ -287,6 +293,10 @@ impl NodeState {
             fail_closed: veto_of.as_ref().is_some_and(|v| v.fail_closed),
             why: veto_of.map(|v| v.why).unwrap_or_default(),
             bound_to: None,
+            digest: None,
+            line: None,
+            column: None,
+            error: None,
             pid: ev.pid,
             tgid: ev.tgid,
             comm: ev.comm.clone(),

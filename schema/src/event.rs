@@ -18,6 +18,10 @@ wire_enum! {
         Release = "release",
         DeviceAdded = "device_added",
         DeviceRemoved = "device_removed",
+        /// The agent put a policy file in force (at start, and when the file changed): `digest`.
+        PolicyApplied = "policy_applied",
+        /// A changed policy file was invalid and the old policy stays: `line`, `column`, `error`.
+        PolicyRejected = "policy_rejected",
         /// `/dev/vfio/N` or a VFIO cdev opened.
         VfioOpen = "vfio_open",
         /// The last reference to a VFIO group or cdev file went away.
@@ -204,6 +208,17 @@ pub struct Event {
     /// Reservations: the driver a member sits on instead of the intended one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bound_to: Option<String>,
+    /// `policy_applied`: the SHA-256 (hex) of the policy file's bytes now in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// `policy_rejected`: where in the file (1-based; column in characters), when the file was
+    /// read and its text is at fault, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     pub pid: u32,
     pub tgid: u32,
     pub comm: String,
@@ -246,6 +261,10 @@ impl Event {
             fail_closed: false,
             why: Vec::new(),
             bound_to: None,
+            digest: None,
+            line: None,
+            column: None,
+            error: None,
             pid: 0,
             tgid: 0,
             comm: String::new(),

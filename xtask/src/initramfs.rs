@@ -173,12 +173,13 @@ pub fn for_boot(base: &Path, files: &BootFiles, out: &Path) -> Result<PathBuf> {
     }
     let mut audit_args = Vec::new();
     let mut a = Cpio::new();
-    if let Some(policy) = files.policy {
-        a.file(GUEST_POLICY, 0o644, policy);
-        for args in [&mut agent_args, &mut audit_args] {
-            args.push("--policy".to_string());
-            args.push(GUEST_POLICY.to_string());
-        }
+    // Always a file and always the flag: without a policy an empty file (the default policy),
+    // so that a scenario can rewrite it while the agent runs (it watches the file). A missing
+    // file at start is an error for the agent.
+    a.file(GUEST_POLICY, 0o644, files.policy.unwrap_or_default());
+    for args in [&mut agent_args, &mut audit_args] {
+        args.push("--policy".to_string());
+        args.push(GUEST_POLICY.to_string());
     }
     let mut env = String::from("# Written by cargo xtask for this boot; sourced by /init.\n");
     env.push_str(&format!("VM_KERNEL_SERIES={}\n", quote(files.series)));

@@ -2,7 +2,8 @@
 //! sysfs, then keeps the group map current from kernel events, printing one JSON line per event
 //! and per verdict change (docs/events.md). Detaches and exits cleanly on SIGTERM/SIGINT.
 //!
-//! Event-driven: the loop wakes for ring-buffer records, log lines and signals only. Holders
+//! Event-driven: the loop wakes for ring-buffer records, log lines, signals and inotify (the
+//! trusted writers' paths, the policy file's directory: a changed policy is applied live) only. Holders
 //! follow the open and release records, losses are read after each drain, absent kprobe
 //! targets are looked for again when a `module_load` record says a module loaded, and kept
 //! pins are re-read when a `driver_override` store is recorded. procfs is scanned at start and
@@ -12,6 +13,7 @@ mod accounting;
 mod attribution;
 mod live;
 pub mod output;
+mod policy_reload;
 mod scan;
 mod vfio_nodes;
 
@@ -38,7 +40,11 @@ use crate::{
     metrics::{Metrics, MetricsServer},
     nfd,
     node::{FollowUp, NodeState, ProbeConvention},
-    policy::{writer_watch::WriterWatch, Policy},
+    policy::{
+        watch::{self as policy_file, PolicyWatch},
+        writer_watch::WriterWatch,
+        Policy,
+    },
 };
 
 const DEV_ROOT: &str = "/dev";
@@ -51,7 +57,7 @@ const PIN_POLL: Duration = Duration::from_secs(1);
 pub fn main(common: &CommonArgs, args: &DaemonArgs) -> u8 {
     init_logging();
     let policy = match &common.policy {
-        Some(path) => match Policy::load(path) {
+        Some(path) => match policy_file::load(path) {
             Ok(p) => p,
             Err(e) => {
                 // Before anything is loaded or pinned: the error, exit 2, nothing else.
@@ -59,7 +65,7 @@ pub fn main(common: &CommonArgs, args: &DaemonArgs) -> u8 {
                 return EXIT_ERROR;
             }
         },
-        None => Policy::default(),
+        None => (Policy::default(), policy_file::default_digest()),
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -100,7 +106,11 @@ fn object_bytes(args: &DaemonArgs) -> anyhow::Result<std::borrow::Cow<'static, [
 }
 
 /// The agent: [`start`] until `ready`, then [`run`] until a signal.
-async fn agent(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow::Result<()> {
+async fn agent(
+    common: &CommonArgs,
+    args: &DaemonArgs,
+    policy: (Policy, String),
+) -> anyhow::Result<()> {
     let started = start(common, args, policy).await?;
     run(started, common, args.dry_run).await
 }
@@ -114,13 +124,20 @@ struct Started {
     events: AsyncFd<RingBuf<MapData>>,
     ebpf_logger: Option<AsyncFd<aya_log::EbpfLogger<&'static dyn log::Log>>>,
     writers: Option<AsyncFd<WriterWatch>>,
+    /// The `--policy` file's directory, watched: a changed file is applied (or rejected).
+    policy: Option<AsyncFd<PolicyWatch>>,
+    host_root: PathBuf,
     term: Signal,
     int: Signal,
 }
 
 /// Everything up to `ready`: signal handlers, metrics endpoint, probe, load, scan, seed,
 /// attach, the start lines and the records a previous agent left in the ring.
-async fn start(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow::Result<Started> {
+async fn start(
+    common: &CommonArgs,
+    args: &DaemonArgs,
+    (policy, digest): (Policy, String),
+) -> anyhow::Result<Started> {
     // Handlers first: a SIGTERM that arrives while the agent starts (or right after `ready`,
     // while it frees the BTF) is kept for the loop ([`run`]), not the default action that ends the
     // process without its `shutdown` line.
@@ -165,6 +182,18 @@ async fn start(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
         .flatten()
         .map(watch)
         .transpose()?;
+    // The policy file live: watched from before its first use, so no change is missed.
+    let policy_watch = common
+        .policy
+        .as_deref()
+        .map(|path| PolicyWatch::new(path, &digest))
+        .transpose()
+        .map_err(|e| warn!("policy: cannot watch the file ({e}); changes need a restart"))
+        .ok()
+        .flatten()
+        .map(watch)
+        .transpose()?;
+    let policy_line = policy_reload::applied(common.policy.as_deref(), &digest);
     let policy = crate::policy::host_path::for_host(&args.host_root, policy);
     let enforcer = Enforcer::new(
         &common.sysfs_root,
@@ -246,7 +275,7 @@ async fn start(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
     first.extend(live.enforcer.apply(&mut live.node));
     let caps = capabilities(&features, &live.loaded, args.dry_run);
     live.sink.track(&live.node);
-    live.sink.emit(&[caps]);
+    live.sink.emit(&[caps, policy_line]);
     for (target, status) in live.loaded.report() {
         info!("{target}: {status}");
     }
@@ -305,6 +334,8 @@ async fn start(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
         events,
         ebpf_logger,
         writers,
+        policy: policy_watch,
+        host_root: args.host_root.clone(),
         term,
         int,
     })
@@ -321,6 +352,8 @@ async fn run(started: Started, common: &CommonArgs, dry_run: bool) -> anyhow::Re
         mut events,
         mut ebpf_logger,
         mut writers,
+        mut policy,
+        host_root,
         mut term,
         mut int,
     } = started;
@@ -376,6 +409,20 @@ async fn run(started: Started, common: &CommonArgs, dry_run: bool) -> anyhow::Re
                     let paths = w.resolved();
                     live.enforcer.set_trusted_writers(&paths);
                     live.follow_up(FollowUp::default());
+                }
+            }
+            guard = async {
+                match policy.as_mut() {
+                    Some(p) => p.readable_mut().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let mut guard = guard?;
+                guard.clear_ready();
+                if let Some(change) = guard.get_inner_mut().changed() {
+                    if let Some(w) = policy_reload::apply(&mut live, &host_root, change) {
+                        writers = w.map(watch).transpose()?;
+                    }
                 }
             }
         }

@@ -131,110 +131,367 @@ impl KernelMaps {
             // they left, so a forgotten entry is written again.
             self.applied.group_rdev = read_all(&self.group_rdev);
         }
-        // Entries first, the counts and switches that make the hooks read them last.
-        sync_one(
-            &mut self.topology,
-            &mut self.applied.topology,
-            &want.topology,
-            |k| *k,
-        );
-        sync_one(&mut self.slots, &mut self.applied.slots, &want.slots, |k| {
-            *k
-        });
-        sync_one(
-            &mut self.user_drivers,
-            &mut self.applied.user_drivers,
-            &want.user_drivers,
-            |k| *k,
-        );
-        sync_one(
-            &mut self.node_group,
-            &mut self.applied.node_group,
-            &want.node_group,
-            |k| *k,
-        );
-        sync_one(
-            &mut self.group_rdev,
-            &mut self.applied.group_rdev,
-            &want.group_rdev,
-            |k| *k,
-        );
-        sync_one(
-            &mut self.vfio_deny,
-            &mut self.applied.vfio_deny,
-            &want.vfio_deny,
-            |k| *k,
-        );
-        sync_one(
-            &mut self.trusted_exe,
-            &mut self.applied.trusted_exe,
-            &want.trusted_exe,
-            |&(dev, ino)| ExeKey { dev, ino },
-        );
-        sync_one(
-            &mut self.trusted_cgroup,
-            &mut self.applied.trusted_cgroups,
-            &want.trusted_cgroups,
-            |k| *k,
-        );
-        sync_one(
-            &mut self.reserved,
-            &mut self.applied.reserved,
-            &want.reserved,
-            |k| *k,
-        );
-        if self.applied.config != want.config {
-            let mut ok = true;
-            for (i, v) in want.config.iter().enumerate() {
-                // `enforcer detach` names itself there while it removes the pins.
-                if i as u32 == config::DETACH_TGID {
-                    continue;
+        // Every map's inserts, then the switches, then every map's removals ([`steps`]).
+        let mut failed_inserts = 0;
+        for step in steps(&self.applied, want) {
+            match step {
+                Step::Insert(entry) => {
+                    if !self.insert(entry, want) {
+                        failed_inserts += 1;
+                    }
                 }
-                if let Err(e) = self.config.set(i as u32, *v, 0) {
-                    warn!("CONFIG[{i}]: {e}");
-                    ok = false;
-                }
+                Step::Remove(entry) => self.remove(entry),
+                Step::Config(cfg) => self.set_config(&cfg),
             }
-            if ok {
-                self.applied.config = want.config;
+        }
+        if failed_inserts > 0 {
+            warn!("kernel maps: {failed_inserts} entries not written; retried at the next pass");
+        }
+    }
+
+    /// Writes `want`'s value of `entry`; whether it went in.
+    fn insert(&mut self, entry: Entry, want: &Content) -> bool {
+        let a = &mut self.applied;
+        match entry {
+            Entry::Topology(k) => put(&mut self.topology, &mut a.topology, &want.topology, k, k),
+            Entry::Slots(k) => put(&mut self.slots, &mut a.slots, &want.slots, k, k),
+            Entry::UserDrivers(k) => put(
+                &mut self.user_drivers,
+                &mut a.user_drivers,
+                &want.user_drivers,
+                k,
+                k,
+            ),
+            Entry::NodeGroup(k) => put(
+                &mut self.node_group,
+                &mut a.node_group,
+                &want.node_group,
+                k,
+                k,
+            ),
+            Entry::TrustedCgroup(k) => put(
+                &mut self.trusted_cgroup,
+                &mut a.trusted_cgroups,
+                &want.trusted_cgroups,
+                k,
+                k,
+            ),
+            Entry::GroupRdev(k) => put(
+                &mut self.group_rdev,
+                &mut a.group_rdev,
+                &want.group_rdev,
+                k,
+                k,
+            ),
+            Entry::VfioDeny(k) => put(&mut self.vfio_deny, &mut a.vfio_deny, &want.vfio_deny, k, k),
+            Entry::TrustedExe(k) => put(
+                &mut self.trusted_exe,
+                &mut a.trusted_exe,
+                &want.trusted_exe,
+                k,
+                ExeKey { dev: k.0, ino: k.1 },
+            ),
+            Entry::Reserved(k) => put(&mut self.reserved, &mut a.reserved, &want.reserved, k, k),
+        }
+    }
+
+    fn remove(&mut self, entry: Entry) {
+        let a = &mut self.applied;
+        match entry {
+            Entry::Topology(k) => take(&mut self.topology, &mut a.topology, k, k),
+            Entry::Slots(k) => take(&mut self.slots, &mut a.slots, k, k),
+            Entry::UserDrivers(k) => take(&mut self.user_drivers, &mut a.user_drivers, k, k),
+            Entry::NodeGroup(k) => take(&mut self.node_group, &mut a.node_group, k, k),
+            Entry::TrustedCgroup(k) => take(&mut self.trusted_cgroup, &mut a.trusted_cgroups, k, k),
+            Entry::GroupRdev(k) => take(&mut self.group_rdev, &mut a.group_rdev, k, k),
+            Entry::VfioDeny(k) => take(&mut self.vfio_deny, &mut a.vfio_deny, k, k),
+            Entry::TrustedExe(k) => take(
+                &mut self.trusted_exe,
+                &mut a.trusted_exe,
+                k,
+                ExeKey { dev: k.0, ino: k.1 },
+            ),
+            Entry::Reserved(k) => take(&mut self.reserved, &mut a.reserved, k, k),
+        }
+    }
+
+    fn set_config(&mut self, cfg: &[u32; config::LEN as usize]) {
+        let mut ok = true;
+        for (i, v) in cfg.iter().enumerate() {
+            // `enforcer detach` names itself there while it removes the pins.
+            if i as u32 == config::DETACH_TGID {
+                continue;
+            }
+            if let Err(e) = self.config.set(i as u32, *v, 0) {
+                warn!("CONFIG[{i}]: {e}");
+                ok = false;
+            }
+        }
+        if ok {
+            self.applied.config = *cfg;
+        }
+    }
+}
+
+/// One key of one agent-written map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Entry {
+    Topology([u8; ADDR_LEN]),
+    Slots([u8; ADDR_LEN]),
+    UserDrivers([u8; DRIVER_KEY_LEN]),
+    NodeGroup(u32),
+    GroupRdev(u32),
+    VfioDeny(u32),
+    TrustedExe((u64, u64)),
+    TrustedCgroup(u64),
+    Reserved(u32),
+}
+
+/// One write of a [`KernelMaps::sync`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Insert or update the entry with the wanted value.
+    Insert(Entry),
+    /// Write the whole CONFIG array.
+    Config([u32; config::LEN as usize]),
+    Remove(Entry),
+}
+
+/// The writes that take the maps from `applied` to `want`, in the order that keeps one of the
+/// two protecting at every moment (a policy change is never a window without either): every
+/// map's inserts and updates first (entries before the switches that make the hooks read them),
+/// then CONFIG as the union of both (the larger reserved count, protect_user_groups if either
+/// has it), then every map's removals, then CONFIG as wanted.
+pub fn steps(applied: &Content, want: &Content) -> Vec<Step> {
+    let mut out = Vec::new();
+    fn inserts<K: Ord + Copy, V: PartialEq>(
+        out: &mut Vec<Step>,
+        applied: &BTreeMap<K, V>,
+        want: &BTreeMap<K, V>,
+        entry: fn(K) -> Entry,
+    ) {
+        for (k, v) in want {
+            if applied.get(k) != Some(v) {
+                out.push(Step::Insert(entry(*k)));
             }
         }
     }
+    fn removals<K: Ord + Copy, V>(
+        out: &mut Vec<Step>,
+        applied: &BTreeMap<K, V>,
+        want: &BTreeMap<K, V>,
+        entry: fn(K) -> Entry,
+    ) {
+        for k in applied.keys() {
+            if !want.contains_key(k) {
+                out.push(Step::Remove(entry(*k)));
+            }
+        }
+    }
+    macro_rules! each_map {
+        ($f:ident) => {
+            $f(&mut out, &applied.topology, &want.topology, Entry::Topology);
+            $f(&mut out, &applied.slots, &want.slots, Entry::Slots);
+            $f(
+                &mut out,
+                &applied.user_drivers,
+                &want.user_drivers,
+                Entry::UserDrivers,
+            );
+            $f(
+                &mut out,
+                &applied.group_rdev,
+                &want.group_rdev,
+                Entry::GroupRdev,
+            );
+            $f(
+                &mut out,
+                &applied.vfio_deny,
+                &want.vfio_deny,
+                Entry::VfioDeny,
+            );
+            $f(
+                &mut out,
+                &applied.trusted_exe,
+                &want.trusted_exe,
+                Entry::TrustedExe,
+            );
+            $f(
+                &mut out,
+                &applied.node_group,
+                &want.node_group,
+                Entry::NodeGroup,
+            );
+            $f(
+                &mut out,
+                &applied.trusted_cgroups,
+                &want.trusted_cgroups,
+                Entry::TrustedCgroup,
+            );
+            $f(&mut out, &applied.reserved, &want.reserved, Entry::Reserved);
+        };
+    }
+    each_map!(inserts);
+    let mut union = want.config;
+    for i in [config::RESERVED, config::PROTECT_USER] {
+        let i = i as usize;
+        union[i] = union[i].max(applied.config[i]);
+    }
+    if union != applied.config {
+        out.push(Step::Config(union));
+    }
+    each_map!(removals);
+    if want.config != union {
+        out.push(Step::Config(want.config));
+    }
+    out
 }
 
 fn read_all<K: aya::Pod + Ord, V: aya::Pod>(map: &HashMap<MapData, K, V>) -> BTreeMap<K, V> {
     map.iter().filter_map(Result::ok).collect()
 }
 
-fn sync_one<K: Ord + Clone + std::fmt::Debug, BK: aya::Pod, V: aya::Pod + PartialEq>(
+/// Inserts `want[k]` under the kernel key `bk`; records it in `applied` once it went in.
+fn put<K: Ord + Copy + std::fmt::Debug, BK: aya::Pod, V: aya::Pod>(
     map: &mut HashMap<MapData, BK, V>,
     applied: &mut BTreeMap<K, V>,
     want: &BTreeMap<K, V>,
-    key: impl Fn(&K) -> BK,
-) {
-    // Inserts before removals: an entry that moves is never missing in between.
-    for (k, v) in want {
-        if applied.get(k) == Some(v) {
-            continue;
+    k: K,
+    bk: BK,
+) -> bool {
+    let Some(v) = want.get(&k) else {
+        return true;
+    };
+    match map.insert(bk, *v, 0) {
+        Ok(()) => {
+            applied.insert(k, *v);
+            true
         }
-        match map.insert(key(k), *v, 0) {
-            Ok(()) => {
-                applied.insert(k.clone(), *v);
-            }
-            Err(e) => warn!("kernel map: inserting {k:?}: {e}"),
+        Err(e) => {
+            warn!("kernel map: inserting {k:?}: {e}");
+            false
         }
     }
-    let stale: Vec<K> = applied
-        .keys()
-        .filter(|k| !want.contains_key(*k))
-        .cloned()
-        .collect();
-    for k in stale {
-        match map.remove(&key(&k)) {
-            Ok(()) => {
-                applied.remove(&k);
-            }
-            Err(e) => warn!("kernel map: removing {k:?}: {e}"),
+}
+
+fn take<K: Ord + Copy + std::fmt::Debug, BK: aya::Pod, V: aya::Pod>(
+    map: &mut HashMap<MapData, BK, V>,
+    applied: &mut BTreeMap<K, V>,
+    k: K,
+    bk: BK,
+) {
+    match map.remove(&bk) {
+        Ok(()) => {
+            applied.remove(&k);
         }
+        Err(e) => warn!("kernel map: removing {k:?}: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use iommu_enforcer_common::driver_class;
+
+    use super::*;
+    use crate::enforce::kernel_state::{key, OpenCount};
+
+    fn content(
+        reserved: &[u32],
+        drivers: &[&str],
+        trusted: &[(u64, u64)],
+        protect: u32,
+    ) -> Content {
+        let mut c = Content {
+            reserved: reserved.iter().map(|g| (*g, 1)).collect(),
+            user_drivers: drivers
+                .iter()
+                .map(|d| (key(d), driver_class::ALLOWED))
+                .collect(),
+            trusted_exe: trusted.iter().map(|k| (*k, 1)).collect(),
+            ..Content::default()
+        };
+        c.set_config(42, false, protect != 0, OpenCount::default());
+        c
+    }
+
+    fn position(steps: &[Step], want: impl Fn(&Step) -> bool) -> Vec<usize> {
+        steps
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| want(s))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    #[test]
+    fn a_policy_change_inserts_every_new_entry_before_it_removes_an_old_one() {
+        // Old: group 7 reserved, nvidia allowed, one trusted writer, protect_user_groups.
+        // New: group 9 reserved instead, vfio-pci, another writer, protect_user_groups off.
+        let old = content(&[7], &["nvidia"], &[(1, 2)], 1);
+        let new = content(&[9], &["vfio-pci"], &[(3, 4)], 0);
+        let steps = steps(&old, &new);
+        let inserts = position(&steps, |s| matches!(s, Step::Insert(_)));
+        let removals = position(&steps, |s| matches!(s, Step::Remove(_)));
+        assert_eq!((inserts.len(), removals.len()), (3, 3), "{steps:?}");
+        assert!(
+            inserts.iter().max() < removals.iter().min(),
+            "an insert after a removal: {steps:?}"
+        );
+        assert!(steps.contains(&Step::Insert(Entry::Reserved(9))));
+        assert!(steps.contains(&Step::Remove(Entry::Reserved(7))));
+        // While both policies' entries are in, the switches are the union of both.
+        let configs = position(&steps, |s| matches!(s, Step::Config(_)));
+        assert_eq!(configs.len(), 1, "{steps:?}");
+        let Step::Config(between) = steps[configs[0]] else {
+            unreachable!()
+        };
+        assert!(configs[0] > *inserts.iter().max().unwrap());
+        assert!(configs[0] > *removals.iter().max().unwrap());
+        assert_eq!(between, new.config, "the last write is the new switches");
+        // Nothing to do once applied.
+        assert!(super::steps(&new, &new).is_empty());
+    }
+
+    #[test]
+    fn switches_that_turn_protection_on_follow_their_entries_and_off_precede_none() {
+        // First reservation: RESERVED goes in before the count that makes hooks read it.
+        let none = content(&[], &[], &[], 1);
+        let one = content(&[9], &[], &[], 1);
+        let steps = steps(&none, &one);
+        assert_eq!(
+            steps,
+            [Step::Insert(Entry::Reserved(9)), Step::Config(one.config)]
+        );
+        // Last reservation dropped: the count stays until the entry is gone.
+        let steps = super::steps(&one, &none);
+        assert_eq!(
+            steps,
+            [Step::Remove(Entry::Reserved(9)), Step::Config(none.config)]
+        );
+        // protect_user_groups turned off along with a new reservation: the switch stays on
+        // (the union is the old CONFIG: nothing to write) until the removals are done.
+        let old = content(&[7], &[], &[], 1);
+        let new = content(&[9], &[], &[], 0);
+        assert_eq!(
+            super::steps(&old, &new),
+            [
+                Step::Insert(Entry::Reserved(9)),
+                Step::Remove(Entry::Reserved(7)),
+                Step::Config(new.config),
+            ]
+        );
+        // Turned on while the last reservation goes: on before the entry is removed.
+        let old = content(&[7], &[], &[], 0);
+        let new = content(&[], &[], &[], 1);
+        let mut union = new.config;
+        union[config::RESERVED as usize] = 1;
+        assert_eq!(
+            super::steps(&old, &new),
+            [
+                Step::Config(union),
+                Step::Remove(Entry::Reserved(7)),
+                Step::Config(new.config),
+            ]
+        );
     }
 }

@@ -31,6 +31,8 @@ pub(super) struct Families {
     pub pod_resources_failures: IntCounterVec,
     pub pod_resources_devices: IntGauge,
     pub pod_resources_ignored_ids: IntGauge,
+    pub policy_reload_failures: IntCounter,
+    pub policy_info: IntGaugeVec,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -158,6 +160,15 @@ impl Families {
             pod_resources_ignored_ids: gauge(
                 "pod_resources_ignored_device_ids",
                 "Device ids of the last pod-resources List that are no PCI address (GPU UUIDs, ...): not joined to any event.",
+            )?,
+            policy_reload_failures: counter(
+                "policy_reload_failures_total",
+                "Changed policy files the agent rejected (invalid or unreadable): the policy in force before stays.",
+            )?,
+            policy_info: gauge_vec(
+                "policy_info",
+                "Always 1, one series: the SHA-256 (hex) of the policy file in force.",
+                &["digest"],
             )?,
             registry,
         };

@@ -20,6 +20,7 @@
 //! | `resync` | `resyncs_total` |
 //! | `group_removed` | drops the group's `group_owner` and `group_viable` series |
 //! | `lsm_hook` | `program_status` and `programs_attached` of that hook (attached or standby) |
+//! | `event` `policy_applied` (field `digest`) / `policy_rejected` | `policy_info` / `policy_reload_failures_total` |
 //!
 //! Counters whose label values are known in advance (`violations_total` by rule and action,
 //! `reservation_actions_total` by kind, action and result, `claims_total` by scope and result,
@@ -128,6 +129,8 @@ struct State {
     programs: BTreeSet<String>,
     /// Status of every program, from the capabilities line and later `lsm_hook` lines.
     statuses: BTreeMap<String, &'static str>,
+    /// The digest of the policy in force, per the last `policy_applied` event.
+    policy_digest: Option<String>,
 }
 
 impl Metrics {
@@ -365,6 +368,8 @@ impl Metrics {
                 let rule = ev.rule.map_or(UNKNOWN, Rule::as_str);
                 self.inc(&f.violations, &[rule, action.as_str()]);
             }
+            Kind::PolicyApplied => self.policy_applied(ev.digest.as_deref().unwrap_or(UNKNOWN)),
+            Kind::PolicyRejected => f.policy_reload_failures.inc(),
             Kind::Release
             | Kind::DeviceAdded
             | Kind::DeviceRemoved
@@ -385,6 +390,19 @@ impl Metrics {
         state.viable.insert(group.to_owned(), viable);
         if state.reserved.contains(group) {
             self.set_gauge(&f.reserved_group_viable, &[group], viable);
+        }
+    }
+
+    /// A policy is in force: its digest is the one `policy_info` series (the old one is
+    /// removed after the new one is set, so a scrape never sees none).
+    fn policy_applied(&self, digest: &str) {
+        let f = &self.families;
+        self.set_gauge(&f.policy_info, &[digest], true);
+        let mut state = self.state();
+        if let Some(old) = state.policy_digest.replace(digest.to_owned()) {
+            if old != digest {
+                let _ = f.policy_info.remove_label_values(&[&old]);
+            }
         }
     }
 

@@ -587,6 +587,47 @@ fn a_reservation_event_with_another_kinds_action_is_not_counted() {
 }
 
 #[test]
+fn policy_events_keep_one_info_series_and_count_rejections() {
+    let m = metrics();
+    let agent = json!({"device": null, "driver": null, "group": null, "comm": "enforcer",
+        "cgroup_id": 0});
+    let applied = |digest: &str| {
+        let mut fields = agent.clone();
+        fields["path"] = json!("/etc/iommu-enforcer/policy.toml");
+        fields["digest"] = json!(digest);
+        event("policy_applied", fields)
+    };
+    assert_eq!(
+        sample(&m.render(), "iommu_enforcer_policy_reload_failures_total"),
+        Some(0.0)
+    );
+    feed(&m, &applied("aa"));
+    feed(&m, &applied("bb"));
+    let mut rejected = agent.clone();
+    rejected["result"] = json!("error");
+    rejected["line"] = json!(3);
+    rejected["column"] = json!(9);
+    rejected["error"] = json!("policy.toml:3:9: expected a value");
+    feed(&m, &event("policy_rejected", rejected));
+    let text = m.render();
+    let info: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("iommu_enforcer_policy_info{"))
+        .collect();
+    assert_eq!(info, [r#"iommu_enforcer_policy_info{digest="bb"} 1"#]);
+    assert_eq!(
+        sample(&text, "iommu_enforcer_policy_reload_failures_total"),
+        Some(1.0)
+    );
+    // The same policy applied again (a restart's first line) keeps its one series.
+    feed(&m, &applied("bb"));
+    assert_eq!(
+        sample(&m.render(), r#"iommu_enforcer_policy_info{digest="bb"}"#),
+        Some(1.0)
+    );
+}
+
+#[test]
 fn routes() {
     let m = metrics();
     let r = http::route("GET", "/metrics", &m);

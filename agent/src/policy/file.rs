@@ -36,10 +36,19 @@ impl Policy {
     /// Reads and checks the policy file at `path`: a regular file of at most
     /// [`POLICY_LIMIT`] bytes of UTF-8 (a FIFO or a device node is refused unread).
     pub fn load(path: &Path) -> Result<Policy, PolicyError> {
-        let bytes = bounded::read(path, POLICY_LIMIT).map_err(|source| PolicyError::Read {
+        Policy::from_bytes(Policy::read(path)?, path)
+    }
+
+    /// The bytes of the policy file at `path`, read as [`Policy::load`] reads them.
+    pub fn read(path: &Path) -> Result<Vec<u8>, PolicyError> {
+        bounded::read(path, POLICY_LIMIT).map_err(|source| PolicyError::Read {
             path: path.to_path_buf(),
             source,
-        })?;
+        })
+    }
+
+    /// Checks the bytes of a policy file (UTF-8, then [`Policy::parse`]); `path` names it.
+    pub fn from_bytes(bytes: Vec<u8>, path: &Path) -> Result<Policy, PolicyError> {
         let text = String::from_utf8(bytes).map_err(|e| {
             let valid = e.utf8_error().valid_up_to();
             let bytes = e.as_bytes();

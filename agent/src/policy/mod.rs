@@ -5,7 +5,9 @@
 //!
 //! The policy is a TOML file (`--policy FILE`, mountable from a ConfigMap). Every key is
 //! optional; unknown keys are errors. An error names the file, line and column
-//! (`policy.toml:7:9: ...`) and `enforcer audit` exits 2 without doing anything else.
+//! (`policy.toml:7:9: ...`) and `enforcer audit` exits 2 without doing anything else. The
+//! agent re-reads a changed file while it runs ([`watch`]): a valid one replaces the policy in
+//! force, an invalid one is reported and changes nothing.
 //!
 //! ```toml
 //! # Reserve every group the moment it becomes user-owned: its members get driver_override
@@ -62,6 +64,7 @@ mod file;
 pub mod host_path;
 mod reader;
 mod verdict;
+pub mod watch;
 pub mod writer_watch;
 
 pub use decide::{

@@ -41,13 +41,7 @@ impl WriterWatch {
         if paths.is_empty() {
             return Ok(None);
         }
-        // SAFETY: no pointers; the fd returned is owned below.
-        let raw = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `raw` is a fresh descriptor nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let fd = inotify()?;
         let mut w = Self {
             host_root: host_root.to_path_buf(),
             paths: paths.to_vec(),
@@ -70,14 +64,7 @@ impl WriterWatch {
     /// Reads the pending notifications; `true` when a writer appeared, went or changed since
     /// the last time (the watches then follow the new paths).
     pub fn changed(&mut self) -> bool {
-        let mut buf = [0u8; 4096];
-        loop {
-            // SAFETY: reads into a buffer of the length given.
-            let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-            if n <= 0 {
-                break;
-            }
-        }
+        drain(self.fd.as_raw_fd());
         // A directory on the way may have appeared: watch it too, changed or not.
         self.arm();
         let now = host_path::stamp(&self.host_root, &self.paths);
@@ -109,7 +96,7 @@ impl WriterWatch {
                     break;
                 }
                 if dir.is_dir() {
-                    add_watch(self.fd.as_raw_fd(), dir);
+                    add_watch(self.fd.as_raw_fd(), dir, MASK, "trusted writers");
                 }
             }
         }
@@ -122,14 +109,38 @@ impl AsRawFd for WriterWatch {
     }
 }
 
-fn add_watch(fd: RawFd, dir: &Path) {
+/// A non-blocking inotify instance (also the policy file's, [`super::watch`]).
+pub(super) fn inotify() -> io::Result<OwnedFd> {
+    // SAFETY: no pointers; the fd returned is owned below.
+    let raw = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a fresh descriptor nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// Reads every pending notification: they only say "look again".
+pub(super) fn drain(fd: RawFd) {
+    let mut buf = [0u8; 4096];
+    loop {
+        // SAFETY: reads into a buffer of the length given.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n <= 0 {
+            break;
+        }
+    }
+}
+
+/// Watches `dir` for `mask`; a failure is logged (for `what`) and the directory left unwatched.
+pub(super) fn add_watch(fd: RawFd, dir: &Path, mask: u32, what: &str) {
     let Ok(c) = CString::new(dir.as_os_str().as_bytes()) else {
         return;
     };
     // SAFETY: `c` is a NUL-terminated path that outlives the call.
-    if unsafe { libc::inotify_add_watch(fd, c.as_ptr(), MASK) } < 0 {
+    if unsafe { libc::inotify_add_watch(fd, c.as_ptr(), mask) } < 0 {
         log::debug!(
-            "trusted writers: cannot watch {}: {}",
+            "{what}: cannot watch {}: {}",
             dir.display(),
             io::Error::last_os_error()
         );
