@@ -1343,20 +1343,38 @@ fn positions(c: &Checker, kind: Kind) -> Vec<usize> {
 
 /// policy-live.sh: three ConfigMap updates (reserve, broken, drop) on a running agent.
 fn policy_live(c: &Checker) {
-    let (fn0, fn1) = (c.dev("VM_DEV_FN0"), c.dev("VM_DEV_FN1"));
+    let (fn0, fn1) = (c.dev("VM_GPU_VGA"), c.dev("VM_GPU_AUDIO"));
     let path = "/etc/iommu-enforcer/policy.toml";
     expect_fact(c, "layout", "..data/policy.toml");
     expect_fact(c, "applied_at_start", "1");
     expect_fact(c, "fn1_override_before", "(null)");
     expect_fact(c, "pinned_within_2s", "yes");
     expect_fact(c, "applied_after_reserve", "2");
+    expect_fact(c, "vga_reserved", "vfio-pci");
+    expect_fact(c, "audio_reserved", "vfio-pci");
     expect_fact(c, "reserved_write", "EPERM");
     expect_fact(c, "rejected", "1");
     expect_fact(c, "broken_write", "EPERM");
-    expect_fact(c, "fn1_override_broken", "none");
+    expect_fact(c, "fn1_override_broken", "vfio-pci");
     expect_fact(c, "applied_after_drop", "3");
     expect_fact(c, "dropped_clear", "ok");
     expect_fact(c, "fn1_override_after", "(null)");
+    for n in 0..2 {
+        for step in ["unbind", "override", "probe"] {
+            expect_fact(c, &format!("reattach_{step}_{n}"), "ok");
+        }
+    }
+    let audio_host = c.fact("audio_host");
+    c.expect(
+        audio_host != "none" && !audio_host.is_empty(),
+        format!("the audio function started on {audio_host:?}"),
+    );
+    expect_fact(c, "audio_final", &audio_host);
+    let vga_final = c.fact("vga_final");
+    c.expect(
+        vga_final.starts_with("bochs"),
+        format!("the VGA function ended on {vga_final:?}, not its host driver"),
+    );
 
     // Applied three times: the empty file at start, the reservation, the drop; each a new
     // digest, the first that of no bytes.
@@ -1425,16 +1443,16 @@ fn policy_live(c: &Checker) {
     };
     for dev in [fn0, fn1] {
         let pins = between(reserved, broken, &|e| {
-            e.kind == Kind::Pin
+            e.kind == Kind::Rebind
                 && e.device.as_deref() == Some(dev)
-                && e.driver.as_deref() == Some("none")
-                && e.action == Some(Action::Pinned)
+                && e.driver.as_deref() == Some("vfio-pci")
+                && e.action == Some(Action::Rebound)
                 && e.result == Outcome::Ok
         });
         c.expect(
             pins == 1,
             format!(
-                "expected {dev} pinned to none once after the reservation was applied, got {pins}"
+                "expected {dev} moved to vfio-pci once after the reservation was applied, got {pins}"
             ),
         );
     }
@@ -1455,8 +1473,10 @@ fn policy_live(c: &Checker) {
         ),
     );
     let after_drop = between(dropped, c.lines.len(), &|e| {
-        matches!(e.kind, Kind::Pin | Kind::PinRestored | Kind::Veto)
-            && [Some(fn0), Some(fn1)].contains(&e.device.as_deref())
+        matches!(
+            e.kind,
+            Kind::Pin | Kind::PinRestored | Kind::Rebind | Kind::Veto
+        ) && [Some(fn0), Some(fn1)].contains(&e.device.as_deref())
     });
     c.expect(
         after_drop == 0,

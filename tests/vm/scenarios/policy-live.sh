@@ -1,14 +1,20 @@
 # The policy is live: updated the way the kubelet updates a ConfigMap volume (a new timestamped
 # directory, a ..data_tmp symlink renamed over ..data), the agent applies it without a restart.
-# Reserving the two-function device's group pins both functions within 2 s and the LSM refuses a
-# write the reservation forbids; a broken file is rejected (line and column) and the reservation
-# holds; a valid file without the reservation is applied and the pins are no longer restored.
+# Reserving the GPU-like card's group (vfio-pci, rebind) pins and rebinds both functions within
+# 2 s and the LSM refuses a write the reservation forbids; a broken file is rejected (line and
+# column) and the reservation holds; a valid file without the reservation is applied, the pins
+# are no longer restored, and the card goes back to its host drivers.
 . /lib/vm/lib.sh
 D=/etc/iommu-enforcer
-g=$(group_of $VM_DEV_FN0)
+vga=$VM_GPU_VGA
+audio=$VM_GPU_AUDIO
+g=$(group_of $vga)
 fact group $g
+audio_host=$(driver_of $audio)
+vga_host=$(driver_of $vga)
+fact audio_host $audio_host
 fact layout "$(readlink $D/policy.toml)"
-show $VM_DEV_FN0 $VM_DEV_FN1
+show $vga $audio
 override() { cat $(pcidev $1)/driver_override; }
 # Centiseconds since boot.
 now() { awk '{ printf "%d", $1 * 100 }' /proc/uptime; }
@@ -40,15 +46,16 @@ wait_lines() {
 	echo "$c"
 }
 fact applied_at_start $(wait_lines policy_applied 1)
-fact fn1_override_before "$(override $VM_DEV_FN1)"
+fact fn1_override_before "$(override $audio)"
 
-# 1. Reserve the group, both functions to stay unbound.
+# 1. Reserve the group for passthrough: both functions moved to vfio-pci.
 configmap "[[reserve]]
 group = \"$g\"
-driver = \"none\""
+driver = \"vfio-pci\"
+rebind = true"
 pinned=no
 while [ $(($(now) - SWAPPED_AT)) -le 200 ]; do
-	if [ "$(override $VM_DEV_FN0)" = none ] && [ "$(override $VM_DEV_FN1)" = none ]; then
+	if [ "$(override $vga)" = vfio-pci ] && [ "$(override $audio)" = vfio-pci ]; then
 		pinned=yes
 		break
 	fi
@@ -57,25 +64,34 @@ done
 echo "  pinned after $(($(now) - SWAPPED_AT))0 ms"
 fact pinned_within_2s $pinned
 fact applied_after_reserve $(wait_lines policy_applied 2)
-write e1000 $(pcidev $VM_DEV_FN1)/driver_override
+i=0
+while [ $i -lt 50 ] && ! { [ "$(driver_of $vga)" = vfio-pci ] && [ "$(driver_of $audio)" = vfio-pci ]; }; do sleep 0.1; i=$((i + 1)); done
+fact vga_reserved "$(driver_of $vga)"
+fact audio_reserved "$(driver_of $audio)"
+write $audio_host $(pcidev $audio)/driver_override
 fact reserved_write $LAST_ERR
 
 # 2. A broken file (line 4 misses a bracket): rejected, the reservation holds.
 configmap "[[reserve]]
 group = \"$g\"
-driver = \"none\"
+driver = \"vfio-pci\"
 [[reserve]"
 fact rejected $(wait_lines policy_rejected 1)
-write e1000 $(pcidev $VM_DEV_FN1)/driver_override
+write $audio_host $(pcidev $audio)/driver_override
 fact broken_write $LAST_ERR
-fact fn1_override_broken "$(override $VM_DEV_FN1)"
+fact fn1_override_broken "$(override $audio)"
 
 # 3. The reservation dropped: applied, and a cleared pin stays cleared.
 configmap "# nothing reserved
 protect_user_groups = true"
 fact applied_after_drop $(wait_lines policy_applied 3)
-clear_override $VM_DEV_FN1
+clear_override $audio
 fact dropped_clear $LAST_ERR
 sleep 2
-fact fn1_override_after "$(override $VM_DEV_FN1)"
-show $VM_DEV_FN0 $VM_DEV_FN1
+fact fn1_override_after "$(override $audio)"
+# Idle and no longer reserved: the card goes back to the host.
+reattach $vga 0
+reattach $audio 1
+fact vga_final "$(driver_of $vga)"
+fact audio_final "$(driver_of $audio)"
+show $vga $audio
