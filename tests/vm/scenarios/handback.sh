@@ -55,7 +55,7 @@ while [ $cycle -lt 20 ]; do
 	[ "$(driver_of $vga)" = vfio-pci ] && [ "$(driver_of $audio)" = vfio-pci ] && prepared=$((prepared + 1))
 	hold $g $vga || break
 	hostile_start $vga=$vga_host $audio=$audio_host
-	sleep 0.5
+	sleep 0.2
 	hostile_stop
 	release
 	echo "+ claim $cycle: unprepare"
