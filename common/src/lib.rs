@@ -324,6 +324,8 @@ pub mod names {
     pub const OFF_SB_MAGIC: &str = "OFF_SB_MAGIC";
     pub const OFF_SB_DEV: &str = "OFF_SB_DEV";
     pub const OFF_MNT_SB: &str = "OFF_MNT_SB";
+    pub const OFF_DEVICE_DEVT: &str = "OFF_DEVICE_DEVT";
+    pub const OFF_DEVICE_CLASS: &str = "OFF_DEVICE_CLASS";
     pub const OFF_TASK_MM: &str = "OFF_TASK_MM";
     pub const OFF_TASK_STACK: &str = "OFF_TASK_STACK";
     pub const OFF_MM_EXE_FILE: &str = "OFF_MM_EXE_FILE";

@@ -34,6 +34,12 @@ static OFF_SB_MAGIC: u32 = UNRESOLVED;
 /// `offsetof(struct super_block, s_dev)`.
 #[unsafe(no_mangle)]
 static OFF_SB_DEV: u32 = UNRESOLVED;
+/// `offsetof(struct device, devt)`.
+#[unsafe(no_mangle)]
+static OFF_DEVICE_DEVT: u32 = UNRESOLVED;
+/// `offsetof(struct device, class)`.
+#[unsafe(no_mangle)]
+static OFF_DEVICE_CLASS: u32 = UNRESOLVED;
 /// `offsetof(struct vfsmount, mnt_sb)`.
 #[unsafe(no_mangle)]
 static OFF_MNT_SB: u32 = UNRESOLVED;
@@ -126,6 +132,18 @@ pub unsafe fn inode_sb(inode: *const u8) -> *const u8 {
 #[inline(always)]
 pub unsafe fn sb_dev(sb: *const u8) -> Option<u32> {
     unsafe { read_at::<u32>(sb, global(&OFF_SB_DEV)) }
+}
+
+/// `dev->devt` (kernel dev_t; 0 for a device without a node).
+#[inline(always)]
+pub unsafe fn device_devt(dev: *const u8) -> u32 {
+    unsafe { read_at::<u32>(dev, global(&OFF_DEVICE_DEVT)) }.unwrap_or(0)
+}
+
+/// `dev->class`, or null.
+#[inline(always)]
+pub unsafe fn device_class(dev: *const u8) -> *const u8 {
+    unsafe { read_at::<*const u8>(dev, global(&OFF_DEVICE_CLASS)) }.unwrap_or(core::ptr::null())
 }
 
 /// `mnt->mnt_sb`, or null.

@@ -87,8 +87,9 @@ fn slot(group: u32) -> u32 {
 /// Whether the group must stay viable: reserved by the policy, or (with protect_user_groups)
 /// in use: claimed, or its VFIO node open. A group merely bound to a user driver is idle and
 /// may be handed back, except where nothing that outlives the agent counts opens
-/// (`USE_COUNTED` unset: no BPF LSM) or its node's dev_t is not known yet: then a member on a
-/// user driver is taken as use (fail closed).
+/// (`USE_COUNTED` unset: no BPF LSM) or its node's dev_t is not known (a node made before the
+/// programs ran, until the agent names it): then a member on a user driver is taken as use
+/// (fail closed).
 #[inline(always)]
 pub fn group_protected(group: u32) -> bool {
     if unsafe { RESERVED.get(&group) }.is_some() {
@@ -166,14 +167,8 @@ pub fn user_bound(group: u32, delta: i32) {
     if let Some(st) = GROUPS.get_ptr_mut(slot(group)) {
         // A decrement below what was seen stays protecting (fail closed) rather than wrapping
         // a count the agent seeded low; the check-then-add race only errs towards protection.
-        let before = unsafe { (*st).user_bound };
-        if delta < 0 && before == 0 {
+        if delta < 0 && unsafe { (*st).user_bound } == 0 {
             return;
-        }
-        if delta > 0 && before == 0 {
-            // VFIO creates the group's node now, perhaps under a new dev_t: until the agent
-            // names it again, the group counts as in use.
-            let _ = GROUP_RDEV.remove(&group);
         }
         add(unsafe { &raw mut (*st).user_bound }, delta);
         refs(delta);
@@ -249,6 +244,14 @@ pub fn seeded_release(file: u64, rdev: u32) {
     if unsafe { SEEDED_OPENS.get(&rdev) }.is_some() {
         count(&SEEDED_OPENS, rdev, -1);
     }
+}
+
+/// VFIO created the node of `group` (`/dev/vfio/<group>`) under `devt`: named here, at its
+/// creation, before anyone can open it (a minor freed by another group may be reused).
+#[inline(always)]
+pub fn name_node(group: u32, devt: u32) {
+    let _ = GROUP_RDEV.insert(&group, &devt, 0);
+    let _ = NODE_GROUP.insert(&devt, &group, 0);
 }
 
 /// A host driver's bind in `group` starts (+1) or ends (-1).

@@ -4,9 +4,9 @@
 //! per thread for the return.
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
-    macros::{kprobe, kretprobe, map},
+    macros::{fexit, kprobe, kretprobe, map},
     maps::HashMap,
-    programs::{ProbeContext, RetProbeContext},
+    programs::{FExitContext, ProbeContext, RetProbeContext},
 };
 use iommu_enforcer_common::EventKind;
 
@@ -20,6 +20,56 @@ use crate::{
 /// pid_tgid -> i_rdev of the node being opened. Opens do not nest within a thread.
 #[map(name = "VFIO_OPENING")]
 static VFIO_OPENING: HashMap<u64, u32> = HashMap::with_max_entries(1024, 0);
+
+/// `int device_add(struct device *dev)`: VFIO's group node `/dev/vfio/<group>` is a device of
+/// class `vfio` named after its group; naming its dev_t here, in the kernel, means an open of
+/// it is the group's use from the node's first instant, whatever the agent is doing.
+#[fexit(function = "device_add")]
+pub fn vfio_node_added(ctx: FExitContext) -> i32 {
+    let dev: *const u8 = ctx.arg(0);
+    let ret: i64 = ctx.arg(1);
+    if ret != 0 {
+        return 0;
+    }
+    let mut class = [0u8; 8];
+    unsafe { kernel::read_first_field_name(kernel::device_class(dev), &mut class) };
+    if class != *b"vfio\0\0\0\0" {
+        return 0;
+    }
+    let mut name = [0u8; 12];
+    unsafe { kernel::read_first_field_name(dev, &mut name) };
+    let Some(group) = decimal(&name) else {
+        // `noiommu-N`: no IOMMU, nothing to protect.
+        return 0;
+    };
+    let devt = unsafe { kernel::device_devt(dev) };
+    if devt != 0 {
+        state::name_node(group, devt);
+    }
+    0
+}
+
+/// A NUL-terminated decimal number (a group id), or `None`.
+#[inline(always)]
+fn decimal(s: &[u8; 12]) -> Option<u32> {
+    let mut n: u32 = 0;
+    let mut i = 0;
+    while i < s.len() {
+        let c = s[i];
+        if c == 0 {
+            break;
+        }
+        if !c.is_ascii_digit() || n > 100_000_000 {
+            return None;
+        }
+        n = n * 10 + (c - b'0') as u32;
+        i += 1;
+    }
+    if i == 0 {
+        return None;
+    }
+    Some(n)
+}
 
 #[kprobe(function = "vfio_group_fops_open")]
 pub fn vfio_group_open_entry(ctx: ProbeContext) -> u32 {

@@ -188,6 +188,8 @@ pub fn globals(features: &Features) -> Vec<(&'static str, u32)> {
         (names::OFF_SB_MAGIC, u(off.sb_magic)),
         (names::OFF_SB_DEV, u(off.sb_dev)),
         (names::OFF_MNT_SB, u(off.mnt_sb)),
+        (names::OFF_DEVICE_DEVT, u(off.device_devt)),
+        (names::OFF_DEVICE_CLASS, u(off.device_class)),
         (names::OFF_TASK_MM, u(off.task_mm)),
         (names::OFF_TASK_STACK, u(off.task_stack)),
         (names::OFF_MM_EXE_FILE, u(off.mm_exe_file)),

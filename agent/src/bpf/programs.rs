@@ -50,6 +50,8 @@ pub const PROGRAMS: &[ProgramSpec] = &[
     spec("pci_remove_entry", "pci_device_remove", Attach::FEntry),
     spec("pci_remove_exit", "pci_device_remove", Attach::FExit),
     spec("pci_bus_match_exit", "pci_bus_match", Attach::FExit),
+    // VFIO's group nodes named in the kernel as they are made.
+    spec("vfio_node_added", "device_add", Attach::FExit),
     spec("process_exit", "sched_process_exit", Attach::TracePoint),
     spec("module_loaded", "module_load", Attach::TracePoint),
     // The pin watch: a record per `driver_override` store, so kept pins need no timer.

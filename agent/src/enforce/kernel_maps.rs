@@ -127,9 +127,9 @@ impl KernelMaps {
             self.applied.trusted_cgroups = read_all(&self.trusted_cgroup);
             self.synced = true;
         } else {
-            // The programs forget a group's node when VFIO creates it anew: read back what
-            // they left, so a forgotten entry is written again.
+            // The programs name VFIO nodes themselves: read back what they wrote.
             self.applied.group_rdev = read_all(&self.group_rdev);
+            self.applied.node_group = read_all(&self.node_group);
         }
         // Every map's inserts, then the switches, then every map's removals ([`steps`]).
         let mut failed_inserts = 0;
@@ -300,12 +300,6 @@ pub fn steps(applied: &Content, want: &Content) -> Vec<Step> {
             );
             $f(
                 &mut out,
-                &applied.group_rdev,
-                &want.group_rdev,
-                Entry::GroupRdev,
-            );
-            $f(
-                &mut out,
                 &applied.vfio_deny,
                 &want.vfio_deny,
                 Entry::VfioDeny,
@@ -318,12 +312,6 @@ pub fn steps(applied: &Content, want: &Content) -> Vec<Step> {
             );
             $f(
                 &mut out,
-                &applied.node_group,
-                &want.node_group,
-                Entry::NodeGroup,
-            );
-            $f(
-                &mut out,
                 &applied.trusted_cgroups,
                 &want.trusted_cgroups,
                 Entry::TrustedCgroup,
@@ -331,6 +319,32 @@ pub fn steps(applied: &Content, want: &Content) -> Vec<Step> {
             $f(&mut out, &applied.reserved, &want.reserved, Entry::Reserved);
         };
     }
+    // VFIO nodes are named by the programs as VFIO makes them (`vfio_node_added`); the agent
+    // only names those made before the programs ran, and never replaces or removes a name.
+    fn seeds<V>(
+        out: &mut Vec<Step>,
+        applied: &BTreeMap<u32, V>,
+        want: &BTreeMap<u32, V>,
+        entry: fn(u32) -> Entry,
+    ) {
+        for k in want.keys() {
+            if !applied.contains_key(k) {
+                out.push(Step::Insert(entry(*k)));
+            }
+        }
+    }
+    seeds(
+        &mut out,
+        &applied.node_group,
+        &want.node_group,
+        Entry::NodeGroup,
+    );
+    seeds(
+        &mut out,
+        &applied.group_rdev,
+        &want.group_rdev,
+        Entry::GroupRdev,
+    );
     each_map!(inserts);
     let mut union = want.config;
     for i in [config::RESERVED, config::PROTECT_USER] {
@@ -412,6 +426,29 @@ mod tests {
         };
         c.set_config(42, false, protect != 0, OpenCount::default());
         c
+    }
+
+    #[test]
+    fn the_agent_names_only_nodes_the_programs_have_not_named() {
+        let mut kernel = content(&[], &[], &[], 1);
+        kernel.group_rdev = BTreeMap::from([(8, 0x0f00_0001)]);
+        kernel.node_group = BTreeMap::from([(0x0f00_0001, 8)]);
+        let mut want = kernel.clone();
+        // A stale scan: group 8's node under its old dev_t, group 9's not yet in the kernel;
+        // group 7's (gone from /dev) is not in the scan at all.
+        want.group_rdev = BTreeMap::from([(8, 0x0f00_0000), (9, 0x0f00_0002)]);
+        want.node_group = BTreeMap::from([(0x0f00_0000, 8), (0x0f00_0002, 9)]);
+        kernel.group_rdev.insert(7, 0x0f00_0003);
+        let steps = super::steps(&kernel, &want);
+        assert_eq!(
+            steps,
+            [
+                Step::Insert(Entry::NodeGroup(0x0f00_0000)),
+                Step::Insert(Entry::NodeGroup(0x0f00_0002)),
+                Step::Insert(Entry::GroupRdev(9)),
+            ],
+            "only what the kernel has not named; nothing replaced, nothing removed"
+        );
     }
 
     fn position(steps: &[Step], want: impl Fn(&Step) -> bool) -> Vec<usize> {
