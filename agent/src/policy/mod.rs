@@ -31,6 +31,12 @@
 //! # Default: [].
 //! trusted_writers = ["/usr/local/bin/gpu-operator-validator"]
 //!
+//! # Kubernetes containers allowed the same writes, to groups not in use (reserved idle groups
+//! # and idle ones), by the identity their runtime's OCI bundle gives them (config.json
+//! # annotations; crate::pods::trusted). namespace and container are required and matched
+//! # exactly; pod, optional, is a prefix of the pod's name. Default: [].
+//! trusted_containers = [{ namespace = "gpu-operator", container = "nvidia-vfio-manager" }]
+//!
 //! # Reserved devices, each with the driver it is meant for. Exactly one selector per entry:
 //! #   group  = "14"             every member of IOMMU group 14 (a string or an integer)
 //! #   device = "0000:01:00.0"   one device, by address (DDDD:BB:DD.F)
@@ -82,6 +88,7 @@ pub struct Policy {
     pub allowed_drivers: Vec<DriverName>,
     pub denied_drivers: Vec<DriverName>,
     pub trusted_writers: Vec<PathBuf>,
+    pub trusted_containers: Vec<TrustedContainer>,
     pub reserve: Vec<Reserve>,
 }
 
@@ -96,6 +103,7 @@ impl Default for Policy {
                 .filter_map(|d| DriverName::parse(d).ok())
                 .collect(),
             trusted_writers: Vec::new(),
+            trusted_containers: Vec::new(),
             reserve: Vec::new(),
         }
     }
@@ -118,6 +126,37 @@ impl Policy {
     /// The first reservation that selects `device` itself.
     pub fn reservation_of(&self, device: &Device) -> Option<&Reserve> {
         self.reserve.iter().find(|r| r.selector.matches(device))
+    }
+}
+
+/// One `trusted_containers` entry: a Kubernetes container whose processes may write what a
+/// trusted writer may, matched against the pod and container its runtime's OCI bundle names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrustedContainer {
+    /// The pod's namespace, exactly.
+    pub namespace: String,
+    /// The container's name in the pod spec, exactly.
+    pub container: String,
+    /// A prefix of the pod's name (a DaemonSet's pods are `<name>-<suffix>`); `None`: any pod.
+    pub pod: Option<String>,
+}
+
+impl TrustedContainer {
+    /// Whether the container `container` of pod `namespace/pod` is this one.
+    pub fn matches(&self, namespace: &str, pod: &str, container: &str) -> bool {
+        self.namespace == namespace
+            && self.container == container
+            && self.pod.as_deref().is_none_or(|p| pod.starts_with(p))
+    }
+}
+
+impl std::fmt::Display for TrustedContainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let pod = self
+            .pod
+            .as_deref()
+            .map_or("*".to_string(), |p| format!("{p}*"));
+        write!(f, "{}/{pod}/{}", self.namespace, self.container)
     }
 }
 
