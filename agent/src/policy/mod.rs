@@ -64,6 +64,7 @@ use std::path::PathBuf;
 use crate::model::driver::{is_allowed_by_default, DEFAULT_DENIED};
 use crate::model::Device;
 pub use crate::pci::{ClassPrefix, DriverName, PciAddress, PciId};
+pub use crate::pods::trusted::TrustedContainer;
 
 mod decide;
 mod file;
@@ -126,37 +127,6 @@ impl Policy {
     /// The first reservation that selects `device` itself.
     pub fn reservation_of(&self, device: &Device) -> Option<&Reserve> {
         self.reserve.iter().find(|r| r.selector.matches(device))
-    }
-}
-
-/// One `trusted_containers` entry: a Kubernetes container whose processes may write what a
-/// trusted writer may, matched against the pod and container its runtime's OCI bundle names.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TrustedContainer {
-    /// The pod's namespace, exactly.
-    pub namespace: String,
-    /// The container's name in the pod spec, exactly.
-    pub container: String,
-    /// A prefix of the pod's name (a DaemonSet's pods are `<name>-<suffix>`); `None`: any pod.
-    pub pod: Option<String>,
-}
-
-impl TrustedContainer {
-    /// Whether the container `container` of pod `namespace/pod` is this one.
-    pub fn matches(&self, namespace: &str, pod: &str, container: &str) -> bool {
-        self.namespace == namespace
-            && self.container == container
-            && self.pod.as_deref().is_none_or(|p| pod.starts_with(p))
-    }
-}
-
-impl std::fmt::Display for TrustedContainer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let pod = self
-            .pod
-            .as_deref()
-            .map_or("*".to_string(), |p| format!("{p}*"));
-        write!(f, "{}/{pod}/{}", self.namespace, self.container)
     }
 }
 
