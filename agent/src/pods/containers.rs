@@ -84,6 +84,11 @@ impl TrustedContainers {
         }
     }
 
+    /// The state directories scanned.
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
+    }
+
     /// The policy changed: every container is decided again at the next scan.
     pub fn set_policy(&mut self, policy: &[TrustedContainer]) {
         self.policy = policy.to_vec();
@@ -115,6 +120,16 @@ impl TrustedContainers {
     /// info with who they are). `asked` are container ids a veto named: those still not found
     /// are not scanned for again until [`TrustedContainers::forget_absent`].
     pub fn scan(&mut self, asked: &[String]) -> Option<BTreeSet<u64>> {
+        if self.policy.is_empty() {
+            // Nothing to look for: no read at all.
+            self.known.clear();
+            if self.current.is_empty() {
+                return None;
+            }
+            self.current.clear();
+            info!("trusted containers: none (the policy trusts no container)");
+            return Some(BTreeSet::new());
+        }
         self.scans += 1;
         let cgroup2 = super::cgroup_ids::cgroup2_root(&self.cgroup_root);
         let mut seen = HashSet::new();
