@@ -100,9 +100,11 @@ fact resolved_after_ms $((i * 100))
 fact trusted_cgroup_id $(stat -c %i $CG_T)
 grep "trusted containers" /tmp/agent.err | sed 's/^/  agent: /'
 
-# vfio-manage unbind --all from the trusted container: the reserved group is idle, so every
-# write passes the hooks. The reservation stands: the agent sees the cleared pin (pin watch),
-# restores it and binds vfio-pci again (pin_restored), as for a trusted writer.
+# vfio-manage unbind --all from the trusted container: the reserved group is idle, so the unbind
+# and the cleared override pass the hooks. The reservation stands: the agent sees the cleared pin
+# (pin watch), restores it and binds vfio-pci again (pin_restored), as for a trusted writer; a
+# probe that runs before that tries e1000, which the probe path refuses in a reserved group
+# whoever writes (drivers_probe: EINVAL, a protected_probe veto).
 in_container $CG_T "vm_unbind unbind $fn0 0; vm_unbind unbind $fn1 1"
 sleep 1
 state unbound
