@@ -8,8 +8,8 @@
 . /lib/vm/lib.sh
 CG=/sys/fs/cgroup
 STATE=/run/containerd/io.containerd.runtime.v2.task/k8s.io
-fn0=$VM_DEV_FN0
-fn1=$VM_DEV_FN1
+fn0=$VM_GPU_VGA
+fn1=$VM_GPU_AUDIO
 g=$(group_of $fn0)
 fact group $g
 systemd_uid() { echo "$1" | tr - _; }
@@ -74,9 +74,9 @@ state() {
 	fact ${1}_pin_1 "$(cat $(pcidev $fn1)/driver_override)"
 }
 
-# The host driver, available from now on; the reservation keeps both functions on vfio-pci.
-step modprobe e1000
-sleep 1
+# The card's host drivers (bochs or bochs-drm, snd_hda_intel), as the kernel bound them at boot.
+fact host_0 $(driver_of $fn0)
+fact host_1 $(driver_of $fn1)
 state start
 
 UID_T=5b6c7d8e-9f01-4a2b-8c3d-4e5f60718293
@@ -100,18 +100,19 @@ fact resolved_after_ms $((i * 100))
 fact trusted_cgroup_id $(stat -c %i $CG_T)
 grep "trusted containers" /tmp/agent.err | sed 's/^/  agent: /'
 
-# vfio-manage unbind --all from the trusted container: the reserved group is idle, so the unbind
-# and the cleared override pass the hooks. The reservation stands: the agent sees the cleared pin
-# (pin watch), restores it and binds vfio-pci again (pin_restored), as for a trusted writer; a
-# probe that runs before that tries e1000, which the probe path refuses in a reserved group
-# whoever writes (drivers_probe: EINVAL, a protected_probe veto).
-in_container $CG_T "vm_unbind unbind $fn0 0; vm_unbind unbind $fn1 1"
-sleep 1
-state unbound
-# vfio-manage bind --all from the trusted container.
+# vfio-manage bind --all from the trusted container: the reserved group is idle, so every write
+# passes the hooks, and vfio-pci takes both functions (the agent may pin and probe first).
 in_container $CG_T "vm_bind bind $fn0 0; vm_bind bind $fn1 1"
 sleep 1
 state bound
+# vfio-manage unbind --all from the trusted container: the unbind and the cleared override pass
+# the hooks. The reservation stands: the agent sees the cleared pin (pin watch), restores it and
+# binds vfio-pci again (pin_restored), as for a trusted writer; a probe that runs before that
+# tries the host driver, which the probe path refuses in a reserved group whoever writes
+# (a protected_probe veto; drivers_probe says EINVAL on 6.x, 5.10 swallows the error).
+in_container $CG_T "vm_unbind unbind $fn0 0; vm_unbind unbind $fn1 1"
+sleep 1
+state unbound
 
 # Another container of the same pod layout, another name: not trusted.
 container other-tool $UID_U $ID_U || exit 1
