@@ -66,6 +66,17 @@ pub struct DaemonArgs {
     /// on a device a device plugin allocated name its pod (`allocated_to`). Not read when absent.
     #[arg(long, value_name = "PATH")]
     pub pod_resources_socket: Option<PathBuf>,
+    /// Container runtime state directories whose children are container ids with their OCI
+    /// bundle (containerd's CRI tasks, CRI-O's containers): the policy's `trusted_containers`
+    /// are found there. Repeatable or comma-separated; read only when the policy trusts
+    /// containers.
+    #[arg(
+        long,
+        value_name = "DIR",
+        value_delimiter = ',',
+        default_values = crate::pods::containers::DEFAULT_STATE_DIRS
+    )]
+    pub cri_state_dir: Vec<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -160,6 +160,22 @@ def check_base(docs):
     for path in ["/sys", "/sys/kernel/security", "/sys/fs/bpf", "/sys/kernel/btf", "/host/proc", "/dev/vfio"]:
         checks[f"{path} is mounted"] = path in mounts
     checks["/sys/kernel/btf is read-only"] = mounts.get("/sys/kernel/btf", {}).get("readOnly") is True
+    # The container runtimes' state (trusted_containers) is read through a read-only mount.
+    args = c["args"]
+    state_dirs = (
+        args[args.index("--cri-state-dir") + 1].split(",") if "--cri-state-dir" in args else []
+    )
+    checks["--cri-state-dir names containerd's and CRI-O's state"] = sorted(state_dirs) == [
+        "/host/run/containerd/io.containerd.runtime.v2.task/k8s.io",
+        "/host/run/containers/storage/overlay-containers",
+    ]
+    checks["the runtimes' state is mounted read-only"] = bool(state_dirs) and all(
+        any(
+            (d == p or d.startswith(p.rstrip("/") + "/")) and m.get("readOnly") is True
+            for p, m in mounts.items()
+        )
+        for d in state_dirs
+    )
     cm_name = next(v["configMap"]["name"] for v in pod["volumes"] if "configMap" in v)
     checks["the policy ConfigMap exists"] = any(
         d["kind"] == "ConfigMap" and d["metadata"]["name"] == cm_name and "policy.toml" in d["data"] for d in docs

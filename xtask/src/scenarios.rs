@@ -294,6 +294,13 @@ pub const SCENARIOS: &[Scenario] = &[
         policy: None,
         check: pod_resources,
     },
+    Scenario {
+        name: "handback-vfio-manager",
+        boots: LSM,
+        dry_run: false,
+        policy: Some("trusted-vfio-manager.toml"),
+        check: handback_vfio_manager,
+    },
 ];
 
 /// Programs on the DMA-ownership functions (iommu_device_use_default_domain,
@@ -673,6 +680,165 @@ fn handback(c: &Checker) {
             .result(Outcome::Ok)
             .note("one per VM start on 5.19+")
             .expect_at_least(21);
+    }
+}
+
+/// The GPU Operator's vfio-manager in a container the policy trusts by name: its writes to the
+/// reserved, idle group pass the hooks (the reservation's pins are then restored by the agent);
+/// another container's are vetoed and name its pod; nobody's pass while the group is held.
+fn handback_vfio_manager(c: &Checker) {
+    let g = c.fact("group");
+    c.expect(!g.is_empty(), "script did not report the device's group");
+    let devices = [c.dev("VM_GPU_VGA"), c.dev("VM_GPU_AUDIO")];
+    expect_fact(c, "resolved", "yes");
+    expect_fact(c, "alive", "yes");
+    let (uid_t, id_t) = (c.fact("trusted_uid"), c.fact("trusted_id"));
+    let (uid_u, id_u) = (c.fact("untrusted_uid"), c.fact("untrusted_id"));
+    // The card starts on its host drivers; from bind --all on, every phase ends with both
+    // functions on vfio-pci, pinned: the reservation holds.
+    for n in 0..2 {
+        let host = c.fact(&format!("host_{n}"));
+        c.expect(
+            !host.is_empty() && host != "none" && host != "vfio-pci",
+            format!("function {n} of the card started on {host:?}, not on a host driver"),
+        );
+        expect_fact(c, &format!("start_driver_{n}"), &host);
+    }
+    for phase in ["bound", "unbound", "untrusted", "held"] {
+        for n in 0..2 {
+            expect_fact(c, &format!("{phase}_driver_{n}"), "vfio-pci");
+            expect_fact(c, &format!("{phase}_pin_{n}"), "vfio-pci");
+        }
+    }
+    // The group's vetoes by one container, in order.
+    let vetoes = |id: &str| -> Vec<&Event> {
+        c.events(Kind::Veto)
+            .group(&g)
+            .action(Action::Vetoed)
+            .list()
+            .into_iter()
+            .filter(|e| e.container_id.as_deref() == Some(id))
+            .collect()
+    };
+    // Host drivers refused in the reserved group by the probe path, which trusts nobody.
+    let probe_vetoes: Vec<&Event> = vetoes(&id_t)
+        .into_iter()
+        .filter(|e| e.rule == Some(Rule::ProtectedProbe))
+        .collect();
+    for (n, device) in devices.iter().enumerate() {
+        // The trusted container: every write of unbind --all and bind --all passed the hooks.
+        for step in ["unbind", "override"] {
+            expect_fact(c, &format!("unbind_{step}_{n}"), "ok");
+        }
+        for step in ["override", "unbind", "probe"] {
+            expect_fact(c, &format!("bind_{step}_{n}"), "ok");
+        }
+        // unbind --all's probe races the agent restoring the reservation's pin: after it, the
+        // probe binds vfio-pci (ok); before it, the host driver is tried and refused in the kernel
+        // (a protected_probe veto naming the container; drivers_probe says EINVAL on 6.x, while
+        // 5.10 swallows the probe's error).
+        let probe = c.fact(&format!("unbind_probe_{n}"));
+        let host = c.fact(&format!("host_{n}"));
+        let refused = probe_vetoes
+            .iter()
+            .filter(|e| {
+                e.device.as_deref() == Some(*device) && e.driver.as_deref() == Some(host.as_str())
+            })
+            .count();
+        c.expect(
+            (probe == "ok" && refused <= 1) || (probe == "EINVAL" && refused == 1),
+            format!("unbind --all's probe of {device}: {probe:?} with {refused} protected_probe vetoes of {host}"),
+        );
+        // The other container, and the trusted one while the group is held: refused.
+        for phase in ["untrusted", "held"] {
+            expect_fact(c, &format!("{phase}_unbind_{n}"), "EPERM");
+            expect_fact(c, &format!("{phase}_override_{n}"), "EPERM");
+        }
+    }
+    // The trusted container's unbind and cleared override happened (the observer and the pin
+    // watch name its pod), and the agent restored each pin after it.
+    for device in devices {
+        let unbinds: Vec<&Event> = c
+            .events(Kind::Unbind)
+            .device(device)
+            .driver("vfio-pci")
+            .list()
+            .into_iter()
+            .filter(|e| e.container_id.as_deref() == Some(id_t.as_str()))
+            .collect();
+        expect_pod(
+            c,
+            &unbinds,
+            &format!("unbind of {device} by vfio-manager"),
+            &uid_t,
+            &id_t,
+        );
+        // A pin the agent wrote is restored (pin_restored); one the container wrote (bind
+        // --all's) is pinned anew (pin).
+        let repinned = [Kind::Pin, Kind::PinRestored]
+            .into_iter()
+            .map(|k| {
+                c.events(k)
+                    .device(device)
+                    .driver("vfio-pci")
+                    .action(Action::Pinned)
+                    .count()
+            })
+            .sum::<usize>();
+        c.expect(
+            repinned >= 1,
+            format!(
+                "{device}: the reservation's pin was not written again after vfio-manage unbind"
+            ),
+        );
+    }
+    // Vetoes of sysfs writes: exactly the other container's unbind and override of each
+    // function, and the trusted container's only while the group was held; each names its pod.
+    for (id, uid, who) in [
+        (&id_u, &uid_u, "the untrusted container"),
+        (&id_t, &uid_t, "vfio-manager while the group was held"),
+    ] {
+        let theirs: Vec<&Event> = vetoes(id)
+            .into_iter()
+            .filter(|e| e.rule != Some(Rule::ProtectedProbe))
+            .collect();
+        let rules: Vec<(Option<&str>, Option<Rule>)> = theirs
+            .iter()
+            .map(|e| (e.device.as_deref(), e.rule))
+            .collect();
+        let want: Vec<(Option<&str>, Option<Rule>)> = devices
+            .iter()
+            .flat_map(|d| {
+                [
+                    (Some(*d), Some(Rule::ProtectedUnbind)),
+                    (Some(*d), Some(Rule::ProtectedDriverOverride)),
+                ]
+            })
+            .collect();
+        c.expect(
+            rules == want,
+            format!("vetoes of {who}: expected {want:?}, got {rules:?}"),
+        );
+        expect_pod(c, &theirs, &format!("veto of {who}"), uid, id);
+    }
+    // The trusted container's vetoes all come after the hold began (events in their order).
+    let order: Vec<&Event> = c.every_event().collect();
+    let at = |e: &Event| order.iter().position(|o| std::ptr::eq(*o, e));
+    let held_at = c
+        .events(Kind::VfioOpen)
+        .group(&g)
+        .result(Outcome::Ok)
+        .list()
+        .first()
+        .and_then(|e| at(e));
+    for e in vetoes(&id_t)
+        .into_iter()
+        .filter(|e| e.rule != Some(Rule::ProtectedProbe))
+    {
+        c.expect(
+            held_at.is_some_and(|h| at(e).is_some_and(|i| i > h)),
+            format!("vfio-manager vetoed while the group was idle: {}", json(e)),
+        );
     }
 }
 

@@ -6,7 +6,7 @@ use aya::maps::{MapData, RingBuf};
 use log::warn;
 
 use iommu_enforcer_common::EventKind;
-use iommu_enforcer_schema::Line;
+use iommu_enforcer_schema::{Kind, Line};
 
 use super::{
     accounting::{self, Ledger},
@@ -19,6 +19,7 @@ use crate::{
     enforce::Enforcer,
     io_deadline,
     node::{FollowUp, NodeState, VfioNode},
+    pods::containers::TrustedContainers,
 };
 
 /// The PCI members of group `group` (spelled as in events: `"14"`).
@@ -55,6 +56,17 @@ pub struct Live {
     pub attribution: Attribution,
     /// The loss counter as reported (set from the pinned bookkeeping at start).
     pub ledger: Ledger,
+    /// The containers the policy trusts, when it trusts some.
+    pub containers: Option<TrustedContainers>,
+}
+
+/// What a scan of the trusted containers found.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ContainerScan {
+    /// The set of trusted cgroups changed (the enforcer has it; an apply syncs the kernel).
+    pub changed: bool,
+    /// Some containers are still pending: worth a retry after a backoff.
+    pub pending: bool,
 }
 
 /// What a drain saw that the event loop acts on.
@@ -62,6 +74,9 @@ pub struct Live {
 pub struct Drained {
     /// A module loaded: absent kprobe targets may be there now.
     pub module_loaded: bool,
+    /// A veto named a container not decided yet, and some are still pending after the scan
+    /// it caused: worth a retry after a backoff.
+    pub containers_pending: bool,
 }
 
 impl Live {
@@ -86,6 +101,7 @@ impl Live {
             stall_reported: None,
             attribution,
             ledger: Ledger::default(),
+            containers: None,
         }
     }
 
@@ -95,6 +111,8 @@ impl Live {
         let mut follow = FollowUp::default();
         let mut drained = Drained::default();
         let mut printed = false;
+        // Containers that vetoes named and that are not decided yet.
+        let mut asked: Vec<String> = Vec::new();
         while let Some(item) = ring.next() {
             let ev = match record::decode(&item) {
                 Ok(ev) => ev,
@@ -110,6 +128,16 @@ impl Live {
             let node = ev.rdev.map(|rdev| self.vfio_node(ev.kind, rdev));
             let (mut lines, f) = self.node.apply_node(&ev, node);
             self.attribution.attribute(&mut lines, self.sink.metrics());
+            if let Some(t) = &self.containers {
+                for l in &lines {
+                    let Line::Event(e) = l else { continue };
+                    if let (Kind::Veto, Some(id)) = (e.kind, &e.container_id) {
+                        if t.should_rescan_for(id) && !asked.contains(id) {
+                            asked.push(id.clone());
+                        }
+                    }
+                }
+            }
             let members = |g: &str| members(&self.node, g);
             self.attribution
                 .allocate(&mut lines, self.sink.metrics(), &members, true);
@@ -140,12 +168,37 @@ impl Live {
             }
             Err(e) => warn!("cannot read the loss counter: {e}"),
         }
+        if !asked.is_empty() {
+            // A container vetoed before it was resolved (its bundle or cgroup came after the
+            // last scan): trusted from its next write if the policy names it.
+            log::debug!("trusted containers: vetoes by {asked:?}, not decided yet: scanning");
+            drained.containers_pending = self.scan_containers(&asked).pending;
+        }
         if printed {
             // Even without a re-read, a bind may have changed a group's viability: the
             // enforcer updates pins and the LSM maps right away.
             self.follow_up(follow);
         }
         drained
+    }
+
+    /// Scans the runtimes' state for the trusted containers; a changed set goes to the
+    /// enforcer (the kernel map follows at its next apply).
+    pub fn scan_containers(&mut self, asked: &[String]) -> ContainerScan {
+        let Some(t) = self.containers.as_mut() else {
+            return ContainerScan::default();
+        };
+        let changed = match t.scan(asked) {
+            Some(set) => {
+                self.enforcer.set_trusted_cgroups(set);
+                true
+            }
+            None => false,
+        };
+        ContainerScan {
+            changed,
+            pending: t.pending(),
+        }
     }
 
     /// The node a VFIO record names, and for a cdev the device behind it.

@@ -40,6 +40,7 @@ use crate::{
     metrics::{Metrics, MetricsServer},
     nfd,
     node::{FollowUp, NodeState, ProbeConvention},
+    pods::containers::{StateWatch, TrustedContainers, BACKOFF},
     policy::{
         watch::{self as policy_file, PolicyWatch},
         writer_watch::WriterWatch,
@@ -127,6 +128,8 @@ struct Started {
     /// The `--policy` file's directory, watched: a changed file is applied (or rejected).
     policy: Option<AsyncFd<PolicyWatch>>,
     host_root: PathBuf,
+    /// The container runtimes' state directories, when the policy trusts containers.
+    containers: Option<AsyncFd<StateWatch>>,
     term: Signal,
     int: Signal,
 }
@@ -194,6 +197,13 @@ async fn start(
         .map(watch)
         .transpose()?;
     let policy_line = policy_reload::applied(common.policy.as_deref(), &digest);
+    // Watched before the first scan, so a container that appears in between is not missed.
+    let containers = watch_containers(&policy, &args.cri_state_dir)?;
+    let trusted_containers = TrustedContainers::new(
+        &args.cri_state_dir,
+        &args.cgroup_root,
+        &policy.trusted_containers,
+    );
     let policy = crate::policy::host_path::for_host(&args.host_root, policy);
     let enforcer = Enforcer::new(
         &common.sysfs_root,
@@ -238,6 +248,9 @@ async fn start(
             .with_pod_resources(args.pod_resources_socket.as_deref(), Some(&metrics)),
     );
     live.ledger = ledger;
+    live.containers = Some(trusted_containers);
+    // Before the first apply: the kernel map starts with the containers running now.
+    live.scan_containers(&[]);
     let holders = scan::holders(&common.proc_root, &common.sysfs_root);
     // The first verdict of every group: printed after the capability line, below.
     let start_verdicts = live.node.set_holders(holders);
@@ -336,6 +349,7 @@ async fn start(
         writers,
         policy: policy_watch,
         host_root: args.host_root.clone(),
+        containers,
         term,
         int,
     })
@@ -354,9 +368,22 @@ async fn run(started: Started, common: &CommonArgs, dry_run: bool) -> anyhow::Re
         mut writers,
         mut policy,
         host_root,
+        mut containers,
         mut term,
         mut int,
     } = started;
+    // The next look at containers still pending: (when, step of BACKOFF). Armed only while
+    // some are, for at most the sum of BACKOFF after the change that made them.
+    let backoff = |step: usize| {
+        BACKOFF
+            .get(step)
+            .map(|d| (tokio::time::Instant::now() + *d, step))
+    };
+    let mut retry = live
+        .containers
+        .as_ref()
+        .filter(|t| t.pending())
+        .and_then(|_| backoff(0));
     let poll_pins = !live.loaded.pin_watch_attached();
     let mut pin_poll = tokio::time::interval_at(tokio::time::Instant::now() + PIN_POLL, PIN_POLL);
     pin_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -374,8 +401,12 @@ async fn run(started: Started, common: &CommonArgs, dry_run: bool) -> anyhow::Re
                 let mut guard = guard?;
                 // Cleared before the drain: a record submitted during it wakes the loop again.
                 guard.clear_ready();
-                if live.drain(guard.get_inner_mut()).module_loaded {
+                let drained = live.drain(guard.get_inner_mut());
+                if drained.module_loaded {
                     attach_after_module_load(&mut live, &mut features, common, dry_run);
+                }
+                if drained.containers_pending && retry.is_none() {
+                    retry = backoff(0);
                 }
             }
             // Not polled (so no timer is armed) where stores are recorded, or while no pin is
@@ -422,8 +453,57 @@ async fn run(started: Started, common: &CommonArgs, dry_run: bool) -> anyhow::Re
                 if let Some(change) = guard.get_inner_mut().changed() {
                     if let Some(w) = policy_reload::apply(&mut live, &host_root, change) {
                         writers = w.map(watch).transpose()?;
+                        // The trusted containers follow the policy in force.
+                        let policy = live.node.policy().clone();
+                        if containers.is_none() {
+                            let dirs = live
+                                .containers
+                                .as_ref()
+                                .map(|t| t.dirs().to_vec())
+                                .unwrap_or_default();
+                            containers = watch_containers(&policy, &dirs)?;
+                        }
+                        if let Some(t) = live.containers.as_mut() {
+                            t.set_policy(&policy.trusted_containers);
+                        }
+                        let scan = live.scan_containers(&[]);
+                        if scan.changed {
+                            live.follow_up(FollowUp::default());
+                        }
+                        retry = if scan.pending { backoff(0) } else { None };
                     }
                 }
+            }
+            guard = async {
+                match containers.as_mut() {
+                    Some(w) => w.readable_mut().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let mut guard = guard?;
+                guard.clear_ready();
+                guard.get_inner().drain();
+                if let Some(t) = live.containers.as_mut() {
+                    t.forget_absent();
+                }
+                let scan = live.scan_containers(&[]);
+                if scan.changed {
+                    live.follow_up(FollowUp::default());
+                }
+                retry = if scan.pending { backoff(0) } else { None };
+            }
+            _ = async {
+                match retry {
+                    Some((at, _)) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let step = retry.map_or(0, |(_, s)| s);
+                let scan = live.scan_containers(&[]);
+                if scan.changed {
+                    live.follow_up(FollowUp::default());
+                }
+                retry = if scan.pending { backoff(step + 1) } else { None };
             }
         }
     };
@@ -441,6 +521,30 @@ async fn run(started: Started, common: &CommonArgs, dry_run: bool) -> anyhow::Re
     }]);
     info!("{signal_name}: exiting; the pinned programs stay attached (`enforcer detach` removes them)");
     Ok(())
+}
+
+/// The inotify watch on the runtimes' state directories, when `policy` trusts containers (none
+/// otherwise: nothing to wake for).
+fn watch_containers(
+    policy: &Policy,
+    dirs: &[PathBuf],
+) -> anyhow::Result<Option<AsyncFd<StateWatch>>> {
+    if policy.trusted_containers.is_empty() {
+        return Ok(None);
+    }
+    let shown: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    info!(
+        "trusted containers: {} policy entries, found in {}",
+        policy.trusted_containers.len(),
+        shown.join(", ")
+    );
+    match StateWatch::new(dirs) {
+        Ok(w) => Ok(Some(watch(w)?)),
+        Err(e) => {
+            warn!("trusted containers: cannot watch the runtimes' state ({e}); scanned at start, on policy changes and when a veto names an unknown container");
+            Ok(None)
+        }
+    }
 }
 
 /// A module loaded: kprobe targets still absent are looked for again (the only moment they can

@@ -20,6 +20,13 @@ pub const MAX_WALK_DEPTH: usize = 12;
 /// Ids kept at most; past it the cache starts over (the next walk refills the live ones).
 pub const MAX_CACHED: usize = 65_536;
 
+/// The cgroup2 root under `root`: `root` itself or its `unified/` (hybrid hosts).
+pub fn cgroup2_root(root: &Path) -> Option<PathBuf> {
+    [root.to_path_buf(), root.join("unified")]
+        .into_iter()
+        .find(|r| r.join("cgroup.controllers").is_file())
+}
+
 /// Why an id has no answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Failure {
@@ -123,9 +130,7 @@ impl CgroupIds {
 
     /// The cgroup2 root: `root` itself or its `unified/` (hybrid hosts).
     fn cgroup2_root(&self) -> Option<PathBuf> {
-        [self.root.clone(), self.root.join("unified")]
-            .into_iter()
-            .find(|r| r.join("cgroup.controllers").is_file())
+        cgroup2_root(&self.root)
     }
 
     /// Walks the tree, keeping every pod cgroup and every wanted id it sees.

@@ -4,7 +4,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use super::reader::{self, Spanned, Str, Table, Value};
-use super::{Intended, Policy, Reserve, Selector};
+use super::{Intended, Policy, Reserve, Selector, TrustedContainer};
 use crate::bounded::{self, BoundedError};
 use crate::pci::{ClassPrefix, DriverName, PciAddress, PciId};
 
@@ -117,6 +117,7 @@ impl Policy {
             }
             policy.trusted_writers.push(PathBuf::from(w.into_owned()));
         }
+        policy.trusted_containers = raw.trusted_containers.unwrap_or_default();
         // Selector -> the entry that reserved it first. The first entry in error, as when each
         // entry was checked in turn: a duplicate before the entry that could not be one.
         let mut reserved: HashMap<&Selector, &Reserve> = HashMap::with_capacity(raw.reserve.len());
@@ -154,6 +155,7 @@ struct RawPolicy<'i> {
     allowed_drivers: Option<Vec<Spanned<DriverName>>>,
     denied_drivers: Option<Vec<Spanned<DriverName>>>,
     trusted_writers: Option<Vec<Spanned<Str<'i>>>>,
+    trusted_containers: Option<Vec<TrustedContainer>>,
     /// The reservations up to the first entry that cannot be one (`entry_error`): made while
     /// read, not kept as written, since a policy may hold 200,000.
     reserve: Vec<Reserve>,
@@ -179,8 +181,10 @@ const POLICY_KEYS: &[&str] = &[
     "allowed_drivers",
     "denied_drivers",
     "trusted_writers",
+    "trusted_containers",
     "reserve",
 ];
+const TRUSTED_CONTAINER_KEYS: &[&str] = &["namespace", "container", "pod"];
 const RESERVE_KEYS: &[&str] = &["group", "device", "id", "class", "driver", "rebind"];
 
 /// The schema over the document tree: unknown keys and wrong types are errors, worded as serde
@@ -191,6 +195,7 @@ fn raw_policy<'i>(root: Table<'i>, text: &str) -> Result<RawPolicy<'i>, reader::
         allowed_drivers: None,
         denied_drivers: None,
         trusted_writers: None,
+        trusted_containers: None,
         reserve: Vec::new(),
         selector_spans: Vec::new(),
         entry_error: None,
@@ -201,6 +206,14 @@ fn raw_policy<'i>(root: Table<'i>, text: &str) -> Result<RawPolicy<'i>, reader::
             "allowed_drivers" => raw.allowed_drivers = Some(drivers(value, "allowed_drivers")?),
             "denied_drivers" => raw.denied_drivers = Some(drivers(value, "denied_drivers")?),
             "trusted_writers" => raw.trusted_writers = Some(strings(value)?),
+            "trusted_containers" => {
+                raw.trusted_containers = Some(
+                    array(value)?
+                        .into_iter()
+                        .map(trusted_container)
+                        .collect::<Result<_, _>>()?,
+                )
+            }
             "reserve" => {
                 let items = array(value)?;
                 raw.reserve.reserve(items.len());
@@ -306,6 +319,62 @@ fn raw_reserve(table: Table<'_>) -> Result<RawReserve, reader::Error> {
         }
     }
     Ok(r)
+}
+
+/// One `trusted_containers` entry: `{ namespace, container, pod }`, the first two required.
+fn trusted_container(item: Spanned<Value<'_>>) -> Result<TrustedContainer, reader::Error> {
+    let span = item.span();
+    let table = match item.into_inner() {
+        Value::Table(t) => t,
+        other => return Err(invalid_type(&other, span, "struct TrustedContainer")),
+    };
+    let (mut namespace, mut container, mut pod) = (None, None, None);
+    for (key, value) in table.entries {
+        let field = key.get_ref().as_ref();
+        let (slot, max, dots) = match field {
+            "namespace" => (&mut namespace, 63, false),
+            "container" => (&mut container, 63, false),
+            "pod" => (&mut pod, 253, true),
+            _ => return Err(unknown(&key, TRUSTED_CONTAINER_KEYS)),
+        };
+        let v = string(value)?;
+        if !kubernetes_name(v.get_ref(), max, dots) {
+            let what = if dots {
+                "a pod name prefix (lowercase letters, digits, '-' and '.', at most 253)"
+            } else {
+                "a Kubernetes name (lowercase letters, digits and '-', at most 63)"
+            };
+            return Err((
+                v.span(),
+                format!(
+                    "trusted_containers: {field} {:?} is not {what}",
+                    v.get_ref()
+                ),
+            ));
+        }
+        *slot = Some(v.get_ref().to_string());
+    }
+    let missing = |field: &str| {
+        (
+            span.clone(),
+            format!("trusted_containers: missing field `{field}`"),
+        )
+    };
+    Ok(TrustedContainer {
+        namespace: namespace.ok_or_else(|| missing("namespace"))?,
+        container: container.ok_or_else(|| missing("container"))?,
+        pod,
+    })
+}
+
+/// A namespace or container name (an RFC 1123 label), or with `dots` a prefix of a pod name
+/// (a subdomain): what Kubernetes accepts, so that a typo is an error and not a silent miss.
+fn kubernetes_name(s: &str, max: usize, dots: bool) -> bool {
+    !s.is_empty()
+        && s.len() <= max
+        && s.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || (dots && b == b'.')
+        })
 }
 
 fn unknown(key: &Spanned<Str<'_>>, expected: &[&str]) -> reader::Error {

@@ -31,6 +31,12 @@
 //! # Default: [].
 //! trusted_writers = ["/usr/local/bin/gpu-operator-validator"]
 //!
+//! # Kubernetes containers allowed the same writes, to groups not in use (reserved idle groups
+//! # and idle ones), by the identity their runtime's OCI bundle gives them (config.json
+//! # annotations; crate::pods::trusted). namespace and container are required and matched
+//! # exactly; pod, optional, is a prefix of the pod's name. Default: [].
+//! trusted_containers = [{ namespace = "gpu-operator", container = "nvidia-vfio-manager" }]
+//!
 //! # Reserved devices, each with the driver it is meant for. Exactly one selector per entry:
 //! #   group  = "14"             every member of IOMMU group 14 (a string or an integer)
 //! #   device = "0000:01:00.0"   one device, by address (DDDD:BB:DD.F)
@@ -58,6 +64,7 @@ use std::path::PathBuf;
 use crate::model::driver::{is_allowed_by_default, DEFAULT_DENIED};
 use crate::model::Device;
 pub use crate::pci::{ClassPrefix, DriverName, PciAddress, PciId};
+pub use crate::pods::trusted::TrustedContainer;
 
 mod decide;
 mod file;
@@ -82,6 +89,7 @@ pub struct Policy {
     pub allowed_drivers: Vec<DriverName>,
     pub denied_drivers: Vec<DriverName>,
     pub trusted_writers: Vec<PathBuf>,
+    pub trusted_containers: Vec<TrustedContainer>,
     pub reserve: Vec<Reserve>,
 }
 
@@ -96,6 +104,7 @@ impl Default for Policy {
                 .filter_map(|d| DriverName::parse(d).ok())
                 .collect(),
             trusted_writers: Vec::new(),
+            trusted_containers: Vec::new(),
             reserve: Vec::new(),
         }
     }

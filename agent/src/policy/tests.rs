@@ -135,7 +135,7 @@ fn errors_name_file_line_and_column() {
     assert_eq!(
         error("protect_user_groups = true\nalowed_drivers = []\n"),
         "node.toml:2:1: unknown field `alowed_drivers`, expected one of `protect_user_groups`, \
-         `allowed_drivers`, `denied_drivers`, `trusted_writers`, `reserve`"
+         `allowed_drivers`, `denied_drivers`, `trusted_writers`, `trusted_containers`, `reserve`"
     );
     assert!(error("[[reserve]]\ngroup = \"1\"\ncolour = \"red\"\n")
         .starts_with("node.toml:3:1: unknown field `colour`"));
@@ -559,5 +559,84 @@ fn policy_files_that_are_not_regular_or_too_long_are_refused() {
     assert!(
         e.ends_with("latin1.toml:2:6: the policy is not UTF-8"),
         "{e}"
+    );
+}
+
+#[test]
+fn trusted_containers_parse_with_an_optional_pod_prefix() {
+    let p = parse(
+        r#"trusted_containers = [
+  { namespace = "gpu-operator", container = "nvidia-vfio-manager" },
+  { namespace = "kube-system", container = "vfio", pod = "gpu-setup-" },
+]
+"#,
+    )
+    .expect("valid");
+    assert_eq!(
+        p.trusted_containers,
+        vec![
+            TrustedContainer {
+                namespace: "gpu-operator".into(),
+                container: "nvidia-vfio-manager".into(),
+                pod: None,
+            },
+            TrustedContainer {
+                namespace: "kube-system".into(),
+                container: "vfio".into(),
+                pod: Some("gpu-setup-".into()),
+            },
+        ]
+    );
+    let [any, prefixed] = [&p.trusted_containers[0], &p.trusted_containers[1]];
+    assert!(any.matches(
+        "gpu-operator",
+        "nvidia-vfio-manager-x7k2p",
+        "nvidia-vfio-manager"
+    ));
+    assert!(!any.matches("gpu-operator", "p", "nvidia-vfio-manager-2"));
+    assert!(!any.matches("gpu-operator-2", "p", "nvidia-vfio-manager"));
+    assert!(prefixed.matches("kube-system", "gpu-setup-abc", "vfio"));
+    assert!(!prefixed.matches("kube-system", "other-abc", "vfio"));
+    assert_eq!(prefixed.to_string(), "kube-system/gpu-setup-*/vfio");
+    assert_eq!(any.to_string(), "gpu-operator/*/nvidia-vfio-manager");
+    // The table-array form is the same thing.
+    let t = parse("[[trusted_containers]]\nnamespace = \"a\"\ncontainer = \"b\"\n").expect("valid");
+    assert_eq!(t.trusted_containers.len(), 1);
+}
+
+#[test]
+fn trusted_containers_errors_name_file_line_and_column() {
+    assert_eq!(
+        error("trusted_containers = [{ namespace = \"gpu-operator\" }]\n"),
+        "node.toml:1:23: trusted_containers: missing field `container`"
+    );
+    assert_eq!(
+        error("trusted_containers = [\n  { container = \"c\" }]\n"),
+        "node.toml:2:3: trusted_containers: missing field `namespace`"
+    );
+    assert_eq!(
+        error("trusted_containers = [{ namespace = \"n\", container = \"c\", image = \"x\" }]\n"),
+        "node.toml:1:59: unknown field `image`, expected one of `namespace`, `container`, `pod`"
+    );
+    assert!(
+        error("trusted_containers = [{ namespace = \"GPU\", container = \"c\" }]\n").starts_with(
+            "node.toml:1:37: trusted_containers: namespace \"GPU\" is not a Kubernetes name"
+        )
+    );
+    assert!(
+        error("trusted_containers = [{ namespace = \"n\", container = \"\" }]\n").starts_with(
+            "node.toml:1:54: trusted_containers: container \"\" is not a Kubernetes name"
+        )
+    );
+    assert!(
+        error("trusted_containers = [{ namespace = \"n\", container = 1 }]\n")
+            .starts_with("node.toml:1:54: invalid type: integer `1`, expected a string")
+    );
+    assert!(error("trusted_containers = [\"gpu-operator\"]\n").starts_with(
+        "node.toml:1:23: invalid type: string \"gpu-operator\", expected struct TrustedContainer"
+    ));
+    assert!(
+        error("trusted_containers = { namespace = \"n\", container = \"c\" }\n")
+            .starts_with("node.toml:1:22: invalid type: map, expected a sequence")
     );
 }
