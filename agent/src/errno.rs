@@ -118,7 +118,13 @@ mod tests {
     fn only_enoent_and_enotdir_are_absence() {
         assert!(is_absent(&io::Error::from_raw_os_error(libc::ENOENT)));
         assert!(is_absent(&io::Error::from_raw_os_error(libc::ENOTDIR)));
-        for e in [libc::EMFILE, libc::ENFILE, libc::EIO, libc::EACCES, libc::ETIMEDOUT] {
+        for e in [
+            libc::EMFILE,
+            libc::ENFILE,
+            libc::EIO,
+            libc::EACCES,
+            libc::ETIMEDOUT,
+        ] {
             assert!(!is_absent(&io::Error::from_raw_os_error(e)), "{e}");
         }
     }

@@ -6,8 +6,10 @@
 //! follow the open and release records, losses are read after each drain, absent kprobe
 //! targets are looked for again when a `module_load` record says a module loaded, and kept
 //! pins are re-read when a `driver_override` store is recorded. procfs is scanned at start and
-//! on a resync after lost records. The one timer left is the pin poll of a kernel where the
-//! pin watch's program cannot attach.
+//! on a resync after lost records. Timers are armed only while something is pending: the pin
+//! poll of a kernel where the pin watch's program cannot attach, the retry of a pin or rebind
+//! write that failed (100 ms doubling to 5 s), and the 1 s re-read while records are being
+//! lost. An idle agent arms none.
 mod accounting;
 mod attribution;
 mod live;
@@ -132,6 +134,7 @@ async fn start(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
     // Serve /healthz at once; /readyz says 503 until the first scan is done.
     let server = tokio::spawn(server.run());
     raise_memlock_limit();
+    raise_nofile_limit();
     let sink = Sink::new(Some(Arc::clone(&metrics))).with_nfd(args.nfd_features_dir.as_deref());
 
     let mut features = Features::probe(
@@ -172,7 +175,8 @@ async fn start(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
         Some(kernel),
         &policy,
     )
-    .with_proc_root(&common.proc_root);
+    .with_proc_root(&common.proc_root)
+    .with_metrics(Some(Arc::clone(&metrics)));
     let node = NodeState::new(
         map,
         policy,
@@ -322,6 +326,15 @@ async fn run(started: Started, common: &CommonArgs, dry_run: bool) -> anyhow::Re
                     attach_after_module_load(&mut live, &mut features, common, dry_run);
                 }
             }
+            // Armed only while a pin or rebind write failed and waits for its retry.
+            () = sleep_until(live.enforcer.next_retry()) => {
+                live.follow_up(FollowUp::default());
+            }
+            // Armed only while records are being lost: the node is re-read every second
+            // while the loss counter keeps rising, whether or not the ring drains.
+            () = sleep_until(live.loss_recheck) => {
+                live.check_losses();
+            }
             // Not polled (so no timer is armed) where stores are recorded, or while no pin is
             // kept.
             _ = pin_poll.tick(), if poll_pins && live.enforcer.keeps_pins() => {
@@ -370,6 +383,51 @@ async fn run(started: Started, common: &CommonArgs, dry_run: bool) -> anyhow::Re
     }]);
     info!("{signal_name}: exiting; the pinned programs stay attached (`enforcer detach` removes them)");
     Ok(())
+}
+
+/// Sleeps until `at`; never returns when `None` (no timer is armed).
+async fn sleep_until(at: Option<std::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Raises RLIMIT_NOFILE to its hard limit: a flood of connections to the metrics port must not
+/// leave enforcement without descriptors for its sysfs reads and pin writes (the metrics
+/// server also caps its connections far below the limit, metrics::http).
+fn raise_nofile_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read or write the struct passed by reference.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        warn!(
+            "cannot read RLIMIT_NOFILE: {}",
+            std::io::Error::last_os_error()
+        );
+        return;
+    }
+    let soft = lim.rlim_cur;
+    if soft >= lim.rlim_max {
+        info!("RLIMIT_NOFILE: {soft} (already the hard limit)");
+        return;
+    }
+    lim.rlim_cur = lim.rlim_max;
+    // SAFETY: as above.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } == 0 {
+        info!(
+            "RLIMIT_NOFILE raised from {soft} to the hard limit {}",
+            lim.rlim_max
+        );
+    } else {
+        warn!(
+            "cannot raise RLIMIT_NOFILE from {soft} to {}: {}",
+            lim.rlim_max,
+            std::io::Error::last_os_error()
+        );
+    }
 }
 
 /// A module loaded: kprobe targets still absent are looked for again (the only moment they can

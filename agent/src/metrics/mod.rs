@@ -194,6 +194,26 @@ impl Metrics {
             .set(gauge(ignored_ids));
     }
 
+    /// A read of the agent's own failed and its last known value was kept, or a pin write
+    /// failed and is retried (`what`: [`crate::enforce::facts::Fact`]).
+    pub fn read_failed(&self, what: &str) {
+        self.families.read_failures.with_label_values(&[what]).inc();
+    }
+
+    /// Output lines dropped because the output queue was full (daemon::output).
+    pub fn output_lines_dropped(&self, n: u64) {
+        self.families.output_lines_dropped.inc_by(n);
+    }
+
+    /// The metrics endpoint closed a connection itself (`reason`: one of
+    /// [`families::HTTP_REFUSALS`]).
+    pub fn http_connection_refused(&self, reason: &str) {
+        self.families
+            .http_connections_refused
+            .with_label_values(&[reason])
+            .inc();
+    }
+
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
     }
