@@ -37,7 +37,7 @@ use crate::{
     },
     cli::{CommonArgs, DaemonArgs, EXIT_ERROR, EXIT_OK},
     enforce::{self, kernel_maps::KernelMaps, Enforcer},
-    metrics::{Metrics, MetricsServer},
+    metrics::{self, Limits, Metrics},
     node::{FollowUp, NodeState, ProbeConvention},
     policy::{writer_watch::WriterWatch, Policy},
 };
@@ -111,7 +111,6 @@ struct Started {
     live: Live,
     features: Features,
     metrics: Arc<Metrics>,
-    server: tokio::task::JoinHandle<std::io::Result<()>>,
     events: AsyncFd<RingBuf<MapData>>,
     ebpf_logger: Option<AsyncFd<aya_log::EbpfLogger<&'static dyn log::Log>>>,
     writers: Option<AsyncFd<WriterWatch>>,
@@ -129,12 +128,19 @@ async fn start(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
     let int = signal(SignalKind::interrupt())?;
     // The endpoint first: a bad --metrics-addr is an error before anything is attached.
     let metrics = Arc::new(Metrics::new()?);
-    let server = MetricsServer::bind(&args.metrics_addr, Arc::clone(&metrics)).await?;
-    info!("metrics on http://{}/metrics", server.local_addr());
-    // Serve /healthz at once; /readyz says 503 until the first scan is done.
-    let server = tokio::spawn(server.run());
-    raise_memlock_limit();
+    // Before the server: its connection cap is a reserve below this limit.
     raise_nofile_limit();
+    // Serve /healthz at once, from a thread of its own; /readyz says 503 until the first scan
+    // is done.
+    let limits = Limits::default();
+    let bound = metrics::serve_on_thread(&args.metrics_addr, Arc::clone(&metrics), limits).await?;
+    info!(
+        "metrics on http://{bound}/metrics (at most {} connections, {} s to send a request, {} s to take a response)",
+        limits.max_connections,
+        limits.header_timeout.as_secs(),
+        limits.write_timeout.as_secs()
+    );
+    raise_memlock_limit();
     let sink = Sink::new(Some(Arc::clone(&metrics))).with_nfd(args.nfd_features_dir.as_deref());
 
     let mut features = Features::probe(
@@ -287,7 +293,6 @@ async fn start(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
         live,
         features,
         metrics,
-        server,
         events,
         ebpf_logger,
         writers,
@@ -303,7 +308,6 @@ async fn run(started: Started, common: &CommonArgs, dry_run: bool) -> anyhow::Re
         mut live,
         mut features,
         metrics,
-        server,
         mut events,
         mut ebpf_logger,
         mut writers,
@@ -372,7 +376,6 @@ async fn run(started: Started, common: &CommonArgs, dry_run: bool) -> anyhow::Re
     metrics.set_ready(false);
     // What the programs reported up to the signal is still said.
     live.drain(events.get_mut());
-    server.abort();
     drop(events);
     let Live { loaded, sink, .. } = live;
     // Pinned links stay attached: the node stays protected until the next agent replaces them

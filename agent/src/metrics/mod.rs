@@ -49,7 +49,7 @@ use prometheus::{Encoder, TextEncoder};
 use self::families::Families;
 pub use self::{
     families::PREFIX,
-    http::{parse_addr, serve, MetricsServer},
+    http::{parse_addr, serve, serve_on_thread, Limits, MetricsServer},
 };
 
 /// Content type of the text exposition format served on `/metrics`.
