@@ -141,7 +141,11 @@ async fn start(common: &CommonArgs, args: &DaemonArgs, policy: Policy) -> anyhow
         limits.write_timeout.as_secs()
     );
     raise_memlock_limit();
-    let sink = Sink::new(Some(Arc::clone(&metrics))).with_nfd(args.nfd_features_dir.as_deref());
+    // stdout through a bounded queue to a thread of its own: a log shipper that stops reading
+    // fills the queue (lines then dropped and counted), never the event loop.
+    let sink = Sink::new(Some(Arc::clone(&metrics)))
+        .with_nfd(args.nfd_features_dir.as_deref())
+        .queued(output::QUEUE_LINES)?;
 
     let mut features = Features::probe(
         &common.sysfs_root,
@@ -384,6 +388,7 @@ async fn run(started: Started, common: &CommonArgs, dry_run: bool) -> anyhow::Re
     sink.emit(&[Line::Shutdown {
         signal: signal_name.to_owned(),
     }]);
+    sink.close(Duration::from_secs(2));
     info!("{signal_name}: exiting; the pinned programs stay attached (`enforcer detach` removes them)");
     Ok(())
 }
