@@ -301,6 +301,20 @@ mod tests {
             *lock.lock().expect("gate") = true;
             cv.notify_all();
         }
+        // Wait (bounded) for the writer to catch up, so the queue has room for the last line.
+        let kept = 100 - dropped as usize;
+        for _ in 0..500 {
+            let n = written
+                .lock()
+                .expect("written")
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count();
+            if n >= kept {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         sink.emit(&[Line::Shutdown {
             signal: "SIGTERM".into(),
         }]);
