@@ -79,6 +79,7 @@ const TOOLS: &[&str] = &[
     "bind-race",
     "cdev-bind",
     "open-flood",
+    "conn-flood",
     "lsm-noop",
     // iommu-fixtures: the synthetic sysfs tree of the idle benchmark.
     "mkfixture",
