@@ -214,6 +214,12 @@ mod tests {
     }
 
     #[test]
+    fn every_fact_is_a_label_the_metrics_export_from_the_start() {
+        let names: Vec<&str> = Fact::ALL.iter().map(|f| f.as_str()).collect();
+        assert_eq!(names, crate::metrics::READ_FAILURES);
+    }
+
+    #[test]
     fn absence_is_known() {
         let enoent = io::Error::from_raw_os_error(libc::ENOENT);
         assert!(matches!(absent_is_none::<()>(Err(enoent)), Ok(None)));

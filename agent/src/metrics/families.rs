@@ -8,6 +8,19 @@ use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registr
 /// `http_connections_refused_total{reason}`.
 pub const HTTP_REFUSALS: [&str; 3] = ["over_cap", "header_timeout", "write_timeout"];
 
+/// What a failed read was for, the values of `read_failures_total{what}` (the enforcer's
+/// `enforce::facts::Fact`, spelled out here so that metrics does not depend on enforce).
+pub const READ_FAILURES: [&str; 8] = [
+    "slots",
+    "drivers",
+    "vfio_nodes",
+    "vfio_cdevs",
+    "proc_devices",
+    "device_driver",
+    "sysfs_scan",
+    "pin_write",
+];
+
 /// Prefix of every metric name.
 pub const PREFIX: &str = "iommu_enforcer";
 
@@ -182,10 +195,10 @@ impl Families {
             )?,
             registry,
         };
-        for what in crate::enforce::facts::Fact::ALL {
+        for what in READ_FAILURES {
             families
                 .read_failures
-                .get_metric_with_label_values(&[what.as_str()])?;
+                .get_metric_with_label_values(&[what])?;
         }
         for reason in HTTP_REFUSALS {
             families

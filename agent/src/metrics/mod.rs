@@ -48,7 +48,7 @@ use prometheus::{Encoder, TextEncoder};
 
 use self::families::Families;
 pub use self::{
-    families::PREFIX,
+    families::{HTTP_REFUSALS, PREFIX, READ_FAILURES},
     http::{parse_addr, serve, serve_on_thread, Limits, MetricsServer},
 };
 
