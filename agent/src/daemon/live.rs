@@ -67,6 +67,9 @@ pub struct Live {
     last_loss_resync: Option<Instant>,
 }
 
+/// How long a drain waits for a record's lines to reach stdout before it consumes the record
+/// (the output thread writes them): past it, stdout is taken as not read and nothing waits.
+const PRINTED_BEFORE_CONSUMED: Duration = Duration::from_millis(200);
 /// While records are being lost, the node is re-read this often.
 pub const LOSS_RESYNC: Duration = Duration::from_secs(1);
 /// Records read between two looks at the loss counter inside one drain.
@@ -136,6 +139,10 @@ impl Live {
             // agent killed here leaves the record for the next one instead of losing it.
             self.sink.emit(&lines);
             printed |= !lines.is_empty();
+            if !lines.is_empty() {
+                // On stdout before it leaves the ring, unless stdout is not being read.
+                self.sink.flush_within(PRINTED_BEFORE_CONSUMED);
+            }
             drop(item);
             follow.rescan_sysfs |= f.rescan_sysfs;
             follow.rescan_holders |= f.rescan_holders;

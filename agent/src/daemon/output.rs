@@ -4,9 +4,10 @@ use std::{
     io::{self, Write},
     path::Path,
     sync::{
+        atomic::AtomicBool,
         atomic::{AtomicU64, Ordering},
         mpsc::{self, Receiver, SyncSender, TrySendError},
-        Arc, Mutex,
+        Arc, Condvar, Mutex,
     },
     thread::JoinHandle,
     time::{Duration, SystemTime},
@@ -64,9 +65,22 @@ impl Dropped {
     }
 }
 
+/// How far the writer got: lines written (and flushed) so far, and whether it fell behind.
+#[derive(Default)]
+struct Progress {
+    /// Lines accepted into the queue so far.
+    queued: AtomicU64,
+    written: Mutex<u64>,
+    moved: Condvar,
+    /// A [`Sink::flush_within`] timed out and the writer has not caught up since: flushes do
+    /// not wait.
+    stalled: AtomicBool,
+}
+
 /// The bounded queue in front of the writer thread: the event loop never blocks on stdout.
 struct Queue {
     tx: Mutex<Option<SyncSender<String>>>,
+    progress: Arc<Progress>,
     dropped: Arc<Dropped>,
     /// Signals the writer's end (every queued line written), for [`Sink::close`].
     done: Mutex<Option<Receiver<()>>>,
@@ -76,13 +90,28 @@ struct Queue {
 /// The writer thread: writes every queued line to `out`, flushing whenever the queue is
 /// empty, and once caught up says in the log how many lines did not fit. It may block on `out`
 /// as long as it likes; only the queue fills.
-fn writer(rx: Receiver<String>, mut out: Box<dyn Write + Send>, dropped: Arc<Dropped>) {
+fn writer(
+    rx: Receiver<String>,
+    mut out: Box<dyn Write + Send>,
+    dropped: Arc<Dropped>,
+    progress: Arc<Progress>,
+) {
+    let mut n = 0u64;
     while let Ok(first) = rx.recv() {
         let _ = out.write_all(first.as_bytes());
+        n += 1;
         while let Ok(more) = rx.try_recv() {
             let _ = out.write_all(more.as_bytes());
+            n += 1;
         }
         let _ = out.flush();
+        *progress.written.lock().unwrap_or_else(|p| p.into_inner()) = n;
+        progress.moved.notify_all();
+        // Caught up with everything queued: flushes may wait again. A stdout read slowly
+        // (batches written, the queue refilled meanwhile) stays stalled.
+        if n >= progress.queued.load(Ordering::Relaxed) {
+            progress.stalled.store(false, Ordering::Relaxed);
+        }
         if let Some(n) = dropped.unsaid() {
             warn!("output: {n} lines dropped while stdout was not read (queue of {QUEUE_LINES} full); writing again");
         }
@@ -125,19 +154,55 @@ impl Sink {
         let (done_tx, done_rx) = mpsc::channel();
         let dropped = Arc::new(Dropped::default());
         let counted = Arc::clone(&dropped);
+        let progress = Arc::new(Progress::default());
+        let told = Arc::clone(&progress);
         let thread = std::thread::Builder::new()
             .name("output".into())
             .spawn(move || {
-                writer(rx, out, counted);
+                writer(rx, out, counted, told);
                 let _ = done_tx.send(());
             })?;
         self.queue = Some(Arc::new(Queue {
             tx: Mutex::new(Some(tx)),
+            progress,
             dropped,
             done: Mutex::new(Some(done_rx)),
             thread: Mutex::new(Some(thread)),
         }));
         Ok(self)
+    }
+
+    /// Waits at most `patience` for the writer to have written every line emitted so far: what
+    /// the ring drain calls before it consumes a record, so that a record is on stdout before
+    /// it leaves the ring (an agent killed in between leaves it to the next one). A writer that
+    /// misses the deadline is stalled (stdout not read): later calls do not wait until it has
+    /// caught up. True when everything was written.
+    pub fn flush_within(&self, patience: Duration) -> bool {
+        let Some(q) = &self.queue else {
+            return true;
+        };
+        let target = q.progress.queued.load(Ordering::Relaxed);
+        let p = &q.progress;
+        let written = p.written.lock().unwrap_or_else(|e| e.into_inner());
+        if *written >= target {
+            return true;
+        }
+        if p.stalled.load(Ordering::Relaxed) {
+            return false;
+        }
+        let (written, _) = p
+            .moved
+            .wait_timeout_while(written, patience, |w| *w < target)
+            .unwrap_or_else(|e| e.into_inner());
+        if *written >= target {
+            return true;
+        }
+        p.stalled.store(true, Ordering::Relaxed);
+        warn!(
+            "output: stdout not read for {} ms; events are queued ({QUEUE_LINES} lines) and no longer wait for it",
+            patience.as_millis()
+        );
+        false
     }
 
     /// Lines dropped so far because the queue was full.
@@ -174,7 +239,9 @@ impl Sink {
             return;
         };
         match tx.try_send(json) {
-            Ok(()) => {}
+            Ok(()) => {
+                q.progress.queued.fetch_add(1, Ordering::Relaxed);
+            }
             Err(TrySendError::Full(_)) => {
                 q.dropped.add();
                 if let Some(m) = &self.metrics {
@@ -279,8 +346,17 @@ mod tests {
             .queued_to(Box::new(out), 8)
             .expect("writer thread");
         let t = std::time::Instant::now();
-        // The writer takes one line and blocks on it; 8 more fill the queue.
-        for i in 0..100 {
+        sink.emit(&[Line::Ready { groups: 1 }]);
+        assert!(
+            !sink.flush_within(Duration::from_millis(50)),
+            "a stalled writer misses the deadline"
+        );
+        assert!(
+            !sink.flush_within(Duration::from_secs(60)),
+            "and later flushes do not wait for it"
+        );
+        // The writer took the first line and blocks on it; 8 more fill the queue.
+        for i in 0..99 {
             sink.emit(&[Line::Lost { count: i }]);
         }
         assert!(t.elapsed() < Duration::from_secs(1), "emit never waits");
@@ -294,7 +370,7 @@ mod tests {
             "{rendered}"
         );
         // The metrics still saw every line.
-        assert!(rendered.contains("iommu_enforcer_events_lost_total 4950"));
+        assert!(rendered.contains("iommu_enforcer_events_lost_total 4851"));
         // stdout is read again: what was queued is written, in order, then the close.
         {
             let (lock, cv) = &*gate;
@@ -322,8 +398,9 @@ mod tests {
         let text = String::from_utf8(written.lock().expect("written").clone()).expect("utf8");
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len() as u64, 100 - dropped + 1, "{text}");
-        assert!(lines[0].contains(r#""count":0"#), "{}", lines[0]);
+        assert!(lines[0].contains(r#""type":"ready""#), "{}", lines[0]);
         assert!(lines.last().expect("last").contains("shutdown"));
+        assert!(sink.flush_within(Duration::from_secs(5)), "caught up");
         assert_eq!(sink.queue.as_ref().map(|q| q.dropped.unsaid()), Some(None));
     }
 
