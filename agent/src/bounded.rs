@@ -45,33 +45,7 @@ impl From<io::Error> for BoundedError {
 
 /// The symbolic errno of an I/O error (`EACCES`), or `errno N`, or `no errno`.
 pub fn errno_name(e: &io::Error) -> String {
-    let Some(n) = e.raw_os_error() else {
-        return "no errno".to_string();
-    };
-    let name = match n {
-        libc::EPERM => "EPERM",
-        libc::ENOENT => "ENOENT",
-        libc::EIO => "EIO",
-        libc::ENXIO => "ENXIO",
-        libc::EAGAIN => "EAGAIN",
-        libc::ENOMEM => "ENOMEM",
-        libc::EACCES => "EACCES",
-        libc::EFAULT => "EFAULT",
-        libc::EBUSY => "EBUSY",
-        libc::ENODEV => "ENODEV",
-        libc::ENOTDIR => "ENOTDIR",
-        libc::EISDIR => "EISDIR",
-        libc::EINVAL => "EINVAL",
-        libc::ENFILE => "ENFILE",
-        libc::EMFILE => "EMFILE",
-        libc::ENAMETOOLONG => "ENAMETOOLONG",
-        libc::ELOOP => "ELOOP",
-        libc::EOPNOTSUPP => "EOPNOTSUPP",
-        libc::ETIMEDOUT => "ETIMEDOUT",
-        libc::ESTALE => "ESTALE",
-        _ => return format!("errno {n}"),
-    };
-    name.to_string()
+    crate::errno::of_io(e)
 }
 
 /// What kind of non-regular file `t` is.

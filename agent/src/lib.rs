@@ -7,6 +7,7 @@ pub mod bpf;
 pub mod cli;
 pub mod daemon;
 pub mod enforce;
+pub mod errno;
 pub mod io_deadline;
 pub mod metrics;
 pub mod model;

@@ -3,8 +3,10 @@
 against the Kubernetes API schemas (kubernetes-validate, strict: unknown fields are errors) and
 the ServiceMonitor and PrometheusRule against the prometheus-operator CRD schemas vendored in
 tests/deploy/schemas (see SOURCE.md there), then checks what the agent and the alert rules rely
-on: ports, probes, args, the audit overlay's --dry-run, and that the PrometheusRule carries
-exactly the groups of dashboards/alerts.yaml.
+on: ports, probes, args, the audit overlay's --dry-run, the NetworkPolicy that admits only the
+Prometheus scraper to the metrics port, the kube-rbac-proxy overlay (agent on 127.0.0.1, the
+proxy in front with TLS, TokenReview and SubjectAccessReview), and that the PrometheusRule
+carries exactly the groups of dashboards/alerts.yaml.
 
 Run through tests/deploy/validate.sh (it makes the venv). `--write-rule` regenerates
 deploy/base/prometheusrule.yaml from dashboards/alerts.yaml.
@@ -23,7 +25,12 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 ALERTS = ROOT / "dashboards/alerts.yaml"
 RULE = ROOT / "deploy/base/prometheusrule.yaml"
 SCHEMAS = ROOT / "tests/deploy/schemas"
-KUSTOMIZATIONS = {"base": ROOT / "deploy/base", "audit": ROOT / "deploy/overlays/audit"}
+KUSTOMIZATIONS = {
+    "base": ROOT / "deploy/base",
+    "audit": ROOT / "deploy/overlays/audit",
+    "kube-rbac-proxy": ROOT / "deploy/overlays/kube-rbac-proxy",
+}
+PROXY_PORT = 9443
 # Oldest Kubernetes the manifests target (securityContext.appArmorProfile is 1.30+), and the
 # newest schemas kubernetes-validate bundles.
 K8S_VERSIONS = ["1.30", kubernetes_validate.latest_version()]
@@ -195,6 +202,7 @@ def check_base(docs):
     ] == [("metrics", "/metrics")]
     # The alert rules match job="iommu-enforcer": the operator names the job after the Service.
     checks["the scrape job is named iommu-enforcer"] = svc["metadata"]["name"] == "iommu-enforcer"
+    checks.update(network_policy_checks(docs, pod_labels, "metrics"))
     ns = {d["metadata"].get("namespace") for d in docs if d["kind"] != "Namespace"}
     checks["everything lives in namespace iommu-enforcer"] = ns == {"iommu-enforcer"}
     for what, good in checks.items():
@@ -206,6 +214,92 @@ def check_base(docs):
         ok("PrometheusRule groups are identical to dashboards/alerts.yaml")
     else:
         fail("PrometheusRule groups differ from dashboards/alerts.yaml: run tests/deploy/validate.sh --write-rule")
+
+
+def network_policy_checks(docs, pod_labels, port):
+    """The NetworkPolicy admits only the Prometheus scraper, and only to `port`."""
+    np = find(docs, "NetworkPolicy", "iommu-enforcer-metrics")
+    spec = np["spec"]
+    rules = spec.get("ingress", [])
+    peers = [peer for rule in rules for peer in rule.get("from", [])]
+
+    def expr(selector, key):
+        return [
+            e["values"]
+            for e in selector.get("matchExpressions", [])
+            if e["key"] == key and e["operator"] == "In"
+        ]
+
+    return {
+        "NetworkPolicy selects the agent pods": all(
+            pod_labels.get(k) == v for k, v in spec["podSelector"]["matchLabels"].items()
+        ),
+        "NetworkPolicy restricts ingress": spec.get("policyTypes") == ["Ingress"],
+        "NetworkPolicy has one rule, with sources (no allow-all)": len(rules) == 1 and len(peers) >= 1,
+        "NetworkPolicy admits only Prometheus pods of namespace monitoring": all(
+            set(peer) == {"namespaceSelector", "podSelector"}
+            and expr(peer["namespaceSelector"], "kubernetes.io/metadata.name") == [["monitoring"]]
+            and expr(peer["podSelector"], "app.kubernetes.io/name") == [["prometheus"]]
+            and "matchLabels" not in peer["podSelector"]
+            for peer in peers
+        ),
+        f"NetworkPolicy admits only port {port}": all(
+            r.get("ports") == [{"port": port, "protocol": "TCP"}] for r in rules
+        ),
+    }
+
+
+def check_kube_rbac_proxy(docs):
+    ds = find(docs, "DaemonSet", "iommu-enforcer")
+    pod = ds["spec"]["template"]["spec"]
+    agent, proxy = pod["containers"][0], pod["containers"][-1]
+    args = agent["args"]
+    pargs = dict(a.split("=", 1) for a in proxy["args"])
+    probes = [agent["readinessProbe"]["httpGet"], agent["livenessProbe"]["httpGet"]]
+    token_mounts = [
+        c["name"]
+        for c in pod["containers"]
+        for m in c.get("volumeMounts", [])
+        if m["name"] == "kube-rbac-proxy-token"
+    ]
+    svc = find(docs, "Service", "iommu-enforcer")
+    sm = find(docs, "ServiceMonitor", "iommu-enforcer")
+    (ep,) = sm["spec"]["endpoints"]
+    role = find(docs, "ClusterRole", "iommu-enforcer-kube-rbac-proxy")
+    grants = {(r["apiGroups"][0], res, v) for r in role["rules"] for res in r["resources"] for v in r["verbs"]}
+    binding = find(docs, "ClusterRoleBinding", "iommu-enforcer-kube-rbac-proxy")
+    checks = {
+        "the agent listens on 127.0.0.1:9477 only": args[args.index("--metrics-addr") + 1]
+        == f"127.0.0.1:{METRICS_PORT}",
+        "the agent container exposes no port": not agent.get("ports"),
+        "two containers, the proxy last": len(pod["containers"]) == 2 and proxy["name"] == "kube-rbac-proxy",
+        "the proxy forwards to the agent on loopback": pargs.get("--upstream") == f"http://127.0.0.1:{METRICS_PORT}/",
+        "the proxy serves TLS on the https port": pargs.get("--secure-listen-address") == f"0.0.0.0:{PROXY_PORT}"
+        and {"name": "https", "containerPort": PROXY_PORT, "protocol": "TCP"} in proxy["ports"],
+        "the probes go through the proxy over HTTPS, unauthenticated": all(
+            p["port"] == "https" and p["scheme"] == "HTTPS" for p in probes
+        )
+        and set(pargs.get("--ignore-paths", "").split(",")) == {"/healthz", "/readyz"},
+        "the pod mounts no token by default": pod.get("automountServiceAccountToken") is False,
+        "only the proxy has a service-account token": token_mounts == ["kube-rbac-proxy"],
+        "the proxy runs unprivileged": proxy["securityContext"].get("allowPrivilegeEscalation") is False
+        and proxy["securityContext"]["capabilities"]["drop"] == ["ALL"],
+        "Service port 9443 is named https": [(p["name"], p["port"]) for p in svc["spec"]["ports"]]
+        == [("https", PROXY_PORT)],
+        "ServiceMonitor scrapes https with a bearer token": ep["port"] == "https"
+        and ep["scheme"] == "https"
+        and ep.get("bearerTokenFile", "").endswith("/token"),
+        "the proxy may create TokenReviews and SubjectAccessReviews": grants
+        == {
+            ("authentication.k8s.io", "tokenreviews", "create"),
+            ("authorization.k8s.io", "subjectaccessreviews", "create"),
+        },
+        "the ClusterRole is bound to the agent's service account": binding["subjects"]
+        == [{"kind": "ServiceAccount", "name": pod["serviceAccountName"], "namespace": "iommu-enforcer"}],
+    }
+    checks.update(network_policy_checks(docs, ds["spec"]["template"]["metadata"]["labels"], "https"))
+    for what, good in checks.items():
+        (ok if good else fail)(f"kube-rbac-proxy overlay: {what}")
 
 
 def check_audit(base, audit):
@@ -242,6 +336,7 @@ def main():
             validate_object(name, doc)
     check_base(rendered["base"])
     check_audit(rendered["base"], rendered["audit"])
+    check_kube_rbac_proxy(rendered["kube-rbac-proxy"])
     print(f"deploy: {passes[0]} passed, {len(failures)} failed")
     return 1 if failures else 0
 

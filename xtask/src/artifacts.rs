@@ -79,6 +79,7 @@ const TOOLS: &[&str] = &[
     "bind-race",
     "cdev-bind",
     "open-flood",
+    "conn-flood",
     "lsm-noop",
     "bar-poke",
     // iommu-fixtures: the synthetic sysfs tree of the idle benchmark.

@@ -59,25 +59,9 @@ fn c_string<const N: usize>(b: &[u8; N]) -> String {
     String::from_utf8_lossy(&b[..end]).into_owned()
 }
 
-/// The symbolic name of a (positive) errno, for events and logs.
+/// The symbolic name of a (positive) errno, for events and logs ([`crate::errno`]).
 pub fn errno_name(errno: i32) -> Option<&'static str> {
-    Some(match errno {
-        1 => "EPERM",
-        2 => "ENOENT",
-        5 => "EIO",
-        6 => "ENXIO",
-        12 => "ENOMEM",
-        13 => "EACCES",
-        16 => "EBUSY",
-        17 => "EEXIST",
-        19 => "ENODEV",
-        22 => "EINVAL",
-        28 => "ENOSPC",
-        95 => "EOPNOTSUPP",
-        110 => "ETIMEDOUT",
-        517 => "EPROBE_DEFER",
-        _ => return None,
-    })
+    crate::errno::name(errno)
 }
 
 /// The errno name of a kernel return value (`-16` -> `EBUSY`): `None` for success, positive

@@ -1,6 +1,10 @@
 //! The running agent's state between events: the node, the enforcer, the VFIO node table, and
 //! where lines go. Applies ring-buffer records and the re-reads they call for.
-use std::{collections::BTreeMap, path::PathBuf};
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 use aya::maps::{MapData, RingBuf};
 use log::warn;
@@ -56,6 +60,12 @@ pub struct Live {
     pub attribution: Attribution,
     /// The loss counter as reported (set from the pinned bookkeeping at start).
     pub ledger: Ledger,
+    /// When the loss counter is to be read again: set while records are being lost, so that
+    /// a flood that keeps the ring full resyncs every [`LOSS_RESYNC`] rather than when the
+    /// ring drains. `None` (no timer) once a check finds no new loss.
+    pub loss_recheck: Option<Instant>,
+    /// When the last resync after a loss ran.
+    last_loss_resync: Option<Instant>,
     /// The containers the policy trusts, when it trusts some.
     pub containers: Option<TrustedContainers>,
 }
@@ -68,6 +78,14 @@ pub struct ContainerScan {
     /// Some containers are still pending: worth a retry after a backoff.
     pub pending: bool,
 }
+
+/// How long a drain waits for a record's lines to reach stdout before it consumes the record
+/// (the output thread writes them): past it, stdout is taken as not read and nothing waits.
+const PRINTED_BEFORE_CONSUMED: Duration = Duration::from_millis(200);
+/// While records are being lost, the node is re-read this often.
+pub const LOSS_RESYNC: Duration = Duration::from_secs(1);
+/// Records read between two looks at the loss counter inside one drain.
+const LOSS_CHECK_EVERY: u32 = 256;
 
 /// What a drain saw that the event loop acts on.
 #[derive(Clone, Copy, Debug, Default)]
@@ -102,6 +120,8 @@ impl Live {
             attribution,
             ledger: Ledger::default(),
             containers: None,
+            loss_recheck: None,
+            last_loss_resync: None,
         }
     }
 
@@ -113,7 +133,9 @@ impl Live {
         let mut printed = false;
         // Containers that vetoes named and that are not decided yet.
         let mut asked: Vec<String> = Vec::new();
+        let mut read = 0u32;
         while let Some(item) = ring.next() {
+            read = read.wrapping_add(1);
             let ev = match record::decode(&item) {
                 Ok(ev) => ev,
                 Err(e) => {
@@ -148,25 +170,24 @@ impl Live {
             // agent killed here leaves the record for the next one instead of losing it.
             self.sink.emit(&lines);
             printed |= !lines.is_empty();
+            if !lines.is_empty() {
+                // On stdout before it leaves the ring, unless stdout is not being read.
+                self.sink.flush_within(PRINTED_BEFORE_CONSUMED);
+            }
             drop(item);
             follow.rescan_sysfs |= f.rescan_sysfs;
             follow.rescan_holders |= f.rescan_holders;
+            // A flood can keep the ring from draining for seconds: losses are read and acted
+            // on during the drain too, at most every LOSS_RESYNC.
+            if read.is_multiple_of(LOSS_CHECK_EVERY) && self.loss_resync_allowed() {
+                self.check_losses();
+            }
         }
         // Read after the ring is empty: a record lost while it was full stands behind records
         // still unread then, and their submission wakes the loop again, so no loss waits for
         // a timer to be seen.
-        let lost = self
-            .loaded
-            .lost_total()
-            .map(|total| self.ledger.observe(total));
-        match lost {
-            Ok(0) => {}
-            Ok(n) => {
-                accounting::commit(&mut self.loaded, &self.ledger);
-                self.lost(n);
-                return drained;
-            }
-            Err(e) => warn!("cannot read the loss counter: {e}"),
+        if self.check_losses() {
+            return drained;
         }
         if !asked.is_empty() {
             // A container vetoed before it was resolved (its bundle or cgroup came after the
@@ -180,6 +201,37 @@ impl Live {
             self.follow_up(follow);
         }
         drained
+    }
+
+    fn loss_resync_allowed(&self) -> bool {
+        self.last_loss_resync
+            .is_none_or(|t| t.elapsed() >= LOSS_RESYNC)
+    }
+
+    /// Reads the loss counter; on a new loss says so and resyncs, and arms the re-check
+    /// timer ([`Self::loss_recheck`]); without one disarms it. True when a loss was seen.
+    pub fn check_losses(&mut self) -> bool {
+        let lost = self
+            .loaded
+            .lost_total()
+            .map(|total| self.ledger.observe(total));
+        match lost {
+            Ok(0) => {
+                self.loss_recheck = None;
+                false
+            }
+            Ok(n) => {
+                accounting::commit(&mut self.loaded, &self.ledger);
+                self.last_loss_resync = Some(Instant::now());
+                self.loss_recheck = Some(Instant::now() + LOSS_RESYNC);
+                self.lost(n);
+                true
+            }
+            Err(e) => {
+                warn!("cannot read the loss counter: {e}");
+                false
+            }
+        }
     }
 
     /// Scans the runtimes' state for the trusted containers; a changed set goes to the
@@ -228,10 +280,15 @@ impl Live {
         if follow.rescan_sysfs {
             let root = self.sysfs_root.clone();
             match io_deadline::run("sysfs scan", io_deadline::SCAN, move || {
-                scan::group_map(&root)
+                scan::group_map_known(&root)
             }) {
                 Ok(Ok(map)) => lines.extend(self.node.resync(map)),
-                Ok(Err(e)) => warn!("resync from sysfs failed, keeping the live map: {e}"),
+                Ok(Err(e)) => {
+                    if let Some(m) = self.sink.metrics() {
+                        m.read_failed(crate::enforce::facts::Fact::SysfsScan.as_str());
+                    }
+                    warn!("resync from sysfs failed, keeping the live map: {e}");
+                }
                 Err(stalled) => warn!("sysfs scan: {stalled}; keeping the live map"),
             }
         }

@@ -7,8 +7,10 @@
 //! follow the open and release records, losses are read after each drain, absent kprobe
 //! targets are looked for again when a `module_load` record says a module loaded, and kept
 //! pins are re-read when a `driver_override` store is recorded. procfs is scanned at start and
-//! on a resync after lost records. The one timer left is the pin poll of a kernel where the
-//! pin watch's program cannot attach.
+//! on a resync after lost records. Timers are armed only while something is pending: the pin
+//! poll of a kernel where the pin watch's program cannot attach, the retry of a pin or rebind
+//! write that failed (100 ms doubling to 5 s), and the 1 s re-read while records are being
+//! lost. An idle agent arms none.
 mod accounting;
 mod attribution;
 mod live;
@@ -37,7 +39,7 @@ use crate::{
     },
     cli::{CommonArgs, DaemonArgs, EXIT_ERROR, EXIT_OK},
     enforce::{self, kernel_maps::KernelMaps, sysfs_files::kernel_dev, Enforcer},
-    metrics::{Metrics, MetricsServer},
+    metrics::{self, Limits, Metrics},
     nfd,
     node::{FollowUp, NodeState, ProbeConvention},
     pods::containers::{StateWatch, TrustedContainers, BACKOFF},
@@ -121,7 +123,6 @@ struct Started {
     live: Live,
     features: Features,
     metrics: Arc<Metrics>,
-    server: tokio::task::JoinHandle<std::io::Result<()>>,
     events: AsyncFd<RingBuf<MapData>>,
     ebpf_logger: Option<AsyncFd<aya_log::EbpfLogger<&'static dyn log::Log>>>,
     writers: Option<AsyncFd<WriterWatch>>,
@@ -148,12 +149,24 @@ async fn start(
     let int = signal(SignalKind::interrupt())?;
     // The endpoint first: a bad --metrics-addr is an error before anything is attached.
     let metrics = Arc::new(Metrics::new()?);
-    let server = MetricsServer::bind(&args.metrics_addr, Arc::clone(&metrics)).await?;
-    info!("metrics on http://{}/metrics", server.local_addr());
-    // Serve /healthz at once; /readyz says 503 until the first scan is done.
-    let server = tokio::spawn(server.run());
+    // Before the server: its connection cap is a reserve below this limit.
+    raise_nofile_limit();
+    // Serve /healthz at once, from a thread of its own; /readyz says 503 until the first scan
+    // is done.
+    let limits = Limits::default();
+    let bound = metrics::serve_on_thread(&args.metrics_addr, Arc::clone(&metrics), limits).await?;
+    info!(
+        "metrics on http://{bound}/metrics (at most {} connections, {} s to send a request, {} s to take a response)",
+        limits.max_connections,
+        limits.header_timeout.as_secs(),
+        limits.write_timeout.as_secs()
+    );
     raise_memlock_limit();
-    let sink = Sink::new(Some(Arc::clone(&metrics))).with_nfd(args.nfd_features_dir.as_deref());
+    // stdout through a bounded queue to a thread of its own: a log shipper that stops reading
+    // fills the queue (lines then dropped and counted), never the event loop.
+    let sink = Sink::new(Some(Arc::clone(&metrics)))
+        .with_nfd(args.nfd_features_dir.as_deref())
+        .queued(output::QUEUE_LINES)?;
 
     let mut features = Features::probe(
         &common.sysfs_root,
@@ -212,7 +225,8 @@ async fn start(
         Some(kernel),
         &policy,
     )
-    .with_proc_root(&common.proc_root);
+    .with_proc_root(&common.proc_root)
+    .with_metrics(Some(Arc::clone(&metrics)));
     let mut enforcer = enforcer;
     if loaded.pinning() {
         // The hooks guard the pins on this bpffs instance while anything is protected.
@@ -343,7 +357,6 @@ async fn start(
         live,
         features,
         metrics,
-        server,
         events,
         ebpf_logger,
         writers,
@@ -362,7 +375,6 @@ async fn run(started: Started, common: &CommonArgs, dry_run: bool) -> anyhow::Re
         mut live,
         mut features,
         metrics,
-        server,
         mut events,
         mut ebpf_logger,
         mut writers,
@@ -408,6 +420,15 @@ async fn run(started: Started, common: &CommonArgs, dry_run: bool) -> anyhow::Re
                 if drained.containers_pending && retry.is_none() {
                     retry = backoff(0);
                 }
+            }
+            // Armed only while a pin or rebind write failed and waits for its retry.
+            () = sleep_until(live.enforcer.next_retry()) => {
+                live.follow_up(FollowUp::default());
+            }
+            // Armed only while records are being lost: the node is re-read every second
+            // while the loss counter keeps rising, whether or not the ring drains.
+            () = sleep_until(live.loss_recheck) => {
+                live.check_losses();
             }
             // Not polled (so no timer is armed) where stores are recorded, or while no pin is
             // kept.
@@ -510,7 +531,6 @@ async fn run(started: Started, common: &CommonArgs, dry_run: bool) -> anyhow::Re
     metrics.set_ready(false);
     // What the programs reported up to the signal is still said.
     live.drain(events.get_mut());
-    server.abort();
     drop(events);
     let Live { loaded, sink, .. } = live;
     // Pinned links stay attached: the node stays protected until the next agent replaces them
@@ -519,6 +539,7 @@ async fn run(started: Started, common: &CommonArgs, dry_run: bool) -> anyhow::Re
     sink.emit(&[Line::Shutdown {
         signal: signal_name.to_owned(),
     }]);
+    sink.close(Duration::from_secs(2));
     info!("{signal_name}: exiting; the pinned programs stay attached (`enforcer detach` removes them)");
     Ok(())
 }
@@ -544,6 +565,51 @@ fn watch_containers(
             warn!("trusted containers: cannot watch the runtimes' state ({e}); scanned at start, on policy changes and when a veto names an unknown container");
             Ok(None)
         }
+    }
+}
+
+/// Sleeps until `at`; never returns when `None` (no timer is armed).
+async fn sleep_until(at: Option<std::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Raises RLIMIT_NOFILE to its hard limit: a flood of connections to the metrics port must not
+/// leave enforcement without descriptors for its sysfs reads and pin writes (the metrics
+/// server also caps its connections far below the limit, metrics::http).
+fn raise_nofile_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read or write the struct passed by reference.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        warn!(
+            "cannot read RLIMIT_NOFILE: {}",
+            std::io::Error::last_os_error()
+        );
+        return;
+    }
+    let soft = lim.rlim_cur;
+    if soft >= lim.rlim_max {
+        info!("RLIMIT_NOFILE: {soft} (already the hard limit)");
+        return;
+    }
+    lim.rlim_cur = lim.rlim_max;
+    // SAFETY: as above.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } == 0 {
+        info!(
+            "RLIMIT_NOFILE raised from {soft} to the hard limit {}",
+            lim.rlim_max
+        );
+    } else {
+        warn!(
+            "cannot raise RLIMIT_NOFILE from {soft} to {}: {}",
+            lim.rlim_max,
+            std::io::Error::last_os_error()
+        );
     }
 }
 

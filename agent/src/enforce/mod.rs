@@ -4,6 +4,7 @@
 //! `kernel_maps`) and pins every protected member's `driver_override`, so that autoprobe and
 //! `bind` cannot even try another driver. In dry-run nothing is written or denied: the same
 //! decisions are reported as `would_*`.
+pub mod facts;
 pub mod kernel_maps;
 pub mod kernel_state;
 pub mod pinned;
@@ -12,8 +13,10 @@ pub mod sysfs_files;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    fs,
+    fs, io,
     path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant},
 };
 
 use iommu_enforcer_common::{watched, WatchedFile, ADDR_LEN};
@@ -21,12 +24,52 @@ use iommu_enforcer_schema::{Action, Event, Kind, Line, Mechanism, MechanismState
 use log::{info, warn};
 
 use self::{
+    facts::{absent_is_none, Fact, FactsRead, Unknown},
     kernel_maps::KernelMaps,
     kernel_state::{key, Content, NodeFacts, OpenCount},
     plan::{Plan, Reservation},
     sysfs_files::{exe_key, node_rdev},
 };
-use crate::{bpf::record::errno_name, node::NodeState, policy::Policy};
+use crate::{bpf::record::errno_name, metrics::Metrics, node::NodeState, policy::Policy};
+
+/// The first retry of a failed pin or rebind write comes this long after the failure; each
+/// further one twice as long after the last, up to [`RETRY_MAX`].
+pub const RETRY_FIRST: Duration = Duration::from_millis(100);
+pub const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// The retry schedule of one failed write: 100 ms, 200 ms, 400 ms, ... then every 5 s.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backoff {
+    /// Failed attempts so far.
+    pub failures: u32,
+    /// The wait before the next attempt.
+    pub delay: Duration,
+}
+
+impl Backoff {
+    pub fn first() -> Self {
+        Backoff {
+            failures: 1,
+            delay: RETRY_FIRST,
+        }
+    }
+
+    /// After one more failed attempt.
+    pub fn next(self) -> Self {
+        Backoff {
+            failures: self.failures.saturating_add(1),
+            delay: (self.delay * 2).min(RETRY_MAX),
+        }
+    }
+}
+
+/// A write the agent owes the kernel: retried at `due` until it holds or the device is no
+/// longer protected (gone, released).
+#[derive(Clone, Copy, Debug)]
+struct Pending {
+    backoff: Backoff,
+    due: Instant,
+}
 
 /// (dev, inode) of every writer that exists; the others are logged and trusted once they
 /// appear (the agent watches their paths).
@@ -64,6 +107,16 @@ pub struct Enforcer {
     opens: OpenCount,
     /// cgroup ids of the containers the policy trusts, as last resolved.
     trusted_cgroups: BTreeSet<u64>,
+    /// The node facts last known: a read that fails (EMFILE...) keeps them ([`facts`]).
+    facts: NodeFacts,
+    /// VFIO_DENY entries of device cdevs last computed, kept for a group whose cdevs could not
+    /// be read.
+    cdev_deny: BTreeMap<u32, WatchedFile>,
+    /// Pin and rebind writes that failed, by device: retried on a timer ([`Self::next_retry`]).
+    pending: BTreeMap<String, Pending>,
+    /// Facts whose read failed at the last pass: said once per failure episode.
+    failing: BTreeSet<Fact>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Enforcer {
@@ -87,7 +140,50 @@ impl Enforcer {
             proc: PathBuf::from("/proc"),
             opens: OpenCount::default(),
             trusted_cgroups: BTreeSet::new(),
+            facts: NodeFacts::default(),
+            cdev_deny: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            failing: BTreeSet::new(),
+            metrics: None,
         }
+    }
+
+    /// Where read failures and retries are counted.
+    pub fn with_metrics(mut self, metrics: Option<Arc<Metrics>>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// When the earliest failed pin or rebind write is due again: `None` when none is pending
+    /// (the daemon arms no timer then).
+    pub fn next_retry(&self) -> Option<Instant> {
+        self.pending.values().map(|p| p.due).min()
+    }
+
+    /// Reports reads that failed for a reason other than absence, whose last known values
+    /// were kept: a warning when a fact starts failing (and when it reads again), a count
+    /// each time.
+    fn report_unknown(&mut self, unknown: Vec<Unknown>) {
+        let now: BTreeSet<Fact> = unknown.iter().map(|u| u.what).collect();
+        for u in &unknown {
+            if let Some(m) = &self.metrics {
+                m.read_failed(u.what.as_str());
+            }
+        }
+        for what in now.difference(&self.failing) {
+            if let Some(u) = unknown.iter().find(|u| u.what == *what) {
+                warn!(
+                    "reading {}: {} ({}); keeping the last known state, the kernel maps are not changed for it",
+                    what.as_str(),
+                    crate::errno::of_io(&u.error),
+                    u.error
+                );
+            }
+        }
+        for what in self.failing.difference(&now) {
+            info!("reading {} works again", what.as_str());
+        }
+        self.failing = now;
     }
 
     /// The containers the policy trusts, by cgroup id: the kernel map follows at the next
@@ -155,7 +251,13 @@ impl Enforcer {
             .iter()
             .map(|(d, v)| (d.clone(), v.clone()))
             .collect();
-        sysfs_files::pins_differ(&self.sysfs, pins).unwrap_or(false)
+        sysfs_files::pins_differ(&self.sysfs, pins).unwrap_or_else(|e| {
+            if let Some(m) = &self.metrics {
+                m.read_failed(Fact::DeviceDriver.as_str());
+            }
+            warn!("pin watch: {e}; the pins read as unknown, not changed");
+            false
+        })
     }
 
     /// Groups the policy reserves, as of the last [`Enforcer::apply`].
@@ -170,7 +272,14 @@ impl Enforcer {
 
     /// A first start: seeds the in-kernel state from what sysfs and /proc show now.
     pub fn seed(&mut self, node: &NodeState, claims_exist: bool) {
-        let nodes = self.group_nodes();
+        let mut unknown = Vec::new();
+        let nodes = facts::carry_listing(
+            &self.facts.group_nodes,
+            self.group_nodes(),
+            Fact::VfioNodes,
+            &mut unknown,
+        );
+        self.report_unknown(unknown);
         if let Some(k) = self.kernel.as_mut() {
             let groups = kernel_state::seed(node.map(), claims_exist);
             let opens = kernel_state::seed_opens(node.map(), &nodes);
@@ -194,12 +303,20 @@ impl Enforcer {
         self.pinned
             .retain(|device, _| plan.protected.contains_key(device));
         let mut restored = BTreeSet::new();
+        let mut unknown = Vec::new();
         if !self.dry_run {
             let mut changed = false;
             for address in plan.protected.keys() {
-                // Unknown (the read stalled) is not unset: keep what the model says.
-                let Ok(live) = sysfs_files::current_override(&self.sysfs, address) else {
-                    continue;
+                // Unknown (the read stalled, EMFILE) is not unset: keep what the model says.
+                let live = match sysfs_files::current_override(&self.sysfs, address) {
+                    Ok(live) => live,
+                    Err(error) => {
+                        unknown.push(Unknown {
+                            what: Fact::DeviceDriver,
+                            error,
+                        });
+                        continue;
+                    }
                 };
                 let model = node
                     .map()
@@ -222,6 +339,7 @@ impl Enforcer {
             }
         }
         self.reserved.clone_from(&plan.reserved);
+        let mut failed = BTreeSet::new();
         for r in &plan.reservations {
             // Use may have ended since `in_use` was read: a pin written now would undo the
             // hand-back that the release allowed.
@@ -232,36 +350,122 @@ impl Enforcer {
                 continue;
             }
             let restore = restored.contains(r.device());
-            lines.extend(self.reserve(node, r, restore));
+            let (more, ok) = self.reserve(node, r, restore);
+            lines.extend(more);
+            if !ok {
+                failed.insert(r.device().to_string());
+            }
         }
+        self.schedule_retries(&failed, Instant::now());
         if self.kernel.is_some() {
-            let content = self.content(&plan, node);
+            let content = self.content(&plan, node, &mut unknown);
             if let Some(k) = self.kernel.as_mut() {
                 k.sync(&content);
             }
         }
+        self.report_unknown(unknown);
         lines
     }
 
-    /// `/dev/vfio/<group>` nodes: group -> kernel dev_t.
-    fn group_nodes(&self) -> BTreeMap<u32, u32> {
-        fs::read_dir(self.dev.join("vfio"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| {
-                let group: u32 = e.file_name().to_str()?.parse().ok()?;
-                Some((group, node_rdev(&e.path())?))
-            })
-            .collect()
+    /// Keeps a retry for every write that failed in this pass (a new one at the first delay,
+    /// one past its due time at the next), and forgets the others: they held, or their
+    /// device is no longer protected.
+    fn schedule_retries(&mut self, failed: &BTreeSet<String>, now: Instant) {
+        self.pending.retain(|device, _| failed.contains(device));
+        for device in failed {
+            match self.pending.get_mut(device) {
+                None => {
+                    let backoff = Backoff::first();
+                    self.pending.insert(
+                        device.clone(),
+                        Pending {
+                            backoff,
+                            due: now + backoff.delay,
+                        },
+                    );
+                }
+                Some(p) if p.due <= now => {
+                    p.backoff = p.backoff.next();
+                    p.due = now + p.backoff.delay;
+                    if p.backoff.failures.is_power_of_two() {
+                        warn!(
+                            "{device}: pin still failing after {} attempts; next in {} ms",
+                            p.backoff.failures,
+                            p.backoff.delay.as_millis()
+                        );
+                    }
+                }
+                // Failed again on another event before its due time: the schedule stands.
+                Some(_) => {}
+            }
+        }
     }
 
-    fn content(&mut self, plan: &Plan, node: &NodeState) -> Content {
-        let facts = NodeFacts {
+    /// `/dev/vfio/<group>` nodes: group -> kernel dev_t; a node whose stat failed is listed
+    /// with the error, a listing that failed is the error (unknown, not "no nodes").
+    fn group_nodes(&self) -> facts::Listing<u32, u32> {
+        let mut out = BTreeMap::new();
+        let Some(dir) = absent_is_none(fs::read_dir(self.dev.join("vfio")))? else {
+            return Ok(out);
+        };
+        for entry in dir {
+            let entry = entry?;
+            let Some(group) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+                continue;
+            };
+            match node_rdev(&entry.path()) {
+                Ok(Some(rdev)) => {
+                    out.insert(group, Ok(rdev));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    out.insert(group, Err(e));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// What the pass read, now.
+    fn read_facts(&self) -> FactsRead {
+        FactsRead {
             slots: sysfs_files::slots(&self.sysfs),
             drivers: sysfs_files::drivers(&self.sysfs),
             group_nodes: self.group_nodes(),
-        };
+        }
+    }
+
+    fn content(&mut self, plan: &Plan, node: &NodeState, unknown: &mut Vec<Unknown>) -> Content {
+        let read = self.read_facts();
+        let content = self.content_from(plan, node, read, unknown);
+        // An unreadable /proc/devices (EMFILE, say) keeps the major last read.
+        match fs::read_to_string(self.proc.join("devices")) {
+            Ok(text) => self.opens.vfio_major = kernel_state::vfio_major(&text).unwrap_or(0),
+            Err(error) => unknown.push(Unknown {
+                what: Fact::ProcDevices,
+                error,
+            }),
+        }
+        let mut c = content;
+        c.set_config(
+            std::process::id(),
+            self.dry_run,
+            node.policy().protect_user_groups,
+            self.opens,
+        );
+        c
+    }
+
+    /// The desired content from what this pass read (`read`), where a read failed from what
+    /// was last known. Records what it used as the last known for the next pass.
+    fn content_from(
+        &mut self,
+        plan: &Plan,
+        node: &NodeState,
+        read: FactsRead,
+        unknown: &mut Vec<Unknown>,
+    ) -> Content {
+        let facts = facts::carry(&self.facts, read, unknown);
         let mut c = Content::compute(node.map(), node.policy(), &facts);
         c.trusted_exe = self.trusted.clone();
         c.trusted_cgroups = self.trusted_cgroups.iter().map(|g| (*g, 1)).collect();
@@ -277,68 +481,84 @@ impl Enforcer {
                     },
                 );
             }
-            for (device, cdev) in self.cdevs(node, group) {
-                if let Some(rdev) = node_rdev(&self.dev.join("vfio/devices").join(&cdev)) {
-                    c.vfio_deny.insert(
-                        rdev,
-                        WatchedFile {
-                            kind: watched::VFIO_CDEV,
-                            group,
-                            device: key(&device),
-                        },
-                    );
+            match self.cdev_rdevs(node, group) {
+                Ok(found) => {
+                    for (device, rdev) in found {
+                        c.vfio_deny.insert(
+                            rdev,
+                            WatchedFile {
+                                kind: watched::VFIO_CDEV,
+                                group,
+                                device: key(&device),
+                            },
+                        );
+                    }
+                }
+                // Unknown: the group's cdev entries stay as last computed.
+                Err(error) => {
+                    unknown.push(Unknown {
+                        what: Fact::VfioCdevs,
+                        error,
+                    });
+                    for (rdev, w) in &self.cdev_deny {
+                        if w.group == group {
+                            c.vfio_deny.insert(*rdev, *w);
+                        }
+                    }
                 }
             }
         }
-        // An unreadable /proc/devices (EMFILE, say) keeps the major last read.
-        if let Ok(text) = fs::read_to_string(self.proc.join("devices")) {
-            self.opens.vfio_major = kernel_state::vfio_major(&text).unwrap_or(0);
-        }
-        c.set_config(
-            std::process::id(),
-            self.dry_run,
-            node.policy().protect_user_groups,
-            self.opens,
-        );
+        self.cdev_deny = c
+            .vfio_deny
+            .iter()
+            .filter(|(_, w)| w.kind == watched::VFIO_CDEV)
+            .map(|(r, w)| (*r, *w))
+            .collect();
+        self.facts = facts;
         c
     }
 
-    /// (device, `vfioX`) of the group's members that have an iommufd cdev.
-    fn cdevs(&self, node: &NodeState, group: u32) -> Vec<(String, String)> {
+    /// (device, kernel dev_t) of the iommufd cdevs of the group's members; an error when a
+    /// read failed for a reason other than absence.
+    fn cdev_rdevs(&self, node: &NodeState, group: u32) -> io::Result<Vec<(String, u32)>> {
         let Some(g) = node.map().group(group) else {
-            return Vec::new();
+            return Ok(Vec::new());
         };
-        g.devices
-            .keys()
-            .flat_map(|address| {
-                let dir = self
-                    .sysfs
-                    .join("bus/pci/devices")
-                    .join(address)
-                    .join("vfio-dev");
-                fs::read_dir(dir)
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                    .map(move |e| {
-                        (
-                            address.clone(),
-                            e.file_name().to_string_lossy().into_owned(),
-                        )
-                    })
-            })
-            .collect()
+        let mut out = Vec::new();
+        for address in g.devices.keys() {
+            let dir = self
+                .sysfs
+                .join("bus/pci/devices")
+                .join(address)
+                .join("vfio-dev");
+            let Some(entries) = absent_is_none(fs::read_dir(dir))? else {
+                continue;
+            };
+            for entry in entries {
+                let cdev = entry?.file_name();
+                if let Some(rdev) = node_rdev(&self.dev.join("vfio/devices").join(&cdev))? {
+                    out.push((address.clone(), rdev));
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Carries out (or, dry-run, reports) one reservation. Standing decisions are reported
     /// once; changes every time they happen.
-    fn reserve(&mut self, node: &mut NodeState, r: &Reservation, restore: bool) -> Vec<Line> {
+    /// The second value is false when a write was tried and failed (to be retried).
+    fn reserve(
+        &mut self,
+        node: &mut NodeState,
+        r: &Reservation,
+        restore: bool,
+    ) -> (Vec<Line>, bool) {
         if !self.dry_run && self.already_in_place(r) {
             self.pinned
                 .insert(r.device().to_string(), r.value().to_string());
             // The model follows the kernel through events, which trail the agent's own writes:
             // a pass that runs before the last rebind's events arrive must not move it again.
-            return node.set_driver_override(r.device(), Some(r.value()));
+            return (node.set_driver_override(r.device(), Some(r.value())), true);
         }
         let (kind, group, device, value, from) = match r {
             Reservation::Pin {
@@ -391,6 +611,10 @@ impl Enforcer {
             ),
         };
         let changed = result.is_ok() && matches!(action, Action::Pinned | Action::Rebound);
+        let ok = result.is_ok();
+        if let (Err(_), Some(m)) = (&result, &self.metrics) {
+            m.read_failed(Fact::PinWrite.as_str());
+        }
         let mut lines = Vec::new();
         if changed {
             info!("{kind} {action} {device} (group {group}) to {value}");
@@ -399,7 +623,7 @@ impl Enforcer {
         } else {
             let key = format!("{kind}:{device}:{value}:{}", result.is_ok());
             if !self.reported.insert(key) {
-                return lines;
+                return (lines, ok);
             }
         }
         if let Err(e) = &result {
@@ -418,7 +642,7 @@ impl Enforcer {
         event.bound_to = from.cloned();
         (event.pid, event.tgid, event.comm) = (pid, pid, "enforcer".into());
         lines.insert(0, Line::Event(Box::new(event)));
-        lines
+        (lines, ok)
     }
 
     /// Whether sysfs already shows what `r` would write (read live, not from the model).
@@ -432,10 +656,13 @@ impl Enforcer {
             } => {
                 sysfs_files::current_override(&self.sysfs, device)
                     .is_ok_and(|live| live.as_deref() == Some(value))
-                    && (!probe || sysfs_files::bound_driver(&self.sysfs, device).is_some())
+                    && (!probe
+                        || sysfs_files::bound_driver(&self.sysfs, device)
+                            .is_ok_and(|d| d.is_some()))
             }
             Reservation::Rebind { device, value, .. } => {
-                sysfs_files::bound_driver(&self.sysfs, device).as_deref() == Some(value)
+                sysfs_files::bound_driver(&self.sysfs, device)
+                    .is_ok_and(|d| d.as_deref() == Some(value))
             }
             Reservation::Blocked { .. } => false,
         }
@@ -559,5 +786,104 @@ mod tests {
             .join("bus/pci/devices/0000:0a:00.2/driver_override");
         fs::write(file, "(null)\n").expect("cleared");
         assert!(enforcer.pins_drifted(), "a cleared pin is seen");
+    }
+}
+
+#[cfg(test)]
+mod fault_tests {
+    use super::*;
+    use crate::node::ProbeConvention;
+
+    fn emfile() -> io::Error {
+        io::Error::from_raw_os_error(libc::EMFILE)
+    }
+
+    #[test]
+    fn reads_failing_with_emfile_leave_the_desired_content_as_it_was() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spec = iommu_fixtures::fixture("consumer-gpu-audio-split").expect("fixture");
+        let built = iommu_fixtures::build(spec, dir.path()).expect("builds");
+        let slot = built.sysfs.join("bus/pci/slots/3");
+        fs::create_dir_all(&slot).expect("mkdir");
+        fs::write(slot.join("address"), "0000:0a:00\n").expect("slot");
+        let policy = Policy::parse("[[reserve]]\ngroup = 12\n", Path::new("test.toml"))
+            .expect("valid policy");
+        let map = crate::sysfs::scan(&built.sysfs).expect("scans").to_map();
+        let node = NodeState::new(map, policy.clone(), ProbeConvention::ZeroIsBound);
+        let mut enforcer = Enforcer::new(&built.sysfs, dir.path(), true, None, &policy);
+        let plan = Plan::compute_with(node.map(), node.policy(), &BTreeSet::from([12]));
+        assert!(plan.not_viable.contains(&12), "{:?}", plan.not_viable);
+
+        // A good pass: the slot, the drivers and group 12's node are known.
+        let mut read = enforcer.read_facts();
+        read.group_nodes = Ok(BTreeMap::from([(12, Ok((245 << 20) | 12))]));
+        let mut unknown = Vec::new();
+        let before = enforcer.content_from(&plan, &node, read, &mut unknown);
+        assert!(unknown.is_empty());
+        assert!(!before.slots.is_empty(), "the slot is loaded");
+        assert!(!before.user_drivers.is_empty(), "the drivers are loaded");
+        assert_eq!(before.group_rdev.get(&12), Some(&((245 << 20) | 12)));
+        assert!(before.vfio_deny.contains_key(&((245 << 20) | 12)));
+
+        // Out of descriptors: every listing fails.
+        let failed = FactsRead {
+            slots: Err(emfile()),
+            drivers: Err(emfile()),
+            group_nodes: Err(emfile()),
+        };
+        let after = enforcer.content_from(&plan, &node, failed, &mut unknown);
+        assert_eq!(after, before, "nothing is lifted by a failed read");
+        assert_eq!(unknown.len(), 3);
+
+        // Listings that work but entries that fail: the same.
+        let partial = FactsRead {
+            slots: Ok(BTreeMap::from([("3".to_string(), Err(emfile()))])),
+            drivers: Err(emfile()),
+            group_nodes: Ok(BTreeMap::from([(12, Err(emfile()))])),
+        };
+        let after = enforcer.content_from(&plan, &node, partial, &mut unknown);
+        assert_eq!(after, before);
+
+        // The node really gone (a successful read without it): its entries go.
+        let gone = FactsRead {
+            slots: Ok(BTreeMap::new()),
+            drivers: Ok(BTreeSet::new()),
+            group_nodes: Ok(BTreeMap::new()),
+        };
+        let after = enforcer.content_from(&plan, &node, gone, &mut unknown);
+        assert!(after.group_rdev.is_empty() && after.slots.is_empty());
+    }
+
+    #[test]
+    fn the_retry_schedule_doubles_from_100ms_to_5s() {
+        let mut b = Backoff::first();
+        let mut delays = vec![b.delay.as_millis()];
+        for _ in 0..8 {
+            b = b.next();
+            delays.push(b.delay.as_millis());
+        }
+        assert_eq!(delays, [100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
+        assert_eq!(b.failures, 9);
+    }
+
+    #[test]
+    fn a_retry_is_armed_only_while_a_write_is_pending() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut e = Enforcer::new(dir.path(), dir.path(), false, None, &Policy::default());
+        assert_eq!(e.next_retry(), None, "idle: no timer");
+        let t0 = Instant::now();
+        let failed = BTreeSet::from(["0000:0a:00.1".to_string()]);
+        e.schedule_retries(&failed, t0);
+        assert_eq!(e.next_retry(), Some(t0 + RETRY_FIRST));
+        // Failing again on another event before it is due: the schedule stands.
+        e.schedule_retries(&failed, t0 + Duration::from_millis(10));
+        assert_eq!(e.next_retry(), Some(t0 + RETRY_FIRST));
+        // Due and failing: the next delay doubles.
+        let t1 = t0 + RETRY_FIRST;
+        e.schedule_retries(&failed, t1);
+        assert_eq!(e.next_retry(), Some(t1 + 2 * RETRY_FIRST));
+        // It held (or the device went): nothing pending, no timer.
+        e.schedule_retries(&BTreeSet::new(), t1);
+        assert_eq!(e.next_retry(), None);
     }
 }

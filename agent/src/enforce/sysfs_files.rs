@@ -12,6 +12,7 @@ use std::{
 
 use log::warn;
 
+use super::facts::{absent_is_none, Listing};
 use crate::io_deadline;
 use crate::pci::DriverName;
 
@@ -20,10 +21,13 @@ pub fn kernel_dev(dev: u64) -> u32 {
     (libc::major(dev) << 20) | (libc::minor(dev) & 0xf_ffff)
 }
 
-/// Kernel dev_t of a character device node, `None` when it is not there.
-pub fn node_rdev(path: &Path) -> Option<u32> {
-    let meta = fs::metadata(path).ok()?;
-    (meta.rdev() != 0).then(|| kernel_dev(meta.rdev()))
+/// Kernel dev_t of a character device node: `Ok(None)` when it is not there (or not a
+/// device), an error when the stat failed otherwise (EMFILE...: unknown, not absent).
+pub fn node_rdev(path: &Path) -> io::Result<Option<u32>> {
+    let Some(meta) = absent_is_none(fs::metadata(path))? else {
+        return Ok(None);
+    };
+    Ok((meta.rdev() != 0).then(|| kernel_dev(meta.rdev())))
 }
 
 /// (kernel dev_t of its filesystem, inode) of an executable, for TRUSTED_EXE.
@@ -64,19 +68,29 @@ pub fn pin(sysfs: &Path, device: &str, value: &str) -> io::Result<()> {
 }
 
 /// Whether any of `pins` (device, value) no longer reads as written: every read in one job, so
-/// a watch pass is one handoff to the worker, not one per device.
+/// a watch pass is one handoff to the worker, not one per device. A read that fails (other
+/// than ENOENT) is not a change; when no read succeeded the first error is returned.
 pub fn pins_differ(sysfs: &Path, pins: Vec<(String, String)>) -> io::Result<bool> {
     let devices = sysfs.join("bus/pci/devices");
     with_deadline(
         format!("read {} pinned driver_override", pins.len()),
         move || {
-            Ok(pins.iter().any(|(device, value)| {
+            let mut failed = None;
+            for (device, value) in &pins {
                 let file = devices.join(device).join("driver_override");
-                let live = read_small(&file)
-                    .as_deref()
-                    .and_then(crate::sysfs::parse_driver_override);
-                live.as_deref() != Some(value.as_str())
-            }))
+                match read_small(&file) {
+                    Ok(text) => {
+                        let live = text
+                            .as_deref()
+                            .and_then(crate::sysfs::parse_driver_override);
+                        if live.as_deref() != Some(value.as_str()) {
+                            return Ok(true);
+                        }
+                    }
+                    Err(e) => failed = failed.or(Some(e)),
+                }
+            }
+            failed.map_or(Ok(false), Err)
         },
     )
 }
@@ -86,11 +100,16 @@ pub fn probe(sysfs: &Path, device: &str) -> io::Result<()> {
     write_attr(&sysfs.join("bus/pci/drivers_probe"), device)
 }
 
-/// The driver a device is bound to right now, from its `driver` link.
-pub fn bound_driver(sysfs: &Path, device: &str) -> Option<String> {
-    crate::sysfs::read_driver(&sysfs.join("bus/pci/devices").join(device))
-        .ok()
-        .flatten()
+/// The driver a device is bound to right now, from its `driver` link: `Ok(None)` when unbound
+/// or gone, an error when the link could not be read (unknown, not unbound).
+pub fn bound_driver(sysfs: &Path, device: &str) -> io::Result<Option<String>> {
+    match crate::sysfs::read_driver(&sysfs.join("bus/pci/devices").join(device)) {
+        Ok(d) => Ok(d),
+        Err(crate::sysfs::SysfsError::Read { source, .. }) => {
+            absent_is_none(Err(source)).map(Option::flatten)
+        }
+        Err(_) => Ok(None),
+    }
 }
 
 /// A device's `driver_override` right now: `Ok(None)` when unset or gone, an error when the
@@ -101,7 +120,7 @@ pub fn current_override(sysfs: &Path, device: &str) -> io::Result<Option<String>
         .join(device)
         .join("driver_override");
     with_deadline(format!("read {}", path.display()), move || {
-        Ok(read_small(&path)
+        Ok(read_small(&path)?
             .as_deref()
             .and_then(crate::sysfs::parse_driver_override))
     })
@@ -114,47 +133,64 @@ pub fn rebind(sysfs: &Path, device: &str) -> io::Result<()> {
     probe(sysfs, device)
 }
 
-/// Hotplug slots: name -> address (`DDDD:BB:DD`), from `bus/pci/slots/*/address`.
-pub fn slots(sysfs: &Path) -> BTreeMap<String, String> {
+/// Hotplug slots: name -> address (`DDDD:BB:DD`), from `bus/pci/slots/*/address`. A slot
+/// without an `address` is no slot; one whose `address` could not be read is listed with
+/// the error, and a listing that failed is the error: unknown, never "no slots".
+pub fn slots(sysfs: &Path) -> Listing<String, String> {
     let mut out = BTreeMap::new();
-    for entry in fs::read_dir(sysfs.join("bus/pci/slots"))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
+    let Some(dir) = absent_is_none(fs::read_dir(sysfs.join("bus/pci/slots")))? else {
+        return Ok(out);
+    };
+    for entry in dir {
+        let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(address) = read_small(&entry.path().join("address")) {
-            out.insert(name, address);
+        match read_small(&entry.path().join("address")) {
+            Ok(Some(address)) => {
+                out.insert(name, Ok(address));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                out.insert(name, Err(e));
+            }
         }
     }
-    out
+    Ok(out)
 }
 
 /// PCI drivers registered now. A directory whose name is no driver name is left out: it gets
-/// no entry in the driver map, so it counts as neither a user driver nor allowed.
-pub fn drivers(sysfs: &Path) -> BTreeSet<DriverName> {
-    fs::read_dir(sysfs.join("bus/pci/drivers"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| DriverName::parse(e.file_name().to_str()?).ok())
-        .collect()
+/// no entry in the driver map, so it counts as neither a user driver nor allowed. A listing
+/// that failed is the error (unknown, not "no drivers").
+pub fn drivers(sysfs: &Path) -> io::Result<BTreeSet<DriverName>> {
+    let Some(dir) = absent_is_none(fs::read_dir(sysfs.join("bus/pci/drivers")))? else {
+        return Ok(BTreeSet::new());
+    };
+    let mut out = BTreeSet::new();
+    for entry in dir {
+        if let Some(name) = entry?.file_name().to_str() {
+            if let Ok(d) = DriverName::parse(name) {
+                out.insert(d);
+            }
+        }
+    }
+    Ok(out)
 }
 
-/// A sysfs attribute of at most a page, trimmed; `None` when unreadable or not a regular file.
-fn read_small(path: &Path) -> Option<String> {
+/// A sysfs attribute of at most a page, trimmed: `Ok(None)` when it does not exist or is not
+/// a regular file, an error when it exists but could not be read (EMFILE...).
+fn read_small(path: &Path) -> io::Result<Option<String>> {
     use std::io::Read;
-    let meta = fs::metadata(path).ok()?;
+    let Some(meta) = absent_is_none(fs::metadata(path))? else {
+        return Ok(None);
+    };
     if !meta.is_file() {
-        return None;
+        return Ok(None);
     }
+    let Some(file) = absent_is_none(fs::File::open(path))? else {
+        return Ok(None);
+    };
     let mut buf = Vec::new();
-    fs::File::open(path)
-        .ok()?
-        .take(4096)
-        .read_to_end(&mut buf)
-        .ok()?;
-    Some(String::from_utf8_lossy(&buf).trim().to_string())
+    file.take(4096).read_to_end(&mut buf)?;
+    Ok(Some(String::from_utf8_lossy(&buf).trim().to_string()))
 }
 
 #[cfg(test)]
@@ -172,7 +208,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let spec = iommu_fixtures::fixture("consumer-gpu-audio-split").expect("fixture");
         let node = iommu_fixtures::build(spec, dir.path()).expect("builds");
-        assert!(drivers(&node.sysfs).contains(&crate::pci::driver("vfio-pci")));
+        assert!(drivers(&node.sysfs)
+            .expect("listed")
+            .contains(&crate::pci::driver("vfio-pci")));
         pin(&node.sysfs, "0000:0a:00.1", "vfio-pci").expect("writes");
         assert_eq!(
             current_override(&node.sysfs, "0000:0a:00.1")
@@ -183,9 +221,17 @@ mod tests {
         let slot = node.sysfs.join("bus/pci/slots/3");
         fs::create_dir_all(&slot).expect("mkdir");
         fs::write(slot.join("address"), "0000:0a:00\n").expect("slot");
+        let listed = slots(&node.sysfs).expect("listed");
         assert_eq!(
-            slots(&node.sysfs).get("3").map(String::as_str),
+            listed.get("3").and_then(|a| a.as_deref().ok()),
             Some("0000:0a:00")
+        );
+        // No slots directory at all: known, and empty.
+        fs::remove_dir_all(node.sysfs.join("bus/pci/slots")).expect("rm");
+        assert!(slots(&node.sysfs).expect("absent is known").is_empty());
+        assert_eq!(
+            node_rdev(&node.sysfs.join("no/such/node")).expect("absent is known"),
+            None
         );
     }
 }

@@ -4,6 +4,23 @@
 use iommu_enforcer_schema::{Action, Kind, Mechanism, Outcome, Rule, Scope};
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
+/// Reasons the metrics endpoint closes a connection itself, the values of
+/// `http_connections_refused_total{reason}`.
+pub const HTTP_REFUSALS: [&str; 3] = ["over_cap", "header_timeout", "write_timeout"];
+
+/// What a failed read was for, the values of `read_failures_total{what}` (the enforcer's
+/// `enforce::facts::Fact`, spelled out here so that metrics does not depend on enforce).
+pub const READ_FAILURES: [&str; 8] = [
+    "slots",
+    "drivers",
+    "vfio_nodes",
+    "vfio_cdevs",
+    "proc_devices",
+    "device_driver",
+    "sysfs_scan",
+    "pin_write",
+];
+
 /// Prefix of every metric name.
 pub const PREFIX: &str = "iommu_enforcer";
 
@@ -33,6 +50,9 @@ pub(super) struct Families {
     pub pod_resources_ignored_ids: IntGauge,
     pub policy_reload_failures: IntCounter,
     pub policy_info: IntGaugeVec,
+    pub read_failures: IntCounterVec,
+    pub output_lines_dropped: IntCounter,
+    pub http_connections_refused: IntCounterVec,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -170,8 +190,32 @@ impl Families {
                 "Always 1, one series: the SHA-256 (hex) of the policy file in force.",
                 &["digest"],
             )?,
+            read_failures: counter_vec(
+                "read_failures_total",
+                "Reads and writes of the agent's own that failed for a reason other than \"does not exist\" (EMFILE, EIO, a stall), by what was read: slots, drivers, vfio_nodes, vfio_cdevs, proc_devices, device_driver, sysfs_scan (the last known state was kept), pin_write (retried with backoff).",
+                &["what"],
+            )?,
+            output_lines_dropped: counter(
+                "output_lines_dropped_total",
+                "Output lines (JSON events on stdout) dropped because the output queue was full: stdout was not read fast enough.",
+            )?,
+            http_connections_refused: counter_vec(
+                "http_connections_refused_total",
+                "Connections to the metrics endpoint closed by the agent, by reason: over_cap (a connection still sending its request was dropped for a new one), header_timeout, write_timeout (a client that did not read its response).",
+                &["reason"],
+            )?,
             registry,
         };
+        for what in READ_FAILURES {
+            families
+                .read_failures
+                .get_metric_with_label_values(&[what])?;
+        }
+        for reason in HTTP_REFUSALS {
+            families
+                .http_connections_refused
+                .get_metric_with_label_values(&[reason])?;
+        }
         // Every series whose label values are known in advance exists from the start at 0, so
         // the first event is an increase from 0 that increase() and the alerts see, not a
         // series that appears at 1. Series labelled by group, device or driver cannot be known

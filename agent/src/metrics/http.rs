@@ -5,7 +5,23 @@
 //! - `GET /healthz`: 200 while the process runs (liveness);
 //! - `GET /readyz`: 503 until the agent is ready ([`Metrics::set_ready`]), then 200;
 //! - anything else: 404 (405 for a method other than GET/HEAD on a known path).
-use std::{io, net::SocketAddr, sync::Arc, time::Duration};
+//!
+//! Serving never costs enforcement its descriptors or the probes their answer: at most
+//! [`Limits::max_connections`] connections are open (far below RLIMIT_NOFILE, which the daemon
+//! raises to its hard limit); past it, a new connection takes the place of the oldest one
+//! still sending its request head (a flood of idle connections cannot lock the probes out),
+//! and is closed when every open one is already being answered. The whole request head must
+//! arrive within [`Limits::header_timeout`] and the response be taken within
+//! [`Limits::write_timeout`]; a peer too slow for either is dropped (reset, so its unread
+//! response does not linger in the kernel). The daemon runs this server on a thread of its own.
+use std::{
+    collections::BTreeMap,
+    io,
+    net::SocketAddr,
+    os::fd::AsRawFd,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use log::{debug, warn};
 use tokio::{
@@ -17,8 +33,30 @@ use super::{Metrics, MetricsError, CONTENT_TYPE};
 
 /// A request head larger than this is refused: the routes take no body and few headers.
 const MAX_HEAD: usize = 8 * 1024;
-/// A client that sends nothing for this long is dropped (a stuck peer must not pin a task).
-const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How much a connection may take of the agent, and for how long.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections open at once (accepted, not yet closed).
+    pub max_connections: usize,
+    /// The whole request head must arrive within this (slowloris, idle connections).
+    pub header_timeout: Duration,
+    /// The whole response must be taken within this (a client that does not read).
+    pub write_timeout: Duration,
+    /// SO_SNDBUF of accepted connections, when set: bounds the kernel memory a slow reader
+    /// holds.
+    pub send_buffer: Option<u32>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 64,
+            header_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(5),
+            send_buffer: None,
+        }
+    }
+}
 /// An address in use is tried again this often, for this long: right after `kill -9` the old
 /// agent still holds the port while the kernel tears it down (its pinned programs, its maps).
 /// Past the bound the port is someone else's, and that is an error.
@@ -41,6 +79,48 @@ pub struct MetricsServer {
     listener: TcpListener,
     local_addr: SocketAddr,
     metrics: Arc<Metrics>,
+    limits: Limits,
+}
+
+/// Where a connection is: still sending its head (may be evicted for a new one), or being
+/// answered (bounded by the write deadline, kept).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Head,
+    Answer,
+}
+
+/// The open connections, oldest first (ids grow).
+#[derive(Default)]
+struct Open {
+    next: u64,
+    conns: BTreeMap<u64, (Phase, tokio::task::AbortHandle)>,
+}
+
+type Table = Arc<Mutex<Open>>;
+
+fn lock(t: &Table) -> std::sync::MutexGuard<'_, Open> {
+    t.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Removes its connection from the table when the task ends or is aborted.
+struct Slot {
+    table: Table,
+    id: u64,
+}
+
+impl Slot {
+    fn answering(&self) {
+        if let Some(c) = lock(&self.table).conns.get_mut(&self.id) {
+            c.0 = Phase::Answer;
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        lock(&self.table).conns.remove(&self.id);
+    }
 }
 
 impl MetricsServer {
@@ -67,7 +147,14 @@ impl MetricsServer {
             listener,
             local_addr,
             metrics,
+            limits: Limits::default(),
         })
+    }
+
+    /// Serves with `limits` instead of the defaults.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// The address actually bound (the real port when 0 was asked for).
@@ -77,15 +164,14 @@ impl MetricsServer {
 
     /// Serves until the task is dropped. Each connection gets its own task.
     pub async fn run(self) -> io::Result<()> {
+        let table: Table = Arc::default();
+        let limits = self.limits;
         loop {
             match self.listener.accept().await {
                 Ok((stream, peer)) => {
-                    let metrics = Arc::clone(&self.metrics);
-                    tokio::spawn(async move {
-                        if let Err(e) = handle(stream, &metrics).await {
-                            debug!("metrics: connection from {peer}: {e}");
-                        }
-                    });
+                    admit(&table, stream, peer, &self.metrics, limits);
+                    // Lets the new connection read its head before the next accept.
+                    tokio::task::yield_now().await;
                 }
                 // Out of file descriptors and the like: back off, keep serving.
                 Err(e) => {
@@ -94,6 +180,56 @@ impl MetricsServer {
                 }
             }
         }
+    }
+}
+
+/// Binds `addr` and serves `metrics` from a thread of its own with its own runtime, so that
+/// nothing the agent's event loop does (a sysfs read held by the kernel, a burst of records)
+/// delays `/healthz` and `/readyz`. Returns the bound address once listening; the thread serves
+/// until the process exits.
+pub async fn serve_on_thread(
+    addr: &str,
+    metrics: Arc<Metrics>,
+    limits: Limits,
+) -> Result<SocketAddr, MetricsError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let addr_text = addr.to_owned();
+    let addr = addr.to_owned();
+    let thread = std::thread::Builder::new()
+        .name("metrics-http".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(error) => {
+                    let _ = tx.send(Err(MetricsError::Bind { addr, error }));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                match MetricsServer::bind(&addr, metrics).await {
+                    Ok(server) => {
+                        let _ = tx.send(Ok(server.local_addr()));
+                        let _ = server.with_limits(limits).run().await;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                    }
+                }
+            });
+        });
+    let gone = |addr: &str| MetricsError::Bind {
+        addr: addr.to_owned(),
+        error: io::Error::other("the metrics thread ended before listening"),
+    };
+    match thread {
+        Ok(_) => rx.await.unwrap_or_else(|_| Err(gone(&addr_text))),
+        Err(error) => Err(MetricsError::Bind {
+            addr: addr_text,
+            error,
+        }),
     }
 }
 
@@ -174,11 +310,113 @@ pub(super) fn route(method: &str, target: &str, metrics: &Metrics) -> Response {
     }
 }
 
-async fn handle(mut stream: TcpStream, metrics: &Metrics) -> io::Result<()> {
-    let head = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
-        Ok(head) => head?,
-        Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "no request")),
+/// Takes an accepted connection into the table (making room as the cap requires) and spawns
+/// its task; not async, so that the table's lock is never held across an await.
+fn admit(
+    table: &Table,
+    stream: TcpStream,
+    peer: SocketAddr,
+    metrics: &Arc<Metrics>,
+    limits: Limits,
+) {
+    let mut open = lock(table);
+    let mut evicted = None;
+    if open.conns.len() >= limits.max_connections {
+        // The oldest connection still sending its head gives way; when all are being
+        // answered, the new one is closed.
+        let idle = open
+            .conns
+            .iter()
+            .find(|(_, (phase, _))| *phase == Phase::Head)
+            .map(|(id, _)| *id);
+        metrics.http_connection_refused("over_cap");
+        match idle.and_then(|id| open.conns.remove(&id)) {
+            Some((_, task)) => evicted = Some(task),
+            None => {
+                reset(&stream);
+                return;
+            }
+        }
+    }
+    if let Some(bytes) = limits.send_buffer {
+        set_send_buffer(&stream, bytes);
+    }
+    let id = open.next;
+    open.next += 1;
+    let metrics = Arc::clone(metrics);
+    let slot = Slot {
+        table: Arc::clone(table),
+        id,
     };
+    // Spawned and entered while the table is locked: the task cannot end (and remove its
+    // entry) before the entry is there.
+    let task = tokio::spawn(async move {
+        if let Err(e) = handle(stream, &metrics, limits, &slot).await {
+            debug!("metrics: connection from {peer}: {e}");
+        }
+        drop(slot);
+    });
+    open.conns.insert(id, (Phase::Head, task.abort_handle()));
+    drop(open);
+    // Outside the lock: the aborted task's slot takes it to remove itself.
+    if let Some(task) = evicted {
+        task.abort();
+    }
+}
+
+/// Sets SO_LINGER to 0: the close that follows resets the connection, dropping whatever the
+/// peer left unread instead of keeping it in the kernel.
+fn reset(stream: &TcpStream) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    set_option(stream, libc::SO_LINGER, &linger);
+}
+
+fn set_send_buffer(stream: &TcpStream, bytes: u32) {
+    let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    set_option(stream, libc::SO_SNDBUF, &v);
+}
+
+fn set_option<T>(stream: &TcpStream, name: libc::c_int, value: &T) {
+    // SAFETY: the descriptor is the stream's own and open; `value` is a live T of the size
+    // passed.
+    let r = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            name,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        debug!(
+            "metrics: setsockopt({name}): {}",
+            io::Error::last_os_error()
+        );
+    }
+}
+
+async fn handle(
+    mut stream: TcpStream,
+    metrics: &Metrics,
+    limits: Limits,
+    slot: &Slot,
+) -> io::Result<()> {
+    let head = match tokio::time::timeout(limits.header_timeout, read_head(&mut stream)).await {
+        Ok(head) => head?,
+        Err(_) => {
+            metrics.http_connection_refused("header_timeout");
+            reset(&stream);
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no request head in time",
+            ));
+        }
+    };
+    slot.answering();
     let mut parts = head.lines().next().unwrap_or("").split_whitespace();
     let response = match (parts.next(), parts.next(), parts.next()) {
         (Some(method), Some(target), Some(version)) if version.starts_with("HTTP/1.") => {
@@ -187,7 +425,18 @@ async fn handle(mut stream: TcpStream, metrics: &Metrics) -> io::Result<()> {
         }
         _ => (Response::text(400, "bad request\n"), false),
     };
-    write_response(&mut stream, &response.0, response.1).await
+    let write = write_response(&mut stream, &response.0, response.1);
+    match tokio::time::timeout(limits.write_timeout, write).await {
+        Ok(r) => r,
+        Err(_) => {
+            metrics.http_connection_refused("write_timeout");
+            reset(&stream);
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "response not taken in time",
+            ))
+        }
+    }
 }
 
 /// Reads up to the blank line that ends the request head.

@@ -49,8 +49,8 @@ use prometheus::{Encoder, TextEncoder};
 
 use self::families::Families;
 pub use self::{
-    families::PREFIX,
-    http::{parse_addr, serve, MetricsServer},
+    families::{HTTP_REFUSALS, PREFIX, READ_FAILURES},
+    http::{parse_addr, serve, serve_on_thread, Limits, MetricsServer},
 };
 
 /// Content type of the text exposition format served on `/metrics`.
@@ -195,6 +195,26 @@ impl Metrics {
         self.families
             .pod_resources_ignored_ids
             .set(gauge(ignored_ids));
+    }
+
+    /// A read of the agent's own failed and its last known value was kept, or a pin write
+    /// failed and is retried (`what`: [`crate::enforce::facts::Fact`]).
+    pub fn read_failed(&self, what: &str) {
+        self.families.read_failures.with_label_values(&[what]).inc();
+    }
+
+    /// Output lines dropped because the output queue was full (daemon::output).
+    pub fn output_lines_dropped(&self, n: u64) {
+        self.families.output_lines_dropped.inc_by(n);
+    }
+
+    /// The metrics endpoint closed a connection itself (`reason`: one of
+    /// [`families::HTTP_REFUSALS`]).
+    pub fn http_connection_refused(&self, reason: &str) {
+        self.families
+            .http_connections_refused
+            .with_label_values(&[reason])
+            .inc();
     }
 
     pub fn set_ready(&self, ready: bool) {
