@@ -82,6 +82,7 @@ const TOOLS: &[&str] = &[
     "conn-flood",
     "lsm-noop",
     "bar-poke",
+    "buffer-race",
     // iommu-fixtures: the synthetic sysfs tree of the idle benchmark.
     "mkfixture",
 ];

@@ -1219,6 +1219,10 @@ fn hostile_io_uring(c: &Checker) {
         .fail_closed()
         .note("the linked unbinds fail closed")
         .expect_at_least(2);
+    // The buffer race: 300 writes each, every one refused whatever the buffer held.
+    expect_fact(c, "race_override_ok", "0");
+    expect_fact(c, "race_new_id_ok", "0");
+    expect_fact(c, "fn1_override_after_race", "vfio-pci");
 }
 
 fn hidden_holder(c: &Checker) {
