@@ -178,9 +178,10 @@ pub const SCENARIOS: &[Scenario] = &[
         check: hidden_holder,
     },
     Scenario {
-        // The agent's own faults: one kernel with BPF LSM (the vetoes are the subject).
+        // The agent's own faults: the oldest and the newest kernel with BPF LSM (the vetoes
+        // are the subject).
         name: "agent-faults",
-        boots: ONE,
+        boots: &[("5.10", Some(LSM_BPF)), ("7.3", None)],
         dry_run: false,
         policy: None,
         check: agent_faults,
