@@ -174,6 +174,12 @@ pub mod watched {
     pub const PINS: u32 = 16;
 }
 
+/// Flags in `Event::detail` of an [`EventKind::OverrideWritten`] record.
+pub mod override_written {
+    /// The writer runs in a container the policy trusts, untraced.
+    pub const TRUSTED_CONTAINER: u32 = 1;
+}
+
 /// Flags in `Event::detail` of a veto, above the watched kind (low 8 bits).
 pub mod veto {
     pub const KIND_MASK: u32 = 0xff;

@@ -66,6 +66,20 @@ static TRUSTED_EXE: HashMap<ExeKey, u8> = HashMap::with_max_entries(256, 0);
 #[map(name = "TRUSTED_CGROUP")]
 static TRUSTED_CGROUP: HashMap<u64, u8> = HashMap::with_max_entries(1024, 0);
 
+/// Whether the current task runs in a container the policy trusts, untraced: it owns the binding
+/// of reserved groups while they are idle (vfio-manager's `bind --all` / `unbind --all`), so its
+/// host-driver binds there pass the bind veto and its pin changes stand.
+#[inline(always)]
+pub fn trusted_container() -> bool {
+    // SAFETY: a helper with no arguments, allowed in tracing and LSM programs (5.10+).
+    let cgroup = unsafe { bpf_get_current_cgroup_id() };
+    if unsafe { TRUSTED_CGROUP.get(&cgroup) }.is_none() {
+        return false;
+    }
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    !unsafe { kernel::task_traced(task) }
+}
+
 /// `int security_file_open(struct file *file)`: VFIO group and cdev opens, and sysfs files of
 /// protected devices opened for writing (acct(2) and `__kernel_write` bypass file_permission).
 #[lsm(hook = "file_open")]

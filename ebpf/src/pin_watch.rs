@@ -7,7 +7,7 @@
 //! `driver_set_override` up to 6.12 but `__device_set_driver_override` for PCI since the
 //! override moved into `struct device` (6.19, Debian's 6.12.118).
 use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::fexit, programs::FExitContext};
-use iommu_enforcer_common::{config, EventKind};
+use iommu_enforcer_common::{config, override_written, EventKind};
 
 use crate::{kernel, record::emit, state};
 
@@ -41,12 +41,19 @@ pub fn dev_attr_store_exit(ctx: FExitContext) -> i32 {
     // The return value sits after the last argument (5.10 has no bpf_get_func_ret).
     let ret: i64 = ctx.arg(4);
     let group = unsafe { kernel::device_group_id(dev) };
+    // A trusted container's change of a reserved group's pin stands (the agent gives way).
+    let detail = if crate::lsm_hooks::trusted_container() {
+        override_written::TRUSTED_CONTAINER
+    } else {
+        0
+    };
     emit(
         &ctx,
         EventKind::OverrideWritten,
         ret as i32,
         group,
         |ev| unsafe {
+            ev.detail = detail;
             kernel::read_first_field_name(dev, &mut ev.device);
             let _ = kernel::read_str(buf, &mut ev.driver);
         },

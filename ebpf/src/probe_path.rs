@@ -58,7 +58,10 @@ pub fn really_probe_entry(ctx: FEntryContext) -> i32 {
         // Counted before the use check: a VFIO open racing this bind sees one or the other.
         state::host_probe(p.group, 1);
         p.counted = 1;
-        if state::group_protected(p.group) {
+        // A trusted container hands a reserved group back while nothing uses it.
+        if state::group_protected(p.group)
+            && (state::group_in_use(p.group) || !crate::lsm_hooks::trusted_container())
+        {
             p.deny = 1;
         }
     }

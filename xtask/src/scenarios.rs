@@ -703,8 +703,8 @@ fn handback_vfio_manager(c: &Checker) {
     expect_fact(c, "alive", "yes");
     let (uid_t, id_t) = (c.fact("trusted_uid"), c.fact("trusted_id"));
     let (uid_u, id_u) = (c.fact("untrusted_uid"), c.fact("untrusted_id"));
-    // The card starts on its host drivers; from bind --all on, every phase ends with both
-    // functions on vfio-pci, pinned: the reservation holds.
+    // The card starts on its host drivers; bind --all moves it to vfio-pci, where it stays
+    // through the other container's writes and the hold; unbind --all gives it back.
     for n in 0..2 {
         let host = c.fact(&format!("host_{n}"));
         c.expect(
@@ -712,12 +712,14 @@ fn handback_vfio_manager(c: &Checker) {
             format!("function {n} of the card started on {host:?}, not on a host driver"),
         );
         expect_fact(c, &format!("start_driver_{n}"), &host);
-    }
-    for phase in ["bound", "unbound", "untrusted", "held"] {
-        for n in 0..2 {
+        for phase in ["bound", "untrusted", "held"] {
             expect_fact(c, &format!("{phase}_driver_{n}"), "vfio-pci");
             expect_fact(c, &format!("{phase}_pin_{n}"), "vfio-pci");
         }
+        // The reservation gave way to the trusted container: host driver back, pin cleared
+        // and not restored.
+        expect_fact(c, &format!("unbound_driver_{n}"), &host);
+        expect_fact(c, &format!("unbound_pin_{n}"), "(null)");
     }
     // The group's vetoes by one container, in order.
     let vetoes = |id: &str| -> Vec<&Event> {
@@ -729,43 +731,19 @@ fn handback_vfio_manager(c: &Checker) {
             .filter(|e| e.container_id.as_deref() == Some(id))
             .collect()
     };
-    // Host drivers refused in the reserved group by the probe path, which trusts nobody.
-    let probe_vetoes: Vec<&Event> = vetoes(&id_t)
-        .into_iter()
-        .filter(|e| e.rule == Some(Rule::ProtectedProbe))
-        .collect();
-    for (n, device) in devices.iter().enumerate() {
-        // The trusted container: every write of unbind --all and bind --all passed the hooks.
-        for step in ["unbind", "override"] {
-            expect_fact(c, &format!("unbind_{step}_{n}"), "ok");
-        }
+    for n in 0..2 {
+        // The trusted container: every write of bind --all and unbind --all passed the hooks.
         for step in ["override", "unbind", "probe"] {
             expect_fact(c, &format!("bind_{step}_{n}"), "ok");
+            expect_fact(c, &format!("unbind_{step}_{n}"), "ok");
         }
-        // unbind --all's probe races the agent restoring the reservation's pin: after it, the
-        // probe binds vfio-pci (ok); before it, the host driver is tried and refused in the kernel
-        // (a protected_probe veto naming the container; drivers_probe says EINVAL on 6.x, while
-        // 5.10 swallows the probe's error).
-        let probe = c.fact(&format!("unbind_probe_{n}"));
-        let host = c.fact(&format!("host_{n}"));
-        let refused = probe_vetoes
-            .iter()
-            .filter(|e| {
-                e.device.as_deref() == Some(*device) && e.driver.as_deref() == Some(host.as_str())
-            })
-            .count();
-        c.expect(
-            (probe == "ok" && refused <= 1) || (probe == "EINVAL" && refused == 1),
-            format!("unbind --all's probe of {device}: {probe:?} with {refused} protected_probe vetoes of {host}"),
-        );
         // The other container, and the trusted one while the group is held: refused.
         for phase in ["untrusted", "held"] {
             expect_fact(c, &format!("{phase}_unbind_{n}"), "EPERM");
             expect_fact(c, &format!("{phase}_override_{n}"), "EPERM");
         }
     }
-    // The trusted container's unbind and cleared override happened (the observer and the pin
-    // watch name its pod), and the agent restored each pin after it.
+    // The trusted container's unbind happened (the observer names its pod).
     for device in devices {
         let unbinds: Vec<&Event> = c
             .events(Kind::Unbind)
@@ -782,35 +760,14 @@ fn handback_vfio_manager(c: &Checker) {
             &uid_t,
             &id_t,
         );
-        // A pin the agent wrote is restored (pin_restored); one the container wrote (bind
-        // --all's) is pinned anew (pin).
-        let repinned = [Kind::Pin, Kind::PinRestored]
-            .into_iter()
-            .map(|k| {
-                c.events(k)
-                    .device(device)
-                    .driver("vfio-pci")
-                    .action(Action::Pinned)
-                    .count()
-            })
-            .sum::<usize>();
-        c.expect(
-            repinned >= 1,
-            format!(
-                "{device}: the reservation's pin was not written again after vfio-manage unbind"
-            ),
-        );
     }
-    // Vetoes of sysfs writes: exactly the other container's unbind and override of each
-    // function, and the trusted container's only while the group was held; each names its pod.
+    // Vetoes: exactly the other container's unbind and override of each function, and the
+    // trusted container's only while the group was held; each names its pod.
     for (id, uid, who) in [
         (&id_u, &uid_u, "the untrusted container"),
         (&id_t, &uid_t, "vfio-manager while the group was held"),
     ] {
-        let theirs: Vec<&Event> = vetoes(id)
-            .into_iter()
-            .filter(|e| e.rule != Some(Rule::ProtectedProbe))
-            .collect();
+        let theirs = vetoes(id);
         let rules: Vec<(Option<&str>, Option<Rule>)> = theirs
             .iter()
             .map(|e| (e.device.as_deref(), e.rule))
@@ -840,10 +797,7 @@ fn handback_vfio_manager(c: &Checker) {
         .list()
         .first()
         .and_then(|e| at(e));
-    for e in vetoes(&id_t)
-        .into_iter()
-        .filter(|e| e.rule != Some(Rule::ProtectedProbe))
-    {
+    for e in vetoes(&id_t) {
         c.expect(
             held_at.is_some_and(|h| at(e).is_some_and(|i| i > h)),
             format!("vfio-manager vetoed while the group was idle: {}", json(e)),

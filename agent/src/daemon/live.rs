@@ -147,6 +147,7 @@ impl Live {
                 drained.module_loaded = true;
                 continue;
             }
+            self.enforcer.observe(&ev);
             let node = ev.rdev.map(|rdev| self.vfio_node(ev.kind, rdev));
             let (mut lines, f) = self.node.apply_node(&ev, node);
             self.attribution.attribute(&mut lines, self.sink.metrics());

@@ -19,7 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use iommu_enforcer_common::{watched, WatchedFile, ADDR_LEN};
+use iommu_enforcer_common::{override_written, watched, EventKind, WatchedFile, ADDR_LEN};
 use iommu_enforcer_schema::{Action, Event, Kind, Line, Mechanism, MechanismState, Outcome, Rule};
 use log::{info, warn};
 
@@ -30,7 +30,13 @@ use self::{
     plan::{Plan, Reservation},
     sysfs_files::{exe_key, node_rdev},
 };
-use crate::{bpf::record::errno_name, metrics::Metrics, node::NodeState, policy::Policy};
+use crate::{
+    bpf::record::{errno_name, KernelEvent},
+    metrics::Metrics,
+    model::driver::is_user_driver,
+    node::NodeState,
+    policy::Policy,
+};
 
 /// The first retry of a failed pin or rebind write comes this long after the failure; each
 /// further one twice as long after the last, up to [`RETRY_MAX`].
@@ -107,6 +113,9 @@ pub struct Enforcer {
     opens: OpenCount,
     /// cgroup ids of the containers the policy trusts, as last resolved.
     trusted_cgroups: BTreeSet<u64>,
+    /// Devices of reserved groups whose pin a trusted container changed: the reservation gives
+    /// way (no pin restored, no rebind) until the device is on a user driver again.
+    yielded: BTreeSet<String>,
     /// The node facts last known: a read that fails (EMFILE...) keeps them ([`facts`]).
     facts: NodeFacts,
     /// VFIO_DENY entries of device cdevs last computed, kept for a group whose cdevs could not
@@ -140,6 +149,7 @@ impl Enforcer {
             proc: PathBuf::from("/proc"),
             opens: OpenCount::default(),
             trusted_cgroups: BTreeSet::new(),
+            yielded: BTreeSet::new(),
             facts: NodeFacts::default(),
             cdev_deny: BTreeMap::new(),
             pending: BTreeMap::new(),
@@ -184,6 +194,29 @@ impl Enforcer {
             info!("reading {} works again", what.as_str());
         }
         self.failing = now;
+    }
+
+    /// Follows the records that move a reservation's hand: a trusted container that changed a
+    /// device's pin owns its binding (vfio-manager's `unbind --all`) until the device is on a
+    /// user driver again (its `bind --all`).
+    pub fn observe(&mut self, ev: &KernelEvent) {
+        match ev.kind {
+            EventKind::OverrideWritten
+                if ev.ret >= 0 && ev.detail & override_written::TRUSTED_CONTAINER != 0 =>
+            {
+                if self.yielded.insert(ev.device.clone()) {
+                    info!(
+                        "{}: a trusted container changed its pin; the reservation gives way until it is on a user driver again",
+                        ev.device
+                    );
+                }
+                self.pinned.remove(&ev.device);
+            }
+            EventKind::Probe if ev.driver.as_deref().is_some_and(is_user_driver) => {
+                self.yielded.remove(&ev.device);
+            }
+            _ => {}
+        }
     }
 
     /// The containers the policy trusts, by cgroup id: the kernel map follows at the next
@@ -295,10 +328,20 @@ impl Enforcer {
     /// Brings pins and the kernel maps in line with the node; returns what it did. Pins are
     /// compared with what sysfs shows now, not with the model: one cleared behind the agent's
     /// back (a path no hook sees, a trusted writer) is restored and reported.
+    /// The plan for the node, less the devices a trusted container took over.
+    fn plan(&self, node: &NodeState, in_use: &BTreeSet<u32>) -> Plan {
+        let mut plan = Plan::compute_with(node.map(), node.policy(), in_use);
+        plan.protected
+            .retain(|device, _| !self.yielded.contains(device));
+        plan.reservations
+            .retain(|r| !self.yielded.contains(r.device()));
+        plan
+    }
+
     pub fn apply(&mut self, node: &mut NodeState) -> Vec<Line> {
         let mut lines = Vec::new();
         let in_use = self.in_use(node);
-        let mut plan = Plan::compute_with(node.map(), node.policy(), &in_use);
+        let mut plan = self.plan(node, &in_use);
         // A pin of a group no longer protected (idle, not reserved) is the operator's now.
         self.pinned
             .retain(|device, _| plan.protected.contains_key(device));
@@ -335,7 +378,7 @@ impl Enforcer {
                 }
             }
             if changed {
-                plan = Plan::compute_with(node.map(), node.policy(), &in_use);
+                plan = self.plan(node, &in_use);
             }
         }
         self.reserved.clone_from(&plan.reserved);

@@ -105,15 +105,6 @@ grep "trusted containers" /tmp/agent.err | sed 's/^/  agent: /'
 in_container $CG_T "vm_bind bind $fn0 0; vm_bind bind $fn1 1"
 sleep 1
 state bound
-# vfio-manage unbind --all from the trusted container: the unbind and the cleared override pass
-# the hooks. The reservation stands: the agent sees the cleared pin (pin watch), restores it and
-# binds vfio-pci again (pin_restored), as for a trusted writer; a probe that runs before that
-# tries the host driver, which the probe path refuses in a reserved group whoever writes
-# (a protected_probe veto; drivers_probe says EINVAL on 6.x, 5.10 swallows the error).
-in_container $CG_T "vm_unbind unbind $fn0 0; vm_unbind unbind $fn1 1"
-sleep 1
-state unbound
-
 # Another container of the same pod layout, another name: not trusted.
 container other-tool $UID_U $ID_U || exit 1
 CG_U=$CONTAINER_CG
@@ -128,4 +119,11 @@ in_container $CG_T "vm_unbind held $fn0 0; vm_unbind held $fn1 1"
 state held
 release
 sleep 1
+
+# vfio-manage unbind --all from the trusted container, the group idle again: the unbind, the
+# cleared override and the host driver's probe all pass, and the reservation gives way (the
+# agent restores no pin and rebinds nothing) until a user driver has the device again.
+in_container $CG_T "vm_unbind unbind $fn0 0; vm_unbind unbind $fn1 1"
+sleep 2
+state unbound
 fact alive yes
