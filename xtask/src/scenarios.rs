@@ -1414,13 +1414,23 @@ fn kill_mid_burst(c: &Checker) {
     let (first, _) = burst_seen(c, &dev, "none");
     let second = count_fact(c, "second_binds") + count_fact(c, "second_unbinds");
     let lost = counted_lost(c) + count_fact(c, "second_lost") + count_fact(c, "second_missed");
+    // Nothing lost silently: every record made is seen or counted lost. Delivery across kill -9
+    // is at least once: a record the first agent printed but had not yet consumed from the ring
+    // when it died (its lines go through the output thread first), or a loss it reported but
+    // had not yet written to the pinned ledger, is said again by the second. A few, not a
+    // batch: the drain consumes each record once its lines are written.
+    let said = first + second + lost;
     c.expect(
-        first + second + lost == made,
+        said >= made && said <= made + DUPLICATES_AT_KILL,
         format!(
-            "made {made} (binds {binds}, unbinds {unbinds}) != seen {first} (first agent) + {second} (second) + lost {lost}"
+            "made {made} (binds {binds}, unbinds {unbinds}), seen {first} (first agent) + {second} (second) + lost {lost} = {said}: expected {made} to {}",
+            made + DUPLICATES_AT_KILL
         ),
     );
 }
+
+/// Records a kill -9 may leave to be said twice (printed, not yet consumed): see kill_mid_burst.
+const DUPLICATES_AT_KILL: u64 = 8;
 
 fn claim_race(c: &Checker) {
     let errno = c.fact("first_bind_errno");
