@@ -18,7 +18,10 @@ step enforcer detach
 # may still refuse for a moment after detach returns.
 for d in $VM_DEV_FN0 $VM_DEV_FN1; do
 	i=0
-	while ! unbind $d && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+	while [ -e $(pcidev $d)/driver ] && ! write $d $(pcidev $d)/driver/unbind && [ $i -lt 50 ]; do
+		sleep 0.1
+		i=$((i + 1))
+	done
 	clear_override $d
 done
 step modprobe e1000
