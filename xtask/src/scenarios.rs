@@ -743,6 +743,8 @@ fn handback_vfio_manager(c: &Checker) {
             expect_fact(c, &format!("{phase}_override_{n}"), "EPERM");
         }
     }
+    // The hostile host process, while the group was held: nothing through.
+    expect_hostile_refused(c, &g);
     // The trusted container's unbind happened (the observer names its pod).
     for device in devices {
         let unbinds: Vec<&Event> = c

@@ -75,8 +75,10 @@ state() {
 }
 
 # The card's host drivers (bochs or bochs-drm, snd_hda_intel), as the kernel bound them at boot.
-fact host_0 $(driver_of $fn0)
-fact host_1 $(driver_of $fn1)
+host_0=$(driver_of $fn0)
+host_1=$(driver_of $fn1)
+fact host_0 $host_0
+fact host_1 $host_1
 state start
 
 UID_T=5b6c7d8e-9f01-4a2b-8c3d-4e5f60718293
@@ -115,7 +117,11 @@ state untrusted
 
 # The group in use (a VM holds it): even the trusted container is refused.
 hold $g $fn0 || exit 1
+# Meanwhile a host process keeps trying every path to put the host drivers back.
+hostile_start $fn0=$host_0 $fn1=$host_1
 in_container $CG_T "vm_unbind held $fn0 0; vm_unbind held $fn1 1"
+sleep 1
+hostile_stop
 state held
 release
 sleep 1
