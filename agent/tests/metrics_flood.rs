@@ -5,35 +5,14 @@ mod metrics_support;
 
 use std::{
     io::{Read, Write},
-    net::{SocketAddr, TcpStream},
+    net::TcpStream,
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use iommu_enforcer::metrics::{Limits, Metrics, MetricsServer};
+use iommu_enforcer::metrics::{Limits, Metrics};
 use iommu_enforcer_schema::{Line, Owner};
-use metrics_support::get;
-
-/// Serves `metrics` with `limits` on 127.0.0.1 from a runtime on its own thread.
-fn serve(metrics: Arc<Metrics>, limits: Limits) -> SocketAddr {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a tokio runtime");
-        runtime.block_on(async move {
-            let server = MetricsServer::bind("127.0.0.1:0", metrics)
-                .await
-                .expect("binds on loopback")
-                .with_limits(limits);
-            tx.send(server.local_addr()).expect("the test waits");
-            let _ = server.run().await;
-        });
-    });
-    rx.recv_timeout(Duration::from_secs(10))
-        .expect("the server reports its address")
-}
+use metrics_support::{get, serve_with_limits as serve};
 
 fn counter(metrics: &Metrics, series: &str) -> u64 {
     metrics

@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use iommu_enforcer::metrics::{Metrics, MetricsServer};
+use iommu_enforcer::metrics::{Limits, Metrics, MetricsServer};
 use iommu_enforcer_schema::Line;
 
 /// The workspace root.
@@ -80,6 +80,11 @@ pub fn fed_metrics() -> Arc<Metrics> {
 /// Serves `metrics` on 127.0.0.1 (a free port) from a runtime on its own thread; returns the
 /// bound address. The server lives until the test process exits.
 pub fn serve_on_loopback(metrics: Arc<Metrics>) -> SocketAddr {
+    serve_with_limits(metrics, Limits::default())
+}
+
+/// [`serve_on_loopback`] with the server's connection cap and deadlines set.
+pub fn serve_with_limits(metrics: Arc<Metrics>, limits: Limits) -> SocketAddr {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -89,7 +94,8 @@ pub fn serve_on_loopback(metrics: Arc<Metrics>) -> SocketAddr {
         runtime.block_on(async move {
             let server = MetricsServer::bind("127.0.0.1:0", metrics)
                 .await
-                .expect("binds on loopback");
+                .expect("binds on loopback")
+                .with_limits(limits);
             tx.send(server.local_addr()).expect("the test waits");
             let _ = server.run().await;
         });
