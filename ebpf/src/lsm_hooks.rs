@@ -14,20 +14,19 @@ use aya_ebpf::{
     programs::LsmContext,
 };
 use iommu_enforcer_common::{
-    config, dev_major, offsets::UNRESOLVED, pt_regs_mode, veto, watched, EventKind, ExeKey,
-    WatchedFile, ADDR_LEN, DRIVER_KEY_LEN,
+    config, dev_major, offsets::UNRESOLVED, pt_regs_mode, veto, watched, ExeKey, WatchedFile,
+    ADDR_LEN, DRIVER_KEY_LEN,
 };
 
 use crate::{
     kernel::{self, global, read_at},
-    record::{emit, NO_GROUP},
+    record::{veto as veto_record, NO_GROUP},
     state,
 };
 
 const SYSFS_MAGIC: u64 = 0x6265_6572;
 const MAY_WRITE: i32 = 0x2;
 const FMODE_WRITE: u32 = 0x2;
-const EPERM: i32 = 1;
 const PF_IO_WORKER: u32 = 0x0000_0010;
 const PF_KTHREAD: u32 = 0x0020_0000;
 /// kernfs attributes are at most a page; a longer write is not one the hook can judge.
@@ -426,25 +425,10 @@ fn decide(
             Trust::No => {}
         }
     }
-    let deny = state::config(config::DRY_RUN) == 0;
-    let detail = (kind & veto::KIND_MASK) | flags | if deny { veto::DENIED } else { 0 };
-    emit(
-        ctx,
-        EventKind::Veto,
-        if deny { -EPERM } else { 0 },
-        group as i32,
-        |ev| {
-            ev.detail = detail;
-            ev.rdev = rdev;
-            ev.device[..ADDR_LEN].copy_from_slice(device);
-        },
-    );
-    // Literal returns: 6.x's verifier checks the range of an LSM program's result.
-    if deny {
-        -EPERM
-    } else {
-        0
-    }
+    veto_record(ctx, (kind & veto::KIND_MASK) | flags, group as i32, |ev| {
+        ev.rdev = rdev;
+        ev.device[..ADDR_LEN].copy_from_slice(device);
+    })
 }
 
 enum Trust {

@@ -6,11 +6,9 @@
 //! drivers_probe, new_id, autoprobe after a rescan, a hotplug or a module load), whatever the
 //! agent is doing.
 use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::lsm, programs::LsmContext};
-use iommu_enforcer_common::{config, veto, watched, EventKind, ADDR_LEN};
+use iommu_enforcer_common::{watched, ADDR_LEN};
 
-use crate::{kernel, probe_path::PROBING, record::emit, state};
-
-const EPERM: i32 = 1;
+use crate::{kernel, probe_path::PROBING, record::veto};
 
 /// `int security_kernfs_init_security(struct kernfs_node *kn_dir, struct kernfs_node *kn)`.
 #[lsm(hook = "kernfs_init_security")]
@@ -38,22 +36,8 @@ fn kernfs_init_security_decide(ctx: &LsmContext) -> i32 {
     if !unsafe { kernel::kn_name(kn, &mut name) } || name != p.device {
         return 0;
     }
-    let deny = state::config(config::DRY_RUN) == 0;
-    emit(
-        ctx,
-        EventKind::Veto,
-        if deny { -EPERM } else { 0 },
-        p.group as i32,
-        |ev| {
-            ev.detail = watched::PROBE | if deny { veto::DENIED } else { 0 };
-            ev.device[..ADDR_LEN].copy_from_slice(&p.device);
-            ev.driver[..p.driver.len()].copy_from_slice(&p.driver);
-        },
-    );
-    // Literal returns: 6.x's verifier checks the range of an LSM program's result.
-    if deny {
-        -EPERM
-    } else {
-        0
-    }
+    veto(ctx, watched::PROBE, p.group as i32, |ev| {
+        ev.device[..ADDR_LEN].copy_from_slice(&p.device);
+        ev.driver[..p.driver.len()].copy_from_slice(&p.driver);
+    })
 }

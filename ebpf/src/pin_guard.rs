@@ -6,15 +6,13 @@
 //! Their directories need no hook of their own: rmdir needs them empty. Other tools' pins on
 //! the same bpffs are not this agent's business.
 use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::lsm, programs::LsmContext};
-use iommu_enforcer_common::{config, veto, watched, EventKind, ADDR_LEN};
+use iommu_enforcer_common::{config, watched};
 
 use crate::{
     kernel,
-    record::{emit, NO_GROUP},
+    record::{veto, NO_GROUP},
     state,
 };
-
-const EPERM: i32 = 1;
 
 /// `int security_sb_umount(struct vfsmount *mnt, int flags)`.
 #[lsm(hook = "sb_umount")]
@@ -96,21 +94,5 @@ fn guard(ctx: &LsmContext, sb: *const u8) -> i32 {
     if !state::any_protected() {
         return 0;
     }
-    let deny = state::config(config::DRY_RUN) == 0;
-    emit(
-        ctx,
-        EventKind::Veto,
-        if deny { -EPERM } else { 0 },
-        NO_GROUP,
-        |ev| {
-            ev.detail = watched::PINS | if deny { veto::DENIED } else { 0 };
-            ev.device[..ADDR_LEN].copy_from_slice(&[0; ADDR_LEN]);
-        },
-    );
-    // Literal returns: 6.x's verifier checks the range of an LSM program's result.
-    if deny {
-        -EPERM
-    } else {
-        0
-    }
+    veto(ctx, watched::PINS, NO_GROUP, |_| {})
 }

@@ -7,7 +7,9 @@ use aya_ebpf::{
     maps::{Array, PerCpuArray, RingBuf},
     EbpfContext,
 };
-use iommu_enforcer_common::{agent_log, Event, EventKind, GROUP_UNKNOWN};
+use iommu_enforcer_common::{
+    agent_log, config, veto as veto_flags, Event, EventKind, GROUP_UNKNOWN,
+};
 
 /// 256 KiB: about 1700 records, far more than a burst of binds produces between two polls.
 #[map(name = "EVENTS")]
@@ -74,6 +76,38 @@ pub fn lsm_ret(prev: i32) -> i32 {
         prev
     } else {
         -1
+    }
+}
+
+const EPERM: i32 = 1;
+
+/// A hook's refusal: reports a `Veto` record (`detail` without `DENIED`, which this adds when it
+/// denies; `fill` writes the rest) and returns -EPERM, or, in dry-run, reports the would-be veto
+/// and returns 0.
+#[inline(always)]
+pub fn veto<C: EbpfContext>(
+    ctx: &C,
+    detail: u32,
+    group: i32,
+    fill: impl FnOnce(&mut Event),
+) -> i32 {
+    let deny = crate::state::config(config::DRY_RUN) == 0;
+    let detail = detail | if deny { veto_flags::DENIED } else { 0 };
+    emit(
+        ctx,
+        EventKind::Veto,
+        if deny { -EPERM } else { 0 },
+        group,
+        |ev| {
+            ev.detail = detail;
+            fill(ev);
+        },
+    );
+    // Literal returns: 6.x's verifier checks the range of an LSM program's result.
+    if deny {
+        -EPERM
+    } else {
+        0
     }
 }
 
