@@ -15,6 +15,7 @@ errname() {
 	case "$1" in
 	*"busy"*) echo EBUSY ;;
 	*"not permitted"*) echo EPERM ;;
+	*"temporarily unavailable"*) echo EAGAIN ;;
 	*"No such device"*) echo ENODEV ;;
 	*"Invalid argument"*) echo EINVAL ;;
 	*"No such file"*) echo ENOENT ;;

@@ -38,6 +38,9 @@ pub struct Boot<'a> {
     pub out: &'a Path,
     /// Host loopback port -> guest port forwards.
     pub hostfwd: &'a [(u16, u16)],
+    /// `-icount shift=0`: the guest's clock advances one nanosecond per executed instruction,
+    /// so a time measured in the guest is an exact instruction count, whatever the host does.
+    pub icount: bool,
 }
 
 /// How the boot ended.
@@ -134,6 +137,11 @@ pub fn boot(b: &Boot) -> Result<Outcome> {
     .arg("-serial")
     .arg(format!("file:{}", channel.display()))
     .args(topology::qemu_args(b.hostfwd))
+    .args(if b.icount {
+        &["-icount", "shift=0"][..]
+    } else {
+        &[]
+    })
     .stdin(Stdio::null())
     .stdout(log.try_clone()?)
     .stderr(log);

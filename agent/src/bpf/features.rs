@@ -280,6 +280,27 @@ impl Features {
     }
 }
 
+impl Features {
+    /// Whether kprobes attach as BPF links, which can be pinned and outlive the agent (5.15+;
+    /// before, they are perf events that close with it).
+    pub fn kprobe_links_pinned(&self) -> bool {
+        release_at_least(&self.kernel_release, (5, 15))
+    }
+
+    /// `FMODE_ATOMIC_POS` (0x8000) on the kernels known to set it on regular files and
+    /// directories before `security_file_open` (5.10 to 7.x, tested here), else 0: the open
+    /// hook's fast path is then off, never wrong.
+    pub fn fmode_regular(&self) -> u32 {
+        let known = release_at_least(&self.kernel_release, (5, 10))
+            && !release_at_least(&self.kernel_release, (8, 0));
+        if known {
+            0x8000
+        } else {
+            0
+        }
+    }
+}
+
 /// Whether a release string such as `5.10.0-32-amd64` is at least `(major, minor)`.
 pub fn release_at_least(release: &str, want: (u32, u32)) -> bool {
     let mut parts = release.split(|c: char| !c.is_ascii_digit());

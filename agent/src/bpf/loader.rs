@@ -22,7 +22,7 @@ use iommu_enforcer_schema::ProgramState;
 
 use super::{
     features::{Features, Probeable},
-    programs::{Attach, ProgramSpec, PROGRAMS},
+    programs::{Attach, ProgramSpec, FREE_HOOK, PROGRAMS, WRITE_CHECK},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +39,8 @@ pub enum LoadError {
     MissingMap(&'static str),
     #[error("map {0}: {1}")]
     Map(&'static str, aya::maps::MapError),
+    #[error("the running kernel's BTF does not have what the programs read: {0}; refusing to load them (they do not test for it on every call)")]
+    Unresolved(String),
 }
 
 /// Where one program stands on this kernel.
@@ -54,6 +56,10 @@ pub enum ProgramStatus {
     /// The function exists but can never carry a kprobe (why): decided once, not retried.
     Unprobeable(&'static str),
     Failed(String),
+    /// Loaded and ready to attach when wanted (the write-time check, detached now).
+    Standby,
+    /// Not attached: another program does its work on this kernel (why).
+    NotNeeded(&'static str),
 }
 
 impl std::fmt::Display for ProgramStatus {
@@ -64,6 +70,8 @@ impl std::fmt::Display for ProgramStatus {
             Self::Absent => f.write_str("absent"),
             Self::Unprobeable(why) => write!(f, "absent: {why}"),
             Self::Failed(why) => write!(f, "failed: {why}"),
+            Self::Standby => f.write_str("standby"),
+            Self::NotNeeded(why) => write!(f, "not needed: {why}"),
         }
     }
 }
@@ -77,7 +85,17 @@ impl ProgramStatus {
             Self::Absent => ProgramState::Absent(None),
             Self::Unprobeable(why) => ProgramState::Absent(Some((*why).to_owned())),
             Self::Failed(why) => ProgramState::Failed(why.clone()),
+            Self::Standby => ProgramState::Standby,
+            Self::NotNeeded(why) => ProgramState::NotNeeded((*why).to_owned()),
         }
+    }
+
+    /// Attached, or ready to do its part: standing by to attach, or not needed here.
+    pub fn is_ready(&self) -> bool {
+        matches!(
+            self,
+            Self::Attached | Self::AttachedUnpinned | Self::Standby | Self::NotNeeded(_)
+        )
     }
 
     pub fn is_attached(&self) -> bool {
@@ -100,6 +118,8 @@ pub struct Loaded {
     links_dir: PathBuf,
     /// Whether bpffs took the pins: without it (not mounted) nothing outlives the agent.
     pinning: bool,
+    /// The write-time program's link while it is attached (its pin is under `links_dir`).
+    write_check: Option<Box<dyn std::any::Any>>,
     /// Whether the state maps were created by this load (no earlier agent left them).
     pub fresh_maps: bool,
 }
@@ -146,6 +166,14 @@ pub fn load(object: &[u8], features: &Features, pin_root: &Path) -> Result<Loade
         Vec::new()
     };
     let globals = globals(features);
+    let unresolved: Vec<&str> = globals
+        .iter()
+        .filter(|(_, v)| *v == UNRESOLVED)
+        .map(|(name, _)| *name)
+        .collect();
+    if !unresolved.is_empty() {
+        return Err(LoadError::Unresolved(unresolved.join(", ")));
+    }
     let mut loader = EbpfLoader::new();
     loader.btf(Some(&btf));
     // An existing pin is reused, a missing one created and pinned.
@@ -163,6 +191,7 @@ pub fn load(object: &[u8], features: &Features, pin_root: &Path) -> Result<Loade
         unpinned: Vec::new(),
         links_dir,
         pinning,
+        write_check: None,
         fresh_maps,
     })
 }
@@ -215,6 +244,7 @@ pub fn globals(features: &Features) -> Vec<(&'static str, u32)> {
         (names::OFF_PCI_DEV_DEV, u(off.pci_dev_dev)),
         (names::OFF_PCI_DEV_OVERRIDE, u(off.pci_dev_override)),
         (names::PROBE_OK, features.probe_ok_ret()),
+        (names::FMODE_REGULAR, features.fmode_regular()),
     ]
 }
 
@@ -280,7 +310,11 @@ impl Loaded {
             }
             let notrace =
                 spec.may_appear_later() && features.probeable(spec.target) == Probeable::Notrace;
-            let status = if notrace {
+            let status = if spec.program == FREE_HOOK && features.kprobe_links_pinned() {
+                ProgramStatus::NotNeeded(FREE_NOT_NEEDED)
+            } else if spec.program == WRITE_CHECK && spec.target_present(features) {
+                self.stand_by_write_check()
+            } else if notrace {
                 ProgramStatus::Unprobeable(NOTRACE)
             } else if !spec.target_present(features) {
                 ProgramStatus::Absent
@@ -298,6 +332,100 @@ impl Loaded {
             };
             self.status.insert(spec.program, status);
         }
+    }
+
+    /// Loads the write-time program without attaching it, or, when an earlier agent left it
+    /// attached (its pin is there), attaches it in that one's place: it stays attached until
+    /// the daemon decides otherwise.
+    fn stand_by_write_check(&mut self) -> ProgramStatus {
+        let spec = PROGRAMS
+            .iter()
+            .find(|p| p.program == WRITE_CHECK)
+            .expect("the write-time program is in the table");
+        if self.pinning && self.links_dir.join(WRITE_CHECK).exists() {
+            return match self.arm_write_check() {
+                Ok(()) => ProgramStatus::Attached,
+                Err(e) => ProgramStatus::Failed(e),
+            };
+        }
+        let Some(btf) = self.btf.as_ref() else {
+            return ProgramStatus::Failed("the kernel BTF was released after start".into());
+        };
+        let loaded = self
+            .ebpf
+            .program_mut(spec.program)
+            .ok_or(ProgramError::UnexpectedProgramType)
+            .and_then(|p| {
+                let p: &mut Lsm = p.try_into()?;
+                p.load(spec.target, btf)
+            });
+        match loaded {
+            Ok(()) => ProgramStatus::Standby,
+            Err(e) => ProgramStatus::Failed(describe(&e)),
+        }
+    }
+
+    /// Attaches the write-time program (loading it first if needed) and pins its link; the
+    /// caller says so in `CONFIG[WRITE_ARMED]` afterwards.
+    pub fn arm_write_check(&mut self) -> Result<(), String> {
+        if self.write_check.is_some() {
+            return Ok(());
+        }
+        let btf = self.btf.as_ref();
+        let program = self
+            .ebpf
+            .program_mut(WRITE_CHECK)
+            .ok_or_else(|| format!("no program {WRITE_CHECK}"))?;
+        let p: &mut Lsm = program.try_into().map_err(|e| describe(&e))?;
+        if p.fd().is_err() {
+            let btf =
+                btf.ok_or("the kernel BTF was released before the write-time program was loaded")?;
+            p.load(WRITE_CHECK, btf).map_err(|e| describe(&e))?;
+        }
+        let id = p.attach().map_err(|e| describe(&e))?;
+        let link: FdLink = p.take_link(id).map_err(|e| describe(&e))?.into();
+        let status = self.pin(WRITE_CHECK, link).map_err(|e| describe(&e))?;
+        self.write_check = self.unpinned.pop();
+        self.status.insert(WRITE_CHECK, status);
+        Ok(())
+    }
+
+    /// Detaches the write-time program: its pin goes, then its link. The caller has cleared
+    /// `CONFIG[WRITE_ARMED]` before.
+    pub fn disarm_write_check(&mut self) -> io::Result<()> {
+        if self.write_check.is_none() {
+            return Ok(());
+        }
+        if self.pinning {
+            match fs::remove_file(self.links_dir.join(WRITE_CHECK)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                // Kept attached: a detach that cannot remove the pin would leave it anyway.
+                Err(e) => return Err(e),
+            }
+        }
+        self.write_check = None;
+        self.status.insert(WRITE_CHECK, ProgramStatus::Standby);
+        Ok(())
+    }
+
+    /// Whether the write-time program is attached.
+    pub fn write_check_armed(&self) -> bool {
+        self.write_check.is_some()
+    }
+
+    /// Writable control-file descriptors the kernel counts for the write-time check
+    /// (`WRITERS`), or why it cannot be read.
+    pub fn writers(&self) -> Result<i32, LoadError> {
+        let map = self
+            .ebpf
+            .map(names::WRITERS)
+            .ok_or(LoadError::MissingMap(names::WRITERS))?;
+        let writers: Array<_, i32> =
+            Array::try_from(map).map_err(|e| LoadError::Map(names::WRITERS, e))?;
+        writers
+            .get(&0, 0)
+            .map_err(|e| LoadError::Map(names::WRITERS, e))
     }
 
     /// Programs still absent whose target may appear later (a module loading).
@@ -427,7 +555,7 @@ impl Loaded {
             .is_some_and(ProgramStatus::is_attached)
     }
 
-    /// Whether every LSM hook is attached: vetoes are possible.
+    /// Whether every LSM hook is attached, or ready to attach when needed: vetoes are possible.
     pub fn lsm_ready(&self) -> bool {
         PROGRAMS
             .iter()
@@ -435,7 +563,7 @@ impl Loaded {
             .all(|p| {
                 self.status
                     .get(p.program)
-                    .is_some_and(ProgramStatus::is_attached)
+                    .is_some_and(ProgramStatus::is_ready)
             })
     }
 
@@ -490,6 +618,10 @@ impl Loaded {
         aya_log::EbpfLogger::init(&mut self.ebpf).ok()
     }
 }
+
+/// Why `file_free_security` is not attached from 5.15 on.
+const FREE_NOT_NEEDED: &str =
+    "VFIO's release kprobe uncounts opens (a pinned link since 5.15), so no program runs on every close";
 
 /// Why a kprobe target that kallsyms lists is reported absent without retries.
 const NOTRACE: &str = "notrace (in kallsyms, not in tracefs available_filter_functions: an inline stub such as a config-disabled feature's), not retried";

@@ -284,13 +284,18 @@ async fn start(
         false,
     );
     live.loaded.attach_all(&features);
-    // Opens are counted once both file hooks run (the free was attached first): from then on
-    // a group bound to vfio-pci but not open is idle, and may be handed back.
+    // Opens are counted once the open hook runs and something that outlives the agent uncounts
+    // them (the free hook, attached first, or from 5.15 VFIO's release kprobe, a pinned link):
+    // from then on a group bound to vfio-pci but not open is idle, and may be handed back.
+    let report = live.loaded.report();
+    let attached = |h: &str| report.get(h).is_some_and(|s| s.is_attached());
     let counted = features.bpf_lsm_active()
-        && ["file_free_security", "file_open"]
-            .iter()
-            .all(|h| live.loaded.report().get(h).is_some_and(|s| s.is_attached()));
+        && attached("file_open")
+        && (attached(bpf::programs::FREE_HOOK) || features.kprobe_links_pinned());
     live.enforcer.set_opens_counted(counted);
+    // An earlier agent may have left the write-time check attached: this one took it over.
+    live.enforcer
+        .set_write_armed(live.loaded.write_check_armed());
     info!(
         "VFIO opens {}",
         if counted {
@@ -315,10 +320,16 @@ async fn start(
     }
     let hooks: Vec<Line> = ["kernfs_init_security", "file_open", "file_permission"]
         .into_iter()
-        .filter(|h| live.loaded.report().get(h).is_some_and(|s| s.is_attached()))
-        .map(|h| Line::LsmHook {
-            hook: h.to_string(),
-            state: HookState::Attached,
+        .filter_map(|h| {
+            let state = match live.loaded.report().get(h)? {
+                s if s.is_attached() => HookState::Attached,
+                loader::ProgramStatus::Standby => HookState::Standby,
+                _ => return None,
+            };
+            Some(Line::LsmHook {
+                hook: h.to_string(),
+                state,
+            })
         })
         .collect();
     live.sink.emit(&hooks);
@@ -337,6 +348,9 @@ async fn start(
     if backlog.module_loaded {
         attach_after_module_load(&mut live, &mut features, common, args.dry_run);
     }
+    // Descriptors counted while no agent ran, or the trust the policy gives, may want the
+    // write-time check now.
+    live.sync_write_check();
     live.sink.emit(&[Line::Ready {
         groups: live.node.map().groups().count(),
     }]);
@@ -429,6 +443,10 @@ async fn run(started: Started, common: &CommonArgs, dry_run: bool) -> anyhow::Re
             // while the loss counter keeps rising, whether or not the ring drains.
             () = sleep_until(live.loss_recheck) => {
                 live.check_losses();
+            }
+            // Armed only while a request holds the write-time check attached.
+            () = sleep_until(live.write_check.next_look()) => {
+                live.sync_write_check();
             }
             // Not polled (so no timer is armed) where stores are recorded, or while no pin is
             // kept.

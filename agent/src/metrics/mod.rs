@@ -57,8 +57,9 @@ pub use self::{
 pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
 
 /// Program statuses, the values of `program_status{status}`.
-/// `standby`: an LSM hook loaded and verified, attached only while there is something to veto.
-pub const PROGRAM_STATUSES: [&str; 4] = ["attached", "standby", "absent", "failed"];
+/// `standby`: an LSM hook loaded and verified, attached only while there is something to veto
+/// (the write-time check). `not_needed`: another program does its work on this kernel.
+pub const PROGRAM_STATUSES: [&str; 5] = ["attached", "standby", "not_needed", "absent", "failed"];
 
 /// The `program_status{status}` of a program state, without its free-text reason (a label value
 /// comes from a small set). Attached without a pinned link is still attached.
@@ -67,6 +68,8 @@ fn status_label(state: &ProgramState) -> &'static str {
         ProgramState::Attached | ProgramState::AttachedUnpinned => "attached",
         ProgramState::Absent(_) => "absent",
         ProgramState::Failed(_) => "failed",
+        ProgramState::Standby => "standby",
+        ProgramState::NotNeeded(_) => "not_needed",
     }
 }
 
