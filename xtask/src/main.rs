@@ -10,6 +10,7 @@ mod image;
 mod initramfs;
 mod kbuild;
 mod kernels;
+mod man;
 mod metrics_scrape;
 mod modules;
 mod qemu;
@@ -117,6 +118,12 @@ enum Cmd {
     /// Build the agent image without a registry (FROM scratch, podman/buildah from Debian,
     /// installed when missing) as localhost/iommu-enforcer:<version>, and smoke-test it in podman.
     Image,
+    /// Man pages of `enforcer` and its subcommands from its clap definitions (target/man/).
+    Man {
+        /// Directory for the pages (default target/man).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
     /// The whole test suite: setup if needed, cargo test --workspace, the deploy checks, the
     /// fuzz targets (30 s each), the image, vm-metrics, then vm-test.
     Test,
@@ -185,6 +192,7 @@ fn real_main() -> Result<bool> {
         }),
         Cmd::Fuzz { seconds } => fuzz::fuzz(seconds),
         Cmd::Image => image::image().map(|()| true),
+        Cmd::Man { out } => man::man(out).map(|()| true),
         Cmd::Test => {
             setup::ensure()?;
             // The eBPF object first, so the agent's tests build with it embedded.
