@@ -88,6 +88,17 @@ pub struct PinArgs {
     /// Where the agent pinned its programs, links and state maps (on bpffs).
     #[arg(long, default_value = iommu_enforcer_common::pins::ROOT, value_name = "DIR")]
     pub pin_root: PathBuf,
+    /// Tests only: read the pins as a version of this map layout would.
+    #[arg(long, hide = true, value_name = "N")]
+    pub map_layout: Option<u32>,
+}
+
+impl PinArgs {
+    fn apply_layout(&self) {
+        if let Some(layout) = self.map_layout {
+            crate::bpf::loader::set_map_layout(layout);
+        }
+    }
 }
 
 /// Options of the node agent (no subcommand).
@@ -266,6 +277,7 @@ fn status_of(node: &NodeArgs, pins: &PinArgs) -> Result<crate::report::status::S
 
 /// `enforcer status`: exit 0, 2 when the pinned state cannot be read.
 pub fn status(args: &StatusArgs) -> u8 {
+    args.pins.apply_layout();
     let status = match status_of(&args.node, &args.pins) {
         Ok(s) => s,
         Err(code) => return code,
@@ -288,6 +300,7 @@ pub fn status(args: &StatusArgs) -> u8 {
 /// because groups are in use, 2 on error.
 pub fn detach(args: &DetachArgs) -> u8 {
     use crate::bpf::loader;
+    args.pins.apply_layout();
     let root = &args.pins.pin_root;
     match loader::check_pin_root(root) {
         Ok(true) => {}
