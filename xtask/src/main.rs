@@ -14,6 +14,7 @@ mod man;
 mod metrics_scrape;
 mod modules;
 mod qemu;
+mod release;
 mod scenarios;
 mod setup;
 mod topology;
@@ -118,6 +119,13 @@ enum Cmd {
     /// Build the agent image without a registry (FROM scratch, podman/buildah from Debian,
     /// installed when missing) as localhost/iommu-enforcer:<version>, and smoke-test it in podman.
     Image,
+    /// A release under target/release/<version>/: the image (built, smoke-tested, saved as an
+    /// OCI archive), the manifests with its reference pinned, man pages, completions, SHA256SUMS.
+    Release {
+        /// Tag and pin the image as REGISTRY/iommu-enforcer:<version> (default: the local tag).
+        #[arg(long, value_name = "REGISTRY")]
+        registry: Option<String>,
+    },
     /// Man pages of `enforcer` and its subcommands from its clap definitions (target/man/).
     Man {
         /// Directory for the pages (default target/man).
@@ -192,6 +200,7 @@ fn real_main() -> Result<bool> {
         }),
         Cmd::Fuzz { seconds } => fuzz::fuzz(seconds),
         Cmd::Image => image::image().map(|()| true),
+        Cmd::Release { registry } => release::release(registry).map(|()| true),
         Cmd::Man { out } => man::man(out).map(|()| true),
         Cmd::Test => {
             setup::ensure()?;
