@@ -172,7 +172,7 @@ async fn start(
     let object = object_bytes(args)?;
     let mut loaded = loader::load(&object, &features, &args.pin_root)?;
     let kernel = KernelMaps::take(&mut loaded)?;
-    // Must stay alive, or the programs' log lines are dropped (DESIGN.md section 5).
+    // Must stay alive, or the programs' log lines are dropped (docs/design.md section 5).
     let ebpf_logger = loaded.logger().map(watch).transpose()?;
     let mut events = watch(loaded.take_events()?)?;
     let (start, ledger) = accounting::begin(&mut loaded);

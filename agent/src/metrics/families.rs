@@ -1,4 +1,4 @@
-//! Every metric the agent exports, by name, with its help text and labels (DESIGN.md section 4).
+//! Every metric the agent exports, by name, with its help text and labels (docs/design.md section 4).
 //! Labels are bounded by the node's hardware and the policy: group, device address, driver,
 //! errno, owner, program. Never pid, comm or cgroup id: those live in the JSON events.
 use iommu_enforcer_schema::{Action, Kind, Mechanism, Outcome, Rule, Scope};

@@ -1,4 +1,4 @@
-//! Prometheus metrics and the HTTP endpoint that serves them (DESIGN.md section 4).
+//! Prometheus metrics and the HTTP endpoint that serves them (docs/design.md section 4).
 //!
 //! Every metric is derived from the agent's own output lines ([`Metrics::observe`]), typed
 //! (the schema crate's `Line`, the same values stdout prints as JSON), so the numbers a
@@ -346,7 +346,7 @@ impl Metrics {
         state.dry_run = dry_run;
         // The agent's own word per mechanism when the line has it; else what the line implies.
         // Either way bpf_lsm must say `bpf` is an active LSM: without it an attached LSM
-        // program never runs (DESIGN.md section 2).
+        // program never runs (docs/design.md section 2).
         let said = |m: Mechanism| enforcement.get(&m).map(|s| *s == MechanismState::Active);
         state.lsm_active = said(Mechanism::Lsm).unwrap_or(lsm_attached) && bpf_lsm && !dry_run;
         state.reservation_mode_active = said(Mechanism::Reservation).unwrap_or(true) && !dry_run;
