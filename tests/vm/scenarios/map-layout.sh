@@ -7,7 +7,8 @@
 . /lib/vm/lib.sh
 root=/sys/fs/bpf/iommu-enforcer
 layouts() { ls -d $root/maps-v* 2>/dev/null | sed 's|.*/||' | tr '\n' ' ' | sed 's/ $//'; }
-# start_agent OUT [ARGS...]: an agent in the background until ready; AGENT is its pid.
+# start_agent OUT [ARGS...]: an agent in the background until ready; AGENT is its pid, READY
+# yes or no (not a command substitution: the agent must be this shell's child).
 start_agent() {
 	out=$1
 	shift
@@ -15,7 +16,8 @@ start_agent() {
 	AGENT=$!
 	i=0
 	while ! grep -q '"type":"ready"' $out.out && [ $i -lt 1200 ] && [ -e /proc/$AGENT ]; do sleep 0.1; i=$((i + 1)); done
-	grep -q '"type":"ready"' $out.out && echo yes || echo no
+	READY=no
+	grep -q '"type":"ready"' $out.out && READY=yes
 }
 stop_agent() {
 	kill -TERM $AGENT
@@ -38,7 +40,8 @@ links=$(ls $root/links | wc -l)
 fact links $links
 
 # The same layout (an upgrade or rollback that keeps MAP_LAYOUT): adopted.
-fact same_ready "$(start_agent /tmp/same)"
+start_agent /tmp/same
+fact same_ready $READY
 fact same_adopted $(grep -c "adopting the protection state" /tmp/same.err)
 stop_agent same /tmp/same
 
@@ -61,7 +64,8 @@ enforcer detach --map-layout 3 --force > /tmp/detach.out 2>&1
 fact upgrade_detach_force_rc $?
 sed 's/^/  detach --force: /' /tmp/detach.out
 fact layouts_after_detach "$(layouts)"
-fact upgraded_ready "$(start_agent /tmp/upgraded --map-layout 3)"
+start_agent /tmp/upgraded --map-layout 3
+fact upgraded_ready $READY
 fact upgraded_layouts "$(layouts)"
 stop_agent upgraded /tmp/upgraded
 
@@ -74,7 +78,8 @@ enforcer detach > /tmp/detach.out 2>&1
 fact rollback_detach_rc $?
 enforcer detach --force > /tmp/detach.out 2>&1
 fact rollback_detach_force_rc $?
-fact rolled_back_ready "$(start_agent /tmp/rolled)"
+start_agent /tmp/rolled
+fact rolled_back_ready $READY
 fact rolled_back_layouts "$(layouts)"
 stop_agent rolled-back /tmp/rolled
 fact fn0_driver $(driver_of $VM_DEV_FN0)
