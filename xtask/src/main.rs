@@ -10,6 +10,7 @@ mod image;
 mod initramfs;
 mod kbuild;
 mod kernels;
+mod lint;
 mod man;
 mod metrics_scrape;
 mod modules;
@@ -126,13 +127,16 @@ enum Cmd {
         #[arg(long, value_name = "REGISTRY")]
         registry: Option<String>,
     },
+    /// cargo fmt --check, cargo clippy -D warnings and shellcheck on every shell script (the
+    /// first step of `cargo xtask test`).
+    Lint,
     /// Man pages of `enforcer` and its subcommands from its clap definitions (target/man/).
     Man {
         /// Directory for the pages (default target/man).
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
-    /// The whole test suite: setup if needed, cargo test --workspace, the deploy checks, the
+    /// The whole test suite: setup if needed, lint (fmt, clippy, shellcheck), cargo test --workspace, the deploy checks, the
     /// fuzz targets (30 s each), the image, vm-metrics, then vm-test.
     Test,
 }
@@ -201,9 +205,15 @@ fn real_main() -> Result<bool> {
         Cmd::Fuzz { seconds } => fuzz::fuzz(seconds),
         Cmd::Image => image::image().map(|()| true),
         Cmd::Release { registry } => release::release(registry).map(|()| true),
+        Cmd::Lint => lint::lint(),
         Cmd::Man { out } => man::man(out).map(|()| true),
         Cmd::Test => {
             setup::ensure()?;
+            // fmt, clippy and shellcheck first: seconds, where the rest takes an hour.
+            if !lint::lint()? {
+                say("test: lint failed (cargo xtask lint); skipping the rest");
+                return Ok(false);
+            }
             // The eBPF object first, so the agent's tests build with it embedded.
             artifacts::build_ebpf()?;
             say("test: cargo test --workspace");
