@@ -324,7 +324,7 @@ pub mod pt_regs_mode {
 }
 
 /// Field offsets the agent resolves from the running kernel's BTF and hands to the programs as
-/// globals (Rust eBPF cannot emit CO-RE relocations yet; see DESIGN.md section 3).
+/// globals (Rust eBPF cannot emit CO-RE relocations yet; see docs/design.md section 3).
 /// `u32::MAX` means "not resolved": the program then leaves the field empty.
 pub mod offsets {
     pub const UNRESOLVED: u32 = u32::MAX;

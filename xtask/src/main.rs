@@ -10,9 +10,12 @@ mod image;
 mod initramfs;
 mod kbuild;
 mod kernels;
+mod lint;
+mod man;
 mod metrics_scrape;
 mod modules;
 mod qemu;
+mod release;
 mod scenarios;
 mod setup;
 mod topology;
@@ -123,7 +126,23 @@ enum Cmd {
     /// Build the agent image without a registry (FROM scratch, podman/buildah from Debian,
     /// installed when missing) as localhost/iommu-enforcer:<version>, and smoke-test it in podman.
     Image,
-    /// The whole test suite: setup if needed, cargo test --workspace, the deploy checks, the
+    /// A release under target/release/<version>/: the image (built, smoke-tested, saved as an
+    /// OCI archive), the manifests with its reference pinned, man pages, completions, SHA256SUMS.
+    Release {
+        /// Tag and pin the image as REGISTRY/iommu-enforcer:<version> (default: the local tag).
+        #[arg(long, value_name = "REGISTRY")]
+        registry: Option<String>,
+    },
+    /// cargo fmt --check, cargo clippy -D warnings and shellcheck on every shell script (the
+    /// first step of `cargo xtask test`).
+    Lint,
+    /// Man pages of `enforcer` and its subcommands from its clap definitions (target/man/).
+    Man {
+        /// Directory for the pages (default target/man).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+    /// The whole test suite: setup if needed, lint (fmt, clippy, shellcheck), cargo test --workspace, the deploy checks, the
     /// fuzz targets (30 s each), the image, vm-metrics, then vm-test.
     Test,
 }
@@ -194,8 +213,16 @@ fn real_main() -> Result<bool> {
         }),
         Cmd::Fuzz { seconds } => fuzz::fuzz(seconds),
         Cmd::Image => image::image().map(|()| true),
+        Cmd::Release { registry } => release::release(registry).map(|()| true),
+        Cmd::Lint => lint::lint(),
+        Cmd::Man { out } => man::man(out).map(|()| true),
         Cmd::Test => {
             setup::ensure()?;
+            // fmt, clippy and shellcheck first: seconds, where the rest takes an hour.
+            if !lint::lint()? {
+                say("test: lint failed (cargo xtask lint); skipping the rest");
+                return Ok(false);
+            }
             // The eBPF object first, so the agent's tests build with it embedded.
             artifacts::build_ebpf()?;
             say("test: cargo test --workspace");

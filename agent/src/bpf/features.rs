@@ -1,5 +1,5 @@
 //! What the running kernel offers, probed once at start: BTF, BPF LSM, which probe targets
-//! exist. The capability ladder of DESIGN.md section 2 is decided from this.
+//! exist. The capability ladder of docs/design.md section 2 is decided from this.
 use std::{
     collections::BTreeSet,
     fs,
@@ -187,7 +187,7 @@ impl Features {
     }
 
     /// BPF LSM programs only run when `bpf` is among the active LSMs: on Debian 5.10 an LSM
-    /// program attaches but never runs without `lsm=...,bpf` (DESIGN.md section 2).
+    /// program attaches but never runs without `lsm=...,bpf` (docs/design.md section 2).
     pub fn bpf_lsm_active(&self) -> bool {
         self.lsms
             .as_ref()

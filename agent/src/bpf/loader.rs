@@ -41,6 +41,81 @@ pub enum LoadError {
     Map(&'static str, aya::maps::MapError),
     #[error("the running kernel's BTF does not have what the programs read: {0}; refusing to load them (they do not test for it on every call)")]
     Unresolved(String),
+    #[error(
+        "{root} holds the state maps of map layout {found} (an agent of another version pinned \
+         them); this agent uses layout v{own} and refuses to start over them: the pinned \
+         programs keep enforcing from those maps. Roll this agent back to a version of layout \
+         {found}, or stop the VFIO users on the node and run `enforcer detach --force` (README, \
+         \"Upgrade and rollback\")",
+        root = .0.display(),
+        found = .1.iter().map(|l| format!("v{l}")).collect::<Vec<_>>().join(", "),
+        own = .2
+    )]
+    ForeignLayout(PathBuf, Vec<u32>, u32),
+}
+
+/// The map layout this process pins under ([`pins::MAP_LAYOUT`], unless the hidden
+/// `--map-layout` of the tests says otherwise).
+static LAYOUT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(pins::MAP_LAYOUT);
+
+/// The map layout this process pins under.
+pub fn map_layout() -> u32 {
+    LAYOUT.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Plays an agent of another map layout (tests only: `--map-layout`).
+pub fn set_map_layout(layout: u32) {
+    LAYOUT.store(layout, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The map layouts pinned under `root` (its `maps-vN` directories), sorted.
+pub fn pinned_layouts(root: &Path) -> Vec<u32> {
+    let mut layouts: Vec<u32> = fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.ok()?.file_name();
+            name.to_str()?.strip_prefix("maps-v")?.parse().ok()
+        })
+        .collect();
+    layouts.sort_unstable();
+    layouts
+}
+
+/// bpffs' `f_type`.
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// Whether `root` is a pin root: `Ok(false)` when it does not exist, an error when it is not a
+/// directory on bpffs.
+pub fn check_pin_root(root: &Path) -> io::Result<bool> {
+    match fs::metadata(root) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(io::Error::other(format!(
+                "{}: not a directory, not a pin root",
+                root.display()
+            )))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(io::Error::other(format!("{}: {e}", root.display()))),
+    }
+    let c = std::ffi::CString::new(root.as_os_str().as_encoded_bytes())
+        .map_err(|e| io::Error::other(format!("{}: {e}", root.display())))?;
+    // SAFETY: a NUL-terminated path and a zeroed statfs the call fills in.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::other(format!("{}: {e}", root.display())));
+    }
+    #[allow(clippy::unnecessary_cast)]
+    if st.f_type as i64 != BPF_FS_MAGIC {
+        return Err(io::Error::other(format!(
+            "{}: not on bpffs (mount -t bpf bpf /sys/fs/bpf), so nothing of the agent's is \
+             pinned there; check --pin-root",
+            root.display()
+        )));
+    }
+    Ok(true)
 }
 
 /// Where one program stands on this kernel.
@@ -134,7 +209,7 @@ impl Loaded {
 /// The directories under `root` (normally `pins::ROOT`).
 pub fn pin_dirs(root: &Path) -> (PathBuf, PathBuf) {
     (
-        root.join(format!("maps-v{}", pins::MAP_LAYOUT)),
+        root.join(format!("maps-v{}", map_layout())),
         root.join("links"),
     )
 }
@@ -149,6 +224,19 @@ pub fn load(object: &[u8], features: &Features, pin_root: &Path) -> Result<Loade
     }
     let btf = Btf::from_sys_fs().map_err(|e| LoadError::NoBtf(e.to_string()))?;
     let (maps_dir, links_dir) = pin_dirs(pin_root);
+    // Another layout's maps: their programs enforce from them, and this agent cannot adopt
+    // them (their keys, values or meaning differ). Refused before anything is loaded.
+    let foreign: Vec<u32> = pinned_layouts(pin_root)
+        .into_iter()
+        .filter(|l| *l != map_layout())
+        .collect();
+    if !foreign.is_empty() {
+        return Err(LoadError::ForeignLayout(
+            pin_root.to_path_buf(),
+            foreign,
+            map_layout(),
+        ));
+    }
     let pinning = match [&maps_dir, &links_dir]
         .into_iter()
         .try_for_each(|dir| fs::create_dir_all(dir).map_err(|e| LoadError::PinDir(dir.clone(), e)))
@@ -271,12 +359,21 @@ fn name_detacher(maps_dir: &Path) -> io::Result<()> {
 /// Removes every pin under `pin_root`: the programs detach once no agent holds them.
 pub fn detach(pin_root: &Path) -> io::Result<usize> {
     let mut removed = 0;
-    let (maps_dir, _) = pin_dirs(pin_root);
-    if maps_dir.join(names::CONFIG).exists() {
-        name_detacher(&maps_dir)?;
-    }
     if !pin_root.exists() {
         return Ok(0);
+    }
+    // Every layout's CONFIG names this process, so the hooks that guard the pins let it
+    // remove them. Another layout's is best effort: its slot may mean something else there.
+    let own = map_layout();
+    for layout in pinned_layouts(pin_root) {
+        let maps_dir = pin_root.join(format!("maps-v{layout}"));
+        if maps_dir.join(names::CONFIG).exists() {
+            match name_detacher(&maps_dir) {
+                Err(e) if layout == own => return Err(e),
+                Err(e) => log::warn!("{e}: the pins of layout v{layout} may refuse removal"),
+                Ok(()) => {}
+            }
+        }
     }
     for dir in fs::read_dir(pin_root)? {
         let dir = dir?.path();

@@ -16,6 +16,7 @@ mod attribution;
 mod live;
 pub mod output;
 mod policy_reload;
+pub mod privileges;
 mod scan;
 mod vfio_nodes;
 
@@ -58,7 +59,9 @@ const PIN_POLL: Duration = Duration::from_secs(1);
 
 /// The daemon's entry point: the policy, the runtime, the agent; its exit code.
 pub fn main(common: &CommonArgs, args: &DaemonArgs) -> u8 {
-    init_logging();
+    if let Some(layout) = args.map_layout {
+        loader::set_map_layout(layout);
+    }
     let policy = match &common.policy {
         Some(path) => match policy_file::load(path) {
             Ok(p) => p,
@@ -89,16 +92,6 @@ pub fn main(common: &CommonArgs, args: &DaemonArgs) -> u8 {
     }
 }
 
-fn init_logging() {
-    let mut builder =
-        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
-    // Milliseconds: where a start of a few seconds goes is the question these lines answer.
-    builder
-        .target(env_logger::Target::Stderr)
-        .format_timestamp_millis()
-        .init();
-}
-
 fn object_bytes(args: &DaemonArgs) -> anyhow::Result<std::borrow::Cow<'static, [u8]>> {
     Ok(match &args.ebpf_object {
         Some(path) => std::fs::read(path)
@@ -115,7 +108,7 @@ async fn agent(
     policy: (Policy, String),
 ) -> anyhow::Result<()> {
     let started = start(common, args, policy).await?;
-    run(started, common, args.dry_run).await
+    run(started, common, args.dry_run, &args.pin_root).await
 }
 
 /// What a started agent runs on: the live state and every source the loop waits on.
@@ -174,10 +167,12 @@ async fn start(
         bpf::programs::kprobe_targets(),
     );
     log_features(&features);
+    // Before anything is loaded: a missing capability named, not a failed map creation.
+    privileges::check(&args.pin_root).map_err(anyhow::Error::msg)?;
     let object = object_bytes(args)?;
     let mut loaded = loader::load(&object, &features, &args.pin_root)?;
     let kernel = KernelMaps::take(&mut loaded)?;
-    // Must stay alive, or the programs' log lines are dropped (DESIGN.md section 5).
+    // Must stay alive, or the programs' log lines are dropped (docs/design.md section 5).
     let ebpf_logger = loaded.logger().map(watch).transpose()?;
     let mut events = watch(loaded.take_events()?)?;
     let (start, ledger) = accounting::begin(&mut loaded);
@@ -362,6 +357,15 @@ async fn start(
     } else {
         metrics.set_ready(true);
     }
+    info!(
+        "start: {}; {}",
+        enforcing(
+            args.dry_run,
+            features.bpf_lsm_active(),
+            live.loaded.lsm_ready()
+        ),
+        what_stays(&live.loaded, &args.pin_root)
+    );
     // Idle cost: the kernel BTF (two parsed copies, tens of MB) is not needed past the first
     // attach, and the start's big reads leave freed heap that the allocator keeps otherwise.
     features.shed_btf();
@@ -384,7 +388,12 @@ async fn start(
 
 /// The event loop of a started agent, then the shutdown: the last drain, the `shutdown` line;
 /// the pinned programs stay attached.
-async fn run(started: Started, common: &CommonArgs, dry_run: bool) -> anyhow::Result<()> {
+async fn run(
+    started: Started,
+    common: &CommonArgs,
+    dry_run: bool,
+    pin_root: &std::path::Path,
+) -> anyhow::Result<()> {
     let Started {
         mut live,
         mut features,
@@ -551,6 +560,8 @@ async fn run(started: Started, common: &CommonArgs, dry_run: bool) -> anyhow::Re
     live.drain(events.get_mut());
     drop(events);
     let Live { loaded, sink, .. } = live;
+    let stays = what_stays(&loaded, pin_root);
+    let enforced = enforcing(dry_run, features.bpf_lsm_active(), loaded.lsm_ready());
     // Pinned links stay attached: the node stays protected until the next agent replaces them
     // or `enforcer detach` removes them.
     drop(loaded);
@@ -558,8 +569,45 @@ async fn run(started: Started, common: &CommonArgs, dry_run: bool) -> anyhow::Re
         signal: signal_name.to_owned(),
     }]);
     sink.close(Duration::from_secs(2));
-    info!("{signal_name}: exiting; the pinned programs stay attached (`enforcer detach` removes them)");
+    info!("stop ({signal_name}): {enforced}; {stays}");
     Ok(())
+}
+
+/// Whether the agent enforces, as said on stderr at start and at stop.
+fn enforcing(dry_run: bool, bpf_lsm: bool, lsm_attached: bool) -> &'static str {
+    match (dry_run, bpf_lsm, lsm_attached) {
+        (true, _, _) => "dry run, not enforcing: violations are counted as would_veto, nothing is vetoed or pinned",
+        (false, true, true) => "enforcing: the BPF LSM hooks veto, reservations are pinned",
+        (false, true, false) => "enforcing reservations only: the BPF LSM hooks are not attached",
+        (false, false, _) => "enforcing reservations only: BPF LSM is not active on this kernel, nothing can veto",
+    }
+}
+
+/// What outlives the agent: the pinned programs and state, or nothing.
+fn what_stays(loaded: &bpf::loader::Loaded, pin_root: &std::path::Path) -> String {
+    let pinned = loaded
+        .report()
+        .values()
+        .filter(|s| **s == bpf::loader::ProgramStatus::Attached)
+        .count();
+    let unpinned = loaded
+        .report()
+        .values()
+        .filter(|s| **s == bpf::loader::ProgramStatus::AttachedUnpinned)
+        .count();
+    if !loaded.pinning() || pinned == 0 {
+        return "nothing is pinned: every program ends with this agent".to_owned();
+    }
+    let mut said = format!(
+        "after this agent exits, {pinned} programs stay attached and pinned under {} with the \
+         protection state, enforcing until the next agent replaces them or `enforcer detach` \
+         removes them",
+        pin_root.display()
+    );
+    if unpinned > 0 {
+        said.push_str(&format!(" ({unpinned} unpinned programs end with it)"));
+    }
+    said
 }
 
 /// The inotify watch on the runtimes' state directories, when `policy` trusts containers (none
