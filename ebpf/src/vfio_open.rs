@@ -1,5 +1,5 @@
 //! VFIO opens: the legacy group node (`/dev/vfio/N`) and the iommufd device cdev
-//! (`/dev/vfio/devices/vfioX`). vfio is a module, which aya's fentry cannot reach (DESIGN.md
+//! (`/dev/vfio/devices/vfioX`). vfio is a module, which aya's fentry cannot reach (docs/design.md
 //! section 2), so these are kprobe/kretprobe pairs; the entry stashes the inode's device number
 //! per thread for the return.
 use aya_ebpf::{

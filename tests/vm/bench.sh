@@ -129,7 +129,7 @@ if [ "${BENCH_ICOUNT:-no}" = yes ]; then
 			lsm-noop $hooks > /tmp/bench-noop.out 2> /tmp/bench-noop.err &
 			NOOP=$!
 			i=0
-			while ! grep -q attached /tmp/bench-noop.out && kill -0 $NOOP 2>/dev/null && [ $i -lt 100 ]; do
+			while ! grep -q attached /tmp/bench-noop.out && kill -0 $NOOP 2>/dev/null && [ $i -lt 600 ]; do
 				sleep 0.1
 				i=$((i + 1))
 			done
@@ -137,7 +137,7 @@ if [ "${BENCH_ICOUNT:-no}" = yes ]; then
 				count_all empty
 				kill -TERM $NOOP
 				wait $NOOP 2>/dev/null
-				sleep 1
+				sleep 2
 			else
 				fact noop_failed "$(head -c 300 /tmp/bench-noop.err | tr '\n' ' ')"
 			fi

@@ -156,31 +156,51 @@ pub fn vm_bench(args: &BenchArgs) -> Result<bool> {
 }
 
 /// The loops of the instruction-count bench: [`LOOPS`] and a 4 KiB read, with each one's goal
-/// (attached over detached).
-const COUNTED_LOOPS: &[(&str, &str, f64)] = &[
-    ("open_bench_file", "open()+close() of a regular file", 1.03),
+/// (attached over detached) and whether a program must run there at all (open(2): `file_open`
+/// decides what can be decided at open; read(2) and write(2): no program in the steady state,
+/// so no floor excuses anything there).
+const COUNTED_LOOPS: &[(&str, &str, f64, bool)] = &[
+    (
+        "open_bench_file",
+        "open()+close() of a regular file",
+        1.03,
+        true,
+    ),
     (
         "read_bench_file",
         "pread(2) of 8 bytes from a regular file",
         1.02,
+        false,
     ),
     (
         "write_bench_file",
         "pwrite(2) of 8 bytes to a regular file",
         1.02,
+        false,
     ),
-    ("read_null", "pread(2) of 8 bytes from /dev/null", 1.02),
-    ("write_null", "pwrite(2) of 8 bytes to /dev/null", 1.02),
+    (
+        "read_null",
+        "pread(2) of 8 bytes from /dev/null",
+        1.02,
+        false,
+    ),
+    (
+        "write_null",
+        "pwrite(2) of 8 bytes to /dev/null",
+        1.02,
+        false,
+    ),
     (
         "read4k_bench_page",
         "pread(2) of 4 KiB from a regular file",
         1.02,
+        false,
     ),
 ];
 
 /// What the agent's program may add over an empty program at the same hooks, as a share of the
 /// call, where the empty program alone is above the goal.
-const FLOOR_MARGIN: f64 = 0.005;
+const FLOOR_MARGIN: f64 = 0.01;
 
 /// `vm-bench --icount`: one boot under `-icount shift=0` (one guest nanosecond per executed
 /// instruction), a group in use, each loop run twice per side: detached, an empty program at
@@ -252,7 +272,7 @@ fn icount(args: &BenchArgs) -> Result<bool> {
         "instructions per call", "detached", "empty", "attached", "ratio"
     );
     let mut ok = true;
-    for (key, what, goal) in COUNTED_LOOPS {
+    for (key, what, goal, hooked) in COUNTED_LOOPS {
         let without = count("without", key)?;
         let empty = count("empty", key)?;
         let with = count("with", key)?;
@@ -263,10 +283,14 @@ fn icount(args: &BenchArgs) -> Result<bool> {
             );
         };
         let ratio = with / without;
-        // Where an empty program at the same hooks already costs more than the goal (the
-        // kernel's trampoline: open+close on 6.12), no program can meet it; what the agent's
-        // program adds over the empty one is then held to FLOOR_MARGIN of the call.
-        let floor = empty.map(|e| e / without).filter(|f| f > goal);
+        // Where an empty program at the same hooks already costs the goal or more (the
+        // kernel's trampoline: open+close on 6.1 and 6.12 costs 2.8% to 3.3% with `r0 = 0;
+        // exit` attached), no program can meet it; what the agent's program adds over the
+        // empty one is then held to FLOOR_MARGIN of the call.
+        let floor = empty
+            .filter(|_| *hooked)
+            .map(|e| e / without)
+            .filter(|f| *f > goal - FLOOR_MARGIN);
         let pass = match (ratio <= *goal, floor, empty) {
             (true, _, _) => true,
             (false, Some(_), Some(e)) => (with - e) / without <= FLOOR_MARGIN,
@@ -277,12 +301,12 @@ fn icount(args: &BenchArgs) -> Result<bool> {
             "{what:<42} {without:>10.0} {:>10} {with:>10.0} {ratio:>8.3}  <= {goal:.2} {}",
             empty.map_or("-".to_string(), |e| format!("{e:.0}")),
             match (pass, floor) {
-                (true, None) => "ok".to_string(),
-                (true, Some(f)) => format!(
-                    "above the goal, which is below the kernel's floor: an empty program costs {f:.3}x; the program adds {:+.0} (<= {:.1}% of the call)",
+                (true, Some(f)) if ratio > *goal => format!(
+                    "above the goal, which the kernel's floor reaches: an empty program costs {f:.3}x; the program adds {:+.0} (<= {:.1}% of the call)",
                     with - empty.unwrap_or(with),
                     FLOOR_MARGIN * 100.0
                 ),
+                (true, _) => "ok".to_string(),
                 (false, _) => "ABOVE THE GOAL".to_string(),
             }
         );
