@@ -287,6 +287,13 @@ impl Features {
         release_at_least(&self.kernel_release, (5, 15))
     }
 
+    /// Whether a loaded LSM program can be attached again after its link was released (not on
+    /// 5.10, where the first attach consumes the program's trampoline target: ENOENT after).
+    /// Where it cannot, the write-time check stays attached.
+    pub fn lsm_reattach(&self) -> bool {
+        release_at_least(&self.kernel_release, (5, 15))
+    }
+
     /// `FMODE_ATOMIC_POS` (0x8000) on the kernels known to set it on regular files and
     /// directories before `security_file_open` (5.10 to 7.x, tested here), else 0: the open
     /// hook's fast path is then off, never wrong.

@@ -195,6 +195,8 @@ pub struct Loaded {
     pinning: bool,
     /// The write-time program's link while it is attached (its pin is under `links_dir`).
     write_check: Option<Box<dyn std::any::Any>>,
+    /// The write-time program stays attached: this kernel cannot attach it again once detached.
+    write_check_fixed: bool,
     /// Whether the state maps were created by this load (no earlier agent left them).
     pub fresh_maps: bool,
 }
@@ -280,6 +282,7 @@ pub fn load(object: &[u8], features: &Features, pin_root: &Path) -> Result<Loade
         links_dir,
         pinning,
         write_check: None,
+        write_check_fixed: false,
         fresh_maps,
     })
 }
@@ -410,6 +413,7 @@ impl Loaded {
             let status = if spec.program == FREE_HOOK && features.kprobe_links_pinned() {
                 ProgramStatus::NotNeeded(FREE_NOT_NEEDED)
             } else if spec.program == WRITE_CHECK && spec.target_present(features) {
+                self.write_check_fixed = !features.lsm_reattach();
                 self.stand_by_write_check()
             } else if notrace {
                 ProgramStatus::Unprobeable(NOTRACE)
@@ -439,7 +443,7 @@ impl Loaded {
             .iter()
             .find(|p| p.program == WRITE_CHECK)
             .expect("the write-time program is in the table");
-        if self.pinning && self.links_dir.join(WRITE_CHECK).exists() {
+        if self.write_check_fixed || (self.pinning && self.links_dir.join(WRITE_CHECK).exists()) {
             return match self.arm_write_check() {
                 Ok(()) => ProgramStatus::Attached,
                 Err(e) => ProgramStatus::Failed(e),
@@ -509,6 +513,11 @@ impl Loaded {
     /// Whether the write-time program is attached.
     pub fn write_check_armed(&self) -> bool {
         self.write_check.is_some()
+    }
+
+    /// Whether the write-time program must stay attached (this kernel cannot re-attach it).
+    pub fn write_check_fixed(&self) -> bool {
+        self.write_check_fixed
     }
 
     /// Writable control-file descriptors the kernel counts for the write-time check

@@ -236,7 +236,7 @@ impl Live {
             writers,
             trusted_handback: self.enforcer.trusted_handback(self.node.policy()),
         };
-        let want = self.write_check.wanted(now, need);
+        let want = self.write_check.wanted(now, need) || self.loaded.write_check_fixed();
         let armed = self.loaded.write_check_armed();
         let state = if want && !armed {
             if let Err(e) = self.loaded.arm_write_check() {
