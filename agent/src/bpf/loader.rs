@@ -719,10 +719,6 @@ impl Loaded {
             .map_err(|e| LoadError::Map(names::AGENT_LOG, e))
     }
 
-    /// aya-log's reader for the programs' own log lines.
-    pub fn logger(&mut self) -> Option<aya_log::EbpfLogger<&'static dyn log::Log>> {
-        aya_log::EbpfLogger::init(&mut self.ebpf).ok()
-    }
 }
 
 /// Why `file_free_security` is not attached from 5.15 on.

@@ -117,7 +117,6 @@ struct Started {
     features: Features,
     metrics: Arc<Metrics>,
     events: AsyncFd<RingBuf<MapData>>,
-    ebpf_logger: Option<AsyncFd<aya_log::EbpfLogger<&'static dyn log::Log>>>,
     writers: Option<AsyncFd<WriterWatch>>,
     /// The `--policy` file's directory, watched: a changed file is applied (or rejected).
     policy: Option<AsyncFd<PolicyWatch>>,
@@ -172,8 +171,6 @@ async fn start(
     let object = object_bytes(args)?;
     let mut loaded = loader::load(&object, &features, &args.pin_root)?;
     let kernel = KernelMaps::take(&mut loaded)?;
-    // Must stay alive, or the programs' log lines are dropped (docs/design.md section 5).
-    let ebpf_logger = loaded.logger().map(watch).transpose()?;
     let mut events = watch(loaded.take_events()?)?;
     let (start, ledger) = accounting::begin(&mut loaded);
     if !features.bpf_lsm_active() {
@@ -376,7 +373,6 @@ async fn start(
         features,
         metrics,
         events,
-        ebpf_logger,
         writers,
         policy: policy_watch,
         host_root: args.host_root.clone(),
@@ -399,7 +395,6 @@ async fn run(
         mut features,
         metrics,
         mut events,
-        mut ebpf_logger,
         mut writers,
         mut policy,
         host_root,
@@ -465,16 +460,6 @@ async fn run(
                 }
             }
             _ = nfd_renew.tick(), if live.sink.has_nfd() => live.sink.renew_nfd(),
-            guard = async {
-                match ebpf_logger.as_mut() {
-                    Some(l) => l.readable_mut().await,
-                    None => std::future::pending().await,
-                }
-            } => {
-                let mut guard = guard?;
-                guard.get_inner_mut().flush();
-                guard.clear_ready();
-            }
             guard = async {
                 match writers.as_mut() {
                     Some(w) => w.readable_mut().await,
@@ -741,7 +726,7 @@ fn log_features(features: &Features) {
     );
 }
 
-/// Registers a ring buffer (events or aya-log's) with the runtime for readiness.
+/// Registers a ring buffer or an inotify watch with the runtime for readiness.
 fn watch<T: std::os::fd::AsRawFd>(ring: T) -> anyhow::Result<AsyncFd<T>> {
     // SAFETY: both ring buffer types and the writers' inotify watch own their fd and keep it
     // open until they are dropped, which is after the AsyncFd that wraps them.
