@@ -4,7 +4,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use super::reader::{self, Spanned, Str, Table, Value};
-use super::{Intended, Policy, Reserve, Selector, TrustedContainer};
+use super::{Intended, Policy, Reservations, Reserve, Selector, TrustedContainer};
 use crate::bounded::{self, BoundedError};
 use crate::pci::{ClassPrefix, DriverName, PciAddress, PciId};
 
@@ -143,7 +143,7 @@ impl Policy {
         if let Some((span, message)) = raw.entry_error {
             return Err(invalid(span, message));
         }
-        policy.reserve = raw.reserve;
+        policy.reserve = Reservations::new(raw.reserve);
         Ok(policy)
     }
 }

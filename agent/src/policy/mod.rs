@@ -70,6 +70,7 @@ mod decide;
 mod file;
 pub mod host_path;
 mod reader;
+mod reservations;
 mod verdict;
 pub mod watch;
 pub mod writer_watch;
@@ -78,6 +79,7 @@ pub use decide::{
     intended_driver, pins, reserved_groups, unmatched, violations, Action, Pin, Rule, Violation,
 };
 pub use file::{PolicyError, POLICY_LIMIT};
+pub use reservations::Reservations;
 pub use verdict::{Offence, Offender, Verdict};
 
 /// A parsed node policy. [`Policy::default`] is the policy without a file.
@@ -90,7 +92,8 @@ pub struct Policy {
     pub denied_drivers: Vec<DriverName>,
     pub trusted_writers: Vec<PathBuf>,
     pub trusted_containers: Vec<TrustedContainer>,
-    pub reserve: Vec<Reserve>,
+    /// The `[[reserve]]` entries in file order, indexed by what they select.
+    pub reserve: Reservations,
 }
 
 impl Default for Policy {
@@ -105,7 +108,7 @@ impl Default for Policy {
                 .collect(),
             trusted_writers: Vec::new(),
             trusted_containers: Vec::new(),
-            reserve: Vec::new(),
+            reserve: Reservations::default(),
         }
     }
 }
@@ -126,7 +129,7 @@ impl Policy {
 
     /// The first reservation that selects `device` itself.
     pub fn reservation_of(&self, device: &Device) -> Option<&Reserve> {
-        self.reserve.iter().find(|r| r.selector.matches(device))
+        self.reserve.first_of(device)
     }
 }
 
