@@ -68,6 +68,8 @@ pub struct Live {
     last_loss_resync: Option<Instant>,
     /// The containers the policy trusts, when it trusts some.
     pub containers: Option<TrustedContainers>,
+    /// Reservations that select nothing on this node, as said.
+    unmatched: super::unmatched::Unmatched,
 }
 
 /// What a scan of the trusted containers found.
@@ -120,6 +122,7 @@ impl Live {
             attribution,
             ledger: Ledger::default(),
             containers: None,
+            unmatched: Default::default(),
             loss_recheck: None,
             last_loss_resync: None,
         }
@@ -309,10 +312,13 @@ impl Live {
         self.attribution
             .allocate(&mut lines, self.sink.metrics(), &members, false);
         lines.extend(self.stalled());
+        let (said, unmatched) = self.unmatched.update(self.node.map(), self.node.policy());
+        lines.extend(said);
         self.sink.track(&self.node);
         self.sink.emit(&lines);
         if let Some(m) = self.sink.metrics() {
             m.set_reserved(self.enforcer.reserved().iter().map(u32::to_string));
+            m.set_unmatched_reservations(unmatched);
         }
     }
 

@@ -130,6 +130,9 @@ pub struct Device {
     pub multifunction: bool,
     /// ACS state from the extended capability.
     pub acs: Acs,
+    /// The name of the physical slot it sits in (`bus/pci/slots/<name>/address` is its
+    /// `DDDD:BB:DD`), when the platform describes one: a name that stays when bus numbers move.
+    pub physical_slot: Option<String>,
 }
 
 impl Device {
@@ -148,6 +151,7 @@ impl Device {
             parents: Vec::new(),
             multifunction: false,
             acs: Acs::Unknown,
+            physical_slot: None,
         }
     }
 

@@ -120,9 +120,11 @@ impl Policy {
         policy.trusted_containers = raw.trusted_containers.unwrap_or_default();
         // Selector -> the entry that reserved it first. The first entry in error, as when each
         // entry was checked in turn: a duplicate before the entry that could not be one.
-        let mut reserved: HashMap<&Selector, &Reserve> = HashMap::with_capacity(raw.reserve.len());
+        // Entries scoped to different nodes may select the same devices.
+        type Key<'r> = (&'r Selector, &'r [(String, String)]);
+        let mut reserved: HashMap<Key<'_>, &Reserve> = HashMap::with_capacity(raw.reserve.len());
         for (r, span) in raw.reserve.iter().zip(raw.selector_spans) {
-            let Some(first) = reserved.insert(&r.selector, r) else {
+            let Some(first) = reserved.insert((&r.selector, &r.nodes), r) else {
                 continue;
             };
             let (selector, driver) = (&r.selector, &r.driver);
@@ -172,8 +174,10 @@ struct RawReserve {
     device: Option<Spanned<PciAddress>>,
     id: Option<Spanned<PciId>>,
     class: Option<Spanned<ClassPrefix>>,
+    slot: Option<Spanned<String>>,
     driver: Option<Spanned<Intended>>,
     rebind: Option<bool>,
+    nodes: Option<Vec<(String, String)>>,
 }
 
 const POLICY_KEYS: &[&str] = &[
@@ -185,7 +189,9 @@ const POLICY_KEYS: &[&str] = &[
     "reserve",
 ];
 const TRUSTED_CONTAINER_KEYS: &[&str] = &["namespace", "container", "pod"];
-const RESERVE_KEYS: &[&str] = &["group", "device", "id", "class", "driver", "rebind"];
+const RESERVE_KEYS: &[&str] = &[
+    "group", "device", "id", "class", "slot", "driver", "rebind", "nodes",
+];
 
 /// The schema over the document tree: unknown keys and wrong types are errors, worded as serde
 /// words them.
@@ -257,24 +263,24 @@ fn reservation(
             .map(|a| (a.span(), Selector::Device(a.into_inner()))),
         r.id.map(|id| (id.span(), Selector::Id(id.into_inner()))),
         r.class.map(|c| (c.span(), Selector::Class(c.into_inner()))),
+        r.slot.map(|s| (s.span(), Selector::Slot(s.into_inner()))),
     ];
     let mut selectors = selectors.into_iter().flatten();
-    let (selector_span, selector) = match (selectors.next(), selectors.next()) {
-        (Some(only), None) => only,
-        (None, _) => {
-            return Err((
-                span,
-                "empty reserve selector: set one of group, device, id, class".to_string(),
-            ))
-        }
-        (Some(_), Some((second, _))) => {
-            return Err((
+    let (selector_span, selector) =
+        match (selectors.next(), selectors.next()) {
+            (Some(only), None) => only,
+            (None, _) => {
+                return Err((
+                    span,
+                    "empty reserve selector: set one of group, device, id, class, slot".to_string(),
+                ))
+            }
+            (Some(_), Some((second, _))) => return Err((
                 second,
-                "more than one reserve selector: set only one of group, device, id, class"
+                "more than one reserve selector: set only one of group, device, id, class, slot"
                     .to_string(),
-            ))
-        }
-    };
+            )),
+        };
     let driver = r
         .driver
         .map_or_else(|| Intended::Driver(vfio_pci()), Spanned::into_inner);
@@ -283,6 +289,7 @@ fn reservation(
         driver,
         rebind: r.rebind.unwrap_or(false),
         line: lines.line(span.start),
+        nodes: r.nodes.unwrap_or_default(),
     };
     Ok((reserve, selector_span))
 }
@@ -313,6 +320,12 @@ fn raw_reserve(table: Table<'_>) -> Result<RawReserve, reader::Error> {
                     format!("class {c:?} is not a class code prefix of 2, 4 or 6 hex digits (e.g. 0x0300)")
                 })?)
             }
+            "slot" => {
+                r.slot = Some(checked(string(value)?, slot_name, |s| {
+                    format!("slot {s:?} is not a slot name (a name under /sys/bus/pci/slots, e.g. \"3\")")
+                })?)
+            }
+            "nodes" => r.nodes = Some(node_labels(value)?),
             "driver" => r.driver = Some(intended(string(value)?)?),
             "rebind" => r.rebind = Some(boolean(value)?),
             _ => return Err(unknown(&key, RESERVE_KEYS)),
@@ -365,6 +378,43 @@ fn trusted_container(item: Spanned<Value<'_>>) -> Result<TrustedContainer, reade
         container: container.ok_or_else(|| missing("container"))?,
         pod,
     })
+}
+
+/// A physical slot's name as sysfs shows it: a directory name of `bus/pci/slots`.
+fn slot_name(s: &str) -> Option<String> {
+    (!s.is_empty() && s.len() <= 64 && !s.contains('/') && !s.chars().any(char::is_control))
+        .then(|| s.to_string())
+}
+
+/// `nodes = { "label" = "value", ... }`: Kubernetes label keys and values, sorted by key.
+fn node_labels(v: Spanned<Value<'_>>) -> Result<Vec<(String, String)>, reader::Error> {
+    let span = v.span();
+    let table = match v.into_inner() {
+        Value::Table(t) => t,
+        other => return Err(invalid_type(&other, span, "a table of node labels")),
+    };
+    let label = |s: &str, slash: bool| {
+        s.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.') || (slash && b == b'/')
+        })
+    };
+    let mut out = Vec::with_capacity(table.entries.len());
+    for (key, value) in table.entries {
+        let k = key.get_ref();
+        if k.is_empty() || k.len() > 316 || !label(k, true) {
+            return Err((key.span(), format!("nodes: {k:?} is not a node label key")));
+        }
+        let v = string(value)?;
+        if v.get_ref().len() > 63 || !label(v.get_ref(), false) {
+            return Err((
+                v.span(),
+                format!("nodes: {:?} is not a node label value", v.get_ref()),
+            ));
+        }
+        out.push((k.to_string(), v.get_ref().to_string()));
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// A namespace or container name (an RFC 1123 label), or with `dots` a prefix of a pod name

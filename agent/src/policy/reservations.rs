@@ -12,7 +12,8 @@ use crate::model::Device;
 #[derive(Clone, Debug, Default)]
 pub struct Reservations {
     list: Vec<Reserve>,
-    index: Index,
+    /// Boxed: a `Policy` moves by value (watch::Change), the maps need not.
+    index: Box<Index>,
 }
 
 /// Positions in `list` by selected key, each list in increasing order.
@@ -25,6 +26,7 @@ struct Index {
     class: HashMap<(u8, u32), Vec<usize>>,
     /// The digit counts present in `class`, so a device looks only those up.
     class_digits: Vec<u8>,
+    slot: HashMap<String, Vec<usize>>,
 }
 
 impl Reservations {
@@ -46,9 +48,13 @@ impl Reservations {
                     }
                     index.class.entry(key).or_default().push(i);
                 }
+                Selector::Slot(name) => index.slot.entry(name.clone()).or_default().push(i),
             }
         }
-        Reservations { list, index }
+        Reservations {
+            list,
+            index: Box::new(index),
+        }
     }
 
     /// Positions of every reservation that selects `device` itself, unordered (each once).
@@ -64,7 +70,8 @@ impl Reservations {
             let c = device.class? & 0x00ff_ffff;
             ix.class.get(&(digits, c >> (4 * (6 - u32::from(digits)))))
         });
-        [group, address, id]
+        let slot = device.physical_slot.as_deref().and_then(|s| ix.slot.get(s));
+        [group, address, id, slot]
             .into_iter()
             .flatten()
             .chain(class)
@@ -111,6 +118,7 @@ mod tests {
             driver: Intended::Unbound,
             rebind: false,
             line: 1,
+            nodes: Vec::new(),
         }
     }
 
@@ -123,6 +131,7 @@ mod tests {
             Selector::Device(PciAddress::parse("0000:01:00.1").expect("address")),
             Selector::Class(ClassPrefix::parse("040300").expect("class")),
             Selector::Class(ClassPrefix::parse("0x0403").expect("class")),
+            Selector::Slot("3".to_string()),
         ]
         .into_iter()
         .map(reserve)
@@ -156,6 +165,7 @@ mod tests {
         ] {
             let mut d = Device::new(address, group);
             (d.vendor, d.device, d.class) = (vendor, device, class);
+            d.physical_slot = (group == 13).then(|| "3".to_string());
             devices.push(d);
         }
         for d in &devices {
