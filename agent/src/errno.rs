@@ -101,7 +101,7 @@ mod tests {
             (libc::ENOBUFS, "ENOBUFS"),
             (libc::ENOTCONN, "ENOTCONN"),
             (libc::ETIMEDOUT, "ETIMEDOUT"),
-        (libc::ETIME, "ETIME"),
+            (libc::ETIME, "ETIME"),
             (libc::ECONNREFUSED, "ECONNREFUSED"),
             (libc::EHOSTUNREACH, "EHOSTUNREACH"),
             (libc::EALREADY, "EALREADY"),
