@@ -76,7 +76,6 @@ mod file;
 pub mod host_path;
 pub mod known_drivers;
 pub mod labels;
-mod reader;
 mod reservations;
 mod verdict;
 pub mod watch;
