@@ -151,7 +151,7 @@ impl Policy {
         let mut reserve = Vec::with_capacity(raw.reserve.len());
         // Selector and nodes -> the line and driver of the entry that reserved them first.
         // Entries scoped to different nodes may select the same devices.
-        let mut reserved: HashMap<(Selector, Vec<(String, String)>), (usize, Intended)> =
+        let mut reserved: HashMap<Scope, (usize, Intended)> =
             HashMap::with_capacity(raw.reserve.len());
         for entry in raw.reserve {
             let span = entry.span();
@@ -177,6 +177,9 @@ impl Policy {
         Ok(policy)
     }
 }
+
+/// What a reservation covers: its selector on the nodes with these labels.
+type Scope = (Selector, Vec<(String, String)>);
 
 /// Why an entry is not a reservation, and where.
 type EntryError = (Range<usize>, String);
