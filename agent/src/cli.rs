@@ -355,15 +355,20 @@ fn load(
     Some((map, problems, policy))
 }
 
-/// Prints `report` as JSON or text; `false` when it could not be serialized.
+/// Prints `report` as JSON or text; `false` when it could not be serialized or written.
 fn print<T: serde::Serialize>(args: &ReportArgs, report: &T, text: fn(&T) -> String) -> bool {
     if args.json {
-        match serde_json::to_string_pretty(report) {
-            Ok(s) => println!("{s}"),
-            Err(e) => {
-                eprintln!("enforcer: cannot serialize the report: {e}");
-                return false;
-            }
+        // Written as it is serialized, not built in memory first: the JSON of a
+        // 100,000-device node is about 60 MB.
+        use std::io::Write;
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        let written = serde_json::to_writer_pretty(&mut out, report)
+            .map_err(std::io::Error::from)
+            .and_then(|()| writeln!(out))
+            .and_then(|()| out.flush());
+        if let Err(e) = written {
+            eprintln!("enforcer: cannot write the report: {e}");
+            return false;
         }
     } else {
         print!("{}", text(report));
