@@ -3,6 +3,10 @@
 //! device node such as `/dev/zero` or a socket could hang the read or never end), and read to at
 //! most the bound. sysfs attributes are at most a page ([`ATTRIBUTE_LIMIT`]; `config` is the
 //! 4 KiB PCI Express configuration space, [`CONFIG_LIMIT`]).
+//!
+//! Kept rather than `std::fs::read` (issue 23): that opens whatever the path names and reads
+//! to the end, so a FIFO blocks forever and `/dev/zero` behind an attribute's name fills
+//! memory; the tests below show both refused without a blocking read.
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};

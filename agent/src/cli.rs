@@ -1,5 +1,5 @@
 //! Command-line surface. Exit codes: 0 nothing wrong, 1 violations found (or, for `audit`, scan
-//! problems that hide a group's verdict), 2 error.
+//! problems that hide a group's verdict, or reservations that match nothing), 2 error.
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -80,6 +80,47 @@ pub struct CommonArgs {
     /// Node policy (TOML).
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
+    /// This node's labels, `key=value` lines: reservations scoped with `nodes = { ... }` apply
+    /// only on nodes with those labels (the agent also reads NFD's `--nfd-features-dir`).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub node_labels_file: Option<PathBuf>,
+    /// Where the kernels' modules live: the policy's driver names are checked against
+    /// `DIR/<running release>/modules.alias` and the drivers in sysfs.
+    #[arg(
+        long,
+        global = true,
+        default_value = "/lib/modules",
+        value_name = "DIR"
+    )]
+    pub modules_dir: PathBuf,
+}
+
+impl CommonArgs {
+    /// The labels of this node (`--node-labels-file`, and the NFD features in `nfd_dir` but
+    /// the agent's own file); unreadable sources are said on stderr.
+    pub fn node_labels(&self, nfd_dir: Option<&std::path::Path>) -> crate::policy::NodeLabels {
+        let (labels, problems) = crate::policy::NodeLabels::read(
+            self.node_labels_file.as_deref(),
+            nfd_dir,
+            crate::nfd::FILE_NAME,
+        );
+        for p in problems {
+            eprintln!("enforcer: warning: {p}");
+        }
+        labels
+    }
+
+    /// The policy's driver names that neither a driver in sysfs nor a module of the running
+    /// kernel offers.
+    pub fn unknown_drivers(
+        &self,
+        policy: &crate::policy::Policy,
+    ) -> Vec<crate::policy::known_drivers::UnknownDriver> {
+        use crate::policy::known_drivers as kd;
+        let alias = kd::modules_alias(&self.modules_dir);
+        let known = kd::KnownDrivers::read(&self.sysfs_root, alias.as_deref());
+        kd::check(policy, &known)
+    }
 }
 
 /// Where the pins are (`status`, `detach`).
@@ -408,7 +449,8 @@ pub struct ReportArgs {
 
 /// `enforcer audit`: every group with owner, viability, reasons and why-shared line, the
 /// violations of the policy and what the agent would do. Exit 0 when nothing is wrong, 1 when
-/// violations exist or scan problems leave a group's verdict unknown, 2 on error (a bad policy
+/// violations exist, scan problems leave a group's verdict unknown or a reservation matches
+/// nothing on the node (a warning on stderr), 2 on error (a bad policy
 /// is reported before anything is read).
 pub fn audit(args: &ReportArgs) -> u8 {
     let common = &args.common;
@@ -417,11 +459,22 @@ pub fn audit(args: &ReportArgs) -> u8 {
     };
     let mut audit = crate::report::Audit::new(&map, problems, &policy);
     audit.enforcement = crate::report::Enforcement::probe(&common.sysfs_root);
+    audit.unknown_drivers = common.unknown_drivers(&policy);
+    for d in &audit.unknown_drivers {
+        eprintln!("enforcer: warning: {}", d.message);
+    }
     allocations(args, &mut audit.groups);
     if !print(args, &audit, crate::report::Audit::text) {
         return EXIT_ERROR;
     }
-    if audit.violations.is_empty() && !audit.scan_problems.iter().any(|p| p.hides_verdict()) {
+    for r in &audit.unmatched_reservations {
+        eprintln!("enforcer: warning: the reservation of {r} matches nothing on this node");
+    }
+    if audit.violations.is_empty()
+        && audit.unmatched_reservations.is_empty()
+        && audit.unknown_drivers.is_empty()
+        && !audit.scan_problems.iter().any(|p| p.hides_verdict())
+    {
         EXIT_OK
     } else {
         EXIT_VIOLATIONS
@@ -478,6 +531,7 @@ fn load(
         },
         None => crate::policy::Policy::default(),
     };
+    let policy = policy.for_node(&common.node_labels(None));
     // With a deadline: a device mid-removal can block a sysfs read for as long as its VFIO
     // group is held; the audit says so instead of hanging.
     let root = common.sysfs_root.clone();
@@ -524,15 +578,20 @@ fn load(
     Some((map, problems, policy))
 }
 
-/// Prints `report` as JSON or text; `false` when it could not be serialized.
+/// Prints `report` as JSON or text; `false` when it could not be serialized or written.
 fn print<T: serde::Serialize>(args: &ReportArgs, report: &T, text: fn(&T) -> String) -> bool {
     if args.json {
-        match serde_json::to_string_pretty(report) {
-            Ok(s) => println!("{s}"),
-            Err(e) => {
-                eprintln!("enforcer: cannot serialize the report: {e}");
-                return false;
-            }
+        // Written as it is serialized, not built in memory first: the JSON of a
+        // 100,000-device node is about 60 MB.
+        use std::io::Write;
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        let written = serde_json::to_writer_pretty(&mut out, report)
+            .map_err(std::io::Error::from)
+            .and_then(|()| writeln!(out))
+            .and_then(|()| out.flush());
+        if let Err(e) = written {
+            eprintln!("enforcer: cannot write the report: {e}");
+            return false;
         }
     } else {
         print!("{}", text(report));

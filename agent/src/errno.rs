@@ -4,78 +4,13 @@
 //! that report them. Every place that names an errno reads this table.
 use std::io;
 
-/// (errno, name), Linux numbering (the kernel's `include/uapi/asm-generic/errno*.h` and the
-/// kernel-internal codes a hook or probe return value can carry).
-pub const NAMES: &[(i32, &str)] = &[
-    (libc::EPERM, "EPERM"),
-    (libc::ENOENT, "ENOENT"),
-    (libc::ESRCH, "ESRCH"),
-    (libc::EINTR, "EINTR"),
-    (libc::EIO, "EIO"),
-    (libc::ENXIO, "ENXIO"),
-    (libc::E2BIG, "E2BIG"),
-    (libc::EBADF, "EBADF"),
-    (libc::EAGAIN, "EAGAIN"),
-    (libc::ENOMEM, "ENOMEM"),
-    (libc::EACCES, "EACCES"),
-    (libc::EFAULT, "EFAULT"),
-    (libc::EBUSY, "EBUSY"),
-    (libc::EEXIST, "EEXIST"),
-    (libc::EXDEV, "EXDEV"),
-    (libc::ENODEV, "ENODEV"),
-    (libc::ENOTDIR, "ENOTDIR"),
-    (libc::EISDIR, "EISDIR"),
-    (libc::EINVAL, "EINVAL"),
-    (libc::ENFILE, "ENFILE"),
-    (libc::EMFILE, "EMFILE"),
-    (libc::ENOTTY, "ENOTTY"),
-    (libc::EFBIG, "EFBIG"),
-    (libc::ENOSPC, "ENOSPC"),
-    (libc::ESPIPE, "ESPIPE"),
-    (libc::EROFS, "EROFS"),
-    (libc::EPIPE, "EPIPE"),
-    (libc::ERANGE, "ERANGE"),
-    (libc::EDEADLK, "EDEADLK"),
-    (libc::ENAMETOOLONG, "ENAMETOOLONG"),
-    (libc::ENOSYS, "ENOSYS"),
-    (libc::ENOTEMPTY, "ENOTEMPTY"),
-    (libc::ELOOP, "ELOOP"),
-    (libc::ENODATA, "ENODATA"),
-    (libc::EOVERFLOW, "EOVERFLOW"),
-    (libc::ENOTSOCK, "ENOTSOCK"),
-    (libc::EOPNOTSUPP, "EOPNOTSUPP"),
-    (libc::EADDRINUSE, "EADDRINUSE"),
-    (libc::EADDRNOTAVAIL, "EADDRNOTAVAIL"),
-    (libc::ENETDOWN, "ENETDOWN"),
-    (libc::ECONNABORTED, "ECONNABORTED"),
-    (libc::ECONNRESET, "ECONNRESET"),
-    (libc::ENOBUFS, "ENOBUFS"),
-    (libc::ENOTCONN, "ENOTCONN"),
-    (libc::ETIMEDOUT, "ETIMEDOUT"),
-    (libc::ECONNREFUSED, "ECONNREFUSED"),
-    (libc::EHOSTUNREACH, "EHOSTUNREACH"),
-    (libc::EALREADY, "EALREADY"),
-    (libc::EINPROGRESS, "EINPROGRESS"),
-    (libc::ESTALE, "ESTALE"),
-    (libc::EDQUOT, "EDQUOT"),
-    (libc::ECANCELED, "ECANCELED"),
-    (libc::EKEYREJECTED, "EKEYREJECTED"),
-    (libc::EOWNERDEAD, "EOWNERDEAD"),
-    // Kernel-internal, never returned to user space but seen in probe return values.
-    (512, "ERESTARTSYS"),
-    (513, "ERESTARTNOINTR"),
-    (514, "ERESTARTNOHAND"),
-    (515, "ENOIOCTLCMD"),
-    (516, "ERESTART_RESTARTBLOCK"),
-    (517, "EPROBE_DEFER"),
-    (518, "EOPENSTALE"),
-    (519, "ENOPARAM"),
-    (524, "ENOTSUPP"),
-];
+/// (errno, name): the one table ([`iommu_enforcer_common::errno`]), shared with the test
+/// node's tools.
+pub use iommu_enforcer_common::errno::NAMES;
 
 /// The symbolic name of a (positive) errno: `None` for one the table does not name.
 pub fn name(errno: i32) -> Option<&'static str> {
-    NAMES.iter().find(|(n, _)| *n == errno).map(|(_, s)| *s)
+    iommu_enforcer_common::errno::name(errno)
 }
 
 /// The symbolic errno of an I/O error (`EACCES`), or `errno N`, or `no errno`.
@@ -112,6 +47,73 @@ mod tests {
         assert_eq!(of_io(&io::Error::from_raw_os_error(24)), "EMFILE");
         assert_eq!(of_io(&io::Error::from_raw_os_error(4000)), "errno 4000");
         assert_eq!(of_io(&io::Error::other("x")), "no errno");
+    }
+
+    /// The shared table is written in numbers (no libc in `no_std`): each is libc's.
+    #[test]
+    fn the_table_agrees_with_libc() {
+        for (n, s) in [
+            (libc::EPERM, "EPERM"),
+            (libc::ENOENT, "ENOENT"),
+            (libc::ESRCH, "ESRCH"),
+            (libc::EINTR, "EINTR"),
+            (libc::EIO, "EIO"),
+            (libc::ENXIO, "ENXIO"),
+            (libc::E2BIG, "E2BIG"),
+            (libc::ENOEXEC, "ENOEXEC"),
+            (libc::EBADF, "EBADF"),
+            (libc::ECHILD, "ECHILD"),
+            (libc::EAGAIN, "EAGAIN"),
+            (libc::ENOMEM, "ENOMEM"),
+            (libc::EACCES, "EACCES"),
+            (libc::EFAULT, "EFAULT"),
+            (libc::EBUSY, "EBUSY"),
+            (libc::EEXIST, "EEXIST"),
+            (libc::EXDEV, "EXDEV"),
+            (libc::ENODEV, "ENODEV"),
+            (libc::ENOTDIR, "ENOTDIR"),
+            (libc::EISDIR, "EISDIR"),
+            (libc::EINVAL, "EINVAL"),
+            (libc::ENFILE, "ENFILE"),
+            (libc::EMFILE, "EMFILE"),
+            (libc::ENOTTY, "ENOTTY"),
+            (libc::ETXTBSY, "ETXTBSY"),
+            (libc::EFBIG, "EFBIG"),
+            (libc::ENOSPC, "ENOSPC"),
+            (libc::ESPIPE, "ESPIPE"),
+            (libc::EROFS, "EROFS"),
+            (libc::EPIPE, "EPIPE"),
+            (libc::ERANGE, "ERANGE"),
+            (libc::EDEADLK, "EDEADLK"),
+            (libc::ENAMETOOLONG, "ENAMETOOLONG"),
+            (libc::ENOSYS, "ENOSYS"),
+            (libc::ENOTEMPTY, "ENOTEMPTY"),
+            (libc::ELOOP, "ELOOP"),
+            (libc::ENODATA, "ENODATA"),
+            (libc::EOVERFLOW, "EOVERFLOW"),
+            (libc::ENOTSOCK, "ENOTSOCK"),
+            (libc::EOPNOTSUPP, "EOPNOTSUPP"),
+            (libc::EADDRINUSE, "EADDRINUSE"),
+            (libc::EADDRNOTAVAIL, "EADDRNOTAVAIL"),
+            (libc::ENETDOWN, "ENETDOWN"),
+            (libc::ECONNABORTED, "ECONNABORTED"),
+            (libc::ECONNRESET, "ECONNRESET"),
+            (libc::ENOBUFS, "ENOBUFS"),
+            (libc::ENOTCONN, "ENOTCONN"),
+            (libc::ETIMEDOUT, "ETIMEDOUT"),
+            (libc::ETIME, "ETIME"),
+            (libc::ECONNREFUSED, "ECONNREFUSED"),
+            (libc::EHOSTUNREACH, "EHOSTUNREACH"),
+            (libc::EALREADY, "EALREADY"),
+            (libc::EINPROGRESS, "EINPROGRESS"),
+            (libc::ESTALE, "ESTALE"),
+            (libc::EDQUOT, "EDQUOT"),
+            (libc::ECANCELED, "ECANCELED"),
+            (libc::EKEYREJECTED, "EKEYREJECTED"),
+            (libc::EOWNERDEAD, "EOWNERDEAD"),
+        ] {
+            assert_eq!(name(n), Some(s), "{s}");
+        }
     }
 
     #[test]

@@ -4,6 +4,11 @@
 //! worker thread; the caller waits at most its deadline. A stuck job cannot be cancelled, so
 //! while it is stuck every other job fails at once (`Busy`) instead of piling up threads; the
 //! worker takes jobs again when the kernel lets it go.
+//!
+//! Kept rather than tokio's `spawn_blocking` with a timeout (issue 23): a timed-out blocking
+//! task cannot be cancelled either, and each new attempt would take another thread of tokio's
+//! pool (up to 512) stuck on the same device lock, where this keeps one thread and answers
+//! `Busy` at once (the unit tests below hold a job stuck and check that).
 use std::{
     sync::{
         mpsc::{self, RecvTimeoutError, SyncSender},

@@ -120,6 +120,16 @@ impl ClassPrefix {
         })
     }
 
+    /// How many hex digits: 2, 4 or 6.
+    pub fn digits(self) -> u8 {
+        self.digits
+    }
+
+    /// The prefix's value (`0x0300` is 0x300 of 4 digits).
+    pub fn value(self) -> u32 {
+        self.value
+    }
+
     /// Whether the 24-bit `class` code starts with this prefix.
     pub fn matches(self, class: u32) -> bool {
         let shift = 4 * (6 - u32::from(self.digits));

@@ -310,13 +310,60 @@ fn viable_passthrough() {
     assert_eq!(group(&json, "15")["reserved"], true);
     assert_eq!(json["pins"].as_array().map(Vec::len), Some(1));
 
-    // a policy for other nodes matches nothing here and is not a violation
+    // a reservation that matches nothing here is no violation, but a warning: exit 1
     let (code, json) = n.audit_with("reserve-gpu.toml");
-    assert_eq!(code, 0);
+    assert_eq!(code, 1);
+    assert_eq!(json["violations"], serde_json::json!([]));
     assert_eq!(
         json["unmatched_reservations"][0],
         "id 10de:2204 (policy line 2)"
     );
+    let gpu = policy("reserve-gpu.toml");
+    let out = n.run(&["audit", "--policy", gpu.to_str().expect("utf-8")]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains(
+        "enforcer: warning: the reservation of id 10de:2204 (policy line 2) matches nothing on this node"
+    ));
+
+    // scoped to another pool of nodes: not in force here, so not unmatched either
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pools = dir.path().join("pools.toml");
+    std::fs::write(
+        &pools,
+        "[[reserve]]\nid = \"10de:2204\"\nnodes = { pool = \"gpu\" }\n\n[[reserve]]\ngroup = \"15\"\nnodes = { pool = \"vm\" }\n",
+    )
+    .expect("write");
+    let labels = dir.path().join("labels");
+    std::fs::write(&labels, "# this node\npool=vm\n").expect("write");
+    let (code, json) = n.json(&[
+        "audit",
+        "--policy",
+        pools.to_str().expect("utf-8"),
+        "--node-labels-file",
+        labels.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(code, 0, "{json:#}");
+    assert_eq!(json["unmatched_reservations"], serde_json::json!([]));
+    assert_eq!(group(&json, "15")["reserved"], true);
+
+    // a driver name no driver or module offers: a warning with the name it registers as
+    let typo = dir.path().join("typo.toml");
+    std::fs::write(
+        &typo,
+        "[[reserve]]\ngroup = \"15\"\ndriver = \"vfio_pci\"\n",
+    )
+    .expect("write");
+    let (code, json) = n.json(&[
+        "audit",
+        "--policy",
+        typo.to_str().expect("utf-8"),
+        "--modules-dir",
+        dir.path().to_str().expect("utf-8"),
+    ]);
+    assert_eq!(code, 1);
+    let unknown = &json["unknown_drivers"][0];
+    assert_eq!(unknown["driver"], "vfio_pci");
+    assert_eq!(unknown["did_you_mean"], "vfio-pci");
+    assert_eq!(unknown["line"], 1);
 }
 
 #[test]

@@ -297,7 +297,7 @@ fn every_dashboard_query_and_alert_rule_works_against_a_real_prometheus() {
             names.push(name.to_owned());
         }
     }
-    assert_eq!(names.len(), 13, "{names:?}");
+    assert_eq!(names.len(), 14, "{names:?}");
 
     // Bar panels count events exactly: over a range that starts before the first scrape, with
     // the step Grafana gives `$__interval`, the bars of every counting panel add up to the

@@ -472,3 +472,86 @@ mod tests {
         assert_eq!(core::mem::size_of::<WatchedFile>(), 24);
     }
 }
+
+/// The symbolic names of errnos, in one table for the agent and the test node's tools: Linux
+/// numbering (the kernel's `include/uapi/asm-generic/errno*.h`, the same on x86-64 and arm64),
+/// with the kernel-internal codes (512 and up) a hook or probe return value can carry. No libc
+/// here (`no_std`, shared with the eBPF programs, which do not use it); the agent's tests check
+/// every entry against libc's constants.
+pub mod errno {
+    /// (errno, name), by number.
+    pub const NAMES: &[(i32, &str)] = &[
+        (1, "EPERM"),
+        (2, "ENOENT"),
+        (3, "ESRCH"),
+        (4, "EINTR"),
+        (5, "EIO"),
+        (6, "ENXIO"),
+        (7, "E2BIG"),
+        (8, "ENOEXEC"),
+        (9, "EBADF"),
+        (10, "ECHILD"),
+        (11, "EAGAIN"),
+        (12, "ENOMEM"),
+        (13, "EACCES"),
+        (14, "EFAULT"),
+        (16, "EBUSY"),
+        (17, "EEXIST"),
+        (18, "EXDEV"),
+        (19, "ENODEV"),
+        (20, "ENOTDIR"),
+        (21, "EISDIR"),
+        (22, "EINVAL"),
+        (23, "ENFILE"),
+        (24, "EMFILE"),
+        (25, "ENOTTY"),
+        (26, "ETXTBSY"),
+        (27, "EFBIG"),
+        (28, "ENOSPC"),
+        (29, "ESPIPE"),
+        (30, "EROFS"),
+        (32, "EPIPE"),
+        (34, "ERANGE"),
+        (35, "EDEADLK"),
+        (36, "ENAMETOOLONG"),
+        (38, "ENOSYS"),
+        (39, "ENOTEMPTY"),
+        (40, "ELOOP"),
+        (61, "ENODATA"),
+        (62, "ETIME"),
+        (75, "EOVERFLOW"),
+        (88, "ENOTSOCK"),
+        (95, "EOPNOTSUPP"),
+        (98, "EADDRINUSE"),
+        (99, "EADDRNOTAVAIL"),
+        (100, "ENETDOWN"),
+        (103, "ECONNABORTED"),
+        (104, "ECONNRESET"),
+        (105, "ENOBUFS"),
+        (107, "ENOTCONN"),
+        (110, "ETIMEDOUT"),
+        (111, "ECONNREFUSED"),
+        (113, "EHOSTUNREACH"),
+        (114, "EALREADY"),
+        (115, "EINPROGRESS"),
+        (116, "ESTALE"),
+        (122, "EDQUOT"),
+        (125, "ECANCELED"),
+        (129, "EKEYREJECTED"),
+        (130, "EOWNERDEAD"),
+        (512, "ERESTARTSYS"),
+        (513, "ERESTARTNOINTR"),
+        (514, "ERESTARTNOHAND"),
+        (515, "ENOIOCTLCMD"),
+        (516, "ERESTART_RESTARTBLOCK"),
+        (517, "EPROBE_DEFER"),
+        (518, "EOPENSTALE"),
+        (519, "ENOPARAM"),
+        (524, "ENOTSUPP"),
+    ];
+
+    /// The symbolic name of a (positive) errno: `None` for one the table does not name.
+    pub fn name(errno: i32) -> Option<&'static str> {
+        NAMES.iter().find(|(n, _)| *n == errno).map(|(_, s)| *s)
+    }
+}

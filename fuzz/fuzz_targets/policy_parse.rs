@@ -1,8 +1,8 @@
-//! `Policy::parse` on any text: the policy reader (agent/src/policy/reader.rs, a walk over
-//! `toml_parser`'s events) and the schema checks after it. Never panics; an error names a real
-//! position in the text; and the reader agrees with `toml` itself, parsing the same text into
-//! its document tree: it accepts no document `toml` refuses, and what it accepts reads as `toml`
-//! reads it (every key, each reservation's selector and driver, in order).
+//! `Policy::parse` on any text: `toml` into the policy's spanned, typed values
+//! (agent/src/policy/file.rs) and the checks after it. Never panics; an error names a real
+//! position in the text; and it agrees with `toml`'s own document tree of the same text: it
+//! accepts no document `toml` refuses, and what it accepts reads as `toml` reads it (every key,
+//! each reservation's selector and driver, in order).
 #![no_main]
 use std::path::{Path, PathBuf};
 
@@ -86,6 +86,8 @@ fn selector(t: &Table) -> String {
         format!("id {id}")
     } else if let Some(c) = text("class") {
         format!("class 0x{}", c.strip_prefix("0x").unwrap_or(&c))
+    } else if let Some(s) = t.get("slot") {
+        format!("slot {:?}", s.as_str().unwrap())
     } else {
         panic!("a reservation without a selector was accepted: {t:?}")
     }

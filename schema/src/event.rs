@@ -40,6 +40,10 @@ wire_enum! {
         Rebind = "rebind",
         /// A reserved device sits on a driver the policy does not allow moving it from.
         ReservationBlocked = "reservation_blocked",
+        /// A `[[reserve]]` entry of the policy in force selects nothing on this node (a group,
+        /// device, id, class or slot it does not have): a warning, said once per entry while
+        /// it stays unmatched; `path` and `line` name the entry, `error` says which.
+        ReservationUnmatched = "reservation_unmatched",
         /// A step of giving a device of an idle group back to the host: its user driver let
         /// go of it, its `driver_override` was cleared, or a host driver bound it.
         Handback = "handback",

@@ -77,6 +77,8 @@ pub struct Live {
     pub containers: Option<TrustedContainers>,
     /// When the write-time program is wanted (`enforce::write_check`).
     pub write_check: WriteCheck,
+    /// Reservations that select nothing on this node, as said.
+    unmatched: super::unmatched::Unmatched,
 }
 
 /// What a scan of the trusted containers found.
@@ -129,6 +131,7 @@ impl Live {
             attribution,
             ledger: Ledger::default(),
             containers: None,
+            unmatched: Default::default(),
             loss_recheck: None,
             last_loss_resync: None,
             write_check: WriteCheck::default(),
@@ -380,10 +383,13 @@ impl Live {
         self.attribution
             .allocate(&mut lines, self.sink.metrics(), &members, false);
         lines.extend(self.stalled());
+        let (said, unmatched) = self.unmatched.update(self.node.map(), self.node.policy());
+        lines.extend(said);
         self.sink.track(&self.node);
         self.sink.emit(&lines);
         if let Some(m) = self.sink.metrics() {
             m.set_reserved(self.enforcer.reserved().iter().map(u32::to_string));
+            m.set_unmatched_reservations(unmatched);
         }
         // A policy that now trusts a writer for a reserved group (or no longer does) moves the
         // write-time check.

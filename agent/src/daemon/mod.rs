@@ -18,6 +18,7 @@ pub mod output;
 mod policy_reload;
 pub mod privileges;
 mod scan;
+mod unmatched;
 mod vfio_nodes;
 
 use std::{fs, os::unix::fs::MetadataExt, path::PathBuf, sync::Arc, time::Duration};
@@ -107,8 +108,21 @@ async fn agent(
     args: &DaemonArgs,
     policy: (Policy, String),
 ) -> anyhow::Result<()> {
-    let started = start(common, args, policy).await?;
-    run(started, common, args.dry_run, &args.pin_root).await
+    let labels = args.nfd_features_dir.clone();
+    let (policy, digest) = policy;
+    let policy = scoped(common, labels.as_deref(), policy);
+    let started = start(common, args, (policy, digest)).await?;
+    run(started, common, args.dry_run, &args.pin_root, labels.as_deref()).await
+}
+
+/// `policy` as it applies to this node (reservations scoped to other nodes' labels left
+/// out), its driver names checked against what the kernel offers (warnings in the log).
+fn scoped(common: &CommonArgs, nfd_dir: Option<&std::path::Path>, policy: Policy) -> Policy {
+    let policy = policy.for_node(&common.node_labels(nfd_dir));
+    for d in common.unknown_drivers(&policy) {
+        warn!("policy: {}", d.message);
+    }
+    policy
 }
 
 /// What a started agent runs on: the live state and every source the loop waits on.
@@ -389,6 +403,7 @@ async fn run(
     common: &CommonArgs,
     dry_run: bool,
     pin_root: &std::path::Path,
+    nfd_dir: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
     let Started {
         mut live,
@@ -484,6 +499,13 @@ async fn run(
                 let mut guard = guard?;
                 guard.clear_ready();
                 if let Some(change) = guard.get_inner_mut().changed() {
+                    let change = match change {
+                        policy_file::Change::Apply { policy, digest } => policy_file::Change::Apply {
+                            policy: scoped(common, nfd_dir, policy),
+                            digest,
+                        },
+                        rejected => rejected,
+                    };
                     if let Some(w) = policy_reload::apply(&mut live, &host_root, change) {
                         writers = w.map(watch).transpose()?;
                         // The trusted containers follow the policy in force.

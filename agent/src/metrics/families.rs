@@ -37,6 +37,7 @@ pub(super) struct Families {
     pub group_viable: IntGaugeVec,
     pub reserved_groups: IntGauge,
     pub reserved_group_viable: IntGaugeVec,
+    pub unmatched_reservations: IntGauge,
     pub events_lost: IntCounter,
     pub resyncs: IntCounter,
     pub enforcement_active: IntGaugeVec,
@@ -126,6 +127,10 @@ impl Families {
             reserved_groups: gauge(
                 "reserved_groups",
                 "Number of groups the policy reserves for passthrough.",
+            )?,
+            unmatched_reservations: gauge(
+                "unmatched_reservations",
+                "Number of [[reserve]] entries of the policy in force that select nothing on this node (a warning: one policy may serve many nodes; a typo or a missing device looks the same).",
             )?,
             reserved_group_viable: gauge_vec(
                 "reserved_group_viable",

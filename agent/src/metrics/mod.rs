@@ -34,8 +34,8 @@
 //! counted under `namespace="other", pod="other"`, so a node that churns pods cannot grow the
 //! series without end.
 //!
-//! What no line says (the set of groups the policy reserves) comes from
-//! [`Metrics::set_reserved`].
+//! What no line says (the set of groups the policy reserves, how many reservations match
+//! nothing) comes from [`Metrics::set_reserved`] and [`Metrics::set_unmatched_reservations`].
 mod families;
 mod http;
 
@@ -272,6 +272,11 @@ impl Metrics {
         self.update_enforcement(&state);
     }
 
+    /// How many `[[reserve]]` entries of the policy in force select nothing on this node.
+    pub fn set_unmatched_reservations(&self, n: usize) {
+        self.families.unmatched_reservations.set(gauge(n));
+    }
+
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
@@ -449,6 +454,7 @@ impl Metrics {
             Kind::PolicyApplied => self.policy_applied(ev.digest.as_deref().unwrap_or(UNKNOWN)),
             Kind::PolicyRejected => f.policy_reload_failures.inc(),
             Kind::Release
+            | Kind::ReservationUnmatched
             | Kind::DeviceAdded
             | Kind::DeviceRemoved
             | Kind::VfioRelease

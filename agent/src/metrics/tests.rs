@@ -841,3 +841,34 @@ fn events_and_vetoes_name_the_pod_up_to_the_cap_then_other() {
         Some(2.0)
     );
 }
+
+/// A reservation of a group the node does not have is no reserved group (the agent reserves
+/// only groups it has: no `reserved_group_viable` series, so no critical alert), only a count
+/// of unmatched reservations (a warning).
+#[test]
+fn an_unmatched_reservation_is_a_count_not_a_group_that_is_not_viable() {
+    let m = Metrics::new().expect("metrics");
+    let mut map = crate::model::GroupMap::new();
+    map.add_device(crate::model::Device::new("0000:01:00.0", 3));
+    let policy = crate::policy::Policy::parse(
+        "[[reserve]]\ngroup = \"14\"\n",
+        std::path::Path::new("p.toml"),
+    )
+    .expect("policy");
+    m.set_reserved(
+        crate::policy::reserved_groups(&map, &policy)
+            .iter()
+            .map(u32::to_string),
+    );
+    m.set_unmatched_reservations(crate::policy::unmatched(&map, &policy).len());
+    let text = m.render();
+    assert_eq!(sample(&text, "iommu_enforcer_reserved_groups"), Some(0.0));
+    assert_eq!(
+        sample(&text, r#"iommu_enforcer_reserved_group_viable{group="14"}"#),
+        None
+    );
+    assert_eq!(
+        sample(&text, "iommu_enforcer_unmatched_reservations"),
+        Some(1.0)
+    );
+}

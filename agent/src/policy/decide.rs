@@ -169,10 +169,17 @@ pub fn reserved_groups(map: &GroupMap, policy: &Policy) -> BTreeSet<u32> {
 /// Reservations that select no device of this node (a group or device that is not there, an
 /// ID or class with no device). Not violations: one policy may serve many nodes.
 pub fn unmatched<'p>(map: &GroupMap, policy: &'p Policy) -> Vec<&'p Reserve> {
+    let mut matched = vec![false; policy.reserve.len()];
+    for d in map.devices() {
+        for i in policy.reserve.positions_of(d) {
+            matched[i] = true;
+        }
+    }
     policy
         .reserve
         .iter()
-        .filter(|r| !map.devices().any(|d| r.selector.matches(d)))
+        .zip(matched)
+        .filter_map(|(r, m)| (!m).then_some(r))
         .collect()
 }
 

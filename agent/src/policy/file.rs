@@ -1,15 +1,19 @@
 //! Reading and checking the policy file.
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use super::reader::{self, Spanned, Str, Table, Value};
-use super::{Intended, Policy, Reserve, Selector, TrustedContainer};
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{Intended, Policy, Reservations, Reserve, Selector, TrustedContainer};
 use crate::bounded::{self, BoundedError};
 use crate::pci::{ClassPrefix, DriverName, PciAddress, PciId};
 
-/// The largest policy file read: far above any real policy (200,000 reservations are about
-/// 11.4 MB), small enough that `/dev/zero` behind a regular-looking name cannot exhaust memory.
+/// The largest policy file read: far above any real policy (a ConfigMap holds at most 1 MiB,
+/// about 16,000 reservations), small enough that `/dev/zero` behind a regular-looking name
+/// cannot exhaust memory.
 pub const POLICY_LIMIT: usize = 16 << 20;
 
 /// Why a policy file could not be used. Displayed as `FILE:LINE:COLUMN: message`.
@@ -64,9 +68,10 @@ impl Policy {
         Policy::parse(&text, path)
     }
 
-    /// Parses policy `text`; `path` names it in errors.
-    /// Linear in the size of `text`: an entry's line is counted on from the entry before, and
-    /// an error's line and column are counted only once it is reported.
+    /// Parses policy `text`; `path` names it in errors. `toml` reads it into spanned typed
+    /// values ([`RawPolicy`]): TOML errors, unknown keys, wrong types and values that are no
+    /// address, ID, class, slot, group or driver name stop it there, at their place. The
+    /// checks across keys and entries follow, in file order.
     pub fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
         let invalid = |span: Range<usize>, message: String| {
             let (line, column) = line_column(text, span.start);
@@ -77,9 +82,17 @@ impl Policy {
                 message,
             }
         };
-        let raw = reader::read(text)
-            .and_then(|root| raw_policy(root, text))
-            .map_err(|(span, message)| invalid(span, message))?;
+        let raw: RawPolicy = toml::from_str(text).map_err(|e| {
+            let span = e.span().unwrap_or(0..0);
+            let mut message = e.message().trim_end().to_string();
+            // toml names no key here; the key is what its span covers.
+            if message == "duplicate key" {
+                if let Some(key) = text.get(span.clone()).filter(|k| !k.contains('\n')) {
+                    message = format!("duplicate key `{}`", key.trim_matches(['"', '\'']));
+                }
+            }
+            invalid(span, message)
+        })?;
 
         let mut policy = Policy {
             source: Some(path.to_path_buf()),
@@ -89,22 +102,22 @@ impl Policy {
             policy.protect_user_groups = p;
         }
         if let Some(list) = raw.allowed_drivers {
-            policy.allowed_drivers = list.into_iter().map(Spanned::into_inner).collect();
+            policy.allowed_drivers = list.into_iter().map(|d| d.into_inner().0).collect();
         }
         if let Some(list) = raw.denied_drivers {
             let allowed: HashSet<&DriverName> = policy.allowed_drivers.iter().collect();
             for d in &list {
-                if allowed.contains(d.get_ref()) {
+                if allowed.contains(&d.get_ref().0) {
                     return Err(invalid(
                         d.span(),
                         format!(
                             "driver {:?} is both in allowed_drivers and in denied_drivers",
-                            d.get_ref().as_str()
+                            d.get_ref().0.as_str()
                         ),
                     ));
                 }
             }
-            policy.denied_drivers = list.into_iter().map(Spanned::into_inner).collect();
+            policy.denied_drivers = list.into_iter().map(|d| d.into_inner().0).collect();
         }
         for w in raw.trusted_writers.unwrap_or_default() {
             let span = w.span();
@@ -115,133 +128,87 @@ impl Policy {
                     format!("trusted_writers: {w:?} is not an absolute path"),
                 ));
             }
-            policy.trusted_writers.push(PathBuf::from(w.into_owned()));
+            policy.trusted_writers.push(PathBuf::from(w));
         }
-        policy.trusted_containers = raw.trusted_containers.unwrap_or_default();
-        // Selector -> the entry that reserved it first. The first entry in error, as when each
-        // entry was checked in turn: a duplicate before the entry that could not be one.
-        let mut reserved: HashMap<&Selector, &Reserve> = HashMap::with_capacity(raw.reserve.len());
-        for (r, span) in raw.reserve.iter().zip(raw.selector_spans) {
-            let Some(first) = reserved.insert(&r.selector, r) else {
-                continue;
-            };
-            let (selector, driver) = (&r.selector, &r.driver);
-            let message = if first.driver == *driver {
-                format!(
-                    "{selector} is already reserved at line {}: duplicate reservation",
-                    first.line
-                )
-            } else {
-                format!(
-                    "{selector} is reserved for {driver} here and for {} at line {}: contradictory reservations",
-                    first.driver, first.line
+        for c in raw.trusted_containers.unwrap_or_default() {
+            let span = c.span();
+            let c = c.into_inner();
+            let missing = |field: &str| {
+                invalid(
+                    span.clone(),
+                    format!("trusted_containers: missing field `{field}`"),
                 )
             };
-            return Err(invalid(span, message));
+            policy.trusted_containers.push(TrustedContainer {
+                namespace: c.namespace.ok_or_else(|| missing("namespace"))?.0,
+                container: c.container.ok_or_else(|| missing("container"))?.0,
+                pod: c.pod.map(|p| p.0),
+            });
         }
-        drop(reserved);
-        if let Some((span, message)) = raw.entry_error {
-            return Err(invalid(span, message));
+
+        // Each entry in turn: its selector, then whether an entry before reserved it.
+        let mut lines = LineCounter::new(text);
+        let mut reserve = Vec::with_capacity(raw.reserve.len());
+        // Selector and nodes -> the line and driver of the entry that reserved them first.
+        // Entries scoped to different nodes may select the same devices.
+        let mut reserved: HashMap<Scope, (usize, Intended)> =
+            HashMap::with_capacity(raw.reserve.len());
+        for entry in raw.reserve {
+            let span = entry.span();
+            let (r, selector_span) = reservation(entry.into_inner(), span, &mut lines)
+                .map_err(|(s, m)| invalid(s, m))?;
+            let key = (r.selector.clone(), r.nodes.clone());
+            if let Some((line, driver)) = reserved.get(&key) {
+                let selector = &r.selector;
+                let message = if *driver == r.driver {
+                    format!("{selector} is already reserved at line {line}: duplicate reservation")
+                } else {
+                    format!(
+                        "{selector} is reserved for {} here and for {driver} at line {line}: contradictory reservations",
+                        r.driver
+                    )
+                };
+                return Err(invalid(selector_span, message));
+            }
+            reserved.insert(key, (r.line, r.driver.clone()));
+            reserve.push(r);
         }
-        policy.reserve = raw.reserve;
+        policy.reserve = Reservations::new(reserve);
         Ok(policy)
     }
 }
 
-/// The policy as written, every value already checked and typed (with where it was written,
-/// for the checks across entries).
-struct RawPolicy<'i> {
+/// What a reservation covers: its selector on the nodes with these labels.
+type Scope = (Selector, Vec<(String, String)>);
+
+/// Why an entry is not a reservation, and where.
+type EntryError = (Range<usize>, String);
+
+/// The policy as written: every key known, every value typed and checked on its own (the
+/// wrappers' `Deserialize`), with where it was written for the checks across keys.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
     protect_user_groups: Option<bool>,
-    allowed_drivers: Option<Vec<Spanned<DriverName>>>,
-    denied_drivers: Option<Vec<Spanned<DriverName>>>,
-    trusted_writers: Option<Vec<Spanned<Str<'i>>>>,
-    trusted_containers: Option<Vec<TrustedContainer>>,
-    /// The reservations up to the first entry that cannot be one (`entry_error`): made while
-    /// read, not kept as written, since a policy may hold 200,000.
-    reserve: Vec<Reserve>,
-    /// Where each reservation's selector was written.
-    selector_spans: Vec<Range<usize>>,
-    /// Why that entry is not a reservation: reported after the checks across entries before
-    /// it (and after the other keys' checks), as when every entry was checked in turn.
-    entry_error: Option<reader::Error>,
+    allowed_drivers: Option<Vec<Spanned<Allowed>>>,
+    denied_drivers: Option<Vec<Spanned<Denied>>>,
+    trusted_writers: Option<Vec<Spanned<String>>>,
+    trusted_containers: Option<Vec<Spanned<RawContainer>>>,
+    #[serde(default)]
+    reserve: Vec<Spanned<RawReserve>>,
 }
 
-#[derive(Default)]
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawReserve {
     group: Option<Spanned<GroupNumber>>,
-    device: Option<Spanned<PciAddress>>,
-    id: Option<Spanned<PciId>>,
-    class: Option<Spanned<ClassPrefix>>,
-    driver: Option<Spanned<Intended>>,
+    device: Option<Spanned<Address>>,
+    id: Option<Spanned<Id>>,
+    class: Option<Spanned<Class>>,
+    slot: Option<Spanned<Slot>>,
+    driver: Option<Intended>,
     rebind: Option<bool>,
-}
-
-const POLICY_KEYS: &[&str] = &[
-    "protect_user_groups",
-    "allowed_drivers",
-    "denied_drivers",
-    "trusted_writers",
-    "trusted_containers",
-    "reserve",
-];
-const TRUSTED_CONTAINER_KEYS: &[&str] = &["namespace", "container", "pod"];
-const RESERVE_KEYS: &[&str] = &["group", "device", "id", "class", "driver", "rebind"];
-
-/// The schema over the document tree: unknown keys and wrong types are errors, worded as serde
-/// words them.
-fn raw_policy<'i>(root: Table<'i>, text: &str) -> Result<RawPolicy<'i>, reader::Error> {
-    let mut raw = RawPolicy {
-        protect_user_groups: None,
-        allowed_drivers: None,
-        denied_drivers: None,
-        trusted_writers: None,
-        trusted_containers: None,
-        reserve: Vec::new(),
-        selector_spans: Vec::new(),
-        entry_error: None,
-    };
-    for (key, value) in root.entries {
-        match key.get_ref().as_ref() {
-            "protect_user_groups" => raw.protect_user_groups = Some(boolean(value)?),
-            "allowed_drivers" => raw.allowed_drivers = Some(drivers(value, "allowed_drivers")?),
-            "denied_drivers" => raw.denied_drivers = Some(drivers(value, "denied_drivers")?),
-            "trusted_writers" => raw.trusted_writers = Some(strings(value)?),
-            "trusted_containers" => {
-                raw.trusted_containers = Some(
-                    array(value)?
-                        .into_iter()
-                        .map(trusted_container)
-                        .collect::<Result<_, _>>()?,
-                )
-            }
-            "reserve" => {
-                let items = array(value)?;
-                raw.reserve.reserve(items.len());
-                raw.selector_spans.reserve(items.len());
-                let mut lines = LineCounter::new(text);
-                for item in items {
-                    let span = item.span();
-                    let t = match item.into_inner() {
-                        Value::Table(t) => t,
-                        other => return Err(invalid_type(&other, span, "struct RawReserve")),
-                    };
-                    let r = raw_reserve(t)?;
-                    if raw.entry_error.is_some() {
-                        continue;
-                    }
-                    match reservation(r, span, &mut lines) {
-                        Ok((reserve, selector_span)) => {
-                            raw.reserve.push(reserve);
-                            raw.selector_spans.push(selector_span);
-                        }
-                        Err(e) => raw.entry_error = Some(e),
-                    }
-                }
-            }
-            _ => return Err(unknown(&key, POLICY_KEYS)),
-        }
-    }
-    Ok(raw)
+    nodes: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
 }
 
 /// The reservation of an entry of one selector; its selector's place.
@@ -249,122 +216,269 @@ fn reservation(
     r: RawReserve,
     span: Range<usize>,
     lines: &mut LineCounter<'_>,
-) -> Result<(Reserve, Range<usize>), reader::Error> {
+) -> Result<(Reserve, Range<usize>), EntryError> {
     let selectors = [
         r.group
             .map(|g| (g.span(), Selector::Group(g.into_inner().0))),
         r.device
-            .map(|a| (a.span(), Selector::Device(a.into_inner()))),
-        r.id.map(|id| (id.span(), Selector::Id(id.into_inner()))),
-        r.class.map(|c| (c.span(), Selector::Class(c.into_inner()))),
+            .map(|a| (a.span(), Selector::Device(a.into_inner().0))),
+        r.id.map(|id| (id.span(), Selector::Id(id.into_inner().0))),
+        r.class
+            .map(|c| (c.span(), Selector::Class(c.into_inner().0))),
+        r.slot.map(|s| (s.span(), Selector::Slot(s.into_inner().0))),
     ];
     let mut selectors = selectors.into_iter().flatten();
-    let (selector_span, selector) = match (selectors.next(), selectors.next()) {
-        (Some(only), None) => only,
-        (None, _) => {
-            return Err((
-                span,
-                "empty reserve selector: set one of group, device, id, class".to_string(),
-            ))
-        }
-        (Some(_), Some((second, _))) => {
-            return Err((
+    let (selector_span, selector) =
+        match (selectors.next(), selectors.next()) {
+            (Some(only), None) => only,
+            (None, _) => {
+                return Err((
+                    span,
+                    "empty reserve selector: set one of group, device, id, class, slot".to_string(),
+                ))
+            }
+            (Some(_), Some((second, _))) => return Err((
                 second,
-                "more than one reserve selector: set only one of group, device, id, class"
+                "more than one reserve selector: set only one of group, device, id, class, slot"
                     .to_string(),
-            ))
-        }
-    };
-    let driver = r
-        .driver
-        .map_or_else(|| Intended::Driver(vfio_pci()), Spanned::into_inner);
+            )),
+        };
     let reserve = Reserve {
         selector,
-        driver,
+        driver: r.driver.unwrap_or_else(|| Intended::Driver(vfio_pci())),
         rebind: r.rebind.unwrap_or(false),
         line: lines.line(span.start),
+        nodes: r.nodes.map(nodes).transpose()?.unwrap_or_default(),
     };
     Ok((reserve, selector_span))
 }
 
-fn raw_reserve(table: Table<'_>) -> Result<RawReserve, reader::Error> {
-    let mut r = RawReserve::default();
-    for (key, value) in table.entries {
-        match key.get_ref().as_ref() {
-            "group" => {
-                let span = value.span();
-                r.group = Some(Spanned::new(
-                    span.clone(),
-                    group_number(value.into_inner(), span)?,
-                ));
-            }
-            "device" => {
-                r.device = Some(checked(string(value)?, PciAddress::parse, |a| {
-                    format!("device {a:?} is not a PCI address (DDDD:BB:DD.F, e.g. 0000:01:00.0)")
-                })?)
-            }
-            "id" => {
-                r.id = Some(checked(string(value)?, PciId::parse, |id| {
-                    format!("id {id:?} is not vendor:device in hex (e.g. 10de:2204)")
-                })?)
-            }
-            "class" => {
-                r.class = Some(checked(string(value)?, ClassPrefix::parse, |c| {
-                    format!("class {c:?} is not a class code prefix of 2, 4 or 6 hex digits (e.g. 0x0300)")
-                })?)
-            }
-            "driver" => r.driver = Some(intended(string(value)?)?),
-            "rebind" => r.rebind = Some(boolean(value)?),
-            _ => return Err(unknown(&key, RESERVE_KEYS)),
-        }
-    }
-    Ok(r)
+/// A string value that `parse` makes into a `T`, or the message `why` gives, at the value.
+fn parsed<'de, D, T>(
+    d: D,
+    parse: impl FnOnce(&str) -> Option<T>,
+    why: impl FnOnce(&str) -> String,
+) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let s = String::deserialize(d)?;
+    parse(&s).ok_or_else(|| de::Error::custom(why(&s)))
 }
 
-/// One `trusted_containers` entry: `{ namespace, container, pod }`, the first two required.
-fn trusted_container(item: Spanned<Value<'_>>) -> Result<TrustedContainer, reader::Error> {
-    let span = item.span();
-    let table = match item.into_inner() {
-        Value::Table(t) => t,
-        other => return Err(invalid_type(&other, span, "struct TrustedContainer")),
-    };
-    let (mut namespace, mut container, mut pod) = (None, None, None);
-    for (key, value) in table.entries {
-        let field = key.get_ref().as_ref();
-        let (slot, max, dots) = match field {
-            "namespace" => (&mut namespace, 63, false),
-            "container" => (&mut container, 63, false),
-            "pod" => (&mut pod, 253, true),
-            _ => return Err(unknown(&key, TRUSTED_CONTAINER_KEYS)),
+/// `device = "0000:01:00.0"`.
+struct Address(PciAddress);
+
+impl<'de> Deserialize<'de> for Address {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        parsed(d, PciAddress::parse, |a| {
+            format!("device {a:?} is not a PCI address (DDDD:BB:DD.F, e.g. 0000:01:00.0)")
+        })
+        .map(Address)
+    }
+}
+
+/// `id = "10de:2204"`.
+struct Id(PciId);
+
+impl<'de> Deserialize<'de> for Id {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        parsed(d, PciId::parse, |id| {
+            format!("id {id:?} is not vendor:device in hex (e.g. 10de:2204)")
+        })
+        .map(Id)
+    }
+}
+
+/// `class = "0x0300"`.
+struct Class(ClassPrefix);
+
+impl<'de> Deserialize<'de> for Class {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        parsed(d, ClassPrefix::parse, |c| {
+            format!("class {c:?} is not a class code prefix of 2, 4 or 6 hex digits (e.g. 0x0300)")
+        })
+        .map(Class)
+    }
+}
+
+/// `slot = "3"`: a physical slot's name as sysfs shows it, a directory name of
+/// `bus/pci/slots`.
+struct Slot(String);
+
+impl<'de> Deserialize<'de> for Slot {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = |s: &str| {
+            (!s.is_empty() && s.len() <= 64 && !s.contains('/') && !s.chars().any(char::is_control))
+                .then(|| s.to_string())
         };
-        let v = string(value)?;
-        if !kubernetes_name(v.get_ref(), max, dots) {
-            let what = if dots {
-                "a pod name prefix (lowercase letters, digits, '-' and '.', at most 253)"
-            } else {
-                "a Kubernetes name (lowercase letters, digits and '-', at most 63)"
-            };
+        parsed(d, name, |s| {
+            format!("slot {s:?} is not a slot name (a name under /sys/bus/pci/slots, e.g. \"3\")")
+        })
+        .map(Slot)
+    }
+}
+
+/// A reservation's `driver`: `none` (stay unbound) or a driver name.
+impl<'de> Deserialize<'de> for Intended {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s == "none" {
+            return Ok(Intended::Unbound);
+        }
+        DriverName::parse(&s)
+            .map(Intended::Driver)
+            .map_err(|why| de::Error::custom(format!("reserve driver {s:?} {why}")))
+    }
+}
+
+/// A driver name of `allowed_drivers` ...
+struct Allowed(DriverName);
+/// ... and of `denied_drivers`.
+struct Denied(DriverName);
+
+fn driver_in<'de, D: Deserializer<'de>>(d: D, key: &str) -> Result<DriverName, D::Error> {
+    let s = String::deserialize(d)?;
+    DriverName::parse(&s).map_err(|why| de::Error::custom(format!("{key}: driver {s:?} {why}")))
+}
+
+impl<'de> Deserialize<'de> for Allowed {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        driver_in(d, "allowed_drivers").map(Allowed)
+    }
+}
+
+impl<'de> Deserialize<'de> for Denied {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        driver_in(d, "denied_drivers").map(Denied)
+    }
+}
+
+/// A group number written as `"14"` or `14`.
+struct GroupNumber(u32);
+
+impl<'de> Deserialize<'de> for GroupNumber {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl de::Visitor<'_> for Visitor {
+            type Value = GroupNumber;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an IOMMU group number such as \"14\"")
+            }
+
+            fn visit_i64<E: de::Error>(self, i: i64) -> Result<GroupNumber, E> {
+                u32::try_from(i)
+                    .map(GroupNumber)
+                    .map_err(|_| E::custom(format!("group {i} is not an IOMMU group number")))
+            }
+
+            fn visit_u64<E: de::Error>(self, i: u64) -> Result<GroupNumber, E> {
+                u32::try_from(i)
+                    .map(GroupNumber)
+                    .map_err(|_| E::custom(format!("group {i} is not an IOMMU group number")))
+            }
+
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<GroupNumber, E> {
+                let bad = || E::custom(format!("group {s:?} is not an IOMMU group number"));
+                if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(bad());
+                }
+                s.parse().map(GroupNumber).map_err(|_| bad())
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// `nodes = { "label" = "value", ... }`: Kubernetes label keys and values, sorted by key;
+/// a key or value Kubernetes would refuse is an error at its place.
+fn nodes(
+    written: BTreeMap<Spanned<String>, Spanned<String>>,
+) -> Result<Vec<(String, String)>, EntryError> {
+    let label = |s: &str, slash: bool| {
+        s.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.') || (slash && b == b'/')
+        })
+    };
+    let mut out = Vec::with_capacity(written.len());
+    for (key, value) in written {
+        let k = key.get_ref();
+        if k.is_empty() || k.len() > 316 || !label(k, true) {
+            return Err((key.span(), format!("nodes: {k:?} is not a node label key")));
+        }
+        let v = value.get_ref();
+        if v.len() > 63 || !label(v, false) {
             return Err((
-                v.span(),
-                format!(
-                    "trusted_containers: {field} {:?} is not {what}",
-                    v.get_ref()
-                ),
+                value.span(),
+                format!("nodes: {v:?} is not a node label value"),
             ));
         }
-        *slot = Some(v.get_ref().to_string());
+        out.push((key.into_inner(), value.into_inner()));
     }
-    let missing = |field: &str| {
-        (
-            span.clone(),
-            format!("trusted_containers: missing field `{field}`"),
-        )
-    };
-    Ok(TrustedContainer {
-        namespace: namespace.ok_or_else(|| missing("namespace"))?,
-        container: container.ok_or_else(|| missing("container"))?,
-        pod,
-    })
+    out.sort();
+    Ok(out)
+}
+
+/// One `trusted_containers` entry as written: `{ namespace, container, pod }`, the first two
+/// required (checked with the entry's place; named as serde names the type in its messages).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "struct TrustedContainer")]
+struct RawContainer {
+    namespace: Option<Name<Namespace>>,
+    container: Option<Name<ContainerName>>,
+    pod: Option<Name<Pod>>,
+}
+
+/// A field of a `trusted_containers` entry: its name and what Kubernetes accepts there.
+trait Field {
+    const NAME: &'static str;
+    const MAX: usize;
+    /// A pod name prefix (a subdomain) may hold dots.
+    const DOTS: bool;
+}
+
+struct Namespace;
+struct ContainerName;
+struct Pod;
+
+impl Field for Namespace {
+    const NAME: &'static str = "namespace";
+    const MAX: usize = 63;
+    const DOTS: bool = false;
+}
+
+impl Field for ContainerName {
+    const NAME: &'static str = "container";
+    const MAX: usize = 63;
+    const DOTS: bool = false;
+}
+
+impl Field for Pod {
+    const NAME: &'static str = "pod";
+    const MAX: usize = 253;
+    const DOTS: bool = true;
+}
+
+/// The value of field `F`, checked as Kubernetes checks it.
+struct Name<F>(String, std::marker::PhantomData<F>);
+
+impl<'de, F: Field> Deserialize<'de> for Name<F> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if kubernetes_name(&s, F::MAX, F::DOTS) {
+            return Ok(Name(s, std::marker::PhantomData));
+        }
+        let what = if F::DOTS {
+            "a pod name prefix (lowercase letters, digits, '-' and '.', at most 253)"
+        } else {
+            "a Kubernetes name (lowercase letters, digits and '-', at most 63)"
+        };
+        Err(de::Error::custom(format!(
+            "trusted_containers: {} {s:?} is not {what}",
+            F::NAME
+        )))
+    }
 }
 
 /// A namespace or container name (an RFC 1123 label), or with `dots` a prefix of a pod name
@@ -375,122 +489,6 @@ fn kubernetes_name(s: &str, max: usize, dots: bool) -> bool {
         && s.bytes().all(|b| {
             b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || (dots && b == b'.')
         })
-}
-
-fn unknown(key: &Spanned<Str<'_>>, expected: &[&str]) -> reader::Error {
-    let list: Vec<String> = expected.iter().map(|k| format!("`{k}`")).collect();
-    (
-        key.span(),
-        format!(
-            "unknown field `{}`, expected one of {}",
-            key.get_ref(),
-            list.join(", ")
-        ),
-    )
-}
-
-fn invalid_type(v: &Value<'_>, span: Range<usize>, expected: &str) -> reader::Error {
-    let found = match v {
-        Value::String(s) => format!("string {s:?}"),
-        Value::Integer(i) => format!("integer `{i}`"),
-        Value::Boolean(b) => format!("boolean `{b}`"),
-        other => other.kind().to_string(),
-    };
-    (span, format!("invalid type: {found}, expected {expected}"))
-}
-
-fn boolean(v: Spanned<Value<'_>>) -> Result<bool, reader::Error> {
-    match v.get_ref() {
-        Value::Boolean(b) => Ok(*b),
-        other => Err(invalid_type(other, v.span(), "a boolean")),
-    }
-}
-
-fn string(v: Spanned<Value<'_>>) -> Result<Spanned<Str<'_>>, reader::Error> {
-    let span = v.span();
-    match v.into_inner() {
-        Value::String(s) => Ok(Spanned::new(span, s)),
-        other => Err(invalid_type(&other, span, "a string")),
-    }
-}
-
-fn array(v: Spanned<Value<'_>>) -> Result<Vec<Spanned<Value<'_>>>, reader::Error> {
-    let span = v.span();
-    match v.into_inner() {
-        Value::Array(items) => Ok(items),
-        other => Err(invalid_type(&other, span, "a sequence")),
-    }
-}
-
-fn strings(v: Spanned<Value<'_>>) -> Result<Vec<Spanned<Str<'_>>>, reader::Error> {
-    array(v)?.into_iter().map(string).collect()
-}
-
-/// A group number written as `"14"` or `14`.
-struct GroupNumber(u32);
-
-fn group_number(v: Value<'_>, span: Range<usize>) -> Result<GroupNumber, reader::Error> {
-    let bad = |shown: String| {
-        (
-            span.clone(),
-            format!("group {shown} is not an IOMMU group number"),
-        )
-    };
-    match v {
-        Value::Integer(i) => u32::try_from(i)
-            .map(GroupNumber)
-            .map_err(|_| bad(i.to_string())),
-        Value::String(s) => {
-            if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(bad(format!("{s:?}")));
-            }
-            s.parse()
-                .map(GroupNumber)
-                .map_err(|_| bad(format!("{s:?}")))
-        }
-        other => Err(invalid_type(
-            &other,
-            span.clone(),
-            "an IOMMU group number such as \"14\"",
-        )),
-    }
-}
-
-/// A string value made into `T` by `parse`, or `message(the string)` at its place.
-fn checked<T>(
-    v: Spanned<Str<'_>>,
-    parse: impl Fn(&str) -> Option<T>,
-    message: impl Fn(&str) -> String,
-) -> Result<Spanned<T>, reader::Error> {
-    let span = v.span();
-    match parse(v.get_ref()) {
-        Some(t) => Ok(Spanned::new(span, t)),
-        None => Err((span, message(v.get_ref()))),
-    }
-}
-
-/// A list of driver names (`allowed_drivers`, `denied_drivers`), each checked.
-fn drivers(v: Spanned<Value<'_>>, key: &str) -> Result<Vec<Spanned<DriverName>>, reader::Error> {
-    strings(v)?
-        .into_iter()
-        .map(|d| {
-            let span = d.span();
-            DriverName::parse(d.get_ref())
-                .map(|name| Spanned::new(span.clone(), name))
-                .map_err(|why| (span, format!("{key}: driver {:?} {why}", d.get_ref())))
-        })
-        .collect()
-}
-
-/// A reserve entry's `driver`: `none` (stay unbound) or a driver name.
-fn intended(v: Spanned<Str<'_>>) -> Result<Spanned<Intended>, reader::Error> {
-    let span = v.span();
-    if v.get_ref() == "none" {
-        return Ok(Spanned::new(span, Intended::Unbound));
-    }
-    DriverName::parse(v.get_ref())
-        .map(|d| Spanned::new(span.clone(), Intended::Driver(d)))
-        .map_err(|why| (span, format!("reserve driver {:?} {why}", v.get_ref())))
 }
 
 /// The driver of a `[[reserve]]` entry that names none.

@@ -43,6 +43,11 @@
 //! #   id     = "10de:2204"      every device with this vendor:device (4 hex digits each)
 //! #   class  = "0x0300"         every device whose class code starts with these hex digits
 //! #                             (2, 4 or 6 digits, "0x" optional: "0x03" is any display device)
+//! #   slot   = "3"              every function in the physical slot of this name
+//! #                             (/sys/bus/pci/slots/<name>/address)
+//! # Prefer id, class, slot or device to group numbers, which change with kernel and firmware.
+//! # nodes = { "label" = "value" }: only on nodes with all these labels (see [`NodeLabels`]);
+//! #   entries for different nodes may select the same devices.
 //! # driver = the intended driver, or "none" for members that must stay unbound.
 //! # Default driver: "vfio-pci".
 //! # rebind = true: a member bound to another driver is unbound from it and probed again, so
@@ -69,7 +74,9 @@ pub use crate::pods::trusted::TrustedContainer;
 mod decide;
 mod file;
 pub mod host_path;
-mod reader;
+pub mod known_drivers;
+pub mod labels;
+mod reservations;
 mod verdict;
 pub mod watch;
 pub mod writer_watch;
@@ -78,6 +85,8 @@ pub use decide::{
     intended_driver, pins, reserved_groups, unmatched, violations, Action, Pin, Rule, Violation,
 };
 pub use file::{PolicyError, POLICY_LIMIT};
+pub use labels::NodeLabels;
+pub use reservations::Reservations;
 pub use verdict::{Offence, Offender, Verdict};
 
 /// A parsed node policy. [`Policy::default`] is the policy without a file.
@@ -90,7 +99,8 @@ pub struct Policy {
     pub denied_drivers: Vec<DriverName>,
     pub trusted_writers: Vec<PathBuf>,
     pub trusted_containers: Vec<TrustedContainer>,
-    pub reserve: Vec<Reserve>,
+    /// The `[[reserve]]` entries in file order, indexed by what they select.
+    pub reserve: Reservations,
 }
 
 impl Default for Policy {
@@ -105,7 +115,7 @@ impl Default for Policy {
                 .collect(),
             trusted_writers: Vec::new(),
             trusted_containers: Vec::new(),
-            reserve: Vec::new(),
+            reserve: Reservations::default(),
         }
     }
 }
@@ -124,9 +134,24 @@ impl Policy {
         self.denied_drivers.iter().any(|d| d.as_str() == driver)
     }
 
+    /// This policy as it applies to a node with `labels`: reservations scoped with `nodes` to
+    /// other nodes are left out (they are neither in force nor unmatched here).
+    pub fn for_node(mut self, labels: &NodeLabels) -> Policy {
+        if self.reserve.iter().any(|r| !r.nodes.is_empty()) {
+            let kept = self
+                .reserve
+                .iter()
+                .filter(|r| labels.matches(&r.nodes))
+                .cloned()
+                .collect();
+            self.reserve = Reservations::new(kept);
+        }
+        self
+    }
+
     /// The first reservation that selects `device` itself.
     pub fn reservation_of(&self, device: &Device) -> Option<&Reserve> {
-        self.reserve.iter().find(|r| r.selector.matches(device))
+        self.reserve.first_of(device)
     }
 }
 
@@ -140,6 +165,9 @@ pub struct Reserve {
     pub rebind: bool,
     /// Line of the entry in the policy file (1-based), for messages.
     pub line: usize,
+    /// The node labels (`key`, `value`) a node must all carry for the entry to apply there
+    /// (`nodes = { ... }`), sorted by key; empty: every node.
+    pub nodes: Vec<(String, String)>,
 }
 
 /// What a `[[reserve]]` entry selects.
@@ -153,6 +181,8 @@ pub enum Selector {
     Id(PciId),
     /// Every device whose 24-bit class code starts with these hex digits.
     Class(ClassPrefix),
+    /// Every function in the physical slot of this name (`bus/pci/slots/<name>`).
+    Slot(String),
 }
 
 impl Selector {
@@ -163,6 +193,7 @@ impl Selector {
             Selector::Device(a) => device.address == a.as_str(),
             Selector::Id(id) => id.matches(device.vendor, device.device),
             Selector::Class(prefix) => device.class.is_some_and(|c| prefix.matches(c)),
+            Selector::Slot(name) => device.physical_slot.as_deref() == Some(name.as_str()),
         }
     }
 }
@@ -174,6 +205,7 @@ impl std::fmt::Display for Selector {
             Selector::Device(a) => write!(f, "device {a}"),
             Selector::Id(id) => write!(f, "id {id}"),
             Selector::Class(p) => write!(f, "class {p}"),
+            Selector::Slot(name) => write!(f, "slot {name:?}"),
         }
     }
 }

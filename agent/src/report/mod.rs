@@ -23,6 +23,8 @@
 //!                   "rule": "split_group", "action": "would_veto", "message": "..."}],
 //!   "pins": [{"group": "14", "device": "0000:02:00.0", "driver_override": "vfio-pci"}],
 //!   "unmatched_reservations": ["group 99 (policy line 7)"],
+//!   "unknown_drivers": [{"driver": "vfio_pci", "key": "reserve", "line": 3,
+//!                        "did_you_mean": "vfio-pci", "message": "..."}],
 //!   "scan_problems": [{"group": "7", "device": "0000:05:00.0", "kind": "vanished",
 //!                      "path": "...", "message": "..."}],
 //!   "enforcement": {"bpf_lsm": true|false|null, "vetoes": "available"|"unavailable: ..."|null}
@@ -79,6 +81,9 @@ pub struct Audit {
     pub violations: Vec<Violation>,
     pub pins: Vec<Pin>,
     pub unmatched_reservations: Vec<String>,
+    /// The policy's driver names no driver or module of this kernel offers (filled by the CLI,
+    /// which reads what the kernel offers).
+    pub unknown_drivers: Vec<policy::known_drivers::UnknownDriver>,
     pub scan_problems: Vec<ScanProblem>,
     pub enforcement: Enforcement,
 }
@@ -239,6 +244,7 @@ impl Audit {
                 .into_iter()
                 .map(|r| format!("{} (policy line {})", r.selector, r.line))
                 .collect(),
+            unknown_drivers: Vec::new(),
             scan_problems,
             enforcement: Enforcement::default(),
         }

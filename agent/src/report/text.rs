@@ -159,9 +159,21 @@ pub(super) fn audit(a: &Audit) -> String {
         }
     }
     if !a.unmatched_reservations.is_empty() {
-        let _ = writeln!(out, "\nReservations matching nothing on this node:");
+        let _ = writeln!(
+            out,
+            "\nWarning: reservations matching nothing on this node (exit 1):"
+        );
         for r in &a.unmatched_reservations {
             let _ = writeln!(out, "  {r}");
+        }
+    }
+    if !a.unknown_drivers.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nWarning: driver names no driver or module of this kernel offers (exit 1):"
+        );
+        for d in &a.unknown_drivers {
+            let _ = writeln!(out, "  {}", d.message);
         }
     }
     problems(&mut out, &a.scan_problems);

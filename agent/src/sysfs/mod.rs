@@ -13,7 +13,7 @@
 //! whose name is not the kernel's spelling (`012`, not UTF-8), a device listed in two groups and
 //! a non-PCI member are [`ScanProblem`]s kept in the result, each with its path; only an
 //! unreadable `kernel/iommu_groups` is an error.
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -360,7 +360,29 @@ pub fn scan(root: &Path) -> Result<Scan, SysfsError> {
             }
         }
     }
+    let slots = physical_slots(root);
+    if !slots.is_empty() {
+        for d in &mut out.devices {
+            d.physical_slot = slots.get(d.slot()).cloned();
+        }
+    }
     Ok(out)
+}
+
+/// Physical slots: `DDDD:BB:DD` -> slot name, from `bus/pci/slots/*/address`. Best effort: a
+/// slot whose address cannot be read names no device (a reservation by its name is then
+/// reported as matching nothing).
+fn physical_slots(root: &Path) -> HashMap<String, String> {
+    let Ok(dir) = std::fs::read_dir(root.join("bus/pci/slots")) else {
+        return HashMap::new();
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let address = bounded::read_text(&e.path().join("address"), ATTRIBUTE_LIMIT).ok()?;
+            Some((address.trim().to_string(), name))
+        })
+        .collect()
 }
 
 /// Reads one PCI device by address through `<root>/bus/pci/devices/<address>` (for a
@@ -383,7 +405,10 @@ pub fn read_device(root: &Path, address: &str) -> Result<(Device, Vec<ScanProble
         })?;
     let mut problems = Vec::new();
     match read_member(&root_canon, &link, address, group, &mut problems)? {
-        Member::Pci(d) => Ok((d, problems)),
+        Member::Pci(mut d) => {
+            d.physical_slot = physical_slots(root).remove(d.slot());
+            Ok((d, problems))
+        }
         Member::Other(_) => Err(SysfsError::NotPci { path: link }),
     }
 }
@@ -505,6 +530,8 @@ fn read_member(
         parents,
         multifunction,
         acs: config.map_or(Acs::Unknown, config::acs),
+        // Filled by the caller from the slots table, read once per scan.
+        physical_slot: None,
     }))
 }
 

@@ -52,21 +52,7 @@ impl Failure {
 }
 
 fn errno_name(errno: i32) -> &'static str {
-    match errno {
-        libc::EPERM => "EPERM",
-        libc::EAGAIN => "EAGAIN",
-        libc::ENOENT => "ENOENT",
-        libc::EBADF => "EBADF",
-        libc::EACCES => "EACCES",
-        libc::EBUSY => "EBUSY",
-        libc::ENODEV => "ENODEV",
-        libc::EINVAL => "EINVAL",
-        libc::ENOTTY => "ENOTTY",
-        libc::ENOMEM => "ENOMEM",
-        libc::EFAULT => "EFAULT",
-        libc::ENXIO => "ENXIO",
-        _ => "E?",
-    }
+    iommu_enforcer_common::errno::name(errno).unwrap_or("E?")
 }
 
 fn open(path: &str) -> Result<libc::c_int, Failure> {

@@ -14,12 +14,8 @@ fn outcome(r: io::Result<()>) -> String {
 
 fn errno_name(e: &io::Error) -> String {
     match e.raw_os_error() {
-        Some(libc::EPERM) => "EPERM".into(),
-        Some(libc::EACCES) => "EACCES".into(),
-        Some(libc::EINVAL) => "EINVAL".into(),
-        Some(libc::ENODEV) => "ENODEV".into(),
-        Some(libc::EIO) => "EIO".into(),
-        Some(n) => format!("errno{n}"),
+        Some(n) => iommu_enforcer_common::errno::name(n)
+            .map_or_else(|| format!("errno{n}"), str::to_string),
         None => "unknown".into(),
     }
 }

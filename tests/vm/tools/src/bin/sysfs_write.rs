@@ -89,15 +89,9 @@ fn uring_write(fd: RawFd, data: &[u8]) -> io::Result<()> {
 
 fn errno_name(e: &io::Error) -> String {
     match e.raw_os_error() {
-        Some(libc::EPERM) => "EPERM".into(),
-        Some(libc::EAGAIN) => "EAGAIN".into(),
-        Some(libc::ENODEV) => "ENODEV".into(),
-        Some(libc::EBUSY) => "EBUSY".into(),
-        Some(libc::EINVAL) => "EINVAL".into(),
-        Some(libc::ENOENT) => "ENOENT".into(),
-        Some(libc::EEXIST) => "EEXIST".into(),
-        Some(libc::EACCES) => "EACCES".into(),
-        Some(n) => format!("E{n}"),
+        Some(n) => {
+            iommu_enforcer_common::errno::name(n).map_or_else(|| format!("E{n}"), str::to_string)
+        }
         None => "EOTHER".into(),
     }
 }
