@@ -73,7 +73,8 @@ enum Cmd {
     },
     /// Every VM scenario on every kernel it applies to.
     VmTest {
-        /// Only this kernel series.
+        /// Only these kernel series (comma-separated; the arm64 node's are arm64-6.1 and
+        /// arm64-6.12).
         #[arg(long)]
         kernel: Option<String>,
         /// Only these scenarios (comma-separated names).

@@ -69,7 +69,12 @@ pub fn vm_test(filter: &Filter) -> Result<(usize, usize)> {
         })
         // Every series, 6.12-iommufd included: `Kernel::ready` below builds it on a machine's
         // first run (README: how long that takes).
-        .filter(|j| filter.kernel.as_deref().is_none_or(|k| k == j.series))
+        .filter(|j| {
+            filter
+                .kernel
+                .as_deref()
+                .is_none_or(|k| k.split(',').any(|k| k == j.series))
+        })
         .filter(|j| {
             filter
                 .scenario
