@@ -8,13 +8,28 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_VIOLATIONS: u8 = 1;
 pub const EXIT_ERROR: u8 = 2;
 
+/// `enforcer --version`: the version, the commit and the build date (agent/build.rs).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("ENFORCER_COMMIT"),
+    ", built ",
+    env!("ENFORCER_BUILD_DATE"),
+    ")"
+);
+
+/// The node agent when no subcommand is given; its options mean nothing to the subcommands,
+/// which take only their own (`enforcer --dry-run audit` is an error, not a silent no-op).
+/// `--log-level` and `--log-format` apply to every command.
 #[derive(Parser, Debug)]
 #[command(
     name = "enforcer",
-    version,
+    version = VERSION,
     about = "Watches and guards IOMMU group ownership"
 )]
 pub struct Cli {
+    #[command(flatten)]
+    pub log: LogArgs,
     #[command(flatten)]
     pub common: CommonArgs,
     #[command(flatten)]
@@ -23,18 +38,67 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
-/// Where to read the node from and which policy to apply; shared by every command.
+/// How the log (stderr) is written; every command.
+#[derive(Args, Debug, Clone)]
+pub struct LogArgs {
+    /// Least severity logged: error, warn, info, debug or trace (or an env_logger filter such as
+    /// `info,aya=warn`). Default: $RUST_LOG, else info.
+    #[arg(long, global = true, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// `text` (a timestamp, the level, the target and the message) or `json` (one object per
+    /// line: time, level, target, message).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, value_name = "FORMAT")]
+    pub log_format: LogFormat,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Where to read the node from.
+#[derive(Args, Debug, Clone)]
+pub struct NodeArgs {
+    /// Root of the sysfs tree to read.
+    #[arg(long, default_value = "/sys", value_name = "DIR")]
+    pub sysfs_root: PathBuf,
+    /// Root of procfs, searched for processes holding VFIO groups or cdevs open.
+    #[arg(long, default_value = "/proc", value_name = "DIR")]
+    pub proc_root: PathBuf,
+}
+
+/// Where to read the node from and which policy to apply: the agent, `audit` and `groups`.
 #[derive(Args, Debug, Clone)]
 pub struct CommonArgs {
     /// Root of the sysfs tree to read.
-    #[arg(long, global = true, default_value = "/sys", value_name = "DIR")]
+    #[arg(long, default_value = "/sys", value_name = "DIR")]
     pub sysfs_root: PathBuf,
     /// Root of procfs, searched for processes holding VFIO groups or cdevs open.
-    #[arg(long, global = true, default_value = "/proc", value_name = "DIR")]
+    #[arg(long, default_value = "/proc", value_name = "DIR")]
     pub proc_root: PathBuf,
     /// Node policy (TOML).
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
+}
+
+/// Where the pins are (`status`, `detach`).
+#[derive(Args, Debug, Clone)]
+pub struct PinArgs {
+    /// Where the agent pinned its programs, links and state maps (on bpffs).
+    #[arg(long, default_value = iommu_enforcer_common::pins::ROOT, value_name = "DIR")]
+    pub pin_root: PathBuf,
+    /// Tests only: read the pins as a version of this map layout would.
+    #[arg(long, hide = true, value_name = "N")]
+    pub map_layout: Option<u32>,
+}
+
+impl PinArgs {
+    fn apply_layout(&self) {
+        if let Some(layout) = self.map_layout {
+            crate::bpf::loader::set_map_layout(layout);
+        }
+    }
 }
 
 /// Options of the node agent (no subcommand).
@@ -50,8 +114,12 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "FILE")]
     pub ebpf_object: Option<PathBuf>,
     /// Where the programs, links and state maps are pinned (on bpffs); they outlive the agent.
-    #[arg(long, global = true, default_value = iommu_enforcer_common::pins::ROOT, value_name = "DIR")]
+    #[arg(long, default_value = iommu_enforcer_common::pins::ROOT, value_name = "DIR")]
     pub pin_root: PathBuf,
+    /// Tests only: pin the state maps as an agent of this map layout version would (the
+    /// upgrade and rollback scenario plays an agent of another layout with it).
+    #[arg(long, hide = true, value_name = "N")]
+    pub map_layout: Option<u32>,
     /// Keep node labels for Node Feature Discovery in DIR/iommu-enforcer (NFD's features.d).
     #[arg(long, value_name = "DIR")]
     pub nfd_features_dir: Option<PathBuf>,
@@ -92,6 +160,15 @@ pub enum Command {
     /// holds them. Until then they keep enforcing, with or without an agent. Refused while a
     /// group is in use, unless --force.
     Detach(DetachArgs),
+    /// Print a shell completion script for SHELL on stdout.
+    Completions(CompletionsArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CompletionsArgs {
+    /// bash, zsh, fish, elvish or powershell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -99,38 +176,109 @@ pub struct StatusArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub pins: PinArgs,
+    #[command(flatten)]
+    pub node: NodeArgs,
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct DetachArgs {
-    /// Detach even while groups are in use (their protection ends with it).
+    /// Detach even while groups are in use (their protection ends with it), or when the pins
+    /// are of another map layout, whose use this version cannot read.
     #[arg(long)]
     pub force: bool,
+    /// Succeed when the pin root does not exist (a node the agent never ran on); without it a
+    /// missing pin root is an error (a mistyped --pin-root).
+    #[arg(long)]
+    pub if_present: bool,
+    /// Also remove the agent's Node Feature Discovery label file, DIR/iommu-enforcer.
+    #[arg(long, value_name = "DIR")]
+    pub nfd_features_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub pins: PinArgs,
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+impl Cli {
+    /// Parses the command line; the agent's options given with a subcommand are an error (they
+    /// would be silently ignored), the log options apply to every command.
+    pub fn parse_args() -> Cli {
+        Self::parse_from_or_exit(std::env::args_os())
+    }
+
+    /// [`Cli::parse_args`] of `argv`: the parsed command line or clap's error.
+    pub fn try_parse_args<I, T>(argv: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::{CommandFactory, FromArgMatches};
+        let mut cmd = Cli::command();
+        let matches = cmd.try_get_matches_from_mut(argv)?;
+        if let Some((sub, _)) = matches.subcommand() {
+            let agent_only: Vec<String> = cmd
+                .get_arguments()
+                .filter(|a| !a.is_global_set())
+                .filter(|a| {
+                    matches.value_source(a.get_id().as_str())
+                        == Some(clap::parser::ValueSource::CommandLine)
+                })
+                .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+                .collect();
+            if !agent_only.is_empty() {
+                return Err(cmd.error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    format!(
+                        "{} is an option of the agent (no subcommand) and means nothing to \
+                         `{sub}`; see `enforcer {sub} --help`",
+                        agent_only.join(", ")
+                    ),
+                ));
+            }
+        }
+        Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut cmd))
+    }
+
+    fn parse_from_or_exit<I, T>(argv: I) -> Cli
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Self::try_parse_args(argv).unwrap_or_else(|e| e.exit())
+    }
+}
+
+/// `enforcer completions SHELL`.
+pub fn completions(args: &CompletionsArgs) -> u8 {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    clap_complete::generate(args.shell, &mut cmd, "enforcer", &mut std::io::stdout());
+    EXIT_OK
 }
 
 /// The pinned protection state with the node's members and users. Errors on stderr.
-fn status_of(
-    common: &CommonArgs,
-    daemon: &DaemonArgs,
-) -> Result<crate::report::status::Status, u8> {
-    let state = crate::enforce::pinned::ProtectionState::read(&daemon.pin_root).map_err(|e| {
+fn status_of(node: &NodeArgs, pins: &PinArgs) -> Result<crate::report::status::Status, u8> {
+    let state = crate::enforce::pinned::ProtectionState::read(&pins.pin_root).map_err(|e| {
         eprintln!("enforcer: {e}");
         EXIT_ERROR
     })?;
-    let mut map = match crate::sysfs::scan(&common.sysfs_root) {
+    let mut map = match crate::sysfs::scan(&node.sysfs_root) {
         Ok(scan) => scan.to_map(),
         Err(e) => {
             eprintln!("enforcer: {e}");
             return Err(EXIT_ERROR);
         }
     };
-    map.set_holders(crate::sysfs::scan_holders(&common.proc_root, &common.sysfs_root).holders);
+    map.set_holders(crate::sysfs::scan_holders(&node.proc_root, &node.sysfs_root).holders);
     Ok(crate::report::status::Status::new(&state, &map))
 }
 
 /// `enforcer status`: exit 0, 2 when the pinned state cannot be read.
-pub fn status(common: &CommonArgs, daemon: &DaemonArgs, args: &StatusArgs) -> u8 {
-    let status = match status_of(common, daemon) {
+pub fn status(args: &StatusArgs) -> u8 {
+    args.pins.apply_layout();
+    let status = match status_of(&args.node, &args.pins) {
         Ok(s) => s,
         Err(code) => return code,
     };
@@ -150,37 +298,105 @@ pub fn status(common: &CommonArgs, daemon: &DaemonArgs, args: &StatusArgs) -> u8
 
 /// `enforcer detach`: exit 0 when the pins are gone (or were never there), 1 when refused
 /// because groups are in use, 2 on error.
-pub fn detach(common: &CommonArgs, daemon: &DaemonArgs, args: &DetachArgs) -> u8 {
-    let (maps_dir, _) = crate::bpf::loader::pin_dirs(&daemon.pin_root);
-    if maps_dir.exists() && !args.force {
-        let status = match status_of(common, daemon) {
-            Ok(s) => s,
-            Err(code) => return code,
-        };
-        let in_use = status.in_use();
-        if !in_use.is_empty() {
+pub fn detach(args: &DetachArgs) -> u8 {
+    use crate::bpf::loader;
+    args.pins.apply_layout();
+    let root = &args.pins.pin_root;
+    match loader::check_pin_root(root) {
+        Ok(true) => {}
+        Ok(false) if args.if_present => {
+            println!("nothing pinned under {}", root.display());
+            return clear_labels(args);
+        }
+        Ok(false) => {
             eprintln!(
-                "enforcer detach: refused, in use: {}; detaching would drop their protection \
-                 while user space holds them. Stop their users, or pass --force.",
-                in_use.join("; ")
+                "enforcer detach: {}: no such directory, so nothing of the agent's is pinned \
+                 there; check --pin-root (the agent's default is {}), or pass --if-present when \
+                 a node without pins is fine",
+                root.display(),
+                iommu_enforcer_common::pins::ROOT
+            );
+            return EXIT_ERROR;
+        }
+        Err(e) => {
+            eprintln!("enforcer detach: {e}");
+            return EXIT_ERROR;
+        }
+    }
+    let layouts = loader::pinned_layouts(root);
+    let own = loader::map_layout();
+    let foreign: Vec<u32> = layouts.iter().copied().filter(|l| *l != own).collect();
+    if !args.force {
+        if !foreign.is_empty() {
+            eprintln!(
+                "enforcer detach: refused: {} holds the state maps of map layout {} (another \
+                 version of the agent; this one reads layout {own}), so it cannot tell which \
+                 groups are in use. Detach with that version, or stop every VFIO user on the \
+                 node and pass --force.",
+                root.display(),
+                list(&foreign)
             );
             return EXIT_VIOLATIONS;
         }
+        if layouts.contains(&own) {
+            let status = match status_of(&args.node, &args.pins) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            let in_use = status.in_use();
+            if !in_use.is_empty() {
+                eprintln!(
+                    "enforcer detach: refused, in use: {}; detaching would drop their protection \
+                     while user space holds them. Stop their users, or pass --force.",
+                    in_use.join("; ")
+                );
+                return EXIT_VIOLATIONS;
+            }
+        }
     }
-    match crate::bpf::loader::detach(&daemon.pin_root) {
+    match loader::detach(root) {
         Ok(n) => {
-            println!("removed {n} pins under {}", daemon.pin_root.display());
-            EXIT_OK
+            println!("removed {n} pins under {}", root.display());
+            clear_labels(args)
         }
         Err(e) => {
-            eprintln!("enforcer detach: {}: {e}", daemon.pin_root.display());
+            eprintln!("enforcer detach: {}: {e}", root.display());
             EXIT_ERROR
         }
     }
 }
 
+/// With `--nfd-features-dir`: removes the agent's node-label file, so NFD drops its labels.
+fn clear_labels(args: &DetachArgs) -> u8 {
+    let Some(dir) = &args.nfd_features_dir else {
+        return EXIT_OK;
+    };
+    let file = dir.join(crate::nfd::FILE_NAME);
+    match std::fs::remove_file(&file) {
+        Ok(()) => {
+            println!("removed {}", file.display());
+            EXIT_OK
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => EXIT_OK,
+        Err(e) => {
+            eprintln!("enforcer detach: {}: {e}", file.display());
+            EXIT_ERROR
+        }
+    }
+}
+
+fn list(layouts: &[u32]) -> String {
+    layouts
+        .iter()
+        .map(|l| format!("v{l}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct ReportArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -194,7 +410,8 @@ pub struct ReportArgs {
 /// violations of the policy and what the agent would do. Exit 0 when nothing is wrong, 1 when
 /// violations exist or scan problems leave a group's verdict unknown, 2 on error (a bad policy
 /// is reported before anything is read).
-pub fn audit(common: &CommonArgs, args: &ReportArgs) -> u8 {
+pub fn audit(args: &ReportArgs) -> u8 {
+    let common = &args.common;
     let Some((map, problems, policy)) = load(common) else {
         return EXIT_ERROR;
     };
@@ -212,8 +429,8 @@ pub fn audit(common: &CommonArgs, args: &ReportArgs) -> u8 {
 }
 
 /// `enforcer groups`: the group map alone. Exit 0, 2 on error.
-pub fn groups(common: &CommonArgs, args: &ReportArgs) -> u8 {
-    let Some((map, problems, policy)) = load(common) else {
+pub fn groups(args: &ReportArgs) -> u8 {
+    let Some((map, problems, policy)) = load(&args.common) else {
         return EXIT_ERROR;
     };
     let mut groups = crate::report::Groups::new(&map, problems, &policy);
@@ -298,6 +515,12 @@ fn load(
         };
     map.set_holders(holders.holders);
     problems.extend(holders.problems);
+    log::debug!(
+        "read {} groups from {} ({} scan problems)",
+        map.groups().count(),
+        common.sysfs_root.display(),
+        problems.len()
+    );
     Some((map, problems, policy))
 }
 

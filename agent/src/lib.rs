@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod enforce;
 pub mod errno;
 pub mod io_deadline;
+pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod nfd;

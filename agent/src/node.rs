@@ -249,8 +249,8 @@ impl NodeState {
                 }
                 (Kind::VfioRelease, true, None)
             }
-            // The daemon handles it before it gets here; nothing to print.
-            EventKind::ModuleLoad => return (Vec::new(), follow),
+            // The daemon handles these before they get here; nothing to print.
+            EventKind::ModuleLoad | EventKind::WriteCheck => return (Vec::new(), follow),
             EventKind::PinRefused => (Kind::PinRefused, false, errno_name(19)),
             // The daemon's pass after the drain re-reads the pins against sysfs: a pin this
             // write changed is restored there (`pin_restored`).
@@ -395,6 +395,9 @@ impl Veto {
             watched::UNBIND => Rule::ProtectedUnbind,
             watched::NEW_ID => Rule::ProtectedNewId,
             watched::DRIVERS_PROBE => Rule::ProtectedDriversProbe,
+            watched::VFIO_GROUP | watched::VFIO_CDEV if detail & veto::NOT_ARMED != 0 => {
+                Rule::VfioOpenUnarmed
+            }
             watched::VFIO_GROUP | watched::VFIO_CDEV => Rule::VfioOpenNotViable,
             watched::RESET => Rule::ProtectedReset,
             watched::RESET_SUBORDINATE => Rule::ProtectedResetSubordinate,
@@ -419,6 +422,7 @@ impl Veto {
                 (veto::AT_OPEN, Why::OpenedForWriting),
                 (veto::NOT_THIS_WRITE, Why::NotThisWritesRegisters),
                 (veto::TRACED, Why::TrustedWriterTraced),
+                (veto::NOT_ARMED, Why::WriteCheckNotArmed),
             ]
             .into_iter()
             .filter(|(bit, _)| detail & bit != 0)

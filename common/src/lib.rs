@@ -57,6 +57,11 @@ pub enum EventKind {
     /// bytes written (up to [`NAME_LEN`] - 1, newline included), `ret` the store's result. The
     /// agent re-checks its pins on it instead of polling them.
     OverrideWritten = 17,
+    /// `file_open` counted a writable descriptor of a sysfs control file whose writes only the
+    /// write-time program (`file_permission`, attached on demand) can judge, while it was not
+    /// armed; or the last such descriptor went while it was (`detail`: 1 counted, 0 gone). The
+    /// agent arms or disarms it (not printed as an event).
+    WriteCheck = 18,
 }
 
 impl EventKind {
@@ -79,6 +84,7 @@ impl EventKind {
             15 => Self::ModuleLoad,
             16 => Self::VfioCdevRelease,
             17 => Self::OverrideWritten,
+            18 => Self::WriteCheck,
             _ => return None,
         })
     }
@@ -198,6 +204,10 @@ pub mod veto {
     pub const NOT_THIS_WRITE: u32 = 1 << 12;
     /// A trusted writer was not trusted because it is being traced (ptrace).
     pub const TRACED: u32 = 1 << 13;
+    /// Refused because the write-time check was not armed: a descriptor that only it could
+    /// judge (a bus-wide `bind`/`unbind` while something is protected, a trusted writer's), or
+    /// a VFIO open while such descriptors exist. Transient (-EAGAIN): the agent arms it.
+    pub const NOT_ARMED: u32 = 1 << 14;
 }
 
 /// IOMMU groups the protection state tracks by id; larger ids share the last slot, which then
@@ -314,6 +324,12 @@ pub mod config {
     /// Inode numbers (on that bpffs) of the pin root and its maps and links directories: the
     /// directories whose entries are guarded (other tools' pins on the same bpffs are not).
     pub const PIN_DIRS: [u32; 3] = [9, 10, 11];
+    /// Nonzero while the write-time program (`file_permission`) is attached: the agent sets
+    /// it after attaching it and clears it before detaching it.
+    pub const WRITE_ARMED: u32 = 12;
+    /// The major of VFIO cdevs (`vfio-dev` in /proc/devices), `u32::MAX` when the kernel has
+    /// none: `file_open` tests majors before any map lookup.
+    pub const VFIO_DEV_MAJOR: u32 = 13;
     pub const LEN: u32 = 16;
 }
 
@@ -347,7 +363,7 @@ pub mod pt_regs_mode {
 }
 
 /// Field offsets the agent resolves from the running kernel's BTF and hands to the programs as
-/// globals (Rust eBPF cannot emit CO-RE relocations yet; see DESIGN.md section 3).
+/// globals (Rust eBPF cannot emit CO-RE relocations yet; see docs/design.md section 3).
 /// `u32::MAX` means "not resolved": the program then leaves the field empty.
 pub mod offsets {
     pub const UNRESOLVED: u32 = u32::MAX;
@@ -399,6 +415,8 @@ pub mod names {
     pub const NODE_GROUP: &str = "NODE_GROUP";
     pub const HOST_PROBES: &str = "HOST_PROBES";
     pub const SEEDED_OPENS: &str = "SEEDED_OPENS";
+    pub const WRITE_FILES: &str = "WRITE_FILES";
+    pub const WRITERS: &str = "WRITERS";
     pub const CONFIG: &str = "CONFIG";
     pub const TOPOLOGY: &str = "TOPOLOGY";
     pub const SLOTS: &str = "SLOTS";
@@ -410,6 +428,7 @@ pub mod names {
     pub const OFF_FILE_MODE: &str = "OFF_FILE_MODE";
     pub const OFF_FILE_COUNT: &str = "OFF_FILE_COUNT";
     pub const FILE_COUNT_ONE: &str = "FILE_COUNT_ONE";
+    pub const FMODE_REGULAR: &str = "FMODE_REGULAR";
     pub const OFF_FILE_POS_OWNER: &str = "OFF_FILE_POS_OWNER";
     pub const OFF_TASK_FILES: &str = "OFF_TASK_FILES";
     pub const OFF_FILES_FDT: &str = "OFF_FILES_FDT";
@@ -451,6 +470,8 @@ pub mod pins {
         super::names::SEEDED_OPENS,
         super::names::NODE_GROUP,
         super::names::HOST_PROBES,
+        super::names::WRITE_FILES,
+        super::names::WRITERS,
         super::names::CONFIG,
         super::names::TOPOLOGY,
         super::names::SLOTS,

@@ -1,6 +1,7 @@
 //! Reading kernel structures without CO-RE (aya issue 349): only first-field reads at offset 0,
 //! plus offsets the agent resolved from the running kernel's BTF and wrote into these globals
-//! before load (`EbpfLoader::override_global`).
+//! before load (`EbpfLoader::override_global`). The agent refuses to load the object when one
+//! is unresolved, so no read tests for it.
 use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes};
 use iommu_enforcer_common::offsets::UNRESOLVED;
 
@@ -62,7 +63,7 @@ pub fn global(g: &'static u32) -> u32 {
 /// Reads `*(T *)(base + off)` from kernel memory.
 #[inline(always)]
 pub unsafe fn read_at<T>(base: *const u8, off: u32) -> Option<T> {
-    if base.is_null() || off == UNRESOLVED {
+    if base.is_null() {
         return None;
     }
     unsafe { bpf_probe_read_kernel(base.add(off as usize) as *const T).ok() }
@@ -176,7 +177,7 @@ pub unsafe fn task_stack(task: *const u8) -> *const u8 {
 /// LSM hooks run on every open(2) and write(2).
 #[inline(always)]
 unsafe fn load_direct<T: Copy>(base: *const u8, off: u32) -> Option<T> {
-    if base.is_null() || off == UNRESOLVED {
+    if base.is_null() {
         return None;
     }
     Some(unsafe { core::ptr::read_volatile(base.add(off as usize) as *const T) })
@@ -355,6 +356,13 @@ pub unsafe fn in_own_write(file: *const u8, task: *const u8) -> bool {
         Some(owner) => owner & !7 == task as u64,
         None => false,
     }
+}
+
+/// `file->f_mode` by a direct load from an LSM hook's `file` argument, which the kernel never
+/// passes null (the load is fault-safe all the same): no test before it.
+#[inline(always)]
+pub unsafe fn file_mode_unchecked(file: *const u8) -> u32 {
+    unsafe { core::ptr::read_volatile(file.add(global(&OFF_FILE_MODE) as usize) as *const u32) }
 }
 
 /// `file->f_mode` by a direct load from the hook's `file`.

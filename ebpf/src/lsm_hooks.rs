@@ -8,18 +8,17 @@ use aya_ebpf::{
         bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task,
         bpf_probe_read_user, generated as gen,
     },
-    macros::{lsm, map},
+    macros::{fentry, lsm, map},
     maps::HashMap,
-    programs::LsmContext,
+    programs::{FEntryContext, LsmContext},
 };
 use iommu_enforcer_common::{
-    config, dev_major, veto, watched, ExeKey, WatchedFile,
-    ADDR_LEN, DRIVER_KEY_LEN,
+    config, dev_major, veto, watched, EventKind, ExeKey, WatchedFile, ADDR_LEN, DRIVER_KEY_LEN,
 };
 
 use crate::{
-    kernel,
-    record::{veto as veto_record, NO_GROUP},
+    kernel::{self, global},
+    record::{veto as veto_record, veto_until_armed, NO_GROUP},
     state,
     syscall_abi::{self, NR_WRITE, NR_WRITEV},
 };
@@ -31,6 +30,13 @@ const PF_IO_WORKER: u32 = 0x0000_0010;
 const PF_KTHREAD: u32 = 0x0020_0000;
 /// kernfs attributes are at most a page; a longer write is not one the hook can judge.
 const MAX_WRITE: u64 = 4096;
+
+/// `FMODE_ATOMIC_POS`, which `do_dentry_open` sets on regular files and directories before
+/// the open hook runs: such a file, opened read-only, is neither a device node nor a control
+/// file, and leaves the hook at once. The agent sets it on the kernels it knows keep it there
+/// (5.10 to 7.x: 0x8000); 0 sends every open through the full decision.
+#[unsafe(no_mangle)]
+static FMODE_REGULAR: u32 = 0;
 
 /// Kernel dev_t of VFIO nodes whose group is not viable under the policy -> what they are.
 #[map(name = "VFIO_DENY")]
@@ -59,11 +65,34 @@ pub fn trusted_container() -> bool {
     !unsafe { kernel::task_traced(task) }
 }
 
-/// `int security_file_open(struct file *file)`: VFIO group and cdev opens, and sysfs files of
-/// protected devices opened for writing (acct(2) and `__kernel_write` bypass file_permission).
+/// `int security_file_open(struct file *file)`: VFIO group and cdev opens, and sysfs control
+/// files opened for writing. Every writable descriptor passes here (inherited, passed in
+/// SCM_RIGHTS, io_uring's fixed files alike), so what can be decided at open is decided here
+/// and read(2)/write(2) run no program: a per-device file of a protected target is refused; a
+/// descriptor whose writes only the write-time program can judge (a bus-wide `bind`/`unbind`/
+/// `new_id`, a target not protected yet, a trusted writer) is counted in `WRITERS`, and the
+/// agent keeps `file_permission` attached while any exists (`WriteCheck`).
 #[lsm(hook = "file_open")]
+#[inline(always)]
 pub fn file_open(ctx: LsmContext) -> i32 {
-    crate::record::lsm_verdict(file_open_decide(&ctx))
+    // The fast path, inline (no subprogram frame, no stack): every open(2) of the node runs
+    // it. A regular file or directory opened read-only: nothing to decide (one load). `prev`
+    // is read whole: an int result of 0 is a zero register, anything else takes the slow path,
+    // which reads it as an int.
+    let prev: u64 = ctx.arg(1);
+    let regular = global(&FMODE_REGULAR);
+    if prev == 0 && regular != 0 {
+        let file: *const u8 = ctx.arg(0);
+        if unsafe { kernel::file_mode_unchecked(file) } & (regular | FMODE_WRITE) == regular {
+            return 0;
+        }
+    }
+    file_open_slow(&ctx)
+}
+
+#[inline(never)]
+fn file_open_slow(ctx: &LsmContext) -> i32 {
+    crate::record::lsm_verdict(file_open_decide(ctx))
 }
 
 #[inline(always)]
@@ -75,28 +104,7 @@ fn file_open_decide(ctx: &LsmContext) -> i32 {
     let file: *const u8 = ctx.arg(0);
     let rdev = unsafe { kernel::file_rdev_direct(file) };
     if rdev != 0 {
-        let vfio_major = state::config(config::VFIO_MAJOR);
-        // Counted first, then a racing host bind checked (a bind counts itself, then checks
-        // use): one of the two sees the other. Uncounted use would look idle, and a VM that
-        // sets its container while a host driver binds BUG()s 5.10: refuse both.
-        if vfio_major != 0
-            && dev_major(rdev) == vfio_major
-            && (!state::count_open(file as u64, rdev) || state::host_probing_for_node(rdev))
-        {
-            return decide(
-                ctx,
-                watched::VFIO_GROUP,
-                NO_GROUP as u32,
-                &[0; ADDR_LEN],
-                rdev,
-                veto::TARGET_UNKNOWN,
-            );
-        }
-        // SAFETY: the value is copied before anything else touches the map.
-        let Some(w) = (unsafe { VFIO_DENY.get(&rdev) }).copied() else {
-            return 0;
-        };
-        return decide(ctx, w.kind, w.group, &w.device, rdev, 0);
+        return device_node_open(ctx, file, rdev);
     }
     if unsafe { kernel::file_mode_direct(file) } & FMODE_WRITE == 0 {
         return 0;
@@ -107,13 +115,151 @@ fn file_open_decide(ctx: &LsmContext) -> i32 {
     let Some((kind, kn)) = (unsafe { classify(file) }) else {
         return 0;
     };
-    match kind {
-        watched::BIND | watched::UNBIND | watched::NEW_ID | watched::DRIVERS_PROBE => 0,
-        // Judged at the write, by what it names, unless the writer bypasses file_permission:
-        // kernel-internal writers (acct(2)) are kernel threads or write from no syscall.
-        watched::DRIVER_OVERRIDE => 0,
-        _ => per_device(ctx, kind, kn, veto::AT_OPEN),
+    control_file_open(ctx, file, kind, kn)
+}
+
+/// A device node: the majors are tested first, so only VFIO's nodes reach a map.
+#[inline(always)]
+fn device_node_open(ctx: &LsmContext, file: *const u8, rdev: u32) -> i32 {
+    let major = dev_major(rdev);
+    let group_major = state::config(config::VFIO_MAJOR);
+    let cdev_major = state::config(config::VFIO_DEV_MAJOR);
+    let group_node = group_major != 0 && major == group_major;
+    // Both majors known (the cdev's may be "none": u32::MAX) and neither: not VFIO's. Unknown
+    // majors fall through to the deny map.
+    if !group_node && group_major != 0 && cdev_major != 0 && major != cdev_major {
+        return 0;
     }
+    if group_node {
+        // Counted first, then a racing host bind checked (a bind counts itself, then checks
+        // use): one of the two sees the other. Uncounted use would look idle, and a VM that
+        // sets its container while a host driver binds BUG()s 5.10: refuse both.
+        if !state::count_open(file as u64, rdev) || state::host_probing_for_node(rdev) {
+            return refused_node(
+                ctx,
+                file,
+                decide(
+                    ctx,
+                    watched::VFIO_GROUP,
+                    NO_GROUP as u32,
+                    &[0; ADDR_LEN],
+                    rdev,
+                    veto::TARGET_UNKNOWN,
+                    true,
+                ),
+            );
+        }
+    }
+    // A VFIO open puts a group in use: not while a descriptor that only the write-time check
+    // can judge is open and the check is not armed (it could then write into the group unseen).
+    if state::writers() > 0 && !state::write_armed() {
+        let kind = if group_node {
+            watched::VFIO_GROUP
+        } else {
+            watched::VFIO_CDEV
+        };
+        let r = veto_until_armed(ctx, kind | veto::TARGET_UNKNOWN, NO_GROUP, |ev| {
+            ev.rdev = rdev
+        });
+        return refused_node(ctx, file, r);
+    }
+    // SAFETY: the value is copied before anything else touches the map.
+    let Some(w) = (unsafe { VFIO_DENY.get(&rdev) }).copied() else {
+        return 0;
+    };
+    let r = decide(ctx, w.kind, w.group, &w.device, rdev, 0, true);
+    refused_node(ctx, file, r)
+}
+
+/// A refused open is freed without VFIO's release: its count goes now.
+#[inline(always)]
+fn refused_node(_ctx: &LsmContext, file: *const u8, r: i32) -> i32 {
+    if r != 0 {
+        state::count_free(file as u64);
+    }
+    r
+}
+
+/// A sysfs control file opened for writing by anyone but the agent.
+#[inline(always)]
+fn control_file_open(ctx: &LsmContext, file: *const u8, kind: u32, kn: *const u8) -> i32 {
+    let agent = state::config(config::AGENT_TGID);
+    if agent != 0 && (bpf_get_current_pid_tgid() >> 32) as u32 == agent {
+        return 0;
+    }
+    match kind {
+        // Probing binds only what the pins and the in-kernel bind veto let through.
+        watched::DRIVERS_PROBE => 0,
+        watched::BIND | watched::UNBIND | watched::NEW_ID => {
+            // A user driver (vfio-pci) binding a member keeps it user-owned; its new IDs only
+            // widen what it may bind.
+            if kind != watched::UNBIND {
+                let mut driver = [0u8; DRIVER_KEY_LEN];
+                unsafe { kernel::kn_name(kn, &mut driver) };
+                if state::driver_allowed(&driver) {
+                    return 0;
+                }
+            }
+            if state::write_armed() || !state::any_protected() {
+                return count_writer(ctx, file, kind);
+            }
+            // Something is protected and nothing would judge the address written: refused
+            // until the agent arms the write-time check. A kernel driver's new_id is refused
+            // anyway while anything is protected (whatever IDs it would be given).
+            let r = if kind == watched::NEW_ID {
+                decide(
+                    ctx,
+                    kind,
+                    NO_GROUP as u32,
+                    &[0; ADDR_LEN],
+                    0,
+                    veto::TARGET_UNKNOWN | veto::AT_OPEN,
+                    true,
+                )
+            } else {
+                veto_until_armed(
+                    ctx,
+                    kind | veto::TARGET_UNKNOWN | veto::AT_OPEN,
+                    NO_GROUP,
+                    |_| {},
+                )
+            };
+            if r == 0 {
+                // Dry-run: reported, let through, and judged at the write once armed.
+                return count_writer(ctx, file, kind);
+            }
+            r
+        }
+        _ => match per_device(ctx, kind, kn, veto::AT_OPEN, state::write_armed()) {
+            // Not a PCI device the agent loaded: nothing to protect there.
+            None => 0,
+            Some(0) => count_writer(ctx, file, kind),
+            Some(r) => r,
+        },
+    }
+}
+
+/// Counts a descriptor for the write-time check; asks the agent to arm it when it is not.
+/// Refused (fail closed) when it cannot be counted and something is protected.
+#[inline(always)]
+fn count_writer(ctx: &LsmContext, file: *const u8, kind: u32) -> i32 {
+    if !state::count_writer(file as u64, kind) {
+        if !state::any_protected() {
+            return 0;
+        }
+        return veto_until_armed(
+            ctx,
+            kind | veto::TARGET_UNKNOWN | veto::AT_OPEN,
+            NO_GROUP,
+            |_| {},
+        );
+    }
+    if !state::write_armed() {
+        crate::record::emit(ctx, EventKind::WriteCheck, 0, NO_GROUP, |ev| {
+            ev.detail = 1;
+        });
+    }
+    0
 }
 
 const PROT_WRITE: u64 = 0x2;
@@ -142,14 +288,16 @@ fn mmap_file_decide(ctx: &LsmContext) -> i32 {
     }
     match unsafe { classify(file) } {
         Some((kind, kn)) if kind == watched::RESOURCE || kind == watched::CONFIG => {
-            per_device(ctx, kind, kn, 0)
+            per_device(ctx, kind, kn, 0, true).unwrap_or(0)
         }
         _ => 0,
     }
 }
 
 /// `void security_file_free(struct file *file)`: the file's last reference is gone (every
-/// file whose open `file_open` saw passes here once): a counted VFIO open ends.
+/// file whose open `file_open` saw passes here once): a counted VFIO open ends. Attached only
+/// where VFIO's release kprobe cannot be pinned (before 5.15: it would end with the agent);
+/// elsewhere that kprobe uncounts, and no program runs on every close.
 #[lsm(hook = "file_free_security")]
 pub fn file_free_security(ctx: LsmContext) -> i32 {
     let file: *const u8 = ctx.arg(0);
@@ -157,8 +305,30 @@ pub fn file_free_security(ctx: LsmContext) -> i32 {
     let vfio_major = state::config(config::VFIO_MAJOR);
     if rdev != 0 && vfio_major != 0 && dev_major(rdev) == vfio_major {
         state::count_free(file as u64);
+    } else if rdev == 0 && state::writers() > 0 {
+        writer_gone(&ctx, file);
     }
     0
+}
+
+/// `kernfs_fop_release(struct inode *, struct file *)`: a sysfs file's last reference is gone.
+/// Only kernfs files pass here, never a regular file's close.
+#[fentry(function = "kernfs_fop_release")]
+pub fn kernfs_release(ctx: FEntryContext) -> i32 {
+    if state::writers() > 0 {
+        let file: *const u8 = ctx.arg(1);
+        writer_gone(&ctx, file);
+    }
+    0
+}
+
+#[inline(always)]
+fn writer_gone<C: aya_ebpf::EbpfContext>(ctx: &C, file: *const u8) {
+    if state::uncount_writer(file as u64) && state::write_armed() {
+        crate::record::emit(ctx, EventKind::WriteCheck, 0, NO_GROUP, |ev| {
+            ev.detail = 0;
+        });
+    }
 }
 
 /// `int security_file_permission(struct file *file, int mask)`: every read and write,
@@ -193,8 +363,7 @@ fn file_permission_decide(ctx: &LsmContext) -> i32 {
         // Whatever it names: the buffer is the writer's until the kernel copies it, after
         // this hook, so a value read here could be another by then (a racing thread turned
         // `vfio-pci` into `e1000`). The agent pins protected members itself.
-        watched::DRIVER_OVERRIDE => per_device(ctx, kind, kn, 0),
-        _ => per_device(ctx, kind, kn, 0),
+        _ => per_device(ctx, kind, kn, 0, true).unwrap_or(0),
     }
 }
 
@@ -293,9 +462,11 @@ unsafe fn classify(file: *const u8) -> Option<(u32, *const u8)> {
 }
 
 /// A file of one device (or slot): vetoed when the device's group is protected, or, for
-/// removal, resets and slot power, any group below it.
+/// removal, resets and slot power, any group below it. None: not a device the agent loaded.
+/// `armed`: whether the write-time check will see this descriptor's writes (a trusted writer
+/// is let through only then, since a tracer could take it over after this decision).
 #[inline(always)]
-fn per_device(ctx: &LsmContext, kind: u32, dir: *const u8, flags: u32) -> i32 {
+fn per_device(ctx: &LsmContext, kind: u32, dir: *const u8, flags: u32, armed: bool) -> Option<i32> {
     let mut target = [0u8; ADDR_LEN];
     unsafe { kernel::kn_name(dir, &mut target) };
     let info = if kind == watched::SLOT_POWER {
@@ -304,16 +475,14 @@ fn per_device(ctx: &LsmContext, kind: u32, dir: *const u8, flags: u32) -> i32 {
         state::device_info(&target)
     };
     // Not a PCI device the agent loaded (another bus's `remove`, or a device added since).
-    let Some(info) = info else {
-        return 0;
-    };
+    let info = info?;
     let hit = if kind == watched::DRIVER_OVERRIDE {
         (info.group != u32::MAX && state::group_protected(info.group))
             .then_some((info.group, false))
     } else {
         state::protected_at_or_below(&info)
     };
-    match hit {
+    Some(match hit {
         Some((group, above)) => decide(
             ctx,
             kind,
@@ -321,9 +490,10 @@ fn per_device(ctx: &LsmContext, kind: u32, dir: *const u8, flags: u32) -> i32 {
             &target,
             0,
             flags | if above { veto::ABOVE } else { 0 },
+            armed,
         ),
         None => 0,
-    }
+    })
 }
 
 /// bind, unbind, drivers_probe: the address written, when this write's own data can be read;
@@ -344,13 +514,13 @@ fn bus_address(ctx: &LsmContext, kind: u32, dir: *const u8, file: *const u8) -> 
         if !state::any_protected() {
             return 0;
         }
-        return decide(ctx, kind, NO_GROUP as u32, &[0; ADDR_LEN], 0, read);
+        return decide(ctx, kind, NO_GROUP as u32, &[0; ADDR_LEN], 0, read, true);
     }
     let Some(info) = state::device_info(&data) else {
         return 0;
     };
     if info.group != u32::MAX && state::group_protected(info.group) {
-        return decide(ctx, kind, info.group, &data, 0, 0);
+        return decide(ctx, kind, info.group, &data, 0, 0, true);
     }
     0
 }
@@ -373,10 +543,13 @@ fn bus_new_id(ctx: &LsmContext, dir: *const u8) -> i32 {
         &[0; ADDR_LEN],
         0,
         veto::TARGET_UNKNOWN,
+        true,
     )
 }
 
 /// Reports the veto (or, dry-run, the would-be veto) unless the writer is the agent or trusted.
+/// A trusted writer that the write-time check would not see (`armed` false) is refused until
+/// it is armed.
 #[inline(always)]
 fn decide(
     ctx: &LsmContext,
@@ -385,6 +558,7 @@ fn decide(
     device: &[u8; ADDR_LEN],
     rdev: u32,
     flags: u32,
+    armed: bool,
 ) -> i32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let agent = state::config(config::AGENT_TGID);
@@ -400,7 +574,18 @@ fn decide(
     };
     if !in_use {
         match trusted_writer() {
-            Trust::Trusted => return 0,
+            Trust::Trusted if armed => return 0,
+            Trust::Trusted => {
+                return veto_until_armed(
+                    ctx,
+                    (kind & veto::KIND_MASK) | flags,
+                    group as i32,
+                    |ev| {
+                        ev.rdev = rdev;
+                        ev.device[..ADDR_LEN].copy_from_slice(device);
+                    },
+                )
+            }
             Trust::Traced => flags |= veto::TRACED,
             Trust::No => {}
         }

@@ -80,6 +80,7 @@ pub fn lsm_ret(prev: i32) -> i32 {
 }
 
 const EPERM: i32 = 1;
+const EAGAIN: i32 = 11;
 
 /// A hook's refusal: reports a `Veto` record (`detail` without `DENIED`, which this adds when it
 /// denies; `fill` writes the rest) and returns -EPERM, or, in dry-run, reports the would-be veto
@@ -91,12 +92,35 @@ pub fn veto<C: EbpfContext>(
     group: i32,
     fill: impl FnOnce(&mut Event),
 ) -> i32 {
+    refuse(ctx, detail, group, EPERM, fill)
+}
+
+/// [`veto`] of what is refused only until the write-time check is armed (`NOT_ARMED`): -EAGAIN,
+/// so that the caller knows to try again.
+#[inline(always)]
+pub fn veto_until_armed<C: EbpfContext>(
+    ctx: &C,
+    detail: u32,
+    group: i32,
+    fill: impl FnOnce(&mut Event),
+) -> i32 {
+    refuse(ctx, detail | veto_flags::NOT_ARMED, group, EAGAIN, fill)
+}
+
+#[inline(always)]
+fn refuse<C: EbpfContext>(
+    ctx: &C,
+    detail: u32,
+    group: i32,
+    errno: i32,
+    fill: impl FnOnce(&mut Event),
+) -> i32 {
     let deny = crate::state::config(config::DRY_RUN) == 0;
     let detail = detail | if deny { veto_flags::DENIED } else { 0 };
     emit(
         ctx,
         EventKind::Veto,
-        if deny { -EPERM } else { 0 },
+        if deny { -errno } else { 0 },
         group,
         |ev| {
             ev.detail = detail;
@@ -105,7 +129,7 @@ pub fn veto<C: EbpfContext>(
     );
     // Literal returns: 6.x's verifier checks the range of an LSM program's result.
     if deny {
-        -EPERM
+        -errno
     } else {
         0
     }

@@ -46,6 +46,16 @@ static NODE_GROUP: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
 #[map(name = "HOST_PROBES")]
 static HOST_PROBES: Array<i32> = Array::with_max_entries(MAX_GROUPS + 1, 0);
 
+/// `struct file *` of a writable descriptor of a sysfs control file that `file_open` let
+/// through but could not judge (a bus-wide file, a target not protected yet, a trusted
+/// writer) -> its `watched` kind. While any exists the write-time program must be armed.
+#[map(name = "WRITE_FILES")]
+static WRITE_FILES: HashMap<u64, u32> = HashMap::with_max_entries(4096, 0);
+
+/// The number of `WRITE_FILES` entries (slot 0).
+#[map(name = "WRITERS")]
+static WRITERS: Array<i32> = Array::with_max_entries(1, 0);
+
 /// Groups the policy reserves (agent).
 #[map(name = "RESERVED")]
 static RESERVED: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
@@ -217,6 +227,9 @@ fn count(map: &HashMap<u32, i32>, rdev: u32, delta: i32) {
 /// when it cannot be counted (the file table is full): the caller refuses the open.
 #[inline(always)]
 pub fn count_open(file: u64, rdev: u32) -> bool {
+    // An entry for this very `struct file` is a file freed without its release (an open that
+    // failed between this hook and VFIO's): the allocator reused it, so it is uncounted first.
+    count_free(file);
     if COUNTED_FILES.insert(&file, &rdev, 1).is_err() {
         return false;
     }
@@ -243,6 +256,51 @@ pub fn seeded_release(file: u64, rdev: u32) {
     }
     if unsafe { SEEDED_OPENS.get(&rdev) }.is_some() {
         count(&SEEDED_OPENS, rdev, -1);
+    }
+}
+
+/// Whether the write-time program is attached (the agent says so once it is).
+#[inline(always)]
+pub fn write_armed() -> bool {
+    config(config::WRITE_ARMED) != 0
+}
+
+/// Writable control-file descriptors only the write-time program can judge.
+#[inline(always)]
+pub fn writers() -> i32 {
+    WRITERS.get(0).copied().unwrap_or(0)
+}
+
+/// Counts `file` (of `kind`) until its last reference goes. False when the table is full.
+#[inline(always)]
+pub fn count_writer(file: u64, kind: u32) -> bool {
+    if WRITE_FILES.insert(&file, &kind, 1).is_err() {
+        // Already counted (a reused `struct file` whose free was not seen) or full: full
+        // refuses, a stale entry stands for this file.
+        return unsafe { WRITE_FILES.get(&file) }.is_some();
+    }
+    if let Some(p) = WRITERS.get_ptr_mut(0) {
+        add(p, 1);
+    }
+    true
+}
+
+/// `file`'s last reference went: uncounts it if [`count_writer`] counted it. True when it was
+/// the last one.
+#[inline(always)]
+pub fn uncount_writer(file: u64) -> bool {
+    if unsafe { WRITE_FILES.get(&file) }.is_none() || WRITE_FILES.remove(&file).is_err() {
+        return false;
+    }
+    match WRITERS.get_ptr_mut(0) {
+        Some(p) => {
+            if unsafe { *p } <= 0 {
+                return true;
+            }
+            add(p, -1);
+            unsafe { *p <= 0 }
+        }
+        None => false,
     }
 }
 

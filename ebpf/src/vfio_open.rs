@@ -1,5 +1,5 @@
 //! VFIO opens: the legacy group node (`/dev/vfio/N`) and the iommufd device cdev
-//! (`/dev/vfio/devices/vfioX`). vfio is a module, which aya's fentry cannot reach (DESIGN.md
+//! (`/dev/vfio/devices/vfioX`). vfio is a module, which aya's fentry cannot reach (docs/design.md
 //! section 2), so these are kprobe/kretprobe pairs; the entry stashes the inode's device number
 //! per thread for the return.
 use aya_ebpf::{
@@ -17,9 +17,18 @@ use crate::{
 };
 // Opens are reported here (the kprobes see VFIO's own result); they are counted in `lsm_hooks`.
 
-/// pid_tgid -> i_rdev of the node being opened. Opens do not nest within a thread.
+/// What the entry of an open stashes for its return.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Opening {
+    file: u64,
+    rdev: u32,
+    _pad: u32,
+}
+
+/// pid_tgid -> the node being opened. Opens do not nest within a thread.
 #[map(name = "VFIO_OPENING")]
-static VFIO_OPENING: HashMap<u64, u32> = HashMap::with_max_entries(1024, 0);
+static VFIO_OPENING: HashMap<u64, Opening> = HashMap::with_max_entries(1024, 0);
 
 /// `int device_add(struct device *dev)`: VFIO's group node `/dev/vfio/<group>` is a device of
 /// class `vfio` named after its group; naming its dev_t here, in the kernel, means an open of
@@ -78,13 +87,22 @@ pub fn vfio_group_open_entry(ctx: ProbeContext) -> u32 {
 
 #[kretprobe(function = "vfio_group_fops_open")]
 pub fn vfio_group_open_exit(ctx: RetProbeContext) -> u32 {
-    report(&ctx, EventKind::VfioGroupOpen)
+    let opening = report(&ctx, EventKind::VfioGroupOpen);
+    // A failed open is freed without its release: the count `file_open` made goes now.
+    let ret: i64 = ctx.ret();
+    if ret != 0 {
+        if let Some(o) = opening {
+            state::count_free(o.file);
+        }
+    }
+    0
 }
 
 /// `vfio_group_fops_release(struct inode *, struct file *)`: the last reference to the file is
 /// gone (an fd parked in an SCM_RIGHTS message still holds it, so this is the positive
-/// release event, not a /proc scan). Opens are counted by the LSM file hooks; this only
-/// uncounts an open seeded from /proc before they ran.
+/// release event, not a /proc scan). Uncounts the open `file_open` counted (where kprobes are
+/// pinned links, 5.15+, this is the only uncount: no program runs on every close), or one
+/// seeded from /proc before the hooks ran.
 #[kprobe(function = "vfio_group_fops_release")]
 pub fn vfio_group_release(ctx: ProbeContext) -> u32 {
     let Some(inode) = ctx.arg::<*const u8>(0) else {
@@ -92,7 +110,9 @@ pub fn vfio_group_release(ctx: ProbeContext) -> u32 {
     };
     let file = ctx.arg::<u64>(1).unwrap_or(0);
     let rdev = unsafe { kernel::inode_rdev(inode) };
+    // Seeded first: it tells a counted file from a seeded one by the count being there.
     state::seeded_release(file, rdev);
+    state::count_free(file);
     emit(&ctx, EventKind::VfioGroupRelease, 0, NO_GROUP, |ev| {
         ev.rdev = rdev
     });
@@ -123,7 +143,8 @@ pub fn vfio_cdev_open_entry(ctx: ProbeContext) -> u32 {
 
 #[kretprobe(function = "vfio_device_fops_cdev_open")]
 pub fn vfio_cdev_open_exit(ctx: RetProbeContext) -> u32 {
-    report(&ctx, EventKind::VfioCdevOpen)
+    report(&ctx, EventKind::VfioCdevOpen);
+    0
 }
 
 #[inline(always)]
@@ -132,20 +153,25 @@ fn remember(ctx: &ProbeContext) -> u32 {
         return 0;
     };
     let rdev = unsafe { kernel::inode_rdev(inode) };
-    let _ = VFIO_OPENING.insert(&bpf_get_current_pid_tgid(), &rdev, 0);
+    let file = ctx.arg::<u64>(1).unwrap_or(0);
+    let o = Opening {
+        file,
+        rdev,
+        _pad: 0,
+    };
+    let _ = VFIO_OPENING.insert(&bpf_get_current_pid_tgid(), &o, 0);
     0
 }
 
+/// Reports the open's result; returns what its entry stashed.
 #[inline(always)]
-fn report(ctx: &RetProbeContext, kind: EventKind) -> u32 {
+fn report(ctx: &RetProbeContext, kind: EventKind) -> Option<Opening> {
     let key = bpf_get_current_pid_tgid();
     // SAFETY: the value is copied out before the entry is removed.
-    let rdev = match unsafe { VFIO_OPENING.get(&key) } {
-        Some(rdev) => *rdev,
-        None => 0,
-    };
+    let opening = unsafe { VFIO_OPENING.get(&key) }.copied();
     let _ = VFIO_OPENING.remove(&key);
     let ret: i64 = ctx.ret();
+    let rdev = opening.map_or(0, |o| o.rdev);
     emit(ctx, kind, ret as i32, NO_GROUP, |ev| ev.rdev = rdev);
-    0
+    opening
 }

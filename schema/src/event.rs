@@ -104,6 +104,10 @@ wire_enum! {
         /// The pins that hold the protection state removed, renamed or unmounted.
         ProtectedPins = "protected_pins",
         VfioOpenNotViable = "vfio_open_not_viable",
+        /// A VFIO open that would put a group in use while a writable control-file descriptor
+        /// that only the write-time check can judge is open and the check is not armed yet
+        /// (EAGAIN: the agent arms it).
+        VfioOpenUnarmed = "vfio_open_unarmed",
         /// A record whose rule bits this agent does not know (a newer eBPF object).
         Unknown = "unknown",
         /// The agent's reservation actions.
@@ -115,7 +119,7 @@ impl Rule {
     /// The rules the hooks veto by (docs/events.md; the `violations_total{rule}` label values
     /// exported from the start). drivers_probe and remove_id are no longer vetoed: their
     /// rules stay spelled only for records of an older eBPF object.
-    pub const VETOES: [Rule; 13] = [
+    pub const VETOES: [Rule; 14] = [
         Rule::ProtectedDriverOverride,
         Rule::ProtectedRemove,
         Rule::ProtectedBind,
@@ -129,6 +133,7 @@ impl Rule {
         Rule::ProtectedPins,
         Rule::ProtectedProbe,
         Rule::VfioOpenNotViable,
+        Rule::VfioOpenUnarmed,
     ];
 }
 
@@ -177,6 +182,8 @@ wire_enum! {
         /// write.
         NotThisWritesRegisters = "not_this_writes_registers",
         TrustedWriterTraced = "trusted_writer_traced",
+        /// Refused until the write-time check is armed (-EAGAIN: try again).
+        WriteCheckNotArmed = "write_check_not_armed",
     }
 }
 

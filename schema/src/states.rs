@@ -52,6 +52,10 @@ pub enum ProgramState {
     /// but can never carry the program, decided once.
     Absent(Option<String>),
     Failed(String),
+    /// Loaded, attached only while needed (the write-time check): `"standby"`.
+    Standby,
+    /// Not attached because another program does its work on this kernel: `"not needed: <why>"`.
+    NotNeeded(String),
 }
 
 impl ProgramState {
@@ -68,6 +72,8 @@ impl fmt::Display for ProgramState {
             Self::Absent(None) => f.write_str("absent"),
             Self::Absent(Some(why)) => write!(f, "absent: {why}"),
             Self::Failed(why) => write!(f, "failed: {why}"),
+            Self::Standby => f.write_str("standby"),
+            Self::NotNeeded(why) => write!(f, "not needed: {why}"),
         }
     }
 }
@@ -81,6 +87,8 @@ impl FromStr for ProgramState {
             ("attached (not pinned)", None) => Ok(Self::AttachedUnpinned),
             ("absent", why) => Ok(Self::Absent(why.map(str::to_owned))),
             ("failed", Some(why)) => Ok(Self::Failed(why.to_owned())),
+            ("standby", None) => Ok(Self::Standby),
+            ("not needed", Some(why)) => Ok(Self::NotNeeded(why.to_owned())),
             _ => Err(format!("not a program state: {text:?}")),
         }
     }
@@ -163,6 +171,8 @@ mod tests {
             ProgramState::Absent(None),
             ProgramState::Absent(Some("notrace: not in available_filter_functions".into())),
             ProgramState::Failed("EINVAL: the verifier said: no".into()),
+            ProgramState::Standby,
+            ProgramState::NotNeeded("the release kprobe uncounts".into()),
         ] {
             let json = serde_json::to_string(&state).expect("serializes");
             assert_eq!(json, serde_json::to_string(&state.to_string()).unwrap());

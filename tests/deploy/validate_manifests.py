@@ -13,6 +13,8 @@ deploy/base/prometheusrule.yaml from dashboards/alerts.yaml.
 """
 import argparse
 import copy
+import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -29,7 +31,14 @@ KUSTOMIZATIONS = {
     "base": ROOT / "deploy/base",
     "audit": ROOT / "deploy/overlays/audit",
     "kube-rbac-proxy": ROOT / "deploy/overlays/kube-rbac-proxy",
+    "kube-prometheus-stack": ROOT / "deploy/overlays/kube-prometheus-stack",
+    "uninstall": ROOT / "deploy/uninstall",
 }
+# Every directory here is a kustomize Component, rendered over the base on its own (a
+# kustomization made for it under the target dir) and checked by COMPONENT_CHECKS.
+COMPONENTS = ROOT / "deploy/components"
+DASHBOARD = ROOT / "dashboards/iommu-enforcer.json"
+DASHBOARD_COPY = COMPONENTS / "grafana-dashboard/iommu-enforcer.json"
 PROXY_PORT = 9443
 # Oldest Kubernetes the manifests target (securityContext.appArmorProfile is 1.30+), and the
 # newest schemas kubernetes-validate bundles.
@@ -312,11 +321,148 @@ def check_audit(base, audit):
     (ok if strip(base) == strip(audit) else fail)("audit overlay: every other object equals the base's")
 
 
+def component_kustomization(name):
+    """A kustomization under the target dir that renders the base with component `name`."""
+    target = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+    d = target / "deploy-components" / name
+    d.mkdir(parents=True, exist_ok=True)
+    rel = lambda p: os.path.relpath(p, d)
+    (d / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\n"
+        "kind: Kustomization\n"
+        f"resources:\n  - {rel(ROOT / 'deploy/base')}\n"
+        f"components:\n  - {rel(COMPONENTS / name)}\n"
+    )
+    return d
+
+
+def without(docs, kind, name=None):
+    return [d for d in docs if not (d["kind"] == kind and (name is None or d["metadata"]["name"] == name))]
+
+
+def agent_pod(docs):
+    return find(docs, "DaemonSet", "iommu-enforcer")["spec"]["template"]["spec"]
+
+
+def same_selector(base, docs):
+    """The DaemonSet's selector and pod labels are the base's (a selector is immutable)."""
+    b, d = (find(x, "DaemonSet", "iommu-enforcer")["spec"] for x in (base, docs))
+    return b["selector"] == d["selector"] and b["template"]["metadata"]["labels"] == d["template"]["metadata"]["labels"]
+
+
+def release_labelled(docs):
+    return all(
+        find(docs, k, "iommu-enforcer")["metadata"]["labels"].get("release") == "kube-prometheus-stack"
+        for k in ["ServiceMonitor", "PrometheusRule"]
+    )
+
+
+def dashboard_configmap(docs):
+    cm = find(docs, "ConfigMap", "iommu-enforcer-dashboard")
+    return (
+        cm["metadata"]["labels"].get("grafana_dashboard") == "1"
+        and cm["metadata"].get("namespace") == "iommu-enforcer"
+        and json.loads(cm["data"]["iommu-enforcer.json"]) == json.loads(DASHBOARD.read_text())
+    )
+
+
+def check_release_label(base, docs):
+    return {
+        "ServiceMonitor and PrometheusRule carry release: kube-prometheus-stack": release_labelled(docs),
+        "the DaemonSet's selector and pod labels are untouched": same_selector(base, docs),
+    }
+
+
+def check_nfd_node_selector(base, docs):
+    sel = agent_pod(docs)["nodeSelector"]
+    return {
+        "nodes are chosen by NFD's NVIDIA display-controller label": sel.get("feature.node.kubernetes.io/pci-0300_10de.present") == "true",
+        "the GPU Operator's label is no longer required": "nvidia.com/gpu.present" not in sel,
+        "only the DaemonSet changes": without(base, "DaemonSet") == without(docs, "DaemonSet"),
+    }
+
+
+def check_log_json(base, docs):
+    args = agent_pod(docs)["containers"][0]["args"]
+    return {
+        "the agent logs JSON": args[-2:] == ["--log-format", "json"] and args.count("--log-format") == 1,
+        "the other args are the base's": args[:-2] == agent_pod(base)["containers"][0]["args"],
+        "only the DaemonSet changes": without(base, "DaemonSet") == without(docs, "DaemonSet"),
+    }
+
+
+def check_no_networkpolicy(base, docs):
+    return {
+        "no NetworkPolicy": not [d for d in docs if d["kind"] == "NetworkPolicy"],
+        "everything else is the base's": without(base, "NetworkPolicy") == docs,
+    }
+
+
+def check_grafana_dashboard(base, docs):
+    return {
+        "the dashboard is a ConfigMap labelled grafana_dashboard: \"1\", equal to dashboards/iommu-enforcer.json": dashboard_configmap(docs),
+        "everything else is the base's": without(docs, "ConfigMap", "iommu-enforcer-dashboard") == base,
+    }
+
+
+COMPONENT_CHECKS = {
+    "release-label": check_release_label,
+    "nfd-node-selector": check_nfd_node_selector,
+    "log-json": check_log_json,
+    "no-networkpolicy": check_no_networkpolicy,
+    "grafana-dashboard": check_grafana_dashboard,
+}
+
+
+def check_kube_prometheus_stack(base, docs):
+    args = agent_pod(docs)["containers"][0]["args"]
+    checks = {
+        "audit mode (--dry-run)": args.count("--dry-run") == 1,
+        "JSON logs": "--log-format" in args and args[args.index("--log-format") + 1] == "json",
+        "release label on the ServiceMonitor and PrometheusRule": release_labelled(docs),
+        "the dashboard ConfigMap for the Grafana sidecar": dashboard_configmap(docs),
+        "the DaemonSet's selector and pod labels are the base's": same_selector(base, docs),
+    }
+    for what, good in checks.items():
+        (ok if good else fail)(f"kube-prometheus-stack overlay: {what}")
+
+
+def check_uninstall(docs):
+    ds = find(docs, "DaemonSet", "iommu-enforcer-uninstall")
+    pod = ds["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    (main,) = pod["containers"]
+    args = init["args"]
+    mounts = {m["mountPath"] for m in init["volumeMounts"]}
+    sc = init["securityContext"]
+    checks = {
+        "the init container runs enforcer detach --force --if-present": args[0] == "detach"
+        and {"--force", "--if-present"} <= set(args),
+        "it removes the default pin root": args[args.index("--pin-root") + 1] == "/sys/fs/bpf/iommu-enforcer",
+        "it clears the NFD label file": args[args.index("--nfd-features-dir") + 1]
+        == "/etc/kubernetes/node-feature-discovery/features.d"
+        and "/etc/kubernetes/node-feature-discovery/features.d" in mounts,
+        "bpffs is mounted": "/sys/fs/bpf" in mounts,
+        "the agent's image": init["image"].startswith("localhost/iommu-enforcer:"),
+        "host PID namespace (the pins' guard knows the detacher by its host PID)": pod.get("hostPID") is True,
+        "only CAP_BPF, not privileged": sc["capabilities"] == {"drop": ["ALL"], "add": ["BPF"]}
+        and not sc.get("privileged"),
+        "then it idles (pause)": main["image"].startswith("registry.k8s.io/pause:"),
+        "every taint is tolerated": {"operator": "Exists"} in pod["tolerations"],
+        "its own namespace": {d["metadata"].get("namespace") for d in docs if d["kind"] != "Namespace"}
+        == {"iommu-enforcer-uninstall"},
+    }
+    for what, good in checks.items():
+        (ok if good else fail)(f"uninstall: {what}")
+
+
 def write_rule():
     body = ALERTS.read_text()
     lines = [line for line in body.splitlines() if not line.startswith("#")]
     RULE.write_text(RULE_HEADER + "".join(f"  {line}\n" if line else "\n" for line in lines))
     print(f"wrote {RULE.relative_to(ROOT)}")
+    DASHBOARD_COPY.write_text(DASHBOARD.read_text())
+    print(f"wrote {DASHBOARD_COPY.relative_to(ROOT)}")
 
 
 def main():
@@ -337,6 +483,23 @@ def main():
     check_base(rendered["base"])
     check_audit(rendered["base"], rendered["audit"])
     check_kube_rbac_proxy(rendered["kube-rbac-proxy"])
+    check_kube_prometheus_stack(rendered["base"], rendered["kube-prometheus-stack"])
+    check_uninstall(rendered["uninstall"])
+    (ok if DASHBOARD_COPY.read_text() == DASHBOARD.read_text() else fail)(
+        "components/grafana-dashboard/iommu-enforcer.json equals dashboards/iommu-enforcer.json"
+        " (tests/deploy/validate.sh --write-rule copies it)"
+    )
+    for comp in sorted(p.name for p in COMPONENTS.iterdir() if p.is_dir()):
+        check = COMPONENT_CHECKS.get(comp)
+        if check is None:
+            fail(f"component {comp} has no check in tests/deploy/validate_manifests.py")
+            continue
+        docs = render(kustomize, component_kustomization(comp))
+        ok(f"component {comp}: rendered over the base, {len(docs)} objects")
+        for doc in docs:
+            validate_object(f"component {comp}", doc)
+        for what, good in check(rendered["base"], docs).items():
+            (ok if good else fail)(f"component {comp}: {what}")
     print(f"deploy: {passes[0]} passed, {len(failures)} failed")
     return 1 if failures else 0
 

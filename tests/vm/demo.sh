@@ -10,7 +10,7 @@ bind_vfio $dev
 hold $g $dev || exit 1
 case "$(uname -r)" in
 5.*)
-	# Before 5.19 the kernel BUGs in the VFIO group notifier here (DESIGN.md section 1).
+	# Before 5.19 the kernel BUGs in the VFIO group notifier here (docs/design.md section 1).
 	echo "kernel $(uname -r): not binding e1000 to $companion (it would crash this kernel)"
 	;;
 *)

@@ -11,7 +11,7 @@ fact hz "$(getconf CLK_TCK 2>/dev/null || echo 100)"
 switches() {
 	v=0
 	n=0
-	for t in /proc/$1/task/*; do
+	for t in /proc/"$1"/task/*; do
 		a=$(sed -n 's/^voluntary_ctxt_switches:[[:space:]]*//p' $t/status)
 		b=$(sed -n 's/^nonvoluntary_ctxt_switches:[[:space:]]*//p' $t/status)
 		v=$((v + a))

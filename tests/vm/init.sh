@@ -89,7 +89,7 @@ done
 log "agent ready: $ready"
 
 log "running the script"
-cd /root
+cd /root || log "cannot cd to /root: the script runs in $(pwd)"
 timeout $VM_SCRIPT_TIMEOUT sh /scenario.sh > /tmp/script.out 2>&1
 script_rc=$?
 cd /

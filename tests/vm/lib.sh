@@ -15,6 +15,7 @@ errname() {
 	case "$1" in
 	*"busy"*) echo EBUSY ;;
 	*"not permitted"*) echo EPERM ;;
+	*"temporarily unavailable"*) echo EAGAIN ;;
 	*"No such device"*) echo ENODEV ;;
 	*"Invalid argument"*) echo EINVAL ;;
 	*"No such file"*) echo ENOENT ;;
@@ -65,6 +66,7 @@ step() {
 
 # sh -c "$IN_CGROUP" DIR CMD...: runs CMD as a process of the cgroup v2 directory DIR (the shell
 # moves itself in, then execs CMD: same pid, so `$!` of it run in the background is CMD's).
+# shellcheck disable=SC2016 # expanded by the sh -c that runs it
 IN_CGROUP='echo $$ > "$0/cgroup.procs" && exec "$@"'
 in_cgroup() { sh -c "$IN_CGROUP" "$@"; }
 

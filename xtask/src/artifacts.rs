@@ -102,6 +102,11 @@ const TOOLS: &[&str] = &[
 /// The linker of the arm64 cross build (gcc-aarch64-linux-gnu, installed by `setup`).
 pub const AARCH64_LINKER: &str = "aarch64-linux-gnu-gcc";
 
+/// [`build_guest_bins_for`] x86_64.
+pub fn build_guest_bins() -> Result<GuestBins> {
+    build_guest_bins_for(Arch::X86_64)
+}
+
 /// Builds `enforcer` (with the eBPF object embedded), `vfio-holder` and the guest tools statically
 /// linked, in their own target dir so that the crt-static flags never invalidate the workspace's
 /// normal builds: x86_64 glibc with crt-static into target/vm/static, arm64

@@ -5,7 +5,7 @@
 //! built FROM scratch by podman (buildah inside) with the static `enforcer` that
 //! [`artifacts::build_guest_bins_for`] builds (the eBPF object embedded) as the `rootfs` build
 //! context, tagged `localhost/iommu-enforcer:<version>`. The smoke test runs it with runc and the
-//! ulimits this kind of machine needs (DESIGN.md section 5b): `--version`; `audit --json` of a
+//! ulimits this kind of machine needs (docs/design.md section 5b): `--version`; `audit --json` of a
 //! named fixture tree mounted read-only; the agent with the DaemonSet's args, capabilities and
 //! mounts plus `--dry-run`, until `/readyz` answers and `/metrics` serves `build_info`.
 //!

@@ -292,7 +292,7 @@ fn fetch(apt: &PrivateApt, packages: &[(&str, Vec<String>)]) -> Result<()> {
     Ok(())
 }
 
-/// The packages for `series`, the image first: 5.10 is pinned to the build DESIGN.md measured; 6.1,
+/// The packages for `series`, the image first: 5.10 is pinned to the build docs/design.md measured; 6.1,
 /// 6.12 and 7.3 take the newest in the archive today, since old ones are dropped from it. 7.3 is
 /// three packages (image; modules; config and System.map), all of one release.
 fn resolve(series: &str, names: &[&str]) -> Result<Vec<String>> {

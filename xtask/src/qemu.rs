@@ -1,4 +1,4 @@
-//! Boots the test node under QEMU TCG (KVM hangs on this machine, DESIGN.md section 5) and reads
+//! Boots the test node under QEMU TCG (KVM hangs on this machine, docs/design.md section 5) and reads
 //! back what the guest sent on its second serial port, kept apart from the kernel console.
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -12,7 +12,7 @@ use crate::kernels::Kernel;
 use crate::topology;
 
 /// The guest's own limits, sized for TCG on 2 busy cores: idle, the 6.1 kernel reaches /init
-/// in about 10 s and a whole scenario takes 15-40 s (DESIGN.md section 5); a loaded host makes
+/// in about 10 s and a whole scenario takes 15-40 s (docs/design.md section 5); a loaded host makes
 /// that 3 to 5 times longer. The agent's start until its `ready` line (tests/vm/init.sh):
 pub const READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// The scenario script (`timeout` in tests/vm/init.sh).
@@ -39,6 +39,9 @@ pub struct Boot<'a> {
     pub out: &'a Path,
     /// Host loopback port -> guest port forwards.
     pub hostfwd: &'a [(u16, u16)],
+    /// `-icount shift=0`: the guest's clock advances one nanosecond per executed instruction,
+    /// so a time measured in the guest is an exact instruction count, whatever the host does.
+    pub icount: bool,
 }
 
 /// How the boot ended.
@@ -160,6 +163,9 @@ pub fn boot(b: &Boot) -> Result<Outcome> {
     } else {
         x86_command(b, &console, &channel)
     };
+    if b.icount {
+        cmd.args(["-icount", "shift=0"]);
+    }
     cmd.stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);

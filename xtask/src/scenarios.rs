@@ -176,6 +176,13 @@ pub const SCENARIOS: &[Scenario] = &[
         check: reserve_prevents_bind_dry_run,
     },
     Scenario {
+        name: "write-check",
+        boots: &[("5.10", Some(LSM_BPF)), ("6.1", None), ("7.3", None)],
+        dry_run: false,
+        policy: None,
+        check: write_check,
+    },
+    Scenario {
         name: "write-paths",
         boots: LSM,
         dry_run: false,
@@ -310,6 +317,15 @@ pub const SCENARIOS: &[Scenario] = &[
         dry_run: false,
         policy: None,
         check: kill_mid_burst,
+    },
+    Scenario {
+        // Upgrade and rollback across a map layout change: the agent's own logic, one kernel
+        // with BPF LSM.
+        name: "map-layout",
+        boots: ONE,
+        dry_run: false,
+        policy: None,
+        check: map_layout,
     },
     Scenario {
         name: "malformed-policy",
@@ -951,6 +967,62 @@ fn reserve_prevents_bind_dry_run(c: &Checker) {
         .expect_none();
 }
 
+/// The write-time check is attached only while needed, and what it alone could judge waits
+/// for it (issue 20).
+fn write_check(c: &Checker) {
+    let g = c.fact("group");
+    let vga = c.dev("VM_GPU_VGA");
+    expect_fact(c, "steady_in_use", "detached");
+    expect_fact(c, "unbind_open_unarmed", "EAGAIN");
+    expect_fact(c, "armed_after_refusal", "attached");
+    expect_fact(c, "unbind_in_use", "error_EPERM");
+    expect_fact(c, "vga_driver", "vfio-pci");
+    expect_fact(c, "idle_settled", "detached");
+    expect_fact(c, "held_open", "ok");
+    expect_fact(c, "vfio_open_unarmed", "EAGAIN");
+    expect_fact(c, "armed_for_descriptor", "attached");
+    expect_fact(c, "vfio_open_armed", "ok");
+    expect_fact(c, "held_write", "EPERM");
+    expect_fact(c, "final", "detached");
+    expect_fact(c, "vga_final", "vfio-pci");
+    c.events(Kind::Veto)
+        .rule(Rule::ProtectedUnbind)
+        .why(Why::WriteCheckNotArmed)
+        .errno("EAGAIN")
+        .note("the unbind opened before the check was armed")
+        .expect(1);
+    c.events(Kind::Veto)
+        .group(&g)
+        .device(vga)
+        .rule(Rule::ProtectedUnbind)
+        .action(Action::Vetoed)
+        .errno("EPERM")
+        .note("the unbind written once armed")
+        .expect(1);
+    c.events(Kind::Veto)
+        .rule(Rule::VfioOpenUnarmed)
+        .why(Why::WriteCheckNotArmed)
+        .errno("EAGAIN")
+        .note("the VFIO open while an unjudged descriptor was open")
+        .expect(1);
+    c.events(Kind::Veto)
+        .group(&g)
+        .device(vga)
+        .rule(Rule::ProtectedDriverOverride)
+        .errno("EPERM")
+        .note("the write of the descriptor opened while the group was idle")
+        .expect(1);
+    let hook = |state: HookState| {
+        c.lines.iter().any(|l| {
+            matches!(l, Line::LsmHook { hook, state: s } if hook == "file_permission" && *s == state)
+        })
+    };
+    c.expect(
+        hook(HookState::Attached) && hook(HookState::Standby),
+        "file_permission was not both attached and put back on standby",
+    );
+}
+
 fn write_paths(c: &Checker) {
     let (fn0, fn1) = (c.dev("VM_DEV_FN0"), c.dev("VM_DEV_FN1"));
     expect_pins(c, Action::Pinned);
@@ -1150,6 +1222,39 @@ fn cdev_open_would_veto(c: &Checker) {
         .result(Outcome::Error)
         .note("the kernel's EPERM for the device claim")
         .expect(1);
+}
+
+fn map_layout(c: &Checker) {
+    let layout = format!("maps-v{}", iommu_enforcer_common::pins::MAP_LAYOUT);
+    expect_fact(c, "boot_layouts", &layout);
+    let links: usize = c.fact("links").parse().unwrap_or(0);
+    c.expect(links >= 10, format!("only {links} links pinned"));
+    // Same layout: adopted.
+    expect_fact(c, "same_ready", "yes");
+    expect_fact(c, "same_adopted", "1");
+    // Another layout: refused, nothing replaced, the old programs still veto.
+    expect_fact(c, "upgrade_rc", "2");
+    expect_fact(c, "upgrade_names_layout", "yes");
+    expect_fact(c, "upgrade_stdout_lines", "0");
+    expect_fact(c, "links_after_refusal", &links.to_string());
+    expect_fact(c, "layouts_after_refusal", &layout);
+    if lsm_runs(c) {
+        expect_fact(c, "bind_after_refusal", "error_EPERM");
+    }
+    expect_fact(c, "upgrade_detach_rc", "1");
+    expect_fact(c, "upgrade_detach_force_rc", "0");
+    expect_fact(c, "layouts_after_detach", "");
+    expect_fact(c, "upgraded_ready", "yes");
+    expect_fact(c, "upgraded_layouts", "maps-v3");
+    // The rollback, the same way back.
+    expect_fact(c, "rollback_rc", "2");
+    expect_fact(c, "rollback_names_layout", "yes");
+    expect_fact(c, "rollback_detach_rc", "1");
+    expect_fact(c, "rollback_detach_force_rc", "0");
+    expect_fact(c, "rolled_back_ready", "yes");
+    expect_fact(c, "rolled_back_layouts", &layout);
+    expect_fact(c, "fn0_driver", "vfio-pci");
+    expect_fact(c, "alive", "yes");
 }
 
 fn malformed_policy(c: &Checker) {

@@ -25,8 +25,9 @@ const VM_PACKAGES: &[&str] = &[
 /// bpf-linker must link the LLVM major rustc uses (22): Debian bookworm-security ships it.
 const LLVM_PACKAGES: &[&str] = &["llvm-22-dev", "libllvm22"];
 /// What the workspace tests and benches call: promtool and a real Prometheus (metrics tests, which
-/// require them when CI=true) and lspci (the audit benchmark's baseline).
-const TEST_PACKAGES: &[&str] = &["prometheus", "pciutils"];
+/// require them when CI=true), lspci (the audit benchmark's baseline) and shellcheck (`cargo xtask
+/// lint`, the first step of `cargo xtask test`).
+const TEST_PACKAGES: &[&str] = &["prometheus", "pciutils", "shellcheck"];
 /// What building the 6.12-iommufd kernel from source takes (kbuild.rs): the toolchain, Kconfig's
 /// flex and bison, libelf for objtool and resolve_btfids, pahole (dwarves) for BTF, openssl
 /// headers for the module signing key, kmod for depmod.

@@ -1,4 +1,4 @@
-//! The test node's PCI topology (DESIGN.md section 5): one place for QEMU's device arguments and the
+//! The test node's PCI topology (docs/design.md section 5): one place for QEMU's device arguments and the
 //! guest addresses scripts see as environment variables. tests/vm/README.md documents the same.
 //! Bus numbers follow from the firmware's depth-first numbering of the root ports in slot order.
 

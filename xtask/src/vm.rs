@@ -48,6 +48,29 @@ pub fn boot_forwarding(
     out: &Path,
     hostfwd: &[(u16, u16)],
 ) -> Result<Outcome> {
+    boot_with(kernel, base, files, cmdline, out, hostfwd, false)
+}
+
+/// [`boot_once`] under `-icount shift=0` (see `qemu::Boot::icount`).
+pub fn boot_counting(
+    kernel: &Kernel,
+    base: &Path,
+    files: &BootFiles,
+    cmdline: Option<&str>,
+    out: &Path,
+) -> Result<Outcome> {
+    boot_with(kernel, base, files, cmdline, out, &[], true)
+}
+
+fn boot_with(
+    kernel: &Kernel,
+    base: &Path,
+    files: &BootFiles,
+    cmdline: Option<&str>,
+    out: &Path,
+    hostfwd: &[(u16, u16)],
+    icount: bool,
+) -> Result<Outcome> {
     let _ = fs::remove_dir_all(out);
     let initrd = initramfs::for_boot(base, files, out)?;
     let outcome = qemu::boot(&qemu::Boot {
@@ -56,6 +79,7 @@ pub fn boot_forwarding(
         cmdline,
         out,
         hostfwd,
+        icount,
     })?;
     let ch = &outcome.channel;
     let mut events = ch.events.join("\n");

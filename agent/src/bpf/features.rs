@@ -1,5 +1,5 @@
 //! What the running kernel offers, probed once at start: BTF, BPF LSM, which probe targets
-//! exist. The capability ladder of DESIGN.md section 2 is decided from this.
+//! exist. The capability ladder of docs/design.md section 2 is decided from this.
 use std::{
     collections::BTreeSet,
     fs,
@@ -187,7 +187,7 @@ impl Features {
     }
 
     /// BPF LSM programs only run when `bpf` is among the active LSMs: on Debian 5.10 an LSM
-    /// program attaches but never runs without `lsm=...,bpf` (DESIGN.md section 2).
+    /// program attaches but never runs without `lsm=...,bpf` (docs/design.md section 2).
     pub fn bpf_lsm_active(&self) -> bool {
         self.lsms
             .as_ref()
@@ -277,6 +277,27 @@ impl Features {
     /// Whether the LSM hook exists as a BPF LSM attach point (`bpf_lsm_<hook>`).
     pub fn has_lsm_hook(&self, hook: &str) -> bool {
         self.has_function(&format!("bpf_lsm_{hook}"))
+    }
+}
+
+impl Features {
+    /// Whether kprobes attach as BPF links, which can be pinned and outlive the agent (5.15+;
+    /// before, they are perf events that close with it).
+    pub fn kprobe_links_pinned(&self) -> bool {
+        release_at_least(&self.kernel_release, (5, 15))
+    }
+
+    /// `FMODE_ATOMIC_POS` (0x8000) on the kernels known to set it on regular files and
+    /// directories before `security_file_open` (5.10 to 7.x, tested here), else 0: the open
+    /// hook's fast path is then off, never wrong.
+    pub fn fmode_regular(&self) -> u32 {
+        let known = release_at_least(&self.kernel_release, (5, 10))
+            && !release_at_least(&self.kernel_release, (8, 0));
+        if known {
+            0x8000
+        } else {
+            0
+        }
     }
 }
 

@@ -22,7 +22,7 @@ use iommu_enforcer_schema::ProgramState;
 
 use super::{
     features::{Features, Probeable},
-    programs::{Attach, ProgramSpec, PROGRAMS},
+    programs::{Attach, ProgramSpec, FREE_HOOK, PROGRAMS, WRITE_CHECK},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +39,83 @@ pub enum LoadError {
     MissingMap(&'static str),
     #[error("map {0}: {1}")]
     Map(&'static str, aya::maps::MapError),
+    #[error("the running kernel's BTF does not have what the programs read: {0}; refusing to load them (they do not test for it on every call)")]
+    Unresolved(String),
+    #[error(
+        "{root} holds the state maps of map layout {found} (an agent of another version pinned \
+         them); this agent uses layout v{own} and refuses to start over them: the pinned \
+         programs keep enforcing from those maps. Roll this agent back to a version of layout \
+         {found}, or stop the VFIO users on the node and run `enforcer detach --force` (README, \
+         \"Upgrade and rollback\")",
+        root = .0.display(),
+        found = .1.iter().map(|l| format!("v{l}")).collect::<Vec<_>>().join(", "),
+        own = .2
+    )]
+    ForeignLayout(PathBuf, Vec<u32>, u32),
+}
+
+/// The map layout this process pins under ([`pins::MAP_LAYOUT`], unless the hidden
+/// `--map-layout` of the tests says otherwise).
+static LAYOUT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(pins::MAP_LAYOUT);
+
+/// The map layout this process pins under.
+pub fn map_layout() -> u32 {
+    LAYOUT.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Plays an agent of another map layout (tests only: `--map-layout`).
+pub fn set_map_layout(layout: u32) {
+    LAYOUT.store(layout, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The map layouts pinned under `root` (its `maps-vN` directories), sorted.
+pub fn pinned_layouts(root: &Path) -> Vec<u32> {
+    let mut layouts: Vec<u32> = fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.ok()?.file_name();
+            name.to_str()?.strip_prefix("maps-v")?.parse().ok()
+        })
+        .collect();
+    layouts.sort_unstable();
+    layouts
+}
+
+/// bpffs' `f_type`.
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// Whether `root` is a pin root: `Ok(false)` when it does not exist, an error when it is not a
+/// directory on bpffs.
+pub fn check_pin_root(root: &Path) -> io::Result<bool> {
+    match fs::metadata(root) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(io::Error::other(format!(
+                "{}: not a directory, not a pin root",
+                root.display()
+            )))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(io::Error::other(format!("{}: {e}", root.display()))),
+    }
+    let c = std::ffi::CString::new(root.as_os_str().as_encoded_bytes())
+        .map_err(|e| io::Error::other(format!("{}: {e}", root.display())))?;
+    // SAFETY: a NUL-terminated path and a zeroed statfs the call fills in.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::other(format!("{}: {e}", root.display())));
+    }
+    #[allow(clippy::unnecessary_cast)]
+    if st.f_type as i64 != BPF_FS_MAGIC {
+        return Err(io::Error::other(format!(
+            "{}: not on bpffs (mount -t bpf bpf /sys/fs/bpf), so nothing of the agent's is \
+             pinned there; check --pin-root",
+            root.display()
+        )));
+    }
+    Ok(true)
 }
 
 /// Where one program stands on this kernel.
@@ -54,6 +131,10 @@ pub enum ProgramStatus {
     /// The function exists but can never carry a kprobe (why): decided once, not retried.
     Unprobeable(&'static str),
     Failed(String),
+    /// Loaded and ready to attach when wanted (the write-time check, detached now).
+    Standby,
+    /// Not attached: another program does its work on this kernel (why).
+    NotNeeded(&'static str),
 }
 
 impl std::fmt::Display for ProgramStatus {
@@ -64,6 +145,8 @@ impl std::fmt::Display for ProgramStatus {
             Self::Absent => f.write_str("absent"),
             Self::Unprobeable(why) => write!(f, "absent: {why}"),
             Self::Failed(why) => write!(f, "failed: {why}"),
+            Self::Standby => f.write_str("standby"),
+            Self::NotNeeded(why) => write!(f, "not needed: {why}"),
         }
     }
 }
@@ -77,7 +160,17 @@ impl ProgramStatus {
             Self::Absent => ProgramState::Absent(None),
             Self::Unprobeable(why) => ProgramState::Absent(Some((*why).to_owned())),
             Self::Failed(why) => ProgramState::Failed(why.clone()),
+            Self::Standby => ProgramState::Standby,
+            Self::NotNeeded(why) => ProgramState::NotNeeded((*why).to_owned()),
         }
+    }
+
+    /// Attached, or ready to do its part: standing by to attach, or not needed here.
+    pub fn is_ready(&self) -> bool {
+        matches!(
+            self,
+            Self::Attached | Self::AttachedUnpinned | Self::Standby | Self::NotNeeded(_)
+        )
     }
 
     pub fn is_attached(&self) -> bool {
@@ -100,6 +193,8 @@ pub struct Loaded {
     links_dir: PathBuf,
     /// Whether bpffs took the pins: without it (not mounted) nothing outlives the agent.
     pinning: bool,
+    /// The write-time program's link while it is attached (its pin is under `links_dir`).
+    write_check: Option<Box<dyn std::any::Any>>,
     /// Whether the state maps were created by this load (no earlier agent left them).
     pub fresh_maps: bool,
 }
@@ -114,7 +209,7 @@ impl Loaded {
 /// The directories under `root` (normally `pins::ROOT`).
 pub fn pin_dirs(root: &Path) -> (PathBuf, PathBuf) {
     (
-        root.join(format!("maps-v{}", pins::MAP_LAYOUT)),
+        root.join(format!("maps-v{}", map_layout())),
         root.join("links"),
     )
 }
@@ -129,6 +224,19 @@ pub fn load(object: &[u8], features: &Features, pin_root: &Path) -> Result<Loade
     }
     let btf = Btf::from_sys_fs().map_err(|e| LoadError::NoBtf(e.to_string()))?;
     let (maps_dir, links_dir) = pin_dirs(pin_root);
+    // Another layout's maps: their programs enforce from them, and this agent cannot adopt
+    // them (their keys, values or meaning differ). Refused before anything is loaded.
+    let foreign: Vec<u32> = pinned_layouts(pin_root)
+        .into_iter()
+        .filter(|l| *l != map_layout())
+        .collect();
+    if !foreign.is_empty() {
+        return Err(LoadError::ForeignLayout(
+            pin_root.to_path_buf(),
+            foreign,
+            map_layout(),
+        ));
+    }
     let pinning = match [&maps_dir, &links_dir]
         .into_iter()
         .try_for_each(|dir| fs::create_dir_all(dir).map_err(|e| LoadError::PinDir(dir.clone(), e)))
@@ -146,6 +254,14 @@ pub fn load(object: &[u8], features: &Features, pin_root: &Path) -> Result<Loade
         Vec::new()
     };
     let globals = globals(features);
+    let unresolved: Vec<&str> = globals
+        .iter()
+        .filter(|(_, v)| *v == UNRESOLVED)
+        .map(|(name, _)| *name)
+        .collect();
+    if !unresolved.is_empty() {
+        return Err(LoadError::Unresolved(unresolved.join(", ")));
+    }
     let mut loader = EbpfLoader::new();
     loader.btf(Some(&btf));
     // An existing pin is reused, a missing one created and pinned.
@@ -163,6 +279,7 @@ pub fn load(object: &[u8], features: &Features, pin_root: &Path) -> Result<Loade
         unpinned: Vec::new(),
         links_dir,
         pinning,
+        write_check: None,
         fresh_maps,
     })
 }
@@ -215,6 +332,7 @@ pub fn globals(features: &Features) -> Vec<(&'static str, u32)> {
         (names::OFF_PCI_DEV_DEV, u(off.pci_dev_dev)),
         (names::OFF_PCI_DEV_OVERRIDE, u(off.pci_dev_override)),
         (names::PROBE_OK, features.probe_ok_ret()),
+        (names::FMODE_REGULAR, features.fmode_regular()),
     ]
 }
 
@@ -241,12 +359,21 @@ fn name_detacher(maps_dir: &Path) -> io::Result<()> {
 /// Removes every pin under `pin_root`: the programs detach once no agent holds them.
 pub fn detach(pin_root: &Path) -> io::Result<usize> {
     let mut removed = 0;
-    let (maps_dir, _) = pin_dirs(pin_root);
-    if maps_dir.join(names::CONFIG).exists() {
-        name_detacher(&maps_dir)?;
-    }
     if !pin_root.exists() {
         return Ok(0);
+    }
+    // Every layout's CONFIG names this process, so the hooks that guard the pins let it
+    // remove them. Another layout's is best effort: its slot may mean something else there.
+    let own = map_layout();
+    for layout in pinned_layouts(pin_root) {
+        let maps_dir = pin_root.join(format!("maps-v{layout}"));
+        if maps_dir.join(names::CONFIG).exists() {
+            match name_detacher(&maps_dir) {
+                Err(e) if layout == own => return Err(e),
+                Err(e) => log::warn!("{e}: the pins of layout v{layout} may refuse removal"),
+                Ok(()) => {}
+            }
+        }
     }
     for dir in fs::read_dir(pin_root)? {
         let dir = dir?.path();
@@ -280,7 +407,11 @@ impl Loaded {
             }
             let notrace =
                 spec.may_appear_later() && features.probeable(spec.target) == Probeable::Notrace;
-            let status = if notrace {
+            let status = if spec.program == FREE_HOOK && features.kprobe_links_pinned() {
+                ProgramStatus::NotNeeded(FREE_NOT_NEEDED)
+            } else if spec.program == WRITE_CHECK && spec.target_present(features) {
+                self.stand_by_write_check()
+            } else if notrace {
                 ProgramStatus::Unprobeable(NOTRACE)
             } else if !spec.target_present(features) {
                 ProgramStatus::Absent
@@ -304,6 +435,100 @@ impl Loaded {
             };
             self.status.insert(spec.program, status);
         }
+    }
+
+    /// Loads the write-time program without attaching it, or, when an earlier agent left it
+    /// attached (its pin is there), attaches it in that one's place: it stays attached until
+    /// the daemon decides otherwise.
+    fn stand_by_write_check(&mut self) -> ProgramStatus {
+        let spec = PROGRAMS
+            .iter()
+            .find(|p| p.program == WRITE_CHECK)
+            .expect("the write-time program is in the table");
+        if self.pinning && self.links_dir.join(WRITE_CHECK).exists() {
+            return match self.arm_write_check() {
+                Ok(()) => ProgramStatus::Attached,
+                Err(e) => ProgramStatus::Failed(e),
+            };
+        }
+        let Some(btf) = self.btf.as_ref() else {
+            return ProgramStatus::Failed("the kernel BTF was released after start".into());
+        };
+        let loaded = self
+            .ebpf
+            .program_mut(spec.program)
+            .ok_or(ProgramError::UnexpectedProgramType)
+            .and_then(|p| {
+                let p: &mut Lsm = p.try_into()?;
+                p.load(spec.target, btf)
+            });
+        match loaded {
+            Ok(()) => ProgramStatus::Standby,
+            Err(e) => ProgramStatus::Failed(describe(&e)),
+        }
+    }
+
+    /// Attaches the write-time program (loading it first if needed) and pins its link; the
+    /// caller says so in `CONFIG[WRITE_ARMED]` afterwards.
+    pub fn arm_write_check(&mut self) -> Result<(), String> {
+        if self.write_check.is_some() {
+            return Ok(());
+        }
+        let btf = self.btf.as_ref();
+        let program = self
+            .ebpf
+            .program_mut(WRITE_CHECK)
+            .ok_or_else(|| format!("no program {WRITE_CHECK}"))?;
+        let p: &mut Lsm = program.try_into().map_err(|e| describe(&e))?;
+        if p.fd().is_err() {
+            let btf =
+                btf.ok_or("the kernel BTF was released before the write-time program was loaded")?;
+            p.load(WRITE_CHECK, btf).map_err(|e| describe(&e))?;
+        }
+        let id = p.attach().map_err(|e| describe(&e))?;
+        let link: FdLink = p.take_link(id).map_err(|e| describe(&e))?.into();
+        let status = self.pin(WRITE_CHECK, link).map_err(|e| describe(&e))?;
+        self.write_check = self.unpinned.pop();
+        self.status.insert(WRITE_CHECK, status);
+        Ok(())
+    }
+
+    /// Detaches the write-time program: its pin goes, then its link. The caller has cleared
+    /// `CONFIG[WRITE_ARMED]` before.
+    pub fn disarm_write_check(&mut self) -> io::Result<()> {
+        if self.write_check.is_none() {
+            return Ok(());
+        }
+        if self.pinning {
+            match fs::remove_file(self.links_dir.join(WRITE_CHECK)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                // Kept attached: a detach that cannot remove the pin would leave it anyway.
+                Err(e) => return Err(e),
+            }
+        }
+        self.write_check = None;
+        self.status.insert(WRITE_CHECK, ProgramStatus::Standby);
+        Ok(())
+    }
+
+    /// Whether the write-time program is attached.
+    pub fn write_check_armed(&self) -> bool {
+        self.write_check.is_some()
+    }
+
+    /// Writable control-file descriptors the kernel counts for the write-time check
+    /// (`WRITERS`), or why it cannot be read.
+    pub fn writers(&self) -> Result<i32, LoadError> {
+        let map = self
+            .ebpf
+            .map(names::WRITERS)
+            .ok_or(LoadError::MissingMap(names::WRITERS))?;
+        let writers: Array<_, i32> =
+            Array::try_from(map).map_err(|e| LoadError::Map(names::WRITERS, e))?;
+        writers
+            .get(&0, 0)
+            .map_err(|e| LoadError::Map(names::WRITERS, e))
     }
 
     /// Programs still absent whose target may appear later (a module loading).
@@ -433,7 +658,7 @@ impl Loaded {
             .is_some_and(ProgramStatus::is_attached)
     }
 
-    /// Whether every LSM hook is attached: vetoes are possible.
+    /// Whether every LSM hook is attached, or ready to attach when needed: vetoes are possible.
     pub fn lsm_ready(&self) -> bool {
         PROGRAMS
             .iter()
@@ -441,7 +666,7 @@ impl Loaded {
             .all(|p| {
                 self.status
                     .get(p.program)
-                    .is_some_and(ProgramStatus::is_attached)
+                    .is_some_and(ProgramStatus::is_ready)
             })
     }
 
@@ -496,6 +721,10 @@ impl Loaded {
         aya_log::EbpfLogger::init(&mut self.ebpf).ok()
     }
 }
+
+/// Why `file_free_security` is not attached from 5.15 on.
+const FREE_NOT_NEEDED: &str =
+    "VFIO's release kprobe uncounts opens (a pinned link since 5.15), so no program runs on every close";
 
 /// Why a kprobe target that kallsyms lists is reported absent without retries.
 const NOTRACE: &str = "notrace (in kallsyms, not in tracefs available_filter_functions: an inline stub such as a config-disabled feature's), not retried";

@@ -38,6 +38,15 @@ const fn spec(program: &'static str, target: &'static str, attach: Attach) -> Pr
 /// agent polls its pins instead.
 pub const PIN_WATCH_TARGET: &str = "dev_attr_store";
 
+/// The write-time program: loaded at start, attached only while `enforce::write_check` wants
+/// it, so that read(2) and write(2) run no program in the steady state.
+pub const WRITE_CHECK: &str = "file_permission";
+
+/// The LSM program that uncounts VFIO opens at a file's free: needed only where VFIO's release
+/// kprobe is not a pinned link (before 5.15) and so would not outlive the agent; elsewhere
+/// that kprobe uncounts and no program runs on every close.
+pub const FREE_HOOK: &str = "file_free_security";
+
 pub const PROGRAMS: &[ProgramSpec] = &[
     // The state maps first, the vetoes that read them after.
     spec("really_probe_entry", "really_probe", Attach::FEntry),
@@ -113,8 +122,9 @@ pub const PROGRAMS: &[ProgramSpec] = &[
         Attach::KRetProbe,
     ),
     spec("kernfs_init_security", "kernfs_init_security", Attach::Lsm),
-    // The free before the open: every file the open counts is uncounted when it goes.
+    // The frees before the open: every file the open counts is uncounted when it goes.
     spec("file_free_security", "file_free_security", Attach::Lsm),
+    spec("kernfs_release", "kernfs_fop_release", Attach::FEntry),
     spec("file_open", "file_open", Attach::Lsm),
     spec("file_permission", "file_permission", Attach::Lsm),
     spec("mmap_file", "mmap_file", Attach::Lsm),

@@ -117,7 +117,11 @@ impl Allocations {
 /// An event of a process using a device through VFIO: the moment a pod's allocation matters.
 fn vfio_use(e: &Event) -> bool {
     matches!(e.kind, Kind::VfioOpen | Kind::Claim)
-        || (e.kind == Kind::Veto && e.rule == Some(Rule::VfioOpenNotViable))
+        || (e.kind == Kind::Veto
+            && matches!(
+                e.rule,
+                Some(Rule::VfioOpenNotViable | Rule::VfioOpenUnarmed)
+            ))
 }
 
 impl Attribution {

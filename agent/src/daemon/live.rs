@@ -7,10 +7,10 @@ use std::{
 };
 
 use aya::maps::{MapData, RingBuf};
-use log::warn;
+use log::{info, warn};
 
 use iommu_enforcer_common::EventKind;
-use iommu_enforcer_schema::{Kind, Line};
+use iommu_enforcer_schema::{HookState, Kind, Line};
 
 use super::{
     accounting::{self, Ledger},
@@ -19,8 +19,15 @@ use super::{
     scan, vfio_nodes,
 };
 use crate::{
-    bpf::{loader::Loaded, record},
-    enforce::Enforcer,
+    bpf::{
+        loader::Loaded,
+        programs::WRITE_CHECK,
+        record::{self, KernelEvent},
+    },
+    enforce::{
+        write_check::{Need, WriteCheck},
+        Enforcer,
+    },
     io_deadline,
     node::{FollowUp, NodeState, VfioNode},
     pods::containers::TrustedContainers,
@@ -68,6 +75,8 @@ pub struct Live {
     last_loss_resync: Option<Instant>,
     /// The containers the policy trusts, when it trusts some.
     pub containers: Option<TrustedContainers>,
+    /// When the write-time program is wanted (`enforce::write_check`).
+    pub write_check: WriteCheck,
 }
 
 /// What a scan of the trusted containers found.
@@ -122,6 +131,7 @@ impl Live {
             containers: None,
             loss_recheck: None,
             last_loss_resync: None,
+            write_check: WriteCheck::default(),
         }
     }
 
@@ -145,6 +155,12 @@ impl Live {
             };
             if ev.kind == EventKind::ModuleLoad {
                 drained.module_loaded = true;
+                continue;
+            }
+            if asks_for_write_check(&ev) {
+                self.write_check.hold(Instant::now());
+            }
+            if ev.kind == EventKind::WriteCheck {
                 continue;
             }
             self.enforcer.observe(&ev);
@@ -190,6 +206,7 @@ impl Live {
         if self.check_losses() {
             return drained;
         }
+        self.sync_write_check();
         if !asked.is_empty() {
             // A container vetoed before it was resolved (its bundle or cgroup came after the
             // last scan): trusted from its next write if the policy names it.
@@ -202,6 +219,60 @@ impl Live {
             self.follow_up(follow);
         }
         drained
+    }
+
+    /// Attaches or detaches the write-time program as `write_check` wants it now. Attached:
+    /// the program first, then `CONFIG[WRITE_ARMED]`; detached: the flag first, read back
+    /// from the kernel, then the program, so the hooks never count on a check that is gone. A
+    /// failure keeps it attached (fail closed) or refuses what it would judge until it is.
+    pub fn sync_write_check(&mut self) {
+        let now = Instant::now();
+        self.write_check.expire(now);
+        let writers = self.loaded.writers().unwrap_or_else(|e| {
+            warn!("reading the write-check count: {e}; keeping the write-time check attached");
+            1
+        });
+        let need = Need {
+            writers,
+            trusted_handback: self.enforcer.trusted_handback(self.node.policy()),
+        };
+        let want = self.write_check.wanted(now, need);
+        let armed = self.loaded.write_check_armed();
+        let state = if want && !armed {
+            if let Err(e) = self.loaded.arm_write_check() {
+                warn!("attaching the write-time check: {e}; what only it can judge is refused meanwhile");
+                return;
+            }
+            self.enforcer.set_write_armed(true);
+            let lines = self.enforcer.apply(&mut self.node);
+            self.sink.emit(&lines);
+            info!("write-time check attached ({writers} descriptor(s) to judge at write)");
+            HookState::Attached
+        } else if !want && armed {
+            self.enforcer.set_write_armed(false);
+            let lines = self.enforcer.apply(&mut self.node);
+            self.sink.emit(&lines);
+            if !self.enforcer.kernel_write_armed_is(false) {
+                warn!("the kernel still counts on the write-time check; keeping it attached");
+                self.enforcer.set_write_armed(true);
+                return;
+            }
+            if let Err(e) = self.loaded.disarm_write_check() {
+                warn!("detaching the write-time check: {e}; keeping it attached");
+                self.enforcer.set_write_armed(true);
+                let lines = self.enforcer.apply(&mut self.node);
+                self.sink.emit(&lines);
+                return;
+            }
+            info!("write-time check detached: read(2) and write(2) run no program");
+            HookState::Standby
+        } else {
+            return;
+        };
+        self.sink.emit(&[Line::LsmHook {
+            hook: WRITE_CHECK.to_string(),
+            state,
+        }]);
     }
 
     fn loss_resync_allowed(&self) -> bool {
@@ -314,6 +385,9 @@ impl Live {
         if let Some(m) = self.sink.metrics() {
             m.set_reserved(self.enforcer.reserved().iter().map(u32::to_string));
         }
+        // A policy that now trusts a writer for a reserved group (or no longer does) moves the
+        // write-time check.
+        self.sync_write_check();
     }
 
     /// Sysfs work the kernel is still holding after this pass (a read or write past its
@@ -344,5 +418,20 @@ impl Live {
             rescan_sysfs: true,
             rescan_holders: true,
         });
+    }
+}
+
+/// Records after which the write-time check is held attached for a while: a descriptor it must
+/// judge, an open refused until it is armed, and a group going idle (a hand-back, whose
+/// bus-wide `unbind` only it can judge, usually follows).
+fn asks_for_write_check(ev: &KernelEvent) -> bool {
+    match ev.kind {
+        EventKind::WriteCheck => ev.detail != 0,
+        EventKind::Veto => ev.detail & iommu_enforcer_common::veto::NOT_ARMED != 0,
+        EventKind::VfioGroupRelease
+        | EventKind::VfioCdevRelease
+        | EventKind::GroupRelease
+        | EventKind::DeviceRelease => true,
+        _ => false,
     }
 }

@@ -16,6 +16,7 @@ mod attribution;
 mod live;
 pub mod output;
 mod policy_reload;
+pub mod privileges;
 mod scan;
 mod vfio_nodes;
 
@@ -58,7 +59,9 @@ const PIN_POLL: Duration = Duration::from_secs(1);
 
 /// The daemon's entry point: the policy, the runtime, the agent; its exit code.
 pub fn main(common: &CommonArgs, args: &DaemonArgs) -> u8 {
-    init_logging();
+    if let Some(layout) = args.map_layout {
+        loader::set_map_layout(layout);
+    }
     let policy = match &common.policy {
         Some(path) => match policy_file::load(path) {
             Ok(p) => p,
@@ -89,16 +92,6 @@ pub fn main(common: &CommonArgs, args: &DaemonArgs) -> u8 {
     }
 }
 
-fn init_logging() {
-    let mut builder =
-        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
-    // Milliseconds: where a start of a few seconds goes is the question these lines answer.
-    builder
-        .target(env_logger::Target::Stderr)
-        .format_timestamp_millis()
-        .init();
-}
-
 fn object_bytes(args: &DaemonArgs) -> anyhow::Result<std::borrow::Cow<'static, [u8]>> {
     Ok(match &args.ebpf_object {
         Some(path) => std::fs::read(path)
@@ -115,7 +108,7 @@ async fn agent(
     policy: (Policy, String),
 ) -> anyhow::Result<()> {
     let started = start(common, args, policy).await?;
-    run(started, common, args.dry_run).await
+    run(started, common, args.dry_run, &args.pin_root).await
 }
 
 /// What a started agent runs on: the live state and every source the loop waits on.
@@ -174,10 +167,12 @@ async fn start(
         bpf::programs::kprobe_targets(),
     );
     log_features(&features);
+    // Before anything is loaded: a missing capability named, not a failed map creation.
+    privileges::check(&args.pin_root).map_err(anyhow::Error::msg)?;
     let object = object_bytes(args)?;
     let mut loaded = loader::load(&object, &features, &args.pin_root)?;
     let kernel = KernelMaps::take(&mut loaded)?;
-    // Must stay alive, or the programs' log lines are dropped (DESIGN.md section 5).
+    // Must stay alive, or the programs' log lines are dropped (docs/design.md section 5).
     let ebpf_logger = loaded.logger().map(watch).transpose()?;
     let mut events = watch(loaded.take_events()?)?;
     let (start, ledger) = accounting::begin(&mut loaded);
@@ -284,13 +279,18 @@ async fn start(
         false,
     );
     live.loaded.attach_all(&features);
-    // Opens are counted once both file hooks run (the free was attached first): from then on
-    // a group bound to vfio-pci but not open is idle, and may be handed back.
+    // Opens are counted once the open hook runs and something that outlives the agent uncounts
+    // them (the free hook, attached first, or from 5.15 VFIO's release kprobe, a pinned link):
+    // from then on a group bound to vfio-pci but not open is idle, and may be handed back.
+    let report = live.loaded.report();
+    let attached = |h: &str| report.get(h).is_some_and(|s| s.is_attached());
     let counted = features.bpf_lsm_active()
-        && ["file_free_security", "file_open"]
-            .iter()
-            .all(|h| live.loaded.report().get(h).is_some_and(|s| s.is_attached()));
+        && attached("file_open")
+        && (attached(bpf::programs::FREE_HOOK) || features.kprobe_links_pinned());
     live.enforcer.set_opens_counted(counted);
+    // An earlier agent may have left the write-time check attached: this one took it over.
+    live.enforcer
+        .set_write_armed(live.loaded.write_check_armed());
     info!(
         "VFIO opens {}",
         if counted {
@@ -315,10 +315,16 @@ async fn start(
     }
     let hooks: Vec<Line> = ["kernfs_init_security", "file_open", "file_permission"]
         .into_iter()
-        .filter(|h| live.loaded.report().get(h).is_some_and(|s| s.is_attached()))
-        .map(|h| Line::LsmHook {
-            hook: h.to_string(),
-            state: HookState::Attached,
+        .filter_map(|h| {
+            let state = match live.loaded.report().get(h)? {
+                s if s.is_attached() => HookState::Attached,
+                loader::ProgramStatus::Standby => HookState::Standby,
+                _ => return None,
+            };
+            Some(Line::LsmHook {
+                hook: h.to_string(),
+                state,
+            })
         })
         .collect();
     live.sink.emit(&hooks);
@@ -337,6 +343,9 @@ async fn start(
     if backlog.module_loaded {
         attach_after_module_load(&mut live, &mut features, common, args.dry_run);
     }
+    // Descriptors counted while no agent ran, or the trust the policy gives, may want the
+    // write-time check now.
+    live.sync_write_check();
     live.sink.emit(&[Line::Ready {
         groups: live.node.map().groups().count(),
     }]);
@@ -348,6 +357,15 @@ async fn start(
     } else {
         metrics.set_ready(true);
     }
+    info!(
+        "start: {}; {}",
+        enforcing(
+            args.dry_run,
+            features.bpf_lsm_active(),
+            live.loaded.lsm_ready()
+        ),
+        what_stays(&live.loaded, &args.pin_root)
+    );
     // Idle cost: the kernel BTF (two parsed copies, tens of MB) is not needed past the first
     // attach, and the start's big reads leave freed heap that the allocator keeps otherwise.
     features.shed_btf();
@@ -370,7 +388,12 @@ async fn start(
 
 /// The event loop of a started agent, then the shutdown: the last drain, the `shutdown` line;
 /// the pinned programs stay attached.
-async fn run(started: Started, common: &CommonArgs, dry_run: bool) -> anyhow::Result<()> {
+async fn run(
+    started: Started,
+    common: &CommonArgs,
+    dry_run: bool,
+    pin_root: &std::path::Path,
+) -> anyhow::Result<()> {
     let Started {
         mut live,
         mut features,
@@ -429,6 +452,10 @@ async fn run(started: Started, common: &CommonArgs, dry_run: bool) -> anyhow::Re
             // while the loss counter keeps rising, whether or not the ring drains.
             () = sleep_until(live.loss_recheck) => {
                 live.check_losses();
+            }
+            // Armed only while a request holds the write-time check attached.
+            () = sleep_until(live.write_check.next_look()) => {
+                live.sync_write_check();
             }
             // Not polled (so no timer is armed) where stores are recorded, or while no pin is
             // kept.
@@ -533,6 +560,8 @@ async fn run(started: Started, common: &CommonArgs, dry_run: bool) -> anyhow::Re
     live.drain(events.get_mut());
     drop(events);
     let Live { loaded, sink, .. } = live;
+    let stays = what_stays(&loaded, pin_root);
+    let enforced = enforcing(dry_run, features.bpf_lsm_active(), loaded.lsm_ready());
     // Pinned links stay attached: the node stays protected until the next agent replaces them
     // or `enforcer detach` removes them.
     drop(loaded);
@@ -540,8 +569,45 @@ async fn run(started: Started, common: &CommonArgs, dry_run: bool) -> anyhow::Re
         signal: signal_name.to_owned(),
     }]);
     sink.close(Duration::from_secs(2));
-    info!("{signal_name}: exiting; the pinned programs stay attached (`enforcer detach` removes them)");
+    info!("stop ({signal_name}): {enforced}; {stays}");
     Ok(())
+}
+
+/// Whether the agent enforces, as said on stderr at start and at stop.
+fn enforcing(dry_run: bool, bpf_lsm: bool, lsm_attached: bool) -> &'static str {
+    match (dry_run, bpf_lsm, lsm_attached) {
+        (true, _, _) => "dry run, not enforcing: violations are counted as would_veto, nothing is vetoed or pinned",
+        (false, true, true) => "enforcing: the BPF LSM hooks veto, reservations are pinned",
+        (false, true, false) => "enforcing reservations only: the BPF LSM hooks are not attached",
+        (false, false, _) => "enforcing reservations only: BPF LSM is not active on this kernel, nothing can veto",
+    }
+}
+
+/// What outlives the agent: the pinned programs and state, or nothing.
+fn what_stays(loaded: &bpf::loader::Loaded, pin_root: &std::path::Path) -> String {
+    let pinned = loaded
+        .report()
+        .values()
+        .filter(|s| **s == bpf::loader::ProgramStatus::Attached)
+        .count();
+    let unpinned = loaded
+        .report()
+        .values()
+        .filter(|s| **s == bpf::loader::ProgramStatus::AttachedUnpinned)
+        .count();
+    if !loaded.pinning() || pinned == 0 {
+        return "nothing is pinned: every program ends with this agent".to_owned();
+    }
+    let mut said = format!(
+        "after this agent exits, {pinned} programs stay attached and pinned under {} with the \
+         protection state, enforcing until the next agent replaces them or `enforcer detach` \
+         removes them",
+        pin_root.display()
+    );
+    if unpinned > 0 {
+        said.push_str(&format!(" ({unpinned} unpinned programs end with it)"));
+    }
+    said
 }
 
 /// The inotify watch on the runtimes' state directories, when `policy` trusts containers (none

@@ -99,6 +99,11 @@ impl KernelMaps {
         counted.max(0) + seeded.max(0)
     }
 
+    /// One `CONFIG` slot as the kernel holds it.
+    pub fn config_slot(&self, slot: u32) -> Option<u32> {
+        self.config.get(&slot, 0).ok()
+    }
+
     /// Whether user space uses `group`, by the rule the eBPF programs veto by
     /// (`ebpf/src/state.rs`, `group_in_use`): a claim, an open node, or, where opens are not
     /// counted or the node is not named yet, a member on a user driver.

@@ -56,6 +56,11 @@ pub struct OpenCount {
     pub pin_dev: u32,
     /// Inode numbers of the pin root, its maps and its links directories.
     pub pin_dirs: [u32; 3],
+    /// The major of VFIO cdevs (`vfio-dev`), `u32::MAX` where vfio is loaded without them, 0
+    /// while vfio is not loaded (the hooks then look every device node up).
+    pub vfio_dev_major: u32,
+    /// The write-time program is attached (`enforce::write_check`).
+    pub write_armed: bool,
 }
 
 /// Whether user space uses a group, by the rule the eBPF programs veto by
@@ -83,6 +88,23 @@ pub fn vfio_major(proc_devices: &str) -> Option<u32> {
             .then(|| major.parse().ok())
             .flatten()
     })
+}
+
+/// The `CONFIG[VFIO_DEV_MAJOR]` value: `vfio-dev`'s major, `u32::MAX` when vfio is loaded
+/// (`group_major` known) without cdevs, 0 while nothing is known.
+pub fn vfio_dev_major(proc_devices: &str, group_major: u32) -> u32 {
+    let chars = proc_devices.split("Block devices:").next().unwrap_or("");
+    let found = chars.lines().find_map(|l| {
+        let (major, name) = l.trim().split_once(' ')?;
+        (name.trim() == "vfio-dev")
+            .then(|| major.parse().ok())
+            .flatten()
+    });
+    match found {
+        Some(m) => m,
+        None if group_major != 0 => u32::MAX,
+        None => 0,
+    }
 }
 
 /// A name as the hooks compare it: its bytes, NUL padded (and cut to fit).
@@ -176,6 +198,8 @@ impl Content {
         cfg[config::PROTECT_USER as usize] = u32::from(protect_user);
         cfg[config::VFIO_MAJOR as usize] = opens.vfio_major;
         cfg[config::USE_COUNTED as usize] = u32::from(opens.counted);
+        cfg[config::VFIO_DEV_MAJOR as usize] = opens.vfio_dev_major;
+        cfg[config::WRITE_ARMED as usize] = u32::from(opens.write_armed);
         cfg[config::PIN_DEV as usize] = opens.pin_dev;
         for (slot, ino) in config::PIN_DIRS.iter().zip(opens.pin_dirs) {
             cfg[*slot as usize] = ino;
@@ -262,6 +286,10 @@ mod tests {
         let devices = "Character devices:\n  1 mem\n 10 misc\n241 vfio-dev\n242 vfio\n\nBlock devices:\n242 vfio\n";
         assert_eq!(vfio_major(devices), Some(242));
         assert_eq!(vfio_major("Character devices:\n  1 mem\n"), None);
+        assert_eq!(vfio_dev_major(devices, 242), 241);
+        let without_cdevs = "Character devices:\n 1 mem\n242 vfio\n";
+        assert_eq!(vfio_dev_major(without_cdevs, 242), u32::MAX);
+        assert_eq!(vfio_dev_major("Character devices:\n  1 mem\n", 0), 0);
     }
 
     /// A root port 00:1c.0 with a switch below it whose downstream port 02:00.0 shares group 5

@@ -10,6 +10,7 @@ pub mod kernel_state;
 pub mod pinned;
 pub mod plan;
 pub mod sysfs_files;
+pub mod write_check;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -19,7 +20,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use iommu_enforcer_common::{override_written, watched, EventKind, WatchedFile, ADDR_LEN};
+use iommu_enforcer_common::{config, override_written, watched, EventKind, WatchedFile, ADDR_LEN};
 use iommu_enforcer_schema::{Action, Event, Kind, Line, Mechanism, MechanismState, Outcome, Rule};
 use log::{info, warn};
 
@@ -242,6 +243,30 @@ impl Enforcer {
     /// that is only bound to a user driver is idle. Takes effect at the next apply.
     pub fn set_opens_counted(&mut self, counted: bool) {
         self.opens.counted = counted;
+    }
+
+    /// Whether the write-time program is attached (`CONFIG[WRITE_ARMED]`). Takes effect at the
+    /// next apply: set after attaching it, and before detaching it.
+    pub fn set_write_armed(&mut self, armed: bool) {
+        self.opens.write_armed = armed;
+    }
+
+    /// Whether the kernel holds `CONFIG[WRITE_ARMED]` as `armed` (read back: the write-time
+    /// program is detached only once the kernel no longer counts on it). True without maps.
+    pub fn kernel_write_armed_is(&self, armed: bool) -> bool {
+        match &self.kernel {
+            Some(k) => k.config_slot(config::WRITE_ARMED) == Some(u32::from(armed)),
+            None => true,
+        }
+    }
+
+    /// Whether the policy trusts writers or containers and reserves a group they may hand
+    /// back: their writes are let through only while the write-time check is attached, so it
+    /// stays attached (from the policy, not from what has been resolved yet: a container that
+    /// starts later writes at once).
+    pub fn trusted_handback(&self, policy: &crate::policy::Policy) -> bool {
+        (!policy.trusted_writers.is_empty() || !policy.trusted_containers.is_empty())
+            && !self.reserved.is_empty()
     }
 
     /// Groups user space uses: the kernel's own count where the programs keep one, else
@@ -483,7 +508,11 @@ impl Enforcer {
         let content = self.content_from(plan, node, read, unknown);
         // An unreadable /proc/devices (EMFILE, say) keeps the major last read.
         match fs::read_to_string(self.proc.join("devices")) {
-            Ok(text) => self.opens.vfio_major = kernel_state::vfio_major(&text).unwrap_or(0),
+            Ok(text) => {
+                self.opens.vfio_major = kernel_state::vfio_major(&text).unwrap_or(0);
+                self.opens.vfio_dev_major =
+                    kernel_state::vfio_dev_major(&text, self.opens.vfio_major);
+            }
             Err(error) => unknown.push(Unknown {
                 what: Fact::ProcDevices,
                 error,

@@ -1,4 +1,4 @@
-//! Every metric the agent exports, by name, with its help text and labels (DESIGN.md section 4).
+//! Every metric the agent exports, by name, with its help text and labels (docs/design.md section 4).
 //! Labels are bounded by the node's hardware and the policy: group, device address, driver,
 //! errno, owner, program. Never pid, comm or cgroup id: those live in the JSON events.
 use iommu_enforcer_schema::{Action, Kind, Mechanism, Outcome, Rule, Scope};
@@ -86,7 +86,7 @@ impl Families {
             violations: counter_vec(
                 "violations_total",
                 "Policy violations by rule and what the agent did: vetoed, would_veto (dry run) or allowed.",
-                &["rule", "action"],
+                &["rule", "action", "namespace", "pod"],
             )?,
             reservation_actions: counter_vec(
                 "reservation_actions_total",
@@ -101,17 +101,17 @@ impl Families {
             bind_events: counter_vec(
                 "bind_events_total",
                 "Driver bind attempts and unbinds seen by the probes, by driver and result.",
-                &["driver", "kind", "result"],
+                &["driver", "kind", "result", "namespace", "pod"],
             )?,
             claims: counter_vec(
                 "claims_total",
                 "User-space DMA ownership claims of a group or a device (iommufd), by result.",
-                &["scope", "result"],
+                &["scope", "result", "namespace", "pod"],
             )?,
             vfio_opens: counter_vec(
                 "vfio_opens_total",
                 "Opens of /dev/vfio/N or a VFIO device cdev, by group and result.",
-                &["group", "result"],
+                &["group", "result", "namespace", "pod"],
             )?,
             group_owner: gauge_vec(
                 "group_owner",
@@ -228,9 +228,12 @@ impl Families {
         }
         for rule in Rule::VETOES {
             for action in Action::VETO {
-                families
-                    .violations
-                    .get_metric_with_label_values(&[rule.as_str(), action.as_str()])?;
+                families.violations.get_metric_with_label_values(&[
+                    rule.as_str(),
+                    action.as_str(),
+                    "",
+                    "",
+                ])?;
             }
         }
         for kind in Kind::RESERVATION {
@@ -258,9 +261,12 @@ impl Families {
         }
         for scope in Scope::ALL {
             for result in Outcome::ALL {
-                families
-                    .claims
-                    .get_metric_with_label_values(&[scope.as_str(), result.as_str()])?;
+                families.claims.get_metric_with_label_values(&[
+                    scope.as_str(),
+                    result.as_str(),
+                    "",
+                    "",
+                ])?;
             }
         }
         Ok(families)

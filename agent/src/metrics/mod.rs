@@ -1,4 +1,4 @@
-//! Prometheus metrics and the HTTP endpoint that serves them (DESIGN.md section 4).
+//! Prometheus metrics and the HTTP endpoint that serves them (docs/design.md section 4).
 //!
 //! Every metric is derived from the agent's own output lines ([`Metrics::observe`]), typed
 //! (the schema crate's `Line`, the same values stdout prints as JSON), so the numbers a
@@ -27,6 +27,13 @@
 //! and the unlabelled ones) are exported at 0 from the start, so an alert's `increase()` sees
 //! the first event.
 //!
+//! `violations_total`, `bind_events_total`, `claims_total` and `vfio_opens_total` also carry
+//! `namespace` and `pod`: the pod a device plugin allocated the event's device to
+//! (`allocated_to`, from the kubelet's pod-resources socket), empty when the agent does not know
+//! it. Bounded: the first [`POD_SERIES`] pods get their own label values, every later one is
+//! counted under `namespace="other", pod="other"`, so a node that churns pods cannot grow the
+//! series without end.
+//!
 //! What no line says (the set of groups the policy reserves) comes from
 //! [`Metrics::set_reserved`].
 mod families;
@@ -53,12 +60,18 @@ pub use self::{
     http::{parse_addr, serve, serve_on_thread, Limits, MetricsServer},
 };
 
+/// How many distinct pods get their own `namespace`/`pod` label values; later ones are `other`.
+pub const POD_SERIES: usize = 64;
+/// The label value of the pods past [`POD_SERIES`].
+pub const OTHER: &str = "other";
+
 /// Content type of the text exposition format served on `/metrics`.
 pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
 
 /// Program statuses, the values of `program_status{status}`.
-/// `standby`: an LSM hook loaded and verified, attached only while there is something to veto.
-pub const PROGRAM_STATUSES: [&str; 4] = ["attached", "standby", "absent", "failed"];
+/// `standby`: an LSM hook loaded and verified, attached only while there is something to veto
+/// (the write-time check). `not_needed`: another program does its work on this kernel.
+pub const PROGRAM_STATUSES: [&str; 5] = ["attached", "standby", "not_needed", "absent", "failed"];
 
 /// The `program_status{status}` of a program state, without its free-text reason (a label value
 /// comes from a small set). Attached without a pinned link is still attached.
@@ -67,6 +80,8 @@ fn status_label(state: &ProgramState) -> &'static str {
         ProgramState::Attached | ProgramState::AttachedUnpinned => "attached",
         ProgramState::Absent(_) => "absent",
         ProgramState::Failed(_) => "failed",
+        ProgramState::Standby => "standby",
+        ProgramState::NotNeeded(_) => "not_needed",
     }
 }
 
@@ -131,6 +146,8 @@ struct State {
     statuses: BTreeMap<String, &'static str>,
     /// The digest of the policy in force, per the last `policy_applied` event.
     policy_digest: Option<String>,
+    /// The pods with label values of their own (at most [`POD_SERIES`]).
+    pods: BTreeSet<(String, String)>,
 }
 
 impl Metrics {
@@ -258,7 +275,23 @@ impl Metrics {
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
-        if let Err(e) = TextEncoder::new().encode(&self.families.registry.gather(), &mut buf) {
+        let mut gathered = self.families.registry.gather();
+        // An unknown pod is no `namespace`/`pod` label at all (Prometheus reads an empty value
+        // as absent; the text says so too).
+        for mf in &mut gathered {
+            for m in mf.mut_metric().iter_mut() {
+                let labels = m.take_label();
+                m.set_label(
+                    labels
+                        .into_iter()
+                        .filter(|l| {
+                            !(l.value().is_empty() && ["namespace", "pod"].contains(&l.name()))
+                        })
+                        .collect(),
+                );
+            }
+        }
+        if let Err(e) = TextEncoder::new().encode(&gathered, &mut buf) {
             warn!("metrics: cannot encode: {e}");
         }
         String::from_utf8_lossy(&buf).into_owned()
@@ -316,22 +349,47 @@ impl Metrics {
         state.dry_run = dry_run;
         // The agent's own word per mechanism when the line has it; else what the line implies.
         // Either way bpf_lsm must say `bpf` is an active LSM: without it an attached LSM
-        // program never runs (DESIGN.md section 2).
+        // program never runs (docs/design.md section 2).
         let said = |m: Mechanism| enforcement.get(&m).map(|s| *s == MechanismState::Active);
         state.lsm_active = said(Mechanism::Lsm).unwrap_or(lsm_attached) && bpf_lsm && !dry_run;
         state.reservation_mode_active = said(Mechanism::Reservation).unwrap_or(true) && !dry_run;
         self.update_enforcement(&state);
     }
 
+    /// The `namespace` and `pod` label values of `ev`: its allocation's, `other` past the cap,
+    /// empty when unknown.
+    fn pod_labels(&self, ev: &Event) -> (String, String) {
+        let Some(a) = &ev.allocated_to else {
+            return (String::new(), String::new());
+        };
+        let key = (a.namespace.clone(), a.pod.clone());
+        let mut state = self.state();
+        if state.pods.contains(&key) {
+            return key;
+        }
+        if state.pods.len() < POD_SERIES {
+            state.pods.insert(key.clone());
+            return key;
+        }
+        (OTHER.to_owned(), OTHER.to_owned())
+    }
+
     fn event(&self, ev: &Event) {
         let f = &self.families;
         let or_unknown = |v: &Option<String>| v.as_deref().unwrap_or(UNKNOWN).to_owned();
         let result = ev.result.as_str();
+        let (ns, pod) = match ev.kind {
+            Kind::Bind | Kind::Unbind | Kind::Claim | Kind::VfioOpen | Kind::Veto => {
+                self.pod_labels(ev)
+            }
+            _ => (String::new(), String::new()),
+        };
+        let (ns, pod) = (ns.as_str(), pod.as_str());
         match ev.kind {
             Kind::Bind | Kind::Unbind => {
                 self.inc(
                     &f.bind_events,
-                    &[&or_unknown(&ev.driver), ev.kind.as_str(), result],
+                    &[&or_unknown(&ev.driver), ev.kind.as_str(), result, ns, pod],
                 );
             }
             Kind::Refusal => self.inc(
@@ -345,9 +403,9 @@ impl Metrics {
             ),
             Kind::Claim => self.inc(
                 &f.claims,
-                &[ev.scope.map_or(UNKNOWN, Scope::as_str), result],
+                &[ev.scope.map_or(UNKNOWN, Scope::as_str), result, ns, pod],
             ),
-            Kind::VfioOpen => self.inc(&f.vfio_opens, &[&or_unknown(&ev.group), result]),
+            Kind::VfioOpen => self.inc(&f.vfio_opens, &[&or_unknown(&ev.group), result, ns, pod]),
             Kind::Pin | Kind::PinRestored | Kind::Rebind | Kind::ReservationBlocked => {
                 let Some(action) = ev
                     .action
@@ -386,7 +444,7 @@ impl Metrics {
                     None => Action::Vetoed,
                 };
                 let rule = ev.rule.map_or(UNKNOWN, Rule::as_str);
-                self.inc(&f.violations, &[rule, action.as_str()]);
+                self.inc(&f.violations, &[rule, action.as_str(), ns, pod]);
             }
             Kind::PolicyApplied => self.policy_applied(ev.digest.as_deref().unwrap_or(UNKNOWN)),
             Kind::PolicyRejected => f.policy_reload_failures.inc(),

@@ -62,10 +62,34 @@ fn verdict(group: &str, owner: Owner, viable: bool) -> Line {
 }
 
 /// The value of the one sample whose name and labels are exactly `series`.
+/// The value of `series` (`name{a="x",b="y"}`) in `text`, matched as Prometheus matches a
+/// series: by name and label set, where an empty label value is the same as no label (the
+/// `namespace` and `pod` of an event whose pod is unknown).
 fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    let want = parse_series(series);
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (s, value) = l.rsplit_once(' ')?;
+        (parse_series(s) == want).then(|| value.parse().ok())?
+    })
+}
+
+/// A series' name and its labels with a value, sorted.
+fn parse_series(series: &str) -> (String, Vec<(String, String)>) {
+    let Some((name, labels)) = series.split_once('{') else {
+        return (series.to_owned(), Vec::new());
+    };
+    let labels = labels.trim_end_matches('}');
+    let mut pairs: Vec<(String, String)> = labels
+        .split("\",")
+        .filter(|p| !p.is_empty())
+        .filter_map(|p| {
+            let (k, v) = p.split_once("=\"")?;
+            Some((k.to_owned(), v.trim_end_matches('"').to_owned()))
+        })
+        .filter(|(_, v)| !v.is_empty())
+        .collect();
+    pairs.sort();
+    (name.to_owned(), pairs)
 }
 
 #[test]
@@ -727,8 +751,93 @@ fn veto_rules_are_the_ones_docs_events_md_lists() {
         .split('`')
         .skip(1)
         .step_by(2)
-        .filter(|w| w.starts_with("protected_") || w.ends_with("_not_viable"))
+        .filter(|w| w.starts_with("protected_") || w.starts_with("vfio_open_"))
         .collect();
     let exported: Vec<&str> = Rule::VETOES.iter().map(|r| r.as_str()).collect();
     assert_eq!(documented, exported);
+}
+
+#[test]
+fn events_and_vetoes_name_the_pod_up_to_the_cap_then_other() {
+    let m = metrics();
+    feed(&m, &capabilities(false, true, &[]));
+    let alloc = |i: usize| json!({"namespace": "vms", "pod": format!("vm-{i}"), "container": "compute", "resource": "nvidia.com/GH100_H100"});
+    feed(
+        &m,
+        &event(
+            "veto",
+            json!({"rule": "protected_bind", "action": "vetoed", "result": "error", "errno": "EPERM", "allocated_to": alloc(0)}),
+        ),
+    );
+    feed(
+        &m,
+        &event(
+            "vfio_open",
+            json!({"group": "14", "allocated_to": alloc(0)}),
+        ),
+    );
+    let text = m.render();
+    assert_eq!(
+        sample(
+            &text,
+            r#"iommu_enforcer_violations_total{action="vetoed",namespace="vms",pod="vm-0",rule="protected_bind"}"#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"iommu_enforcer_vfio_opens_total{group="14",namespace="vms",pod="vm-0",result="ok"}"#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    // The unattributed series stays at 0.
+    assert_eq!(
+        sample(
+            &text,
+            r#"iommu_enforcer_violations_total{action="vetoed",rule="protected_bind"}"#
+        ),
+        Some(0.0)
+    );
+    // Past the cap, every new pod counts under other.
+    for i in 1..super::POD_SERIES + 10 {
+        feed(
+            &m,
+            &event(
+                "vfio_open",
+                json!({"group": "14", "allocated_to": alloc(i)}),
+            ),
+        );
+    }
+    let text = m.render();
+    let opens: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("iommu_enforcer_vfio_opens_total{"))
+        .collect();
+    assert_eq!(opens.len(), super::POD_SERIES + 1, "{opens:#?}");
+    assert_eq!(
+        sample(
+            &text,
+            r#"iommu_enforcer_vfio_opens_total{group="14",namespace="other",pod="other",result="ok"}"#
+        ),
+        Some(10.0),
+        "{text}"
+    );
+    // A pod seen before the cap keeps its own series.
+    feed(
+        &m,
+        &event(
+            "vfio_open",
+            json!({"group": "14", "allocated_to": alloc(0)}),
+        ),
+    );
+    assert_eq!(
+        sample(
+            &m.render(),
+            r#"iommu_enforcer_vfio_opens_total{group="14",namespace="vms",pod="vm-0",result="ok"}"#
+        ),
+        Some(2.0)
+    );
 }

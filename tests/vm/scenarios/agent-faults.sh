@@ -18,6 +18,7 @@ while [ -e /proc/$first ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
 mkfifo /tmp/stall
 # Opened for reading and writing and never read: a log shipper that stopped.
 exec 3<> /tmp/stall
+# shellcheck disable=SC3045 # busybox ash has ulimit -S
 (ulimit -S -n 256; exec enforcer --metrics-addr $addr > /tmp/stall 2> /tmp/faults.err) &
 agent=$!
 if conn-flood --ready $addr 120; then fact ready yes; else fact ready no; fi

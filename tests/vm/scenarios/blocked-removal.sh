@@ -20,7 +20,7 @@ fact remove_blocked $(kill -0 $remover 2>/dev/null && echo yes || echo no)
 sleep 4
 # State of the agent's main thread (the sysfs-io worker is the one asleep in the kernel).
 fact agent_main_state $(cut -d' ' -f3 /proc/$agent/stat)
-for t in /proc/$agent/task/*; do echo "  thread $(cat $t/comm): $(cut -d' ' -f3 $t/stat)"; done
+for t in /proc/"$agent"/task/*; do echo "  thread $(cat $t/comm): $(cut -d' ' -f3 $t/stat)"; done
 fact healthz_during_stall $(timeout 5 wget -q -O - http://127.0.0.1:9477/healthz >/dev/null 2>&1 && echo 200 || echo no)
 release
 i=0

@@ -8,6 +8,7 @@ g=$(group_of $VM_DEV_FN0)
 fact group $g
 bind_vfio $VM_DEV_FN0
 hold --park $g $VM_DEV_FN0 || exit 1
+# shellcheck disable=SC2010 # counts the fd links that point at /dev/vfio
 fact visible_vfio_fds $(ls -l /proc/$HOLDER_PID/fd 2>/dev/null | grep -c /dev/vfio)
 # A few housekeeping passes: nothing may be unpinned because /proc shows no holder.
 sleep 3

@@ -30,6 +30,7 @@ fact uid_c $UID_C; fact id_c $ID_C
 g=$(group_of $VM_DEV_FN0)
 fact group $g
 # The bind attempt, from pod C: the shell that writes is the process in the cgroup.
+# shellcheck disable=SC2016 # expanded by the sh -c in the cgroup
 in_cgroup $CG_C sh -c '. /lib/vm/lib.sh; bind_vfio $VM_DEV_FN0; bind_vfio $VM_DEV_FN1'
 fact fn0_driver $(driver_of $VM_DEV_FN0)
 

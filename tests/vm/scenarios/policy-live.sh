@@ -11,7 +11,6 @@ audio=$VM_GPU_AUDIO
 g=$(group_of $vga)
 fact group $g
 audio_host=$(driver_of $audio)
-vga_host=$(driver_of $vga)
 fact audio_host $audio_host
 fact layout "$(readlink $D/policy.toml)"
 show $vga $audio
@@ -30,7 +29,7 @@ configmap() {
 	ln -s $ts $D/..data_tmp
 	SWAPPED_AT=$(now)
 	mv -T $D/..data_tmp $D/..data
-	rm -rf "$D/$old"
+	rm -rf "${D:?}/$old"
 	echo "+ configmap update: ..data -> $ts:"
 	sed 's/^/  | /' $D/policy.toml
 }

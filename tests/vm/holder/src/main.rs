@@ -54,6 +54,7 @@ impl Failure {
 fn errno_name(errno: i32) -> &'static str {
     match errno {
         libc::EPERM => "EPERM",
+        libc::EAGAIN => "EAGAIN",
         libc::ENOENT => "ENOENT",
         libc::EBADF => "EBADF",
         libc::EACCES => "EACCES",

@@ -1,7 +1,8 @@
 //! `open-bench FILE ITERATIONS [ROUNDS] [MODE]`: times a syscall loop on FILE, the paths every
 //! process takes through the LSM hooks: MODE `open` (open()+close(), `file_open`; the default),
 //! `read` (pread(2) of 8 bytes at offset 0, `file_permission` with MAY_READ) or `write` (pwrite(2)
-//! of 8 bytes at offset 0, `file_permission` with MAY_WRITE). Prints one JSON line per round:
+//! of 8 bytes at offset 0, `file_permission` with MAY_WRITE) or `read4k` (pread(2) of 4 KiB at
+//! offset 0: a page, the copy dominating). Prints one JSON line per round:
 //! `{"ns_per_op": F, "iterations": N}`. The VM benchmark runs it with and without the agent's
 //! programs attached in the same boot and compares.
 use std::{ffi::CString, process::ExitCode, time::Instant};
@@ -10,7 +11,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let (Some(file), Some(Ok(iterations))) = (args.get(1), args.get(2).map(|n| n.parse::<u64>()))
     else {
-        eprintln!("usage: open-bench FILE ITERATIONS [ROUNDS] [open|read|write]");
+        eprintln!("usage: open-bench FILE ITERATIONS [ROUNDS] [open|read|read4k|write]");
         return ExitCode::from(2);
     };
     let rounds: u32 = args.get(3).and_then(|r| r.parse().ok()).unwrap_or(1);
@@ -20,7 +21,7 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     let flags = match mode {
-        "open" | "read" => libc::O_RDONLY,
+        "open" | "read" | "read4k" => libc::O_RDONLY,
         "write" => libc::O_WRONLY,
         other => {
             eprintln!("open-bench: unknown mode {other}");
@@ -36,6 +37,7 @@ fn main() -> ExitCode {
         return ExitCode::from(1);
     }
     let mut buf = *b"benchmrk";
+    let mut page = vec![0u8; 4096];
     for _ in 0..rounds {
         let start = Instant::now();
         for _ in 0..iterations {
@@ -48,6 +50,9 @@ fn main() -> ExitCode {
                     f >= 0
                 }
                 "read" => (unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), 0) }) >= 0,
+                "read4k" => {
+                    (unsafe { libc::pread(fd, page.as_mut_ptr().cast(), page.len(), 0) }) >= 0
+                }
                 _ => (unsafe { libc::pwrite(fd, buf.as_ptr().cast(), buf.len(), 0) }) >= 0,
             };
             if !ok {

@@ -1,0 +1,73 @@
+//! `cargo xtask lint`, the first step of `cargo xtask test`: `cargo fmt --check`, `cargo clippy
+//! --workspace -- -D warnings` and shellcheck on every shell script in the tree (tracked `*.sh`
+//! files and scripts with a sh/bash shebang under .ci/). tests/vm/.shellcheckrc says what the
+//! guest scripts (busybox ash) leave unquoted on purpose.
+use std::process::Command;
+
+use anyhow::Result;
+
+use crate::util::{output, say, workspace_root};
+
+/// The shell scripts shellcheck checks, relative to the workspace root.
+pub fn scripts() -> Result<Vec<String>> {
+    let root = workspace_root();
+    let listed = output(Command::new("git").args(["ls-files"]).current_dir(&root))?;
+    Ok(listed
+        .lines()
+        .filter(|f| {
+            f.ends_with(".sh")
+                || (f.starts_with(".ci/")
+                    && std::fs::read_to_string(root.join(f)).is_ok_and(|s| {
+                        s.starts_with("#!/bin/sh")
+                            || s.starts_with("#!/usr/bin/env bash")
+                            || s.starts_with("#!/bin/bash")
+                    }))
+        })
+        .map(str::to_owned)
+        .collect())
+}
+
+/// Runs the three checks; `false` when one failed (each says why on its own output).
+pub fn lint() -> Result<bool> {
+    let root = workspace_root();
+    let mut ok = true;
+    say("lint: cargo fmt --check");
+    ok &= Command::new("cargo")
+        .args(["fmt", "--all", "--check"])
+        .current_dir(&root)
+        .status()?
+        .success();
+    say("lint: cargo clippy --workspace -- -D warnings");
+    ok &= Command::new("cargo")
+        .args(["clippy", "--workspace", "--", "-D", "warnings"])
+        .current_dir(&root)
+        .status()?
+        .success();
+    crate::setup::ensure_packages(&["shellcheck"])?;
+    let scripts = scripts()?;
+    say(format!("lint: shellcheck on {} scripts", scripts.len()));
+    ok &= Command::new("shellcheck")
+        .args(&scripts)
+        .current_dir(&root)
+        .status()?
+        .success();
+    say(if ok { "lint: clean" } else { "lint: FAILED" });
+    Ok(ok)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_guest_script_and_the_ci_runner_are_checked() {
+        let scripts = super::scripts().expect("git ls-files");
+        for s in [
+            "tests/vm/lib.sh",
+            "tests/vm/init.sh",
+            "tests/deploy/validate.sh",
+            ".ci/run",
+        ] {
+            assert!(scripts.iter().any(|x| x == s), "{s} not in {scripts:?}");
+        }
+        assert!(scripts.iter().any(|x| x.starts_with("tests/vm/scenarios/")));
+    }
+}
