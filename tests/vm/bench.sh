@@ -34,6 +34,28 @@ stop_agent() {
 	enforcer detach
 	sleep 1
 }
+# with_noop MEASURE HOOK...: runs `MEASURE empty` with an empty LSM program (lsm-noop) attached
+# at each HOOK, then detaches it (its links close with it; the trampolines go after an RCU
+# grace period).
+with_noop() {
+	measure=$1
+	shift
+	lsm-noop "$@" > /tmp/bench-noop.out 2> /tmp/bench-noop.err &
+	NOOP=$!
+	i=0
+	while ! grep -q attached /tmp/bench-noop.out 2>/dev/null && kill -0 $NOOP 2>/dev/null && [ $i -lt 600 ]; do
+		sleep 0.1
+		i=$((i + 1))
+	done
+	if grep -q attached /tmp/bench-noop.out; then
+		$measure empty
+		kill -TERM $NOOP
+		wait $NOOP 2>/dev/null
+		sleep 2
+	else
+		fact noop_failed "$(head -c 300 /tmp/bench-noop.err | tr '\n' ' ')"
+	fi
+}
 start_agent() {
 	set -- enforcer
 	[ -f /etc/iommu-enforcer/policy.toml ] && set -- "$@" --policy /etc/iommu-enforcer/policy.toml
@@ -124,24 +146,8 @@ if [ "${BENCH_ICOUNT:-no}" = yes ]; then
 		enforcer detach --force
 		sleep 2
 		count_all without
-		if [ -n "$hooks" ]; then
-			# shellcheck disable=SC2086
-			lsm-noop $hooks > /tmp/bench-noop.out 2> /tmp/bench-noop.err &
-			NOOP=$!
-			i=0
-			while ! grep -q attached /tmp/bench-noop.out && kill -0 $NOOP 2>/dev/null && [ $i -lt 600 ]; do
-				sleep 0.1
-				i=$((i + 1))
-			done
-			if grep -q attached /tmp/bench-noop.out; then
-				count_all empty
-				kill -TERM $NOOP
-				wait $NOOP 2>/dev/null
-				sleep 2
-			else
-				fact noop_failed "$(head -c 300 /tmp/bench-noop.err | tr '\n' ' ')"
-			fi
-		fi
+		# shellcheck disable=SC2086
+		[ -n "$hooks" ] && with_noop count_all $hooks
 	done
 	release
 	exit 0
@@ -157,21 +163,7 @@ while [ $round -le $rounds ]; do
 	kill -CONT $AGENT
 	stop_agent $AGENT
 	measure_all without
-	lsm-noop file_open file_permission > /tmp/bench-noop.out 2> /tmp/bench-noop.err &
-	NOOP=$!
-	i=0
-	while ! grep -q attached /tmp/bench-noop.out && kill -0 $NOOP 2>/dev/null && [ $i -lt 100 ]; do
-		sleep 0.1
-		i=$((i + 1))
-	done
-	if grep -q attached /tmp/bench-noop.out; then
-		measure_all empty
-		kill -TERM $NOOP
-		wait $NOOP 2>/dev/null
-		sleep 1
-	else
-		fact noop_failed "$(head -c 300 /tmp/bench-noop.err | tr '\n' ' ')"
-	fi
+	with_noop measure_all file_open file_permission
 	if [ $round -lt $rounds ]; then
 		start_agent
 		# The new agent attaches hooks from its first pass.

@@ -44,16 +44,48 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-pub fn vm_bench(args: &BenchArgs) -> Result<bool> {
-    if args.icount {
-        return icount(args);
-    }
+/// One boot of tests/vm/bench.sh with `env` (under `-icount shift=0` when asked), its outputs
+/// under target/vm/runs/<label>-<series>; `says` describes the run once the kernel is known.
+fn boot(
+    args: &BenchArgs,
+    env: &[(&str, String)],
+    policy: Option<&[u8]>,
+    label: &str,
+    says: impl FnOnce(&Kernel) -> String,
+) -> Result<(crate::qemu::Outcome, PathBuf)> {
     let bins = vm::prepare()?;
     let kernel = Kernel::ready(&args.kernel)?;
     let base = initramfs::base(&kernel, &bins)?;
     let script_path = workspace_root().join("tests/vm/bench.sh");
     let script =
         fs::read(&script_path).with_context(|| format!("reading {}", script_path.display()))?;
+    let files = BootFiles {
+        script: &script,
+        setup: None,
+        policy,
+        dry_run: false,
+        series: &kernel.series,
+        env,
+    };
+    let out = vm::runs_dir(&format!("{label}-{}", kernel.series));
+    say(says(&kernel));
+    // Debian's 5.10 runs BPF LSM only when its command line asks for it: without, there would
+    // be no hook to measure.
+    let cmdline = (kernel.series == "5.10").then_some(LSM_BPF);
+    if let Some(c) = cmdline {
+        say(format!("vm-bench: booting with {c}"));
+    }
+    let outcome = vm::boot_with(&kernel, &base, &files, cmdline, &out, &[], args.icount)?;
+    if let Some(p) = ending_problem(&outcome) {
+        bail!("{p} (console: {})", outcome.console.display());
+    }
+    Ok((outcome, out))
+}
+
+pub fn vm_bench(args: &BenchArgs) -> Result<bool> {
+    if args.icount {
+        return icount(args);
+    }
     let policy = match &args.policy {
         Some(p) => Some(fs::read(p).with_context(|| format!("reading policy {}", p.display()))?),
         None => None,
@@ -65,36 +97,19 @@ pub fn vm_bench(args: &BenchArgs) -> Result<bool> {
             if args.non_viable { "yes" } else { "no" }.to_string(),
         ),
     ];
-    let files = BootFiles {
-        script: &script,
-        setup: None,
-        policy: policy.as_deref(),
-        dry_run: false,
-        series: &kernel.series,
-        env: &env,
-    };
-    let out = vm::runs_dir(&format!("bench-{}", kernel.series));
-    say(format!(
-        "vm-bench: kernel {} ({}), {} read/write calls per measurement (a fifth as many opens), 5 rounds, {}",
-        kernel.series,
-        kernel.release,
-        args.iterations,
-        if args.non_viable {
-            "with a protected group (a device on vfio-pci), as on a passthrough node"
-        } else {
-            "with nothing protected"
-        }
-    ));
-    // Debian's 5.10 runs BPF LSM only when its command line asks for it: without, there would
-    // be no hook to measure.
-    let cmdline = (kernel.series == "5.10").then_some(LSM_BPF);
-    if let Some(c) = cmdline {
-        say(format!("vm-bench: booting with {c}"));
-    }
-    let outcome = vm::boot_once(&kernel, &base, &files, cmdline, &out)?;
-    if let Some(p) = ending_problem(&outcome) {
-        bail!("{p} (console: {})", outcome.console.display());
-    }
+    let (outcome, out) = boot(args, &env, policy.as_deref(), "bench", |kernel| {
+        format!(
+            "vm-bench: kernel {} ({}), {} read/write calls per measurement (a fifth as many opens), 5 rounds, {}",
+            kernel.series,
+            kernel.release,
+            args.iterations,
+            if args.non_viable {
+                "with a protected group (a device on vfio-pci), as on a passthrough node"
+            } else {
+                "with nothing protected"
+            }
+        )
+    })?;
     let fact = |key: &str| -> Option<f64> {
         vm::script_fact(&outcome.channel.script, key).and_then(|v| v.parse().ok())
     };
@@ -207,35 +222,17 @@ const FLOOR_MARGIN: f64 = 0.01;
 /// the hooks the agent keeps attached, and the agent's programs. Instruction counts repeat
 /// to the instruction, so one pass is a measurement and the goals can be checked.
 fn icount(args: &BenchArgs) -> Result<bool> {
-    let bins = vm::prepare()?;
-    let kernel = Kernel::ready(&args.kernel)?;
-    let base = initramfs::base(&kernel, &bins)?;
-    let script_path = workspace_root().join("tests/vm/bench.sh");
-    let script =
-        fs::read(&script_path).with_context(|| format!("reading {}", script_path.display()))?;
     let env = [
         ("BENCH_ITERATIONS", args.iterations.to_string()),
         ("BENCH_ICOUNT", "yes".to_string()),
     ];
-    let files = BootFiles {
-        script: &script,
-        setup: None,
-        policy: None,
-        dry_run: false,
-        series: &kernel.series,
-        env: &env,
-    };
-    let out = vm::runs_dir(&format!("bench-icount-{}", kernel.series));
-    say(format!(
-        "vm-bench --icount: kernel {} ({}), -icount shift=0, {} read/write calls per loop \
-         (a fifth as many opens), a group in use",
-        kernel.series, kernel.release, args.iterations
-    ));
-    let cmdline = (kernel.series == "5.10").then_some(LSM_BPF);
-    let outcome = vm::boot_counting(&kernel, &base, &files, cmdline, &out)?;
-    if let Some(p) = ending_problem(&outcome) {
-        bail!("{p} (console: {})", outcome.console.display());
-    }
+    let (outcome, out) = boot(args, &env, None, "bench-icount", |kernel| {
+        format!(
+            "vm-bench --icount: kernel {} ({}), -icount shift=0, {} read/write calls per loop \
+             (a fifth as many opens), a group in use",
+            kernel.series, kernel.release, args.iterations
+        )
+    })?;
     let script_out = &outcome.channel.script;
     let text = |key: &str| vm::script_fact(script_out, key);
     if text("in_use") != Some("yes") {

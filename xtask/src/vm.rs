@@ -51,18 +51,8 @@ pub fn boot_forwarding(
     boot_with(kernel, base, files, cmdline, out, hostfwd, false)
 }
 
-/// [`boot_once`] under `-icount shift=0` (see `qemu::Boot::icount`).
-pub fn boot_counting(
-    kernel: &Kernel,
-    base: &Path,
-    files: &BootFiles,
-    cmdline: Option<&str>,
-    out: &Path,
-) -> Result<Outcome> {
-    boot_with(kernel, base, files, cmdline, out, &[], true)
-}
-
-fn boot_with(
+/// [`boot_forwarding`], under `-icount shift=0` when `icount` (see `qemu::Boot::icount`).
+pub fn boot_with(
     kernel: &Kernel,
     base: &Path,
     files: &BootFiles,

@@ -14,6 +14,11 @@ hold $g $VM_DEV_FN0 || exit 1
 step modprobe e1000
 unbind $VM_DEV_FN1
 sleep 2
+# Killed in the steady state: the write-time check (attached for a few seconds after the writes
+# above) has gone back to standby, so nothing that outlives the agent judges a write.
+i=0
+while [ -e /sys/fs/bpf/iommu-enforcer/links/file_permission ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
+fact write_check_settled_ds $i
 agent=$(pidof enforcer)
 kill -KILL $agent
 i=0

@@ -90,6 +90,7 @@ fn uring_write(fd: RawFd, data: &[u8]) -> io::Result<()> {
 fn errno_name(e: &io::Error) -> String {
     match e.raw_os_error() {
         Some(libc::EPERM) => "EPERM".into(),
+        Some(libc::EAGAIN) => "EAGAIN".into(),
         Some(libc::ENODEV) => "ENODEV".into(),
         Some(libc::EBUSY) => "EBUSY".into(),
         Some(libc::EINVAL) => "EINVAL".into(),
