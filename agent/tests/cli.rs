@@ -449,6 +449,55 @@ fn unbound_companion() {
     assert!(device(g, "0000:01:00.1")["driver"].is_null());
 }
 
+/// A GB200-like Grace node: variant user drivers (`nvgrace_gpu_vfio_pci`, `mlx5_vfio_pci`) own
+/// their groups as vfio-pci would; a CX-7 function left on `mlx5_core` next to `mlx5_vfio_pci`
+/// splits its group.
+#[test]
+fn gb200_grace_node_variant_drivers_are_user_drivers() {
+    let n = fixture("gb200-grace-node");
+    let (code, json) = n.audit();
+    assert_eq!(code, 1, "socket 1's CX-7 is split: {json:#}");
+    for (id, gpu) in [
+        ("10", "0008:01:00.0"),
+        ("11", "0009:01:00.0"),
+        ("30", "0018:01:00.0"),
+    ] {
+        let g = group(&json, id);
+        assert_eq!(g["owner"], "user", "group {id}");
+        assert_eq!(g["viable"], true, "group {id}");
+        assert_eq!(g["holders"][0]["comm"], "qemu-system-aar");
+        assert_eq!(device(g, gpu)["driver"], "nvgrace_gpu_vfio_pci");
+        assert_eq!(device(g, gpu)["device"], "0x2941");
+    }
+    let host_gpu = group(&json, "31");
+    assert_eq!(host_gpu["owner"], "kernel");
+    // The NIC behind a downstream port without ACS: port and both functions, all allowed.
+    let nic = group(&json, "5");
+    assert_eq!(nic["owner"], "user");
+    assert_eq!(nic["viable"], true);
+    assert_eq!(
+        nic["why_shared"],
+        "behind 0000:02:00.0 (downstream port) without ACS; \
+         functions of one multifunction device without ACS (0000:03:00)"
+    );
+    assert_eq!(device(nic, "0000:02:00.0")["driver"], "pcieport");
+    let split = group(&json, "24");
+    assert_eq!(split["viable"], false);
+    assert_eq!(
+        violations(&json),
+        vec![v(
+            "24",
+            "0010:03:00.1",
+            "mlx5_core",
+            "split_group",
+            "would_veto"
+        )]
+    );
+    assert!(split["reasons"][0]
+        .as_str()
+        .is_some_and(|r| r.contains("0010:03:00.0 is on mlx5_vfio_pci")));
+}
+
 #[test]
 fn groups_on_every_fixture() {
     for (name, _) in iommu_fixtures::FIXTURES {

@@ -257,6 +257,45 @@ pub mod driver_class {
     pub const ALLOWED: u32 = 2;
 }
 
+/// Whether a NUL-padded driver name key names a user driver: `vfio-pci`, `vfio_pci`, or a
+/// variant `*_vfio_pci` / `*-vfio-pci` (`nvgrace_gpu_vfio_pci`, `mlx5_vfio_pci`, ...). The
+/// eBPF programs fall back to it for a driver the agent has not classed in `USER_DRIVERS` (a
+/// variant module loaded after the agent last read `bus/pci/drivers`); the agent's
+/// `is_user_driver` agrees with it (its unit tests check). A name that fills the key (cut) is
+/// not trusted. Fixed-size reads only, so the verifier sees every index bounded.
+#[inline(always)]
+pub fn is_user_driver_key(key: &[u8; DRIVER_KEY_LEN]) -> bool {
+    const EXACT: [&[u8; 8]; 2] = [b"vfio-pci", b"vfio_pci"];
+    const SUFFIX: [&[u8; 9]; 2] = [b"_vfio_pci", b"-vfio-pci"];
+    let mut len = 0;
+    while len < DRIVER_KEY_LEN && key[len] != 0 {
+        len += 1;
+    }
+    if len == 8 {
+        let mut k = 0;
+        let (mut a, mut b) = (true, true);
+        while k < 8 {
+            a &= key[k] == EXACT[0][k];
+            b &= key[k] == EXACT[1][k];
+            k += 1;
+        }
+        return a || b;
+    }
+    if len <= 9 || len >= DRIVER_KEY_LEN {
+        return false;
+    }
+    let start = len - 9;
+    let mut k = 0;
+    let (mut a, mut b) = (true, true);
+    while k < 9 {
+        let c = key.get(start + k).copied().unwrap_or(0);
+        a &= c == SUFFIX[0][k];
+        b &= c == SUFFIX[1][k];
+        k += 1;
+    }
+    a || b
+}
+
 /// Indexes of the pinned `CONFIG` array, written by the agent (programs outlive it).
 pub mod config {
     /// The running agent's tgid (its own writes pass); cleared when that process exits.

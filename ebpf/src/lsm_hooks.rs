@@ -4,24 +4,23 @@
 //! waits for the agent. Both hooks run on paths every process uses, so each starts with the
 //! cheapest test that lets unrelated operations go.
 use aya_ebpf::{
-    bindings::task_struct,
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task,
-        bpf_get_current_task_btf, bpf_probe_read_user, generated as gen,
+        bpf_probe_read_user, generated as gen,
     },
     macros::{fentry, lsm, map},
     maps::HashMap,
     programs::{FEntryContext, LsmContext},
 };
 use iommu_enforcer_common::{
-    config, dev_major, offsets::UNRESOLVED, pt_regs_mode, veto, watched, EventKind, ExeKey,
-    WatchedFile, ADDR_LEN, DRIVER_KEY_LEN,
+    config, dev_major, veto, watched, EventKind, ExeKey, WatchedFile, ADDR_LEN, DRIVER_KEY_LEN,
 };
 
 use crate::{
-    kernel::{self, global, read_at},
+    kernel::{self, global},
     record::{veto as veto_record, veto_until_armed, NO_GROUP},
     state,
+    syscall_abi::{self, NR_WRITE, NR_WRITEV},
 };
 
 const SYSFS_MAGIC: u64 = 0x6265_6572;
@@ -32,32 +31,12 @@ const PF_KTHREAD: u32 = 0x0020_0000;
 /// kernfs attributes are at most a page; a longer write is not one the hook can judge.
 const MAX_WRITE: u64 = 4096;
 
-// x86_64 syscall numbers whose (buffer, count) or (iovec, count) the hook trusts. Only those
-// that take f_pos_lock (write, writev): see `kernel::in_own_write`.
-const NR_WRITE: u64 = 1;
-const NR_WRITEV: u64 = 20;
-
 /// `FMODE_ATOMIC_POS`, which `do_dentry_open` sets on regular files and directories before
 /// the open hook runs: such a file, opened read-only, is neither a device node nor a control
 /// file, and leaves the hook at once. The agent sets it on the kernels it knows keep it there
 /// (5.10 to 7.x: 0x8000); 0 sends every open through the full decision.
 #[unsafe(no_mangle)]
 static FMODE_REGULAR: u32 = 0;
-
-#[unsafe(no_mangle)]
-static PT_REGS_MODE: u32 = pt_regs_mode::STACK;
-#[unsafe(no_mangle)]
-static PT_REGS_SIZE: u32 = UNRESOLVED;
-#[unsafe(no_mangle)]
-static THREAD_SIZE: u32 = 16384;
-#[unsafe(no_mangle)]
-static OFF_REGS_ORIG_AX: u32 = UNRESOLVED;
-#[unsafe(no_mangle)]
-static OFF_REGS_DI: u32 = UNRESOLVED;
-#[unsafe(no_mangle)]
-static OFF_REGS_SI: u32 = UNRESOLVED;
-#[unsafe(no_mangle)]
-static OFF_REGS_DX: u32 = UNRESOLVED;
 
 /// Kernel dev_t of VFIO nodes whose group is not viable under the policy -> what they are.
 #[map(name = "VFIO_DENY")]
@@ -651,26 +630,6 @@ fn trusted_writer() -> Trust {
     }
 }
 
-/// The user registers the current syscall entered with.
-#[inline(always)]
-fn syscall_regs() -> *const u8 {
-    if global(&PT_REGS_MODE) == pt_regs_mode::HELPER {
-        // 5.15+. The verifier never sees this branch on older kernels: PT_REGS_MODE is a frozen
-        // constant there, and the helper would not exist.
-        unsafe {
-            gen::bpf_task_pt_regs(bpf_get_current_task_btf() as *mut task_struct) as *const u8
-        }
-    } else {
-        let size = global(&PT_REGS_SIZE);
-        let stack = unsafe { kernel::task_stack(bpf_get_current_task() as *const u8) };
-        if stack.is_null() || size == UNRESOLVED {
-            return core::ptr::null();
-        }
-        // task_pt_regs() on x86_64 without FRED: the top of the thread's stack.
-        unsafe { stack.add((global(&THREAD_SIZE) - size) as usize) }
-    }
-}
-
 /// Copies the first bytes being written into `out`, cut at the first newline. Returns 0, or
 /// the veto flags saying why the data cannot be trusted to be this write's: the syscall is not
 /// write(2)/writev(2) on this very file by this task (io_uring, its workers and task work,
@@ -682,16 +641,8 @@ fn read_written<const N: usize>(file: *const u8, out: &mut [u8; N]) -> u32 {
     if unsafe { kernel::task_flags(task) } & (PF_KTHREAD | PF_IO_WORKER) != 0 {
         return UNTRUSTED;
     }
-    let regs = syscall_regs();
-    let fields = unsafe {
-        (
-            read_at::<u64>(regs, global(&OFF_REGS_ORIG_AX)),
-            read_at::<u64>(regs, global(&OFF_REGS_DI)),
-            read_at::<u64>(regs, global(&OFF_REGS_SI)),
-            read_at::<u64>(regs, global(&OFF_REGS_DX)),
-        )
-    };
-    let (Some(nr), Some(fd), Some(si), Some(dx)) = fields else {
+    // (number, fd, buffer or iovec, count): the architecture's registers (syscall_abi).
+    let Some((nr, fd, si, dx)) = syscall_abi::current() else {
         return UNTRUSTED;
     };
     if !(nr == NR_WRITE || nr == NR_WRITEV)

@@ -17,6 +17,7 @@ mod pin_watch;
 mod probe_path;
 mod record;
 mod state;
+mod syscall_abi;
 mod topology;
 mod vfio_open;
 

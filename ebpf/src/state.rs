@@ -336,10 +336,18 @@ pub fn host_probing_for_node(rdev: u32) -> bool {
     HOST_PROBES.get(index).is_some_and(|n| *n > 0)
 }
 
-/// `driver_class` flags of a driver name (0: a kernel driver).
+/// `driver_class` flags of a driver name (0: a kernel driver). A VFIO variant driver the
+/// agent has not classed yet (its module loaded since) is a user driver, allowed: the agent
+/// puts every driver the policy denies in the map, so an entry there always wins.
 #[inline(always)]
 pub fn driver_flags(name: &[u8; DRIVER_KEY_LEN]) -> u32 {
-    unsafe { USER_DRIVERS.get(name) }.copied().unwrap_or(0)
+    match unsafe { USER_DRIVERS.get(name) } {
+        Some(flags) => *flags,
+        None if iommu_enforcer_common::is_user_driver_key(name) => {
+            driver_class::USER | driver_class::ALLOWED
+        }
+        None => 0,
+    }
 }
 
 #[inline(always)]

@@ -21,7 +21,15 @@ mount -t bpf bpf /sys/fs/bpf
 . /etc/vm.env
 
 log() { echo "vm-init: [$(cut -d" " -f1 /proc/uptime) s] $*" > /dev/console; }
-CH=/dev/ttyS1
+# x86: the second UART. arm64 (virt has one UART): a virtio console, whose drivers load first
+# (either may be built in: then modprobe finds nothing to load).
+CH=${VM_CHANNEL:-/dev/ttyS1}
+for m in $VM_CHANNEL_MODULES; do
+	modprobe $m 2>/dev/null
+done
+i=0
+while [ ! -e $CH ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+[ -e $CH ] || log "no channel $CH"
 # Raw: no \n -> \r\n translation, no echo of what we write.
 stty -F $CH raw -echo 2>/dev/null
 section() { printf '\n@@vm:%s\n' "$*" > $CH; }
@@ -35,6 +43,21 @@ for m in $VM_BOOT_MODULES; do
 	modprobe $m || log "modprobe $m FAILED"
 done
 [ -e /dev/vfio/vfio ] || log "no /dev/vfio/vfio after loading vfio"
+# arm64 (virt, ACPI and IORT, SMMUv3): a PCI device joins its IOMMU group when a driver first
+# binds it (the IORT is applied from dma_configure at probe), not when the bus adds it as on x86.
+# Every device still unbound is bound to pci-stub once and let go, so the node starts with the
+# same groups as the x86 one (a group stays until its device is removed).
+if [ "$VM_ARCH" = arm64 ]; then
+	modprobe pci_stub
+	for d in /sys/bus/pci/devices/*; do
+		[ -e $d/iommu_group ] || [ -e $d/driver ] && continue
+		echo pci-stub > $d/driver_override
+		echo ${d##*/} > /sys/bus/pci/drivers_probe
+		echo ${d##*/} > /sys/bus/pci/drivers/pci-stub/unbind
+		echo > $d/driver_override
+		[ -e $d/iommu_group ] || log "${d##*/}: still no IOMMU group"
+	done
+fi
 
 # A scenario's setup (tests/vm/scenarios/<name>.setup.sh): what the agent needs at start, such
 # as a fake kubelet; it may add to VM_AGENT_ARGS.

@@ -6,21 +6,31 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+use crate::arch::Arch;
 use crate::util::{clean_cargo_env, run, say, target_dir, workspace_root};
-
-/// Where the agent's build.rs looks for the eBPF object.
-pub fn ebpf_object() -> PathBuf {
-    target_dir().join("ebpf/iommu-enforcer.bpf.o")
-}
 
 /// `cargo xtask build-ebpf`: builds ebpf/ on nightly for bpfel-unknown-none with BTF and copies the
 /// object to `target/ebpf/iommu-enforcer.bpf.o`.
 pub fn build_ebpf() -> Result<()> {
+    build_ebpf_for(Arch::X86_64)
+}
+
+/// The eBPF object of `arch` (`--cfg bpf_target_arch`), each in its own cargo target dir so
+/// that building one never invalidates the other; copied to [`Arch::ebpf_object`].
+pub fn build_ebpf_for(arch: Arch) -> Result<()> {
     let dir = workspace_root().join("ebpf");
     if !dir.join("Cargo.toml").is_file() {
         bail!("{} has no Cargo.toml: nothing to build", dir.display());
     }
-    say("build-ebpf: building the eBPF programs (nightly, bpfel-unknown-none, build-std=core)");
+    let bpf_arch = arch.bpf_target_arch();
+    say(format!(
+        "build-ebpf: building the eBPF programs for {bpf_arch} (nightly, bpfel-unknown-none, build-std=core)"
+    ));
+    // x86_64 keeps the target dir it always had.
+    let cargo_target = match arch {
+        Arch::X86_64 => dir.join("target"),
+        Arch::Arm64 => dir.join("target/aarch64"),
+    };
     let mut cmd = Command::new("cargo");
     clean_cargo_env(&mut cmd)
         .args([
@@ -32,16 +42,18 @@ pub fn build_ebpf() -> Result<()> {
             "-Z",
             "build-std=core",
         ])
+        .arg("--target-dir")
+        .arg(&cargo_target)
         .current_dir(&dir)
         // A parent `cargo run` pins the stable toolchain through this; `+nightly` must win.
         .env_remove("RUSTUP_TOOLCHAIN")
         .env(
             "RUSTFLAGS",
-            r#"--cfg=bpf_target_arch="x86_64" -Cdebuginfo=2 -Clink-arg=--btf"#,
+            format!(r#"--cfg=bpf_target_arch="{bpf_arch}" -Cdebuginfo=2 -Clink-arg=--btf"#),
         );
     run(&mut cmd).context("building the eBPF programs failed")?;
-    let built = dir.join("target/bpfel-unknown-none/release/iommu-enforcer-ebpf");
-    let dest = ebpf_object();
+    let built = cargo_target.join("bpfel-unknown-none/release/iommu-enforcer-ebpf");
+    let dest = arch.ebpf_object();
     if let Some(parent) = dest.parent() {
         fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     }
@@ -87,14 +99,29 @@ const TOOLS: &[&str] = &[
     "mkfixture",
 ];
 
+/// The linker of the arm64 cross build (gcc-aarch64-linux-gnu, installed by `setup`).
+pub const AARCH64_LINKER: &str = "aarch64-linux-gnu-gcc";
+
+/// [`build_guest_bins_for`] x86_64.
+pub fn build_guest_bins() -> Result<GuestBins> {
+    build_guest_bins_for(Arch::X86_64)
+}
+
 /// Builds `enforcer` (with the eBPF object embedded), `vfio-holder` and the guest tools statically
 /// linked, in their own target dir so that the crt-static flags never invalidate the workspace's
-/// normal builds.
-pub fn build_guest_bins() -> Result<GuestBins> {
-    const TRIPLE: &str = "x86_64-unknown-linux-gnu";
-    let dir = target_dir().join("vm/static");
+/// normal builds: x86_64 glibc with crt-static into target/vm/static, arm64
+/// musl (static) cross-linked into target/vm/static-arm64, with that architecture's eBPF object
+/// embedded (agent/build.rs picks it by target).
+pub fn build_guest_bins_for(arch: Arch) -> Result<GuestBins> {
+    let triple = arch.rust_triple();
+    let dir = match arch {
+        Arch::X86_64 => target_dir().join("vm/static"),
+        Arch::Arm64 => target_dir().join("vm/static-arm64"),
+    };
     let with_tools = workspace_root().join("tests/vm/tools/Cargo.toml").is_file();
-    say("vm: building static enforcer, vfio-holder and guest tools for the guest");
+    say(format!(
+        "vm: building static enforcer, vfio-holder and guest tools for the guest ({triple})"
+    ));
     let mut cmd = Command::new("cargo");
     clean_cargo_env(&mut cmd)
         .args([
@@ -110,14 +137,20 @@ pub fn build_guest_bins() -> Result<GuestBins> {
         } else {
             &[][..]
         })
-        .args(["--target", TRIPLE])
+        .args(["--target", triple])
         .arg("--target-dir")
         .arg(&dir)
         .current_dir(workspace_root())
         // With an explicit --target these flags reach only the target binaries, not build scripts.
         .env("RUSTFLAGS", "-C target-feature=+crt-static");
+    if arch == Arch::Arm64 {
+        cmd.env(
+            "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER",
+            AARCH64_LINKER,
+        );
+    }
     run(&mut cmd).context("building the guest binaries failed")?;
-    let release = dir.join(TRIPLE).join("release");
+    let release = dir.join(triple).join("release");
     let mut tools: Vec<(String, PathBuf)> = if with_tools {
         TOOLS
             .iter()

@@ -76,6 +76,18 @@ impl Checker {
         self.series == "5.10"
     }
 
+    /// Whether the kernel can attach a BPF trampoline (fentry, fexit, LSM) to a kernel
+    /// function: not Debian's arm64 6.1 (arm64 has ftrace direct calls from 6.4; its 6.0
+    /// trampolines attach to BPF programs only), whose attaches fail with ENOTSUPP.
+    pub fn has_trampolines(&self) -> bool {
+        self.series != "arm64-6.1"
+    }
+
+    /// The kernel version of the series (`arm64-6.1` is a 6.1 kernel).
+    pub fn version(&self) -> &str {
+        crate::kernels::version_of(&self.series)
+    }
+
     pub fn fact(&self, key: &str) -> String {
         self.facts.get(key).cloned().unwrap_or_default()
     }

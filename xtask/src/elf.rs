@@ -20,6 +20,12 @@ fn check_header(b: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// `e_machine` of an ELF64 little-endian file (62 x86_64, 183 aarch64).
+pub fn machine(b: &[u8]) -> Option<u16> {
+    check_header(b).ok()?;
+    u16_at(b, 0x12)
+}
+
 /// Contents of the section called `name`, if present.
 pub fn section<'a>(b: &'a [u8], name: &str) -> Result<Option<&'a [u8]>> {
     check_header(b)?;

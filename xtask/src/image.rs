@@ -3,11 +3,20 @@
 //!
 //! The image is deploy/Containerfile.runtime (the runtime stage deploy/Containerfile ends with)
 //! built FROM scratch by podman (buildah inside) with the static `enforcer` that
-//! [`artifacts::build_guest_bins`] builds (the eBPF object embedded) as the `rootfs` build
+//! [`artifacts::build_guest_bins_for`] builds (the eBPF object embedded) as the `rootfs` build
 //! context, tagged `localhost/iommu-enforcer:<version>`. The smoke test runs it with runc and the
 //! ulimits this kind of machine needs (docs/design.md section 5b): `--version`; `audit --json` of a
 //! named fixture tree mounted read-only; the agent with the DaemonSet's args, capabilities and
 //! mounts plus `--dry-run`, until `/readyz` answers and `/metrics` serves `build_info`.
+//!
+//! Multi-arch: the same runtime stage is built twice, `--platform linux/amd64` and
+//! `linux/arm64` (FROM scratch and COPY only, so no emulation is needed to build), from the
+//! x86_64 and the cross-built aarch64 static binaries (each with its own architecture's eBPF
+//! object), tagged `<version>-amd64` and `<version>-arm64`; `<version>` itself is a manifest
+//! list of both. The arm64 image's smoke test (`--version`, `audit` of the fixture) runs its
+//! binary under QEMU user-mode emulation: `qemu-aarch64-static` (Debian's qemu-user-static) is
+//! bind-mounted into the container as its entrypoint, since this machine registers no
+//! binfmt_misc handler (and registering one is a host-wide change a build must not make).
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -17,13 +26,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 
+use crate::arch::Arch;
 use crate::artifacts;
 use crate::setup;
 use crate::util::{output, run, say, target_dir, workspace_root};
 
 /// Debian packages: podman (with buildah's library for `podman build`), buildah, and runc, the
 /// runtime that works with this machine's hybrid cgroups (crun does not).
-const PACKAGES: &[&str] = &["podman", "buildah", "runc"];
+const PACKAGES: &[&str] = &["podman", "buildah", "runc", "qemu-user-static"];
+/// The user-mode emulator the arm64 smoke test runs the image's binary with.
+const QEMU_AARCH64: &str = "/usr/bin/qemu-aarch64-static";
 const REPO: &str = "localhost/iommu-enforcer";
 /// What every `podman run` needs here: no CAP_SYS_RESOURCE to raise limits past the host's, and
 /// hybrid cgroups that only runc handles.
@@ -60,23 +72,89 @@ pub fn version() -> &'static str {
     env!("CARGO_PKG_VERSION")
 }
 
+/// The manifest list of both architectures.
 pub fn tag() -> String {
     format!("{REPO}:{}", version())
 }
 
-/// Builds the image and smoke-tests it; prints the image's `enforcer --version` line.
+/// One architecture's image.
+pub fn arch_tag(arch: Arch) -> String {
+    format!("{REPO}:{}-{}", version(), arch.debian())
+}
+
+/// Builds the image for both architectures and smoke-tests each; prints each image's
+/// `enforcer --version` line.
 pub fn image() -> Result<()> {
-    say("image: checking podman, buildah and runc (apt-get install -y podman buildah runc when missing)");
+    say("image: checking podman, buildah, runc and qemu-user-static (apt-get install -y when missing)");
     setup::ensure_packages(PACKAGES)?;
-    artifacts::build_ebpf()?;
-    let bins = artifacts::build_guest_bins()?;
-    let rootfs = target_dir().join("image/rootfs");
-    stage_rootfs(&bins.enforcer, &rootfs)?;
-    build(&rootfs)?;
-    let version = smoke_version()?;
-    smoke_audit()?;
+    let mut lines = Vec::new();
+    for arch in [Arch::X86_64, Arch::Arm64] {
+        artifacts::build_ebpf_for(arch)?;
+        let bins = artifacts::build_guest_bins_for(arch)?;
+        let rootfs = target_dir().join(format!("image/rootfs-{}", arch.debian()));
+        stage_rootfs(&bins.enforcer, &rootfs)?;
+        build(&rootfs, arch)?;
+        lines.push(smoke_version(arch)?);
+        smoke_audit(arch)?;
+    }
     smoke_agent()?;
-    println!("{version}");
+    manifest()?;
+    for line in lines {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// `<version>`: a manifest list of the two images, rebuilt from scratch every run; checked to
+/// name linux/amd64 and linux/arm64.
+fn manifest() -> Result<()> {
+    let list = tag();
+    // A list of that name from an earlier run is removed; an image holding the name (an
+    // earlier single-arch build) only loses the name, never its layers: someone else's run may
+    // be using it. Absent is fine.
+    let removed = Command::new("podman")
+        .args(["manifest", "rm", &list])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !removed {
+        let _ = Command::new("podman")
+            .args(["untag", &list, &list])
+            .output();
+    }
+    run(Command::new("podman").args(["manifest", "create", &list]))?;
+    for arch in [Arch::X86_64, Arch::Arm64] {
+        run(Command::new("podman").args([
+            "manifest",
+            "add",
+            &list,
+            &format!("containers-storage:{}", arch_tag(arch)),
+        ]))?;
+    }
+    let inspect = output(Command::new("podman").args(["manifest", "inspect", &list]))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&inspect).context("podman manifest inspect is not JSON")?;
+    let platforms: Vec<String> = json["manifests"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .map(|e| {
+                    format!(
+                        "{}/{}",
+                        e["platform"]["os"].as_str().unwrap_or("?"),
+                        e["platform"]["architecture"].as_str().unwrap_or("?")
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    ensure!(
+        platforms == ["linux/amd64", "linux/arm64"],
+        "manifest list {list} names {platforms:?}, not linux/amd64 and linux/arm64"
+    );
+    say(format!(
+        "image: manifest list {list}: {}",
+        platforms.join(", ")
+    ));
     Ok(())
 }
 
@@ -98,7 +176,14 @@ fn stage_rootfs(enforcer: &Path, rootfs: &Path) -> Result<()> {
     Ok(())
 }
 
-fn build(rootfs: &Path) -> Result<()> {
+fn build(rootfs: &Path, arch: Arch) -> Result<()> {
+    let enforcer = fs::read(rootfs.join("usr/bin/enforcer"))?;
+    ensure!(
+        crate::elf::machine(&enforcer) == Some(arch.elf_machine()),
+        "{} holds an enforcer that is not {}",
+        rootfs.display(),
+        arch.debian()
+    );
     let root = workspace_root();
     let revision = output(
         Command::new("git")
@@ -108,36 +193,43 @@ fn build(rootfs: &Path) -> Result<()> {
     .map(|s| s.trim().to_owned())
     .unwrap_or_else(|_| "unknown".into());
     let created = output(Command::new("date").args(["-u", "+%Y-%m-%dT%H:%M:%SZ"]))?;
+    let tag = arch_tag(arch);
     say(format!(
-        "image: podman build -f deploy/Containerfile.runtime -t {}",
-        tag()
+        "image: podman build --platform linux/{} -f deploy/Containerfile.runtime -t {tag}",
+        arch.debian()
     ));
     run(Command::new("podman")
-        .args(["build", "--pull=never", "-f"])
+        .args(["build", "--pull=never"])
+        .arg(format!("--platform=linux/{}", arch.debian()))
+        .arg("-f")
         .arg(root.join("deploy/Containerfile.runtime"))
         .arg("--build-context")
         .arg(format!("rootfs={}", rootfs.display()))
         .args(["--build-arg", &format!("VERSION={}", version())])
         .args(["--build-arg", &format!("REVISION={revision}")])
         .args(["--build-arg", &format!("CREATED={}", created.trim())])
-        .args(["-t", &tag()])
+        .args(["-t", &tag])
         .arg(rootfs))
     .context("podman build of deploy/Containerfile.runtime failed")?;
     let labels = output(Command::new("podman").args([
         "image",
         "inspect",
         "--format",
-        "{{json .Labels}}",
-        &tag(),
+        "{{json .Labels}} {{.Architecture}}",
+        &tag,
     ]))?;
+    ensure!(
+        labels.trim_end().ends_with(&format!(" {}", arch.debian())),
+        "image {tag} is not of architecture {}: {labels}",
+        arch.debian()
+    );
     for key in [
         "org.opencontainers.image.version",
         "org.opencontainers.image.revision",
     ] {
         ensure!(
             labels.contains(key),
-            "image {} lacks label {key}: {labels}",
-            tag()
+            "image {tag} lacks label {key}: {labels}"
         );
     }
     Ok(())
@@ -147,20 +239,47 @@ fn podman_run(args: &[&str]) -> Result<String> {
     output(Command::new("podman").arg("run").args(RUN_FLAGS).args(args))
 }
 
-fn smoke_version() -> Result<String> {
-    let out = podman_run(&[&tag(), "--version"])?;
+/// The `podman run` arguments that run the image of `arch` with `args`: natively on amd64; on
+/// arm64 its own /usr/bin/enforcer under qemu-aarch64-static (user-mode emulation, mounted in).
+fn run_args(arch: Arch, mounts: &[String], args: &[&str]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for m in mounts {
+        out.extend(["-v".to_string(), m.clone()]);
+    }
+    if arch == Arch::Arm64 {
+        out.extend([
+            "--platform=linux/arm64".to_string(),
+            "-v".to_string(),
+            format!("{QEMU_AARCH64}:/qemu-aarch64:ro"),
+            "--entrypoint".to_string(),
+            "/qemu-aarch64".to_string(),
+            arch_tag(arch),
+            "/usr/bin/enforcer".to_string(),
+        ]);
+    } else {
+        out.push(arch_tag(arch));
+    }
+    out.extend(args.iter().map(|a| a.to_string()));
+    out
+}
+
+fn smoke_version(arch: Arch) -> Result<String> {
+    let args = run_args(arch, &[], &["--version"]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = podman_run(&refs)?;
     let line = out.trim().to_owned();
     ensure!(
         line.contains(version()),
-        "`enforcer --version` in the image printed {line:?}, not version {}",
+        "`enforcer --version` in the {} image printed {line:?}, not version {}",
+        arch.debian(),
         version()
     );
-    say(format!("image: --version: {line}"));
-    Ok(line)
+    say(format!("image: {} --version: {line}", arch.debian()));
+    Ok(format!("{}: {line}", arch.debian()))
 }
 
 /// `enforcer audit --json` on a named fixture tree, mounted read-only: the split group is found.
-fn smoke_audit() -> Result<()> {
+fn smoke_audit(arch: Arch) -> Result<()> {
     let dir = target_dir().join("image/fixture");
     if dir.exists() {
         fs::remove_dir_all(&dir)?;
@@ -180,31 +299,36 @@ fn smoke_audit() -> Result<()> {
         .current_dir(workspace_root()))
     .context("mkfixture failed")?;
     let mount = format!("{}:/fixture:ro", dir.display());
-    // Exit 1: violations exist (the fixture is a split group); output() wants 0, so run it raw.
-    let out = Command::new("podman")
-        .arg("run")
-        .args(RUN_FLAGS)
-        .args([
-            "-v",
-            &mount,
-            &tag(),
+    let args = run_args(
+        arch,
+        &[mount],
+        &[
             "audit",
             "--json",
             "--sysfs-root",
             "/fixture/sys",
-        ])
-        .args(["--proc-root", "/fixture/proc"])
+            "--proc-root",
+            "/fixture/proc",
+        ],
+    );
+    // Exit 1: violations exist (the fixture is a split group); output() wants 0, so run it raw.
+    let out = Command::new("podman")
+        .arg("run")
+        .args(RUN_FLAGS)
+        .args(&args)
         .output()
         .context("podman run (audit)")?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     ensure!(
         out.status.code() == Some(1) && stdout.contains(r#""rule": "split_group""#),
-        "audit of {FIXTURE} in the image: exit {:?}, stdout {stdout}, stderr {}",
+        "audit of {FIXTURE} in the {} image: exit {:?}, stdout {stdout}, stderr {}",
+        arch.debian(),
         out.status.code(),
         String::from_utf8_lossy(&out.stderr)
     );
     say(format!(
-        "image: audit of {FIXTURE} (read-only mount): exit 1, split_group reported"
+        "image: {} audit of {FIXTURE} (read-only mount): exit 1, split_group reported",
+        arch.debian()
     ));
     Ok(())
 }
@@ -250,7 +374,8 @@ fn smoke_agent() -> Result<()> {
             args.extend(["-v".into(), format!("{host}:{container}:{mode}")]);
         }
     }
-    args.push(tag());
+    // The native image: the agent itself (eBPF, the host's kernel) is not emulated.
+    args.push(arch_tag(Arch::X86_64));
     let addr = format!("127.0.0.1:{port}");
     for a in DAEMONSET_ARGS {
         args.push(if *a == "0.0.0.0:9477" {

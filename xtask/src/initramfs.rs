@@ -7,6 +7,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+use crate::arch::Arch;
 use crate::artifacts::GuestBins;
 use crate::cpio::Cpio;
 use crate::elf;
@@ -41,6 +42,18 @@ pub const MODULES: &[&str] = &[
     "snd_hda_intel",
 ];
 
+/// The arm64 node's additions: the virtio-mmio transport and console its channel goes through
+/// (virt has one UART; virtio_console is a module on 6.1, built in on 6.12).
+pub const MODULES_ARM64: &[&str] = &["virtio_mmio", "virtio_console"];
+
+/// What /init loads before anything else, and where the channel to the host is.
+fn channel(arch: Arch) -> (&'static str, &'static str) {
+    match arch {
+        Arch::X86_64 => ("/dev/ttyS1", ""),
+        Arch::Arm64 => ("/dev/hvc0", "virtio_mmio virtio_console"),
+    }
+}
+
 /// Loaded by /init before the agent starts: what a VFIO node has, then the host drivers of the
 /// GPU-like card, so that both its functions are bound when the agent starts.
 pub fn boot_modules(series: &str) -> String {
@@ -51,7 +64,6 @@ pub fn boot_modules(series: &str) -> String {
     };
     format!("vfio vfio_iommu_type1 vfio_pci {display} snd_hda_intel")
 }
-const BUSYBOX: &str = "/bin/busybox";
 pub const GUEST_POLICY: &str = "/etc/iommu-enforcer/policy.toml";
 
 fn read_static(path: &Path, what: &str) -> Result<Vec<u8>> {
@@ -86,10 +98,11 @@ pub fn base(kernel: &Kernel, bins: &GuestBins) -> Result<PathBuf> {
     }
     // The kernel opens /dev/console for /init before devtmpfs is mounted.
     a.char_device("dev/console", 0o600, 5, 1);
+    let arch = Arch::of_series(&kernel.series);
     a.file(
         "bin/busybox",
         0o755,
-        &read_static(Path::new(BUSYBOX), "busybox")?,
+        &read_static(&crate::kernels::busybox(arch), "busybox")?,
     );
     a.file(
         "bin/enforcer",
@@ -125,7 +138,11 @@ pub fn base(kernel: &Kernel, bins: &GuestBins) -> Result<PathBuf> {
         );
     }
 
-    let mods = modules::collect(kernel, MODULES)?;
+    let wanted: Vec<&str> = match arch {
+        Arch::X86_64 => MODULES.to_vec(),
+        Arch::Arm64 => MODULES.iter().chain(MODULES_ARM64).copied().collect(),
+    };
+    let mods = modules::collect(kernel, &wanted)?;
     let root = format!("lib/modules/{}", kernel.release);
     for m in &mods {
         a.file(&format!("{root}/{}", m.path), 0o644, &m.data);
@@ -198,6 +215,13 @@ pub fn for_boot(base: &Path, files: &BootFiles, out: &Path) -> Result<PathBuf> {
         "VM_READY_TIMEOUT={}\nVM_SCRIPT_TIMEOUT={}\n",
         qemu::READY_TIMEOUT.as_secs(),
         qemu::SCRIPT_TIMEOUT.as_secs()
+    ));
+    let arch = Arch::of_series(files.series);
+    let (ch, ch_modules) = channel(arch);
+    env.push_str(&format!(
+        "VM_ARCH={}\nVM_CHANNEL={ch}\nVM_CHANNEL_MODULES={}\n",
+        arch.debian(),
+        quote(ch_modules)
     ));
     for (var, addr, _) in topology::ADDRESSES {
         env.push_str(&format!("export {var}={addr}\n"));

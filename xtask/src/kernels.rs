@@ -7,10 +7,21 @@ use std::process::Command;
 
 use anyhow::{anyhow, bail, Context, Result};
 
+use crate::arch::Arch;
 use crate::util::{output, run, say, target_dir};
 
 /// In setup order: 6.12-iommufd is configured from the 6.12 package's config, so it comes after it.
-pub const SERIES: &[&str] = &["5.10", "6.1", "6.12", "7.3", "6.12-iommufd"];
+/// `arm64-*`: Debian's arm64 kernels of the arm64 test node (qemu-system-aarch64, virt, SMMUv3),
+/// under `target/vm/kernels-arm64/` so the x86 ones are never disturbed.
+pub const SERIES: &[&str] = &[
+    "5.10",
+    "6.1",
+    "6.12",
+    "7.3",
+    "6.12-iommufd",
+    "arm64-6.1",
+    "arm64-6.12",
+];
 /// The series `setup` builds from source instead of downloading.
 pub const BUILT: &str = "6.12-iommufd";
 
@@ -40,11 +51,38 @@ pub struct Kernel {
 }
 
 pub fn cache_dir(series: &str) -> PathBuf {
-    target_dir().join("vm/kernels").join(series)
+    match series.strip_prefix("arm64-") {
+        Some(v) => arm64_dir().join(v),
+        None => target_dir().join("vm/kernels").join(series),
+    }
 }
 
-/// The kernel version a series names: `6.12-iommufd` is a 6.12 kernel.
+/// The arm64 node's kernels and its static busybox.
+fn arm64_dir() -> PathBuf {
+    target_dir().join("vm/kernels-arm64")
+}
+
+/// The static busybox of the guest: the machine's own (busybox-static) on x86_64, Debian's
+/// arm64 busybox-static unpacked next to the arm64 kernels on arm64.
+pub fn busybox(arch: Arch) -> PathBuf {
+    match arch {
+        Arch::X86_64 => PathBuf::from("/bin/busybox"),
+        // trixie's busybox-static (the newest in the sources) installs under /usr/bin.
+        Arch::Arm64 => {
+            let root = arm64_dir().join("busybox/root");
+            let merged = root.join("usr/bin/busybox");
+            if merged.is_file() {
+                merged
+            } else {
+                root.join("bin/busybox")
+            }
+        }
+    }
+}
+
+/// The kernel version a series names: `6.12-iommufd` is a 6.12 kernel, `arm64-6.1` a 6.1 one.
 pub fn version_of(series: &str) -> &str {
+    let series = series.strip_prefix("arm64-").unwrap_or(series);
     series.split('-').next().unwrap_or(series)
 }
 
@@ -139,10 +177,16 @@ pub fn ensure_all(build: bool) -> Result<()> {
             k.package, k.release
         ));
     }
+    let (arm64, missing): (Vec<&str>, Vec<&str>) = missing
+        .into_iter()
+        .partition(|s| Arch::of_series(s) == Arch::Arm64);
+    if !arm64.is_empty() || !busybox(Arch::Arm64).is_file() {
+        ensure_arm64(&arm64)?;
+    }
     if missing.is_empty() && !build {
         return Ok(());
     }
-    let apt = PrivateApt::new(target_dir().join("vm/apt"))?;
+    let apt = PrivateApt::new(target_dir().join("vm/apt"), Arch::X86_64)?;
     say("setup: apt-get update in the private apt state for the kernel archives (bullseye, bookworm, trixie, trixie-backports)");
     apt.run(&["update", "-q"])?;
     let names = apt.output(&["pkgnames", "linux-"])?;
@@ -151,10 +195,36 @@ pub fn ensure_all(build: bool) -> Result<()> {
         .iter()
         .map(|s| resolve(s, &names).map(|p| (*s, p)))
         .collect::<Result<Vec<_>>>()?;
+    fetch(&apt, &packages)?;
+    if build {
+        crate::kbuild::ensure(&apt)?;
+    }
+    Ok(())
+}
 
+/// The arm64 kernels `missing` and the arm64 busybox-static, from a private apt state of its own
+/// whose architecture is arm64 (`apt-get download` of arm64 packages; nothing installed).
+fn ensure_arm64(missing: &[&str]) -> Result<()> {
+    let apt = PrivateApt::new(arm64_dir().join("apt"), Arch::Arm64)?;
+    say("setup: apt-get update in the private arm64 apt state (bookworm, trixie)");
+    apt.run(&["update", "-q"])?;
+    let names = apt.output(&["pkgnames", "linux-"])?;
+    let names: Vec<&str> = names.lines().map(str::trim).collect();
+    let mut packages = missing
+        .iter()
+        .map(|s| resolve(s, &names).map(|p| (*s, p)))
+        .collect::<Result<Vec<_>>>()?;
+    if !busybox(Arch::Arm64).is_file() {
+        packages.push(("busybox", vec!["busybox-static".to_string()]));
+    }
+    fetch(&apt, &packages)
+}
+
+/// Downloads and unpacks each `(series, packages)` into its cache directory.
+fn fetch(apt: &PrivateApt, packages: &[(&str, Vec<String>)]) -> Result<()> {
     let debs = apt.dir.join("debs");
     fs::create_dir_all(&debs).with_context(|| format!("creating {}", debs.display()))?;
-    for (series, parts) in &packages {
+    for (series, parts) in packages {
         let package = &parts[0];
         say(format!(
             "setup: downloading kernel {series}: {}",
@@ -178,7 +248,11 @@ pub fn ensure_all(build: bool) -> Result<()> {
                     .replace("%3a", ":")
             })
             .unwrap_or_default();
-        let dir = cache_dir(series);
+        let dir = if *series == "busybox" {
+            arm64_dir().join("busybox")
+        } else {
+            cache_dir(series)
+        };
         // Not with_extension: "6.12" already has a dot.
         let tmp = dir.with_file_name(format!("{series}.partial"));
         let _ = fs::remove_dir_all(&tmp);
@@ -206,14 +280,14 @@ pub fn ensure_all(build: bool) -> Result<()> {
         for deb in &parts_debs {
             let _ = fs::remove_file(deb);
         }
+        if *series == "busybox" {
+            continue;
+        }
         let k = Kernel::get(series)?;
         say(format!(
             "setup: kernel {series} ready: {} ({})",
             k.package, k.release
         ));
-    }
-    if build {
-        crate::kbuild::ensure(&apt)?;
     }
     Ok(())
 }
@@ -238,6 +312,8 @@ fn resolve(series: &str, names: &[&str]) -> Result<Vec<String>> {
             .find(|n| **n == "linux-image-5.10.0-32-amd64-unsigned")
             .map(|n| n.to_string()),
         "6.1" => newest("linux-image-6.1.0-", "-amd64-unsigned"),
+        "arm64-6.1" => newest("linux-image-6.1.0-", "-arm64-unsigned"),
+        "arm64-6.12" => newest("linux-image-6.12.", "+deb13-arm64-unsigned"),
         "6.12" => newest("linux-image-6.12.", "+deb13-amd64-unsigned"),
         "7.3" => {
             let image = newest("linux-binary-unsigned-7.3.", "+deb13-amd64").ok_or_else(|| {
@@ -284,10 +360,11 @@ pub fn find_deb(dir: &Path, package: &str) -> Result<PathBuf> {
 /// apt with its own sources, state and cache under `dir`.
 pub struct PrivateApt {
     pub dir: PathBuf,
+    arch: Arch,
 }
 
 impl PrivateApt {
-    fn new(dir: PathBuf) -> Result<Self> {
+    fn new(dir: PathBuf, arch: Arch) -> Result<Self> {
         for sub in [
             "preferences.d",
             "state/lists/partial",
@@ -297,7 +374,7 @@ impl PrivateApt {
                 .with_context(|| format!("creating {}", dir.join(sub).display()))?;
         }
         fs::write(dir.join("sources.list"), SOURCES)?;
-        Ok(PrivateApt { dir })
+        Ok(PrivateApt { dir, arch })
     }
 
     fn options(&self) -> Vec<String> {
@@ -311,6 +388,9 @@ impl PrivateApt {
             "Debug::NoLocking=1".to_string(),
             // The _apt sandbox user cannot write into the work tree; it is our own cache anyway.
             "APT::Sandbox::User=root".to_string(),
+            // The packages' architecture, not the machine's (arm64 kernels are only downloaded).
+            format!("APT::Architecture={}", self.arch.debian()),
+            format!("APT::Architectures={}", self.arch.debian()),
         ]
         .into_iter()
         .flat_map(|o| ["-o".to_string(), o])

@@ -1,4 +1,5 @@
 //! `cargo xtask`: toolchain set-up, the eBPF build and the QEMU test node.
+mod arch;
 mod artifacts;
 mod bench;
 mod checks;
@@ -45,13 +46,21 @@ struct Cli {
 enum Cmd {
     /// Install what the build and the VM need (idempotent; needs root on a fresh machine).
     Setup,
-    /// Build the eBPF programs into target/ebpf/iommu-enforcer.bpf.o.
-    BuildEbpf,
+    /// Build the eBPF programs into target/ebpf/iommu-enforcer.bpf.o (arm64:
+    /// target/ebpf/aarch64/iommu-enforcer.bpf.o).
+    BuildEbpf {
+        /// Target architecture of the programs (their kprobe and syscall register layout).
+        #[arg(long, default_value = "x86_64", value_parser = ["x86_64", "arm64"])]
+        arch: String,
+    },
     /// Boot the test node once and print the agent's JSON lines and the final audit JSON.
     Vm {
-        /// Kernel series to boot.
-        #[arg(long, default_value = "6.1", value_parser = ["5.10", "6.1", "6.12", "7.3", "6.12-iommufd"])]
-        kernel: String,
+        /// Kernel series to boot (arm64: 6.1 or 6.12).
+        #[arg(long, value_parser = ["5.10", "6.1", "6.12", "7.3", "6.12-iommufd"])]
+        kernel: Option<String>,
+        /// The node's architecture: x86_64 (q35, intel-iommu) or arm64 (virt, SMMUv3).
+        #[arg(long, default_value = "x86_64", value_parser = ["x86_64", "arm64"])]
+        arch: String,
         /// Run the agent with --dry-run.
         #[arg(long)]
         dry_run: bool,
@@ -67,7 +76,8 @@ enum Cmd {
     },
     /// Every VM scenario on every kernel it applies to.
     VmTest {
-        /// Only this kernel series.
+        /// Only these kernel series (comma-separated; the arm64 node's are arm64-6.1 and
+        /// arm64-6.12).
         #[arg(long)]
         kernel: Option<String>,
         /// Only these scenarios (comma-separated names).
@@ -161,18 +171,29 @@ fn main() -> ExitCode {
 fn real_main() -> Result<bool> {
     match Cli::parse().command {
         Cmd::Setup => setup::setup().map(|()| true),
-        Cmd::BuildEbpf => {
+        Cmd::BuildEbpf { arch } => {
             setup::ensure()?;
-            artifacts::build_ebpf().map(|()| true)
+            let arch = arch::Arch::parse(&arch).unwrap_or(arch::Arch::X86_64);
+            artifacts::build_ebpf_for(arch).map(|()| true)
         }
         Cmd::Vm {
             kernel,
+            arch,
             dry_run,
             policy,
             script,
             cmdline,
         } => vm::vm(&vm::VmArgs {
-            kernel,
+            kernel: match arch.as_str() {
+                "arm64" => {
+                    let k = kernel.unwrap_or_else(|| "6.12".into());
+                    if !["6.1", "6.12"].contains(&k.as_str()) {
+                        anyhow::bail!("the arm64 node boots Debian's arm64 6.1 or 6.12, not {k}");
+                    }
+                    format!("arm64-{k}")
+                }
+                _ => kernel.unwrap_or_else(|| "6.1".into()),
+            },
             dry_run,
             policy,
             script,

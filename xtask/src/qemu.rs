@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
+use crate::arch::Arch;
 use crate::kernels::Kernel;
 use crate::topology;
 
@@ -97,6 +98,55 @@ fn cmdline(extra: Option<&str>) -> String {
     c
 }
 
+/// UEFI firmware for the virt machine (Debian's qemu-efi-aarch64): the kernel boots with ACPI,
+/// as Grace servers do, with QEMU's IORT describing the SMMUv3.
+pub const ARM64_FIRMWARE: &str = "/usr/share/qemu-efi-aarch64/QEMU_EFI.fd";
+
+/// The arm64 node's command line: the PL011 is the console; the channel is a virtio console
+/// (hvc0: virt has one UART). The SMMUv3 driver is built into Debian's arm64 kernels (6.1 and
+/// 6.12); QEMU's IORT table describes it.
+fn cmdline_arm64(extra: Option<&str>) -> String {
+    let mut c = String::from("console=ttyAMA0 panic=-1 oops=panic fbcon=map:9 rdinit=/init");
+    if let Some(extra) = extra.filter(|e| !e.trim().is_empty()) {
+        c.push(' ');
+        c.push_str(extra.trim());
+    }
+    c
+}
+
+/// qemu-system-aarch64 on the virt machine with an emulated SMMUv3, under TCG. `cortex-a72`:
+/// `-cpu max` would emulate pointer authentication (QARMA) on every call, several times slower.
+fn arm64_command(b: &Boot, console: &Path, channel: &Path) -> Command {
+    let mut cmd = Command::new("qemu-system-aarch64");
+    cmd.args([
+        "-accel",
+        "tcg",
+        "-machine",
+        "virt,iommu=smmuv3,gic-version=3",
+        "-cpu",
+        "cortex-a72",
+        "-m",
+        "1024",
+        "-smp",
+        "1",
+    ])
+    .args(["-nodefaults", "-display", "none", "-no-reboot"])
+    .args(["-bios", ARM64_FIRMWARE])
+    .arg("-kernel")
+    .arg(&b.kernel.vmlinuz)
+    .arg("-initrd")
+    .arg(b.initrd)
+    .args(["-append", &cmdline_arm64(b.cmdline)])
+    .arg("-serial")
+    .arg(format!("file:{}", console.display()))
+    .args(["-device", "virtio-serial-device"])
+    .arg("-chardev")
+    .arg(format!("file,id=channel,path={}", channel.display()))
+    .args(["-device", "virtconsole,chardev=channel"])
+    .args(topology::qemu_args_for(Arch::Arm64, b.hostfwd));
+    cmd
+}
+
 pub fn boot(b: &Boot) -> Result<Outcome> {
     fs::create_dir_all(b.out).with_context(|| format!("creating {}", b.out.display()))?;
     let console = b.out.join("console.log");
@@ -107,49 +157,26 @@ pub fn boot(b: &Boot) -> Result<Outcome> {
     }
     let log =
         fs::File::create(&qemu_log).with_context(|| format!("creating {}", qemu_log.display()))?;
-    let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args([
-        "-accel",
-        "tcg",
-        "-machine",
-        "q35,kernel-irqchip=split",
-        "-m",
-        "1024",
-        "-smp",
-        "1",
-    ])
-    .args([
-        "-nodefaults",
-        "-display",
-        "none",
-        "-vga",
-        "none",
-        "-no-reboot",
-    ])
-    .arg("-kernel")
-    .arg(&b.kernel.vmlinuz)
-    .arg("-initrd")
-    .arg(b.initrd)
-    .args(["-append", &cmdline(b.cmdline)])
-    // ttyS0: kernel console; ttyS1: the guest's clean channel back to us.
-    .arg("-serial")
-    .arg(format!("file:{}", console.display()))
-    .arg("-serial")
-    .arg(format!("file:{}", channel.display()))
-    .args(topology::qemu_args(b.hostfwd))
-    .args(if b.icount {
-        &["-icount", "shift=0"][..]
+    let arch = Arch::of_series(&b.kernel.series);
+    let mut cmd = if arch == Arch::Arm64 {
+        arm64_command(b, &console, &channel)
     } else {
-        &[]
-    })
-    .stdin(Stdio::null())
-    .stdout(log.try_clone()?)
-    .stderr(log);
+        x86_command(b, &console, &channel)
+    };
+    if b.icount {
+        cmd.args(["-icount", "shift=0"]);
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
     fs::write(b.out.join("qemu.cmdline"), format!("{cmd:?}\n"))?;
     let start = Instant::now();
-    let mut child = cmd
-        .spawn()
-        .context("cannot start qemu-system-x86_64 (run `cargo xtask setup`)")?;
+    let mut child = cmd.spawn().with_context(|| {
+        format!(
+            "cannot start {} (run `cargo xtask setup`)",
+            cmd.get_program().to_string_lossy()
+        )
+    })?;
     let timed_out = loop {
         if child.try_wait()?.is_some() {
             break false;
@@ -182,6 +209,40 @@ pub fn boot(b: &Boot) -> Result<Outcome> {
         channel,
         console,
     })
+}
+
+fn x86_command(b: &Boot, console: &Path, channel: &Path) -> Command {
+    let mut cmd = Command::new("qemu-system-x86_64");
+    cmd.args([
+        "-accel",
+        "tcg",
+        "-machine",
+        "q35,kernel-irqchip=split",
+        "-m",
+        "1024",
+        "-smp",
+        "1",
+    ])
+    .args([
+        "-nodefaults",
+        "-display",
+        "none",
+        "-vga",
+        "none",
+        "-no-reboot",
+    ])
+    .arg("-kernel")
+    .arg(&b.kernel.vmlinuz)
+    .arg("-initrd")
+    .arg(b.initrd)
+    .args(["-append", &cmdline(b.cmdline)])
+    // ttyS0: kernel console; ttyS1: the guest's clean channel back to us.
+    .arg("-serial")
+    .arg(format!("file:{}", console.display()))
+    .arg("-serial")
+    .arg(format!("file:{}", channel.display()))
+    .args(topology::qemu_args(b.hostfwd));
+    cmd
 }
 
 /// The first console line that shows the kernel crashed.

@@ -11,6 +11,12 @@ use crate::util::{probe, run, say};
 /// 6.12's `.ko.xz` modules, gzip for the initramfs, and the keyring the kernel sources are signed with.
 const VM_PACKAGES: &[&str] = &[
     "qemu-system-x86",
+    // The arm64 node (qemu-system-aarch64, virt with an SMMUv3, booted by UEFI firmware with
+    // ACPI), the static agent's cross linker, user-mode emulation for the arm64 image's smoke test.
+    "qemu-system-arm",
+    "qemu-efi-aarch64",
+    "gcc-aarch64-linux-gnu",
+    "qemu-user-static",
     "busybox-static",
     "xz-utils",
     "gzip",
@@ -46,6 +52,7 @@ pub fn setup() -> Result<()> {
 fn setup_with(build: bool) -> Result<()> {
     let mut apt = Apt::default();
     rust_src()?;
+    rust_target()?;
     apt.ensure(VM_PACKAGES)?;
     apt.ensure_with(TEST_PACKAGES, false)?;
     bpf_linker(&mut apt)?;
@@ -58,11 +65,13 @@ fn setup_with(build: bool) -> Result<()> {
 /// 6.12-iommufd, which `Kernel::ready` builds when a command first boots it (720 s on 2 idle cores, once).
 pub fn is_complete() -> bool {
     has_rust_src()
+        && has_rust_target()
         && bpf_linker_ok()
         && VM_PACKAGES
             .iter()
             .chain(TEST_PACKAGES)
             .all(|p| installed(p))
+        && kernels::busybox(crate::arch::Arch::Arm64).is_file()
         && kernels::SERIES
             .iter()
             .filter(|s| **s != kernels::BUILT)
@@ -99,6 +108,26 @@ fn rust_src() -> Result<()> {
         "could not add rust-src to the nightly toolchain: check that `rustup toolchain list` shows a \
          nightly toolchain and that static.rust-lang.org is reachable",
     )
+}
+
+/// The arm64 agent's Rust target (its standard library; the linker is Debian's).
+const ARM64_TARGET: &str = "aarch64-unknown-linux-musl";
+
+fn has_rust_target() -> bool {
+    probe(Command::new("rustup").args(["target", "list", "--installed"]))
+        .is_some_and(|out| out.lines().any(|l| l.trim() == ARM64_TARGET))
+}
+
+fn rust_target() -> Result<()> {
+    if has_rust_target() {
+        say(format!("setup: rust target {ARM64_TARGET} is installed"));
+        return Ok(());
+    }
+    say(format!(
+        "setup: rustup target add {ARM64_TARGET} (the static arm64 agent)"
+    ));
+    run(Command::new("rustup").args(["target", "add", ARM64_TARGET]))
+        .context("could not add the aarch64-unknown-linux-musl target")
 }
 
 fn bpf_linker_ok() -> bool {

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+use crate::arch::Arch;
 use crate::artifacts::{self, GuestBins};
 use crate::initramfs::{self, BootFiles};
 use crate::kernels::Kernel;
@@ -13,9 +14,14 @@ use crate::util::{say, target_dir, workspace_root};
 
 /// Everything that is the same for every boot: setup done, eBPF object and static binaries built.
 pub fn prepare() -> Result<GuestBins> {
+    prepare_for(Arch::X86_64)
+}
+
+/// [`prepare`] for the node of `arch`: its eBPF object and static binaries.
+pub fn prepare_for(arch: Arch) -> Result<GuestBins> {
     setup::ensure()?;
-    artifacts::build_ebpf()?;
-    artifacts::build_guest_bins()
+    artifacts::build_ebpf_for(arch)?;
+    artifacts::build_guest_bins_for(arch)
 }
 
 pub fn runs_dir(label: &str) -> PathBuf {
@@ -93,6 +99,7 @@ pub fn ending_problem(outcome: &Outcome) -> Option<String> {
 }
 
 pub struct VmArgs {
+    /// The kernel series, `arm64-` prefixed for the arm64 node.
     pub kernel: String,
     pub dry_run: bool,
     pub policy: Option<PathBuf>,
@@ -102,7 +109,7 @@ pub struct VmArgs {
 
 /// Returns whether the guest completed without crashing.
 pub fn vm(args: &VmArgs) -> Result<bool> {
-    let bins = prepare()?;
+    let bins = prepare_for(Arch::of_series(&args.kernel))?;
     let kernel = Kernel::ready(&args.kernel)?;
     let base = initramfs::base(&kernel, &bins)?;
     let script_path = args
@@ -125,8 +132,9 @@ pub fn vm(args: &VmArgs) -> Result<bool> {
     };
     let out = runs_dir(&format!("vm-{}", kernel.series));
     say(format!(
-        "vm: booting kernel {} ({}) under QEMU TCG with {} (timeout {} s)",
+        "vm: booting kernel {} ({}, {}) under QEMU TCG with {} (timeout {} s)",
         kernel.series,
+        Arch::of_series(&kernel.series).debian(),
         kernel.release,
         script_path.display(),
         qemu::BOOT_TIMEOUT.as_secs()

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
+use crate::arch::Arch;
 use crate::checks::Checker;
 use crate::initramfs::{self, BootFiles};
 use crate::kernels::{self, Kernel};
@@ -68,7 +69,12 @@ pub fn vm_test(filter: &Filter) -> Result<(usize, usize)> {
         })
         // Every series, 6.12-iommufd included: `Kernel::ready` below builds it on a machine's
         // first run (README: how long that takes).
-        .filter(|j| filter.kernel.as_deref().is_none_or(|k| k == j.series))
+        .filter(|j| {
+            filter
+                .kernel
+                .as_deref()
+                .is_none_or(|k| k.split(',').any(|k| k == j.series))
+        })
         .filter(|j| {
             filter
                 .scenario
@@ -79,12 +85,16 @@ pub fn vm_test(filter: &Filter) -> Result<(usize, usize)> {
     if jobs.is_empty() {
         anyhow::bail!("no scenario matches --kernel/--scenario");
     }
-    let bins = vm::prepare()?;
+    let mut bins = HashMap::new();
     let mut bases: HashMap<&str, (Kernel, PathBuf)> = HashMap::new();
     for series in kernels::SERIES {
         if jobs.iter().any(|j| j.series == *series) {
+            let arch = Arch::of_series(series);
+            if let std::collections::hash_map::Entry::Vacant(e) = bins.entry(arch) {
+                e.insert(vm::prepare_for(arch)?);
+            }
             let kernel = Kernel::ready(series)?;
-            let base = initramfs::base(&kernel, &bins)?;
+            let base = initramfs::base(&kernel, &bins[&arch])?;
             bases.insert(series, (kernel, base));
         }
     }

@@ -350,6 +350,23 @@ mod tests {
         );
         assert!(k.member_offset("device", "driver").is_some());
         assert!(k.member_offset("inode", "i_rdev").is_some());
+        // The BTF is the running kernel's: the host's, also when an aarch64 build of these tests
+        // runs under user-mode emulation. Its pt_regs says which architecture it is.
+        let btf_arm64 = k.member_offset("pt_regs", "syscallno").is_some();
+        if btf_arm64 != cfg!(target_arch = "aarch64") {
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
         assert_eq!(k.struct_size("pt_regs"), Some(21 * 8), "x86_64 pt_regs");
+        // Where the programs read the syscall and its arguments on this architecture.
+        let f = |o: Option<u32>| o.expect("resolved");
+        let nr = f(crate::bpf::features::syscall_regs::nr(&k));
+        let args: Vec<u32> = (0..3)
+            .map(|n| f(crate::bpf::features::syscall_regs::arg(&k, n)))
+            .collect();
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!((nr, args), (15 * 8, vec![14 * 8, 13 * 8, 12 * 8]));
+        #[cfg(target_arch = "aarch64")]
+        assert_eq!((nr, args), (35 * 8, vec![34 * 8, 8, 16]));
     }
 }

@@ -219,10 +219,10 @@ impl Features {
             task_mm: btf.member_offset("task_struct", "mm"),
             task_stack: btf.member_offset("task_struct", "stack"),
             mm_exe_file: btf.member_offset("mm_struct", "exe_file"),
-            regs_orig_ax: btf.member_offset("pt_regs", "orig_ax"),
-            regs_si: btf.member_offset("pt_regs", "si"),
-            regs_dx: btf.member_offset("pt_regs", "dx"),
-            regs_di: btf.member_offset("pt_regs", "di"),
+            regs_orig_ax: syscall_regs::nr(btf),
+            regs_si: syscall_regs::arg(btf, 1),
+            regs_dx: syscall_regs::arg(btf, 2),
+            regs_di: syscall_regs::arg(btf, 0),
             pt_regs_size: btf.struct_size("pt_regs"),
             inode_private: btf.member_offset("inode", "i_private"),
             kn_name: btf.member_offset("kernfs_node", "name"),
@@ -304,6 +304,43 @@ impl Features {
             0x8000
         } else {
             0
+        }
+    }
+}
+
+/// Where the syscall number and its first arguments are in `struct pt_regs`, for the
+/// architecture this agent is built for (its eBPF object is built for the same one,
+/// ebpf/src/syscall_abi.rs): the `OFF_REGS_*` globals keep their x86-64 names.
+pub mod syscall_regs {
+    use super::KernelBtf;
+
+    /// x86_64: `orig_ax`.
+    #[cfg(not(target_arch = "aarch64"))]
+    pub fn nr(btf: &KernelBtf) -> Option<u32> {
+        btf.member_offset("pt_regs", "orig_ax")
+    }
+
+    /// x86_64: `di`, `si`, `dx`.
+    #[cfg(not(target_arch = "aarch64"))]
+    pub fn arg(btf: &KernelBtf, n: u32) -> Option<u32> {
+        let name = ["di", "si", "dx"].get(n as usize)?;
+        btf.member_offset("pt_regs", name)
+    }
+
+    /// arm64: `syscallno` (an s32; the programs read 4 bytes there).
+    #[cfg(target_arch = "aarch64")]
+    pub fn nr(btf: &KernelBtf) -> Option<u32> {
+        btf.member_offset("pt_regs", "syscallno")
+    }
+
+    /// arm64: argument 0 from `orig_x0` (`regs[0]` becomes the return value), 1 and 2 from
+    /// `regs[1]`, `regs[2]` (u64 each, inside the anonymous union's struct).
+    #[cfg(target_arch = "aarch64")]
+    pub fn arg(btf: &KernelBtf, n: u32) -> Option<u32> {
+        match n {
+            0 => btf.member_offset("pt_regs", "orig_x0"),
+            1 | 2 => btf.member_offset("pt_regs", "regs").map(|r| r + 8 * n),
+            _ => None,
         }
     }
 }

@@ -428,6 +428,12 @@ impl Loaded {
                         log::info!("{}: in kallsyms but kprobes refuse it ({e})", spec.target);
                         ProgramStatus::Unprobeable(REFUSED)
                     }
+                    // fentry, fexit and LSM programs on a kernel that cannot build a BPF
+                    // trampoline for a kernel function: absent for good, and said why.
+                    Err(e) if !spec.may_appear_later() && no_trampoline(&e) => {
+                        log::info!("{}: no BPF trampoline on this kernel ({e})", spec.target);
+                        ProgramStatus::Unprobeable(NO_TRAMPOLINE)
+                    }
                     Err(e) => ProgramStatus::Failed(describe(&e)),
                 }
             };
@@ -729,6 +735,24 @@ const FREE_NOT_NEEDED: &str =
 const NOTRACE: &str = "notrace (in kallsyms, not in tracefs available_filter_functions: an inline stub such as a config-disabled feature's), not retried";
 const REFUSED: &str =
     "kprobes refuse it (in kallsyms; tracefs not readable to tell why), not retried";
+
+const NO_TRAMPOLINE: &str = "no BPF trampoline on this kernel (ENOTSUPP attaching to a kernel function: arm64 has ftrace direct calls from 6.4), not retried";
+
+/// The kernel's internal ENOTSUPP, which the trampoline attach returns as is.
+const ENOTSUPP: i32 = 524;
+
+/// Whether an attach failed because this kernel cannot attach a trampoline to a kernel
+/// function at all (ENOTSUPP: Debian's arm64 6.1, without DYNAMIC_FTRACE_WITH_DIRECT_CALLS).
+fn no_trampoline(e: &ProgramError) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return io.raw_os_error() == Some(ENOTSUPP);
+        }
+        source = err.source();
+    }
+    false
+}
 
 /// Whether an attach failed because the kernel will not put a kprobe there (EINVAL, ENOENT),
 /// rather than for lack of rights or a broken program.

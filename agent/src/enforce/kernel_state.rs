@@ -164,6 +164,9 @@ impl Content {
         let mut drivers: BTreeSet<&DriverName> = facts.drivers.iter().collect();
         drivers.extend(&always);
         drivers.extend(&policy.allowed_drivers);
+        // A denied variant (`*_vfio_pci`) gets its entry (USER, not ALLOWED): without one the
+        // hooks would class it by name as an allowed user driver.
+        drivers.extend(&policy.denied_drivers);
         for d in drivers {
             let mut flags = 0;
             if is_user_driver(d.as_str()) {
@@ -366,6 +369,31 @@ mod tests {
         assert!(!c
             .user_drivers
             .contains_key(&key::<DRIVER_KEY_LEN>("pcieport")));
+    }
+
+    /// A variant not loaded yet is classed by the hooks by its name (user, allowed); one the
+    /// policy denies must then be in the map, user but not allowed, so the entry wins.
+    #[test]
+    fn a_denied_variant_is_in_the_map_unloaded_or_not() {
+        let policy = Policy::parse(
+            "denied_drivers = [\"shpchp\", \"nvgrace_gpu_vfio_pci\"]\n",
+            std::path::Path::new("p.toml"),
+        )
+        .expect("policy");
+        let c = Content::compute(&node(), &policy, &NodeFacts::default());
+        assert_eq!(
+            c.user_drivers.get(&key("nvgrace_gpu_vfio_pci")),
+            Some(&driver_class::USER)
+        );
+        assert!(!c
+            .user_drivers
+            .contains_key(&key::<DRIVER_KEY_LEN>("shpchp")));
+        assert!(!c
+            .user_drivers
+            .contains_key(&key::<DRIVER_KEY_LEN>("mlx5_vfio_pci")));
+        assert!(iommu_enforcer_common::is_user_driver_key(&key(
+            "mlx5_vfio_pci"
+        )));
     }
 
     #[test]

@@ -2,12 +2,16 @@
 //! does not take kernel DMA ownership of its device) and whether it hands the device to user space.
 
 /// Drivers hand a device to user space: vfio-pci and its variant drivers (`mlx5_vfio_pci`,
-/// `nvgrace_gpu_vfio_pci`, `virtio-vfio-pci`, ...).
+/// `nvgrace_gpu_vfio_pci`, `virtio-vfio-pci`, ...): a non-empty prefix before the suffix.
+/// The eBPF programs class a driver the agent has not put in their map by the same rule
+/// (`iommu_enforcer_common::is_user_driver_key`).
 pub fn is_user_driver(driver: &str) -> bool {
+    const SUFFIXES: [&str; 2] = ["_vfio_pci", "-vfio-pci"];
     driver == "vfio-pci"
         || driver == "vfio_pci"
-        || driver.ends_with("_vfio_pci")
-        || driver.ends_with("-vfio-pci")
+        || SUFFIXES
+            .iter()
+            .any(|s| driver.len() > s.len() && driver.ends_with(s))
 }
 
 /// Drivers that set `driver_managed_dma` and so never claim kernel DMA ownership of a group:
@@ -30,21 +34,64 @@ pub const DEFAULT_DENIED: &[&str] = &["shpchp"];
 mod tests {
     use super::*;
 
-    #[test]
-    fn vfio_variants_are_user_drivers() {
-        for d in [
-            "vfio-pci",
-            "mlx5_vfio_pci",
-            "nvgrace_gpu_vfio_pci",
-            "virtio-vfio-pci",
-        ] {
-            assert!(is_user_driver(d), "{d}");
+    /// Every name the kernel's user drivers use, one test per pattern; each also agrees with
+    /// the eBPF programs' fallback on the NUL-padded key.
+    fn user(d: &str) -> bool {
+        let by_key = iommu_enforcer_common::is_user_driver_key(&crate::pci::padded(d));
+        assert_eq!(is_user_driver(d), by_key, "agent and eBPF disagree on {d}");
+        if is_user_driver(d) {
             assert!(is_driver_managed_dma(d), "{d}");
+            assert!(is_allowed_by_default(d), "{d}");
         }
-        assert!(!is_user_driver("vfio"));
-        assert!(!is_user_driver("pci-stub"));
+        is_user_driver(d)
     }
 
+    #[test]
+    fn vfio_pci_as_the_driver_core_and_the_module_name_it() {
+        assert!(user("vfio-pci"));
+        assert!(user("vfio_pci"));
+    }
+
+    #[test]
+    fn underscore_variants_are_user_drivers() {
+        for d in [
+            "nvgrace_gpu_vfio_pci",
+            "mlx5_vfio_pci",
+            "hisi_acc_vfio_pci",
+            "pds_vfio_pci",
+            "virtio_vfio_pci",
+            "qat_vfio_pci",
+            "nvidia_vfio_pci",
+        ] {
+            assert!(user(d), "{d}");
+        }
+    }
+
+    #[test]
+    fn dash_variants_are_user_drivers() {
+        for d in ["virtio-vfio-pci", "xe-vfio-pci"] {
+            assert!(user(d), "{d}");
+        }
+    }
+
+    #[test]
+    fn near_misses_are_not_user_drivers() {
+        for d in [
+            "vfio",
+            "pci-stub",
+            "vfio_pci_core",
+            "vfio-pci-core",
+            "nvgrace_gpu",
+            "_vfio_pci",
+            "-vfio-pci",
+            "vfio-pcie",
+            "xvfio-pci",
+            "nvgrace_gpu_vfio_pci_",
+            "",
+        ] {
+            assert!(!user(d), "{d}");
+        }
+    }
     #[test]
     fn stub_and_portdrv_manage_dma_but_are_not_user() {
         assert!(is_driver_managed_dma("pci-stub"));

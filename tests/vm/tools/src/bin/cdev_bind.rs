@@ -79,7 +79,7 @@ fn main() -> ExitCode {
         out_devid: 0,
     };
     // SAFETY: `bind` is a live, correctly sized vfio_device_bind_iommufd for the call.
-    let r = unsafe { libc::ioctl(device_fd, VFIO_DEVICE_BIND_IOMMUFD, &mut bind) };
+    let r = unsafe { libc::ioctl(device_fd, VFIO_DEVICE_BIND_IOMMUFD as _, &mut bind) };
     let errno = if r < 0 { last_errno() } else { 0 };
     println!("bind {}", verdict(errno));
     if errno == 0 {
