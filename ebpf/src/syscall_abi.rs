@@ -21,7 +21,9 @@ use iommu_enforcer_common::{offsets::UNRESOLVED, pt_regs_mode};
 use crate::kernel::{self, global, read_at};
 
 #[cfg(not(any(bpf_target_arch = "x86_64", bpf_target_arch = "aarch64")))]
-compile_error!("build with --cfg bpf_target_arch=\"x86_64\" or \"aarch64\" (cargo xtask build-ebpf)");
+compile_error!(
+    "build with --cfg bpf_target_arch=\"x86_64\" or \"aarch64\" (cargo xtask build-ebpf)"
+);
 
 // Syscall numbers whose (buffer, count) or (iovec, count) the hook trusts. Only those that take
 // f_pos_lock (write, writev): see `kernel::in_own_write`.

@@ -724,7 +724,6 @@ impl Loaded {
         log.set(slot, value, 0)
             .map_err(|e| LoadError::Map(names::AGENT_LOG, e))
     }
-
 }
 
 /// Why `file_free_security` is not attached from 5.15 on.

@@ -112,7 +112,14 @@ async fn agent(
     let (policy, digest) = policy;
     let policy = scoped(common, labels.as_deref(), policy);
     let started = start(common, args, (policy, digest)).await?;
-    run(started, common, args.dry_run, &args.pin_root, labels.as_deref()).await
+    run(
+        started,
+        common,
+        args.dry_run,
+        &args.pin_root,
+        labels.as_deref(),
+    )
+    .await
 }
 
 /// `policy` as it applies to this node (reservations scoped to other nodes' labels left
