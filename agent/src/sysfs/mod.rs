@@ -343,7 +343,7 @@ pub fn scan(root: &Path) -> Result<Scan, SysfsError> {
                 continue;
             }
             seen.insert(member.clone(), group);
-            match read_member(&root_canon, &link, &member, group, &mut out.problems) {
+            match read_member(root, &root_canon, &link, &member, group, &mut out.problems) {
                 Ok(Member::Pci(d)) => out.devices.push(d),
                 Ok(Member::Other(m)) => {
                     out.problems.push(ScanProblem::from_error(
@@ -404,7 +404,7 @@ pub fn read_device(root: &Path, address: &str) -> Result<(Device, Vec<ScanProble
             )
         })?;
     let mut problems = Vec::new();
-    match read_member(&root_canon, &link, address, group, &mut problems)? {
+    match read_member(root, &root_canon, &link, address, group, &mut problems)? {
         Member::Pci(mut d) => {
             d.physical_slot = physical_slots(root).remove(d.slot());
             Ok((d, problems))
@@ -454,15 +454,49 @@ fn read_attribute(dir: &Path, file: &str, limit: usize) -> Result<Option<Vec<u8>
     }
 }
 
+/// The device directory behind a member link under `root`, in `root_canon`'s spelling. sysfs
+/// links are relative and the directories that hold them (`kernel/iommu_groups/N/devices`,
+/// `bus/pci/devices`) are real, so one `readlink` resolved against the link's directory is the
+/// answer; `canonicalize` reads every component of the path again (13 readlinks per device of a
+/// 10,000-device tree, the audit's largest syscall count). Anything else (an absolute or odd
+/// target, a link outside `root`) is canonicalized.
+fn member_dir(root: &Path, root_canon: &Path, link: &Path) -> io::Result<PathBuf> {
+    let target = match std::fs::read_link(link) {
+        Ok(t) if t.is_relative() => t,
+        Ok(_) => return std::fs::canonicalize(link),
+        Err(e) if e.kind() == io::ErrorKind::InvalidInput => return std::fs::canonicalize(link),
+        Err(e) => return Err(e),
+    };
+    let Some(within) = link.parent().and_then(|p| p.strip_prefix(root).ok()) else {
+        return std::fs::canonicalize(link);
+    };
+    let mut dir = root_canon.join(within);
+    for c in target.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                dir.pop();
+            }
+            std::path::Component::Normal(n) => dir.push(n),
+            std::path::Component::CurDir => {}
+            _ => return std::fs::canonicalize(link),
+        }
+    }
+    if !dir.starts_with(root_canon) {
+        return std::fs::canonicalize(link);
+    }
+    Ok(dir)
+}
+
 /// Reads the member behind `link` (a group's `devices/<name>` or `bus/pci/devices/<name>`).
 fn read_member(
+    root: &Path,
     root_canon: &Path,
     link: &Path,
     name: &str,
     group: u32,
     problems: &mut Vec<ScanProblem>,
 ) -> Result<Member, SysfsError> {
-    let dir = std::fs::canonicalize(link).map_err(|e| SysfsError::io(link, e))?;
+    let dir = member_dir(root, root_canon, link).map_err(|e| SysfsError::io(link, e))?;
     let driver = read_driver(&dir)?;
     if PciAddress::parse(name).is_none() {
         return Ok(Member::Other(OtherMember {
