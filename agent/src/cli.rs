@@ -535,9 +535,12 @@ fn load(
     // With a deadline: a device mid-removal can block a sysfs read for as long as its VFIO
     // group is held; the audit says so instead of hanging.
     let root = common.sysfs_root.clone();
-    let scan = match crate::io_deadline::run("sysfs scan", crate::io_deadline::SCAN, move || {
-        crate::sysfs::scan(&root)
-    }) {
+    let scan = match crate::io_deadline::run_progressing(
+        "sysfs scan",
+        crate::io_deadline::SCAN,
+        &crate::io_deadline::SCAN_PROGRESS,
+        move || crate::sysfs::scan(&root),
+    ) {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             eprintln!("enforcer: {e}");

@@ -10,6 +10,7 @@
 //! pool (up to 512) stuck on the same device lock, where this keeps one thread and answers
 //! `Busy` at once (the unit tests below hold a job stuck and check that).
 use std::{
+    sync::atomic::{AtomicU64, Ordering},
     sync::{
         mpsc::{self, RecvTimeoutError, SyncSender},
         Arc, Mutex, OnceLock,
@@ -20,8 +21,13 @@ use std::{
 
 /// A single attribute read or write.
 pub const ATTRIBUTE: Duration = Duration::from_secs(2);
-/// A whole scan of sysfs or of every process's fds.
+/// A whole scan of sysfs or of every process's fds, or, for a scan that reports its progress
+/// ([`run_progressing`]), the longest it may go without any.
 pub const SCAN: Duration = Duration::from_secs(10);
+
+/// Bumped by the sysfs scan for every member it reads: a scan of a large tree that keeps moving
+/// is slow, not stuck.
+pub static SCAN_PROGRESS: AtomicU64 = AtomicU64::new(0);
 
 /// Why a job gave no result.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -80,6 +86,17 @@ impl Worker {
         limit: Duration,
         job: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, Stalled> {
+        self.run_watching(what, limit, None, job)
+    }
+
+    /// [`Self::run`], where `progress` moving within each `limit` extends the wait.
+    fn run_watching<T: Send + 'static>(
+        &self,
+        what: &str,
+        limit: Duration,
+        progress: Option<&AtomicU64>,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, Stalled> {
         let _turn = self.calls.lock().unwrap_or_else(|p| p.into_inner());
         {
             let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
@@ -107,13 +124,27 @@ impl Worker {
                 since: Duration::ZERO,
             });
         }
-        match result.recv_timeout(limit) {
-            Ok(v) => Ok(v),
-            Err(RecvTimeoutError::Timeout) => Err(Stalled::TimedOut { after: limit }),
-            Err(RecvTimeoutError::Disconnected) => Err(Stalled::Busy {
-                what: what.to_string(),
-                since: Duration::ZERO,
-            }),
+        let started = Instant::now();
+        let mut seen = progress.map(|p| p.load(Ordering::Relaxed));
+        loop {
+            match result.recv_timeout(limit) {
+                Ok(v) => return Ok(v),
+                Err(RecvTimeoutError::Timeout) => {
+                    let now = progress.map(|p| p.load(Ordering::Relaxed));
+                    if now.is_none() || now == seen {
+                        return Err(Stalled::TimedOut {
+                            after: started.elapsed(),
+                        });
+                    }
+                    seen = now;
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(Stalled::Busy {
+                        what: what.to_string(),
+                        since: Duration::ZERO,
+                    })
+                }
+            }
         }
     }
 }
@@ -132,6 +163,18 @@ pub fn run<T: Send + 'static>(
     worker().run(what, limit, job)
 }
 
+/// [`run`] for a job that bumps `progress` as it goes: the wait lasts while it moves, and ends
+/// once it stood still for `limit` (a sysfs scan of 100,000 devices takes longer than a stuck
+/// read may, and is not stuck).
+pub fn run_progressing<T: Send + 'static>(
+    what: &str,
+    limit: Duration,
+    progress: &'static AtomicU64,
+    job: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Stalled> {
+    worker().run_watching(what, limit, Some(progress), job)
+}
+
 /// The job the kernel is holding, and for how long. Callers wait for every job they start, so
 /// between calls a running job is one that outlived its deadline.
 pub fn stuck() -> Option<(String, Duration)> {
@@ -142,6 +185,25 @@ pub fn stuck() -> Option<(String, Duration)> {
 mod tests {
     use super::*;
     use std::sync::mpsc::channel;
+
+    #[test]
+    fn a_job_that_keeps_moving_outlives_the_limit_and_one_that_stops_does_not() {
+        let w = Worker::start();
+        static MOVED: AtomicU64 = AtomicU64::new(0);
+        let slow = w.run_watching("moving", Duration::from_millis(40), Some(&MOVED), || {
+            for _ in 0..6 {
+                thread::sleep(Duration::from_millis(20));
+                MOVED.fetch_add(1, Ordering::Relaxed);
+            }
+            5
+        });
+        assert_eq!(slow, Ok(5));
+        static STILL: AtomicU64 = AtomicU64::new(0);
+        let stuck = w.run_watching("still", Duration::from_millis(40), Some(&STILL), || {
+            thread::sleep(Duration::from_millis(300))
+        });
+        assert!(matches!(stuck, Err(Stalled::TimedOut { .. })), "{stuck:?}");
+    }
 
     #[test]
     fn a_stuck_job_times_out_then_blocks_nothing_else_until_it_ends() {

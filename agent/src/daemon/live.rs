@@ -354,9 +354,12 @@ impl Live {
         // as its VFIO group is held, and this thread is the agent's only event loop.
         if follow.rescan_sysfs {
             let root = self.sysfs_root.clone();
-            match io_deadline::run("sysfs scan", io_deadline::SCAN, move || {
-                scan::group_map_known(&root)
-            }) {
+            match io_deadline::run_progressing(
+                "sysfs scan",
+                io_deadline::SCAN,
+                &io_deadline::SCAN_PROGRESS,
+                move || scan::group_map_known(&root),
+            ) {
                 Ok(Ok(map)) => lines.extend(self.node.resync(map)),
                 Ok(Err(e)) => {
                     if let Some(m) = self.sink.metrics() {

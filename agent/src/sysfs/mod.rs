@@ -496,6 +496,7 @@ fn read_member(
     group: u32,
     problems: &mut Vec<ScanProblem>,
 ) -> Result<Member, SysfsError> {
+    crate::io_deadline::SCAN_PROGRESS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = member_dir(root, root_canon, link).map_err(|e| SysfsError::io(link, e))?;
     let driver = read_driver(&dir)?;
     if PciAddress::parse(name).is_none() {
