@@ -84,14 +84,24 @@ pub fn vm_metrics(series: &str) -> Result<bool> {
         }
     }
     let script_out = &outcome.channel.script;
+    // Some round of the guest's loop saw the kernel's refusal and some saw the veto. The first
+    // round may see EAGAIN instead: the bus-wide bind is refused at open until the agent arms
+    // the write-time check (docs/cost.md), which it keeps for 10 s after each request.
     for (fact, want) in [
-        ("refusal_0", "EBUSY"),
-        ("veto_0", "EPERM"),
+        ("refusal_", "EBUSY"),
+        ("veto_", "EPERM"),
         ("host_done", "done"),
     ] {
-        let line = format!("@fact {fact}={want}");
-        if !script_out.lines().any(|l| l.trim() == line) {
-            println!("FAIL vm-metrics@{series}: the guest did not report {line}");
+        let said = |l: &str| {
+            l.trim()
+                .strip_prefix("@fact ")
+                .and_then(|f| f.split_once('='))
+                .is_some_and(|(k, v)| {
+                    v == want && (k == fact || (fact.ends_with('_') && k.starts_with(fact)))
+                })
+        };
+        if !script_out.lines().any(said) {
+            println!("FAIL vm-metrics@{series}: the guest reported no {fact}*={want}");
             ok = false;
         }
     }
