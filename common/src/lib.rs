@@ -59,8 +59,7 @@ pub enum EventKind {
     OverrideWritten = 17,
     /// `file_open` counted a writable descriptor of a sysfs control file whose writes only the
     /// write-time program (`file_permission`, attached on demand) can judge, while it was not
-    /// armed; or the last such descriptor went while it was (`detail`: 1 counted, 0 gone). The
-    /// agent arms or disarms it (not printed as an event).
+    /// armed (`detail` 1). The agent arms it (not printed as an event).
     WriteCheck = 18,
 }
 

@@ -323,12 +323,10 @@ pub fn kernfs_release(ctx: FEntryContext) -> i32 {
 }
 
 #[inline(always)]
-fn writer_gone<C: aya_ebpf::EbpfContext>(ctx: &C, file: *const u8) {
-    if state::uncount_writer(file as u64) && state::write_armed() {
-        crate::record::emit(ctx, EventKind::WriteCheck, 0, NO_GROUP, |ev| {
-            ev.detail = 0;
-        });
-    }
+fn writer_gone<C: aya_ebpf::EbpfContext>(_ctx: &C, file: *const u8) {
+    // No record: a burst of writes would fill the ring with them. The agent looks at the count
+    // again while the check is attached.
+    let _ = state::uncount_writer(file as u64);
 }
 
 /// `int security_file_permission(struct file *file, int mask)`: every read and write,

@@ -239,6 +239,11 @@ impl Live {
             writers,
             trusted_handback: self.enforcer.trusted_handback(self.node.policy()),
         };
+        // While descriptors are counted the check stays, and is looked at again a linger later
+        // (the kernel says nothing when the last one goes).
+        if writers > 0 {
+            self.write_check.hold(now);
+        }
         let want = self.write_check.wanted(now, need) || self.loaded.write_check_fixed();
         let armed = self.loaded.write_check_armed();
         let state = if want && !armed {
