@@ -196,17 +196,47 @@ impl Apt {
             run(Command::new("apt-get").args(["update", "-q"]))?;
             self.updated = true;
         }
-        say(format!("setup: installing {}", missing.join(" ")));
+        let mut args: Vec<String> = missing.iter().map(|p| p.to_string()).collect();
+        if let Some(pin) = qemu_utils_pin(&missing) {
+            args.push(pin);
+        }
+        say(format!("setup: installing {}", args.join(" ")));
         run(Command::new("apt-get")
-            .args(["install", "-y", "-q"])
+            .args(["install", "-y", "-q", "--allow-downgrades"])
             .args(if recommends {
                 &[][..]
             } else {
                 &["--no-install-recommends"][..]
             })
-            .args(&missing)
+            .args(&args)
             .env("DEBIAN_FRONTEND", "noninteractive"))
     }
+}
+
+/// `qemu-utils=V` when QEMU's system emulators are to be installed and the machine already has a
+/// qemu-utils of another version than the emulators apt would install (seen: 10.0 from
+/// bookworm-backports preinstalled, with no backports source; its `Breaks: qemu-system-common
+/// (<< 8.0)` makes apt refuse the install). QEMU's parts must come from one release: the
+/// test node's timings were taken on bookworm's emulators, so qemu-utils follows them.
+fn qemu_utils_pin(missing: &[&str]) -> Option<String> {
+    if !missing.iter().any(|p| p.starts_with("qemu-system")) || !installed("qemu-utils") {
+        return None;
+    }
+    let have = probe(Command::new("dpkg-query").args(["-W", "-f=${Version}", "qemu-utils"]))?;
+    let policy = probe(Command::new("apt-cache").args(["policy", "qemu-system-common"]))?;
+    let want = policy
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Candidate:"))
+        .map(str::trim)
+        .filter(|v| *v != "(none)")?;
+    if have.trim() == want {
+        return None;
+    }
+    say(format!(
+        "setup: qemu-utils {} does not match QEMU {want} from the machine's sources: installing qemu-utils={want} with it",
+        have.trim()
+    ));
+    Some(format!("qemu-utils={want}"))
 }
 
 fn is_root() -> bool {
