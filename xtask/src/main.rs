@@ -19,18 +19,17 @@ mod qemu;
 mod release;
 mod scenarios;
 mod setup;
+mod test_all;
 mod topology;
 mod util;
 mod vm;
 mod vmtest;
 
 use std::path::PathBuf;
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-
-use crate::util::{say, workspace_root};
 
 #[derive(Parser)]
 #[command(
@@ -184,16 +183,7 @@ fn real_main() -> Result<bool> {
             script,
             cmdline,
         } => vm::vm(&vm::VmArgs {
-            kernel: match arch.as_str() {
-                "arm64" => {
-                    let k = kernel.unwrap_or_else(|| "6.12".into());
-                    if !["6.1", "6.12"].contains(&k.as_str()) {
-                        anyhow::bail!("the arm64 node boots Debian's arm64 6.1 or 6.12, not {k}");
-                    }
-                    format!("arm64-{k}")
-                }
-                _ => kernel.unwrap_or_else(|| "6.1".into()),
-            },
+            kernel: vm::series_for(&arch, kernel)?,
             dry_run,
             policy,
             script,
@@ -237,103 +227,6 @@ fn real_main() -> Result<bool> {
         Cmd::Release { registry } => release::release(registry).map(|()| true),
         Cmd::Lint => lint::lint(),
         Cmd::Man { out } => man::man(out).map(|()| true),
-        Cmd::Test => {
-            setup::ensure()?;
-            // fmt, clippy and shellcheck first: seconds, where the rest takes an hour.
-            if !lint::lint()? {
-                say("test: lint failed (cargo xtask lint); skipping the rest");
-                return Ok(false);
-            }
-            // The eBPF object first, so the agent's tests build with it embedded.
-            artifacts::build_ebpf()?;
-            say("test: cargo test --workspace");
-            // Inherited stdout: its closing lines belong in the test log.
-            let status = Command::new("cargo")
-                .args(["test", "--workspace"])
-                .current_dir(workspace_root())
-                .status()?;
-            if !status.success() {
-                say("test: cargo test --workspace failed; skipping the VM scenarios");
-                return Ok(false);
-            }
-            // Checks beyond the VM scenarios, counted in the closing line with them.
-            let mut extra: Vec<(&str, bool)> = Vec::new();
-            say("test: tests/deploy/validate.sh (manifests, alert rules)");
-            let deploy = Command::new("bash")
-                .arg(workspace_root().join("tests/deploy/validate.sh"))
-                .current_dir(workspace_root())
-                .status()
-                .is_ok_and(|s| s.success());
-            extra.push(("deploy validation", deploy));
-            say("test: fuzz targets, 30 s each (cargo xtask fuzz)");
-            let fuzzed = fuzz::fuzz(30).unwrap_or_else(|e| {
-                println!("FAIL fuzz: {e:#}");
-                false
-            });
-            extra.push(("fuzz", fuzzed));
-            say("test: image (build FROM scratch, smoke test in podman)");
-            let image = image::image().map_or_else(
-                |e| {
-                    println!("FAIL image: {e:#}");
-                    false
-                },
-                |()| true,
-            );
-            extra.push(("image", image));
-            say("test: vm-metrics (Prometheus scrapes the agent in the test node)");
-            let metrics = metrics_scrape::vm_metrics("6.1").unwrap_or_else(|e| {
-                println!("FAIL vm-metrics: {e:#}");
-                false
-            });
-            extra.push(("vm-metrics", metrics));
-            // The cost figures, in every run, with their goals checked: the idle agent's
-            // wakeups and RSS (0 wakeups of its own per idle minute, <= 25 MiB with 1,000
-            // devices), and the hooks' cost in exact instruction counts (below).
-            say("test: vm-idle (the idle agent's wakeups, CPU and RSS, 60 s per phase)");
-            let idle = idle::vm_idle("6.12", 60, 1000).unwrap_or_else(|e| {
-                println!("FAIL vm-idle: {e:#}");
-                false
-            });
-            extra.push(("vm-idle", idle));
-            // The hooks' cost in exact instruction counts, with a group in use, against the
-            // goals (read/write <= 1.02x detached, open+close <= 1.03x).
-            for series in ["6.1", "6.12"] {
-                say(format!("test: vm-bench --icount --kernel {series}"));
-                let bench = bench::vm_bench(&bench::BenchArgs {
-                    kernel: series.into(),
-                    policy: None,
-                    iterations: 20_000,
-                    non_viable: false,
-                    icount: true,
-                })
-                .unwrap_or_else(|e| {
-                    println!("FAIL vm-bench --icount {series}: {e:#}");
-                    false
-                });
-                extra.push((
-                    if series == "6.1" {
-                        "vm-bench 6.1"
-                    } else {
-                        "vm-bench 6.12"
-                    },
-                    bench,
-                ));
-            }
-            let (mut passed, mut failed) = vmtest::vm_test(&vmtest::Filter {
-                kernel: None,
-                scenario: None,
-                jobs: 2,
-            })?;
-            for (name, ok) in extra {
-                println!("{name}: {}", if ok { "passed" } else { "FAILED" });
-                if ok {
-                    passed += 1;
-                } else {
-                    failed += 1;
-                }
-            }
-            println!("{passed} passed, {failed} failed");
-            Ok(failed == 0)
-        }
+        Cmd::Test => test_all::test(),
     }
 }

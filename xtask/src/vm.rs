@@ -108,6 +108,19 @@ pub struct VmArgs {
 }
 
 /// Returns whether the guest completed without crashing.
+/// The kernel series `cargo xtask vm --arch ARCH --kernel K` boots: 6.1 by default, and on the
+/// arm64 node Debian's arm64 6.1 or 6.12 (6.12 by default).
+pub fn series_for(arch: &str, kernel: Option<String>) -> Result<String> {
+    if arch != "arm64" {
+        return Ok(kernel.unwrap_or_else(|| "6.1".into()));
+    }
+    let k = kernel.unwrap_or_else(|| "6.12".into());
+    if !["6.1", "6.12"].contains(&k.as_str()) {
+        anyhow::bail!("the arm64 node boots Debian's arm64 6.1 or 6.12, not {k}");
+    }
+    Ok(format!("arm64-{k}"))
+}
+
 pub fn vm(args: &VmArgs) -> Result<bool> {
     let bins = prepare_for(Arch::of_series(&args.kernel))?;
     let kernel = Kernel::ready(&args.kernel)?;
