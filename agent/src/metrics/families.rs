@@ -211,29 +211,30 @@ impl Families {
             )?,
             registry,
         };
+        families.start_at_zero()?;
+        Ok(families)
+    }
+
+    /// Every series whose label values are known in advance exists from the start at 0, so the
+    /// first event is an increase from 0 that increase() and the alerts see, not a series that
+    /// appears at 1. Series labelled by group, device or driver cannot be known in advance: the
+    /// alerts on those also fire when a series appears (dashboards/alerts.yaml).
+    fn start_at_zero(&self) -> prometheus::Result<()> {
         for what in READ_FAILURES {
-            families
-                .read_failures
-                .get_metric_with_label_values(&[what])?;
+            self.read_failures.get_metric_with_label_values(&[what])?;
         }
         for reason in HTTP_REFUSALS {
-            families
-                .http_connections_refused
+            self.http_connections_refused
                 .get_metric_with_label_values(&[reason])?;
         }
-        // Every series whose label values are known in advance exists from the start at 0, so
-        // the first event is an increase from 0 that increase() and the alerts see, not a
-        // series that appears at 1. Series labelled by group, device or driver cannot be known
-        // in advance: the alerts on those also fire when a series appears (dashboards/alerts.yaml).
         for mechanism in Mechanism::ALL {
-            families
-                .enforcement_active
+            self.enforcement_active
                 .get_metric_with_label_values(&[mechanism.as_str()])?
                 .set(0);
         }
         for rule in Rule::VETOES {
             for action in Action::VETO {
-                families.violations.get_metric_with_label_values(&[
+                self.violations.get_metric_with_label_values(&[
                     rule.as_str(),
                     action.as_str(),
                     "",
@@ -244,29 +245,25 @@ impl Families {
         for kind in Kind::RESERVATION {
             for action in Action::of_reservation(kind) {
                 for result in Outcome::ALL {
-                    families
-                        .reservation_actions
-                        .get_metric_with_label_values(&[
-                            kind.as_str(),
-                            action.as_str(),
-                            result.as_str(),
-                        ])?;
+                    self.reservation_actions.get_metric_with_label_values(&[
+                        kind.as_str(),
+                        action.as_str(),
+                        result.as_str(),
+                    ])?;
                 }
             }
         }
         for reason in crate::pods::Failure::ALL {
-            families
-                .pod_attribution_failures
+            self.pod_attribution_failures
                 .get_metric_with_label_values(&[reason.as_str()])?;
         }
         for reason in crate::pods::resources::ListError::REASONS {
-            families
-                .pod_resources_failures
+            self.pod_resources_failures
                 .get_metric_with_label_values(&[reason])?;
         }
         for scope in Scope::ALL {
             for result in Outcome::ALL {
-                families.claims.get_metric_with_label_values(&[
+                self.claims.get_metric_with_label_values(&[
                     scope.as_str(),
                     result.as_str(),
                     "",
@@ -274,6 +271,6 @@ impl Families {
                 ])?;
             }
         }
-        Ok(families)
+        Ok(())
     }
 }
