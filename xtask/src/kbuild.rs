@@ -159,52 +159,73 @@ pub fn ensure(apt: &PrivateApt) -> Result<()> {
 
 fn build(apt: &PrivateApt, dir: &Path, version: &str, recipe: &str) -> Result<()> {
     let src = sibling(dir, "build");
-    let fragment = fragment_path();
     if !src.join("Makefile").is_file() {
-        let debs = apt.dir.join("debs");
-        fs::create_dir_all(&debs)?;
-        say(format!("setup: downloading {SOURCE} {version}"));
-        apt.run_in(&debs, &["download", "-q", &format!("{SOURCE}={version}")])?;
-        let deb = kernels::find_deb(&debs, SOURCE)?;
-        let unpacked = sibling(dir, "deb");
-        let _ = fs::remove_dir_all(&unpacked);
-        run(Command::new("dpkg").arg("-x").arg(&deb).arg(&unpacked))?;
-        let tarball = unpacked.join(format!("usr/src/{SOURCE}.tar.xz"));
-        let _ = fs::remove_dir_all(&src);
-        fs::create_dir_all(&src)?;
-        run(Command::new("tar")
-            .arg("-xJf")
-            .arg(&tarball)
-            .arg("--strip-components=1")
-            .arg("-C")
-            .arg(&src))?;
-        let _ = fs::remove_dir_all(&unpacked);
-        let _ = fs::remove_file(&deb);
+        unpack_source(apt, dir, version, &src)?;
     }
-    let configured = src.join(".config.done");
-    if !configured.is_file() {
-        say(format!(
-            "setup: configuring {BUILT}: {BASE_CONFIG}, then {}",
-            fragment.display()
-        ));
-        run(Command::new("make").arg(BASE_CONFIG).current_dir(&src))?;
-        run(Command::new("scripts/kconfig/merge_config.sh")
-            .args(["-m", ".config"])
-            .arg(&fragment)
-            .current_dir(&src))?;
-        run(Command::new("make").arg("olddefconfig").current_dir(&src))?;
-        let config = fs::read_to_string(src.join(".config"))?;
-        let text = fs::read_to_string(&fragment)?;
-        let missed = unmet(&text, &config);
-        if !missed.is_empty() {
-            bail!(
-                "the {BUILT} config does not honour {}: {}",
-                fragment.display(),
-                missed.join(", ")
-            );
-        }
-        fs::write(&configured, "")?;
+    if !src.join(".config.done").is_file() {
+        configure(&src)?;
     }
+    let seconds = make(dir, version, &src)?;
+    install(dir, version, recipe, &src, seconds)?;
+    // The tree is gigabytes of objects; the installed root is what the VM needs.
+    let _ = fs::remove_dir_all(&src);
+    Ok(())
+}
+
+/// Debian's linux-source package, downloaded and unpacked into `src`.
+fn unpack_source(apt: &PrivateApt, dir: &Path, version: &str, src: &Path) -> Result<()> {
+    let debs = apt.dir.join("debs");
+    fs::create_dir_all(&debs)?;
+    say(format!("setup: downloading {SOURCE} {version}"));
+    apt.run_in(&debs, &["download", "-q", &format!("{SOURCE}={version}")])?;
+    let deb = kernels::find_deb(&debs, SOURCE)?;
+    let unpacked = sibling(dir, "deb");
+    let _ = fs::remove_dir_all(&unpacked);
+    run(Command::new("dpkg").arg("-x").arg(&deb).arg(&unpacked))?;
+    let tarball = unpacked.join(format!("usr/src/{SOURCE}.tar.xz"));
+    let _ = fs::remove_dir_all(src);
+    fs::create_dir_all(src)?;
+    run(Command::new("tar")
+        .arg("-xJf")
+        .arg(&tarball)
+        .arg("--strip-components=1")
+        .arg("-C")
+        .arg(src))?;
+    let _ = fs::remove_dir_all(&unpacked);
+    let _ = fs::remove_file(&deb);
+    Ok(())
+}
+
+/// The base config with the fragment merged; an option the fragment sets that Kconfig dropped
+/// (a missing dependency) is an error, not a kernel built without it.
+fn configure(src: &Path) -> Result<()> {
+    let fragment = fragment_path();
+    say(format!(
+        "setup: configuring {BUILT}: {BASE_CONFIG}, then {}",
+        fragment.display()
+    ));
+    run(Command::new("make").arg(BASE_CONFIG).current_dir(src))?;
+    run(Command::new("scripts/kconfig/merge_config.sh")
+        .args(["-m", ".config"])
+        .arg(&fragment)
+        .current_dir(src))?;
+    run(Command::new("make").arg("olddefconfig").current_dir(src))?;
+    let config = fs::read_to_string(src.join(".config"))?;
+    let text = fs::read_to_string(&fragment)?;
+    let missed = unmet(&text, &config);
+    if !missed.is_empty() {
+        bail!(
+            "the {BUILT} config does not honour {}: {}",
+            fragment.display(),
+            missed.join(", ")
+        );
+    }
+    fs::write(src.join(".config.done"), "")?;
+    Ok(())
+}
+
+/// `make bzImage modules` at nice 19, its output in a log beside `dir`; the seconds it took.
+fn make(dir: &Path, version: &str, src: &Path) -> Result<u64> {
     let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
     say(format!(
         "setup: building {BUILT} ({SOURCE} {version}) with {jobs} jobs at nice 19: about 12 minutes on 2 idle cores, once per machine; log in {}",
@@ -221,7 +242,7 @@ fn build(apt: &PrivateApt, dir: &Path, version: &str, recipe: &str) -> Result<()
             "bzImage",
             "modules",
         ])
-        .current_dir(&src)
+        .current_dir(src)
         .stdout(log.try_clone()?)
         .stderr(log)
         .status()
@@ -232,11 +253,16 @@ fn build(apt: &PrivateApt, dir: &Path, version: &str, recipe: &str) -> Result<()
             sibling(dir, "make.log").display()
         );
     }
-    let seconds = started.elapsed().as_secs();
+    Ok(started.elapsed().as_secs())
+}
+
+/// The kernel, its config and its modules installed into `dir` (through a partial directory
+/// renamed at the end, so a cut build never looks complete), with what it was built from.
+fn install(dir: &Path, version: &str, recipe: &str, src: &Path, seconds: u64) -> Result<()> {
     let release = output(
         Command::new("make")
             .args(["-s", "kernelrelease"])
-            .current_dir(&src),
+            .current_dir(src),
     )?
     .trim()
     .to_string();
@@ -255,7 +281,7 @@ fn build(apt: &PrivateApt, dir: &Path, version: &str, recipe: &str) -> Result<()
             partial.join("root").display()
         ))
         .args(["INSTALL_MOD_STRIP=1", "modules_install"])
-        .current_dir(&src))?;
+        .current_dir(src))?;
     fs::write(partial.join("build-seconds"), format!("{seconds}\n"))?;
     fs::write(
         partial.join("recipe.sha256"),
@@ -269,8 +295,6 @@ fn build(apt: &PrivateApt, dir: &Path, version: &str, recipe: &str) -> Result<()
     fs::rename(&partial, dir)
         .with_context(|| format!("moving {} to {}", partial.display(), dir.display()))?;
     say(format!("setup: built {BUILT} ({release}) in {seconds} s"));
-    // The tree is gigabytes of objects; the installed root is what the VM needs.
-    let _ = fs::remove_dir_all(&src);
     Ok(())
 }
 
