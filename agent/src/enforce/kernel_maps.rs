@@ -269,30 +269,6 @@ pub enum Step {
 /// has it), then every map's removals, then CONFIG as wanted.
 pub fn steps(applied: &Content, want: &Content) -> Vec<Step> {
     let mut out = Vec::new();
-    fn inserts<K: Ord + Copy, V: PartialEq>(
-        out: &mut Vec<Step>,
-        applied: &BTreeMap<K, V>,
-        want: &BTreeMap<K, V>,
-        entry: fn(K) -> Entry,
-    ) {
-        for (k, v) in want {
-            if applied.get(k) != Some(v) {
-                out.push(Step::Insert(entry(*k)));
-            }
-        }
-    }
-    fn removals<K: Ord + Copy, V>(
-        out: &mut Vec<Step>,
-        applied: &BTreeMap<K, V>,
-        want: &BTreeMap<K, V>,
-        entry: fn(K) -> Entry,
-    ) {
-        for k in applied.keys() {
-            if !want.contains_key(k) {
-                out.push(Step::Remove(entry(*k)));
-            }
-        }
-    }
     macro_rules! each_map {
         ($f:ident) => {
             $f(&mut out, &applied.topology, &want.topology, Entry::Topology);
@@ -324,20 +300,6 @@ pub fn steps(applied: &Content, want: &Content) -> Vec<Step> {
             $f(&mut out, &applied.reserved, &want.reserved, Entry::Reserved);
         };
     }
-    // VFIO nodes are named by the programs as VFIO makes them (`vfio_node_added`); the agent
-    // only names those made before the programs ran, and never replaces or removes a name.
-    fn seeds<V>(
-        out: &mut Vec<Step>,
-        applied: &BTreeMap<u32, V>,
-        want: &BTreeMap<u32, V>,
-        entry: fn(u32) -> Entry,
-    ) {
-        for k in want.keys() {
-            if !applied.contains_key(k) {
-                out.push(Step::Insert(entry(*k)));
-            }
-        }
-    }
     seeds(
         &mut out,
         &applied.node_group,
@@ -364,6 +326,47 @@ pub fn steps(applied: &Content, want: &Content) -> Vec<Step> {
         out.push(Step::Config(want.config));
     }
     out
+}
+
+fn inserts<K: Ord + Copy, V: PartialEq>(
+    out: &mut Vec<Step>,
+    applied: &BTreeMap<K, V>,
+    want: &BTreeMap<K, V>,
+    entry: fn(K) -> Entry,
+) {
+    for (k, v) in want {
+        if applied.get(k) != Some(v) {
+            out.push(Step::Insert(entry(*k)));
+        }
+    }
+}
+
+fn removals<K: Ord + Copy, V>(
+    out: &mut Vec<Step>,
+    applied: &BTreeMap<K, V>,
+    want: &BTreeMap<K, V>,
+    entry: fn(K) -> Entry,
+) {
+    for k in applied.keys() {
+        if !want.contains_key(k) {
+            out.push(Step::Remove(entry(*k)));
+        }
+    }
+}
+
+/// VFIO nodes are named by the programs as VFIO makes them (`vfio_node_added`); the agent only
+/// names those made before the programs ran, and never replaces or removes a name.
+fn seeds<V>(
+    out: &mut Vec<Step>,
+    applied: &BTreeMap<u32, V>,
+    want: &BTreeMap<u32, V>,
+    entry: fn(u32) -> Entry,
+) {
+    for k in want.keys() {
+        if !applied.contains_key(k) {
+            out.push(Step::Insert(entry(*k)));
+        }
+    }
 }
 
 fn read_all<K: aya::Pod + Ord, V: aya::Pod>(map: &HashMap<MapData, K, V>) -> BTreeMap<K, V> {
