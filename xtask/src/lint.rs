@@ -1,6 +1,6 @@
 //! `cargo xtask lint`, the first step of `cargo xtask test`: `cargo fmt --check`, `cargo clippy
-//! --workspace -- -D warnings` and shellcheck on every shell script in the tree (tracked `*.sh`
-//! files and scripts with a sh/bash shebang under .ci/). tests/vm/.shellcheckrc says what the
+//! --workspace -- -D warnings`, shellcheck on every shell script in the tree (tracked `*.sh`
+//! files and scripts with a sh/bash shebang under .ci/), and no doc citing a missing file. tests/vm/.shellcheckrc says what the
 //! guest scripts (busybox ash) leave unquoted on purpose.
 use std::process::Command;
 
@@ -27,7 +27,18 @@ pub fn scripts() -> Result<Vec<String>> {
         .collect())
 }
 
-/// Runs the three checks; `false` when one failed (each says why on its own output).
+/// The tracked Markdown files, relative to the workspace root.
+pub fn markdown_files() -> Result<Vec<String>> {
+    let root = workspace_root();
+    let listed = output(
+        Command::new("git")
+            .args(["ls-files", "*.md"])
+            .current_dir(&root),
+    )?;
+    Ok(listed.lines().map(str::to_owned).collect())
+}
+
+/// Runs the four checks; `false` when one failed (each says why on its own output).
 pub fn lint() -> Result<bool> {
     let root = workspace_root();
     let mut ok = true;
@@ -51,6 +62,15 @@ pub fn lint() -> Result<bool> {
         .current_dir(&root)
         .status()?
         .success();
+    let missing = crate::doc_paths::missing(&root, &markdown_files()?);
+    say(format!(
+        "lint: the docs name only files that are there ({} missing)",
+        missing.len()
+    ));
+    for m in &missing {
+        println!("  cited but not there: {m}");
+    }
+    ok &= missing.is_empty();
     say(if ok { "lint: clean" } else { "lint: FAILED" });
     Ok(ok)
 }

@@ -4,6 +4,7 @@ mod artifacts;
 mod bench;
 mod checks;
 mod cpio;
+mod doc_paths;
 mod elf;
 mod fuzz;
 mod idle;
