@@ -8,6 +8,8 @@ pub mod cli;
 pub mod daemon;
 pub mod enforce;
 pub mod errno;
+#[cfg(test)]
+mod golden_tests;
 pub mod io_deadline;
 pub mod logging;
 pub mod metrics;
