@@ -4,13 +4,14 @@
 //! is a contract (docs/events.md; scripts and the test node parse it): a change here is a
 //! change of the wire format.
 use iommu_enforcer_common::{override_written, veto, watched, Event as Record, EventKind};
-use iommu_enforcer_schema::{Allocation, Line};
+use iommu_enforcer_schema::Allocation;
 
 use crate::{
     bpf::record::decode,
     model::{Device, GroupMap},
     node::{NodeState, ProbeConvention, VfioNode},
     policy::Policy,
+    render::{self, Attributed},
 };
 
 const GOLDEN: &str = include_str!("golden_events.txt");
@@ -85,21 +86,18 @@ fn allocation() -> Allocation {
 /// allocated).
 fn render(n: &mut NodeState, r: &Rec, vfio: Option<VfioNode>) -> Vec<String> {
     let ev = decode(&bytes(r)).expect("decodes");
-    let (mut lines, _) = n.apply_node(&ev, vfio);
-    for line in &mut lines {
-        if let Line::Event(e) = line {
-            if e.cgroup_id == POD_CGROUP {
-                e.pod_uid = Some("8d2f7c1e-3b4a-4c5d-9e6f-0a1b2c3d4e5f".into());
-                e.container_id = Some("4f3e2d1c".into());
-            }
-            // As the pod-resources table answers: the device's allocation, else a member's.
-            let allocated =
-                e.device.as_deref() == Some("0000:00:05.0") || e.group.as_deref() == Some("9");
-            if allocated {
-                e.allocated_to = Some(allocation());
-            }
-        }
+    let applied = n.apply(&ev, vfio);
+    let mut who = Attributed::default();
+    if ev.task.cgroup_id == POD_CGROUP {
+        who.pod_uid = Some("8d2f7c1e-3b4a-4c5d-9e6f-0a1b2c3d4e5f".into());
+        who.container_id = Some("4f3e2d1c".into());
     }
+    // As the pod-resources table answers: the device's allocation, else a member's.
+    if applied.device.as_deref() == Some("0000:00:05.0") || applied.group == Some(9) {
+        who.allocated_to = Some(allocation());
+    }
+    let mut lines = render::event_lines(&ev, &applied, n.convention(), &who);
+    lines.extend(applied.verdict);
     lines
         .iter()
         .map(|l| serde_json::to_string(l).expect("serializes"))

@@ -19,6 +19,7 @@ pub mod node;
 pub mod pci;
 pub mod pods;
 pub mod policy;
+pub mod render;
 pub mod report;
 pub mod sysfs;
 pub mod timestamp;

@@ -290,12 +290,8 @@ async fn start(
     // previous agent's programs stay attached until these replace them.
     let mut first = live.enforcer.apply(&mut live.node);
     let node = &live.node;
-    live.attribution.allocate(
-        &mut first,
-        Some(&metrics),
-        &|g| live::members(node, g),
-        false,
-    );
+    live.attribution
+        .allocate_agent_events(&mut first, &|g| live::members(node, g));
     live.loaded.attach_all(&features);
     // Opens are counted once the open hook runs and something that outlives the agent uncounts
     // them (the free hook, attached first, or from 5.15 VFIO's release kprobe, a pinned link):

@@ -20,7 +20,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use iommu_enforcer_common::{config, override_written, watched, EventKind, WatchedFile, ADDR_LEN};
+use iommu_enforcer_common::{config, watched, WatchedFile, ADDR_LEN};
 use iommu_enforcer_schema::{Action, Event, Kind, Line, Mechanism, MechanismState, Outcome, Rule};
 use log::{info, warn};
 
@@ -32,7 +32,7 @@ use self::{
     sysfs_files::{exe_key, node_rdev},
 };
 use crate::{
-    bpf::record::{errno_name, KernelEvent},
+    bpf::record::{errno_name, KernelEvent, Record},
     metrics::Metrics,
     model::driver::is_user_driver,
     node::NodeState,
@@ -201,20 +201,26 @@ impl Enforcer {
     /// device's pin owns its binding (vfio-manager's `unbind --all`) until the device is on a
     /// user driver again (its `bind --all`).
     pub fn observe(&mut self, ev: &KernelEvent) {
-        match ev.kind {
-            EventKind::OverrideWritten
-                if ev.ret >= 0 && ev.detail & override_written::TRUSTED_CONTAINER != 0 =>
-            {
-                if self.yielded.insert(ev.device.clone()) {
+        match &ev.record {
+            Record::OverrideWritten {
+                target,
+                ret,
+                by_trusted_container: true,
+                ..
+            } if *ret >= 0 => {
+                let device = target.device.clone().unwrap_or_default();
+                if self.yielded.insert(device.clone()) {
                     info!(
-                        "{}: a trusted container changed its pin; the reservation gives way until it is on a user driver again",
-                        ev.device
+                        "{device}: a trusted container changed its pin; the reservation gives way until it is on a user driver again"
                     );
                 }
-                self.pinned.remove(&ev.device);
+                self.pinned.remove(&device);
             }
-            EventKind::Probe if ev.driver.as_deref().is_some_and(is_user_driver) => {
-                self.yielded.remove(&ev.device);
+            Record::Probe { target, driver, .. }
+                if driver.as_deref().is_some_and(is_user_driver) =>
+            {
+                self.yielded
+                    .remove(target.device.as_deref().unwrap_or_default());
             }
             _ => {}
         }
