@@ -5,6 +5,7 @@ use iommu_enforcer_schema::{Action, Allocation, Event, Kind, Line, Outcome};
 
 use crate::{
     bpf::record::{errno_name, errno_of_ret, KernelEvent, Record},
+    model::GroupMap,
     node::{Applied, ProbeConvention},
 };
 
@@ -16,6 +17,24 @@ pub struct Attributed {
     pub container_id: Option<String>,
     /// The pod a device plugin allocated the device (or a member of the group) to.
     pub allocated_to: Option<Allocation>,
+}
+
+/// The pod a device plugin allocated a device to, by PCI address (the kubelet's
+/// pod-resources table).
+pub type Allocated<'a> = dyn Fn(&str) -> Option<Allocation> + 'a;
+
+/// The allocation an event on `device` and `group` names: the device's, or else that of the
+/// first allocated member of the group.
+pub fn allocation_of(
+    map: &GroupMap,
+    device: Option<&str>,
+    group: Option<u32>,
+    allocated: &Allocated<'_>,
+) -> Option<Allocation> {
+    device.and_then(allocated).or_else(|| {
+        let g = map.group(group?)?;
+        g.devices.keys().find_map(|m| allocated(m))
+    })
 }
 
 /// The lines of one record: its event, then the hand-back step it was, if any. Nothing for
@@ -168,5 +187,170 @@ fn probe_errno(convention: ProbeConvention, ret: i32) -> Option<&'static str> {
         (ProbeConvention::ZeroIsBound, r) if r > 0 => errno_name(r),
         (_, r) if r < 0 => errno_of_ret(r),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        bpf::record::{Target, Task, Veto},
+        model::Device,
+        node::HandbackStep,
+    };
+    use iommu_enforcer_schema::{Rule, Why};
+
+    fn task() -> Task {
+        Task {
+            pid: 8,
+            tgid: 7,
+            comm: "sh".into(),
+            cgroup_id: 42,
+        }
+    }
+
+    #[test]
+    fn a_veto_renders_from_the_record_and_what_was_resolved_alone() {
+        let ev = KernelEvent {
+            task: task(),
+            ktime_ns: 0,
+            record: Record::Veto {
+                target: Target::default(),
+                driver: None,
+                rdev: Some((245, 9)),
+                veto: Veto {
+                    rule: Rule::VfioOpenNotViable,
+                    denied: false,
+                    fail_closed: false,
+                    why: vec![Why::AboveProtectedGroup],
+                },
+                ret: 0,
+            },
+        };
+        let applied = Applied {
+            group: Some(9),
+            path: Some("/dev/vfio/9".into()),
+            ..Applied::default()
+        };
+        let who = Attributed {
+            pod_uid: Some("uid".into()),
+            ..Attributed::default()
+        };
+        let lines = event_lines(&ev, &applied, ProbeConvention::ZeroIsBound, &who);
+        let [Line::Event(e)] = lines.as_slice() else {
+            panic!("one event: {lines:?}");
+        };
+        assert_eq!(
+            (e.kind, e.result, e.rule, e.action),
+            (
+                Kind::Veto,
+                Outcome::Ok,
+                Some(Rule::VfioOpenNotViable),
+                Some(Action::WouldVeto)
+            )
+        );
+        assert_eq!(
+            (e.group.as_deref(), e.path.as_deref(), e.pod_uid.as_deref()),
+            (Some("9"), Some("/dev/vfio/9"), Some("uid"))
+        );
+        assert_eq!((e.pid, e.tgid, e.cgroup_id), (8, 7, 42));
+    }
+
+    #[test]
+    fn a_handback_step_is_a_second_line_with_its_own_driver() {
+        let ev = KernelEvent {
+            task: task(),
+            ktime_ns: 0,
+            record: Record::Unbind {
+                target: Target {
+                    device: Some("0000:00:05.0".into()),
+                    group: Some(9),
+                },
+                driver: Some("vfio-pci".into()),
+            },
+        };
+        let applied = Applied {
+            device: Some("0000:00:05.0".into()),
+            group: Some(9),
+            handback: Some(HandbackStep { driver: None }),
+            ..Applied::default()
+        };
+        let lines = event_lines(
+            &ev,
+            &applied,
+            ProbeConvention::ZeroIsBound,
+            &Default::default(),
+        );
+        let kinds: Vec<_> = lines
+            .iter()
+            .filter_map(Line::as_event)
+            .map(|e| (e.kind, e.driver.clone()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (Kind::Unbind, Some("vfio-pci".into())),
+                (Kind::Handback, None)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_probe_error_is_named_by_the_kernels_convention() {
+        let probe = |ret| KernelEvent {
+            task: task(),
+            ktime_ns: 0,
+            record: Record::Probe {
+                target: Target::default(),
+                driver: None,
+                ret,
+            },
+        };
+        let errno = |convention, ret| {
+            let lines = event_lines(
+                &probe(ret),
+                &Applied::default(),
+                convention,
+                &Default::default(),
+            );
+            lines[0].as_event().and_then(|e| e.errno.clone())
+        };
+        assert_eq!(
+            errno(ProbeConvention::ZeroIsBound, 12).as_deref(),
+            Some("ENOMEM")
+        );
+        assert_eq!(errno(ProbeConvention::OneIsBound, 12), None);
+        assert_eq!(
+            errno(ProbeConvention::OneIsBound, -16).as_deref(),
+            Some("EBUSY")
+        );
+        assert_eq!(errno(ProbeConvention::ZeroIsBound, i32::MIN), None);
+    }
+
+    #[test]
+    fn an_allocation_is_the_devices_else_a_members() {
+        let mut map = GroupMap::new();
+        map.add_device(Device::new("0000:40:00.0", 14));
+        map.add_device(Device::new("0000:41:00.0", 14));
+        let alloc = |pod: &str| Allocation {
+            namespace: "vms".into(),
+            pod: pod.into(),
+            container: "c".into(),
+            resource: "r".into(),
+        };
+        let table = |d: &str| (d == "0000:41:00.0").then(|| alloc("a"));
+        assert_eq!(
+            allocation_of(&map, Some("0000:41:00.0"), None, &table),
+            Some(alloc("a"))
+        );
+        assert_eq!(
+            allocation_of(&map, Some("0000:40:00.0"), Some(14), &table),
+            Some(alloc("a"))
+        );
+        assert_eq!(allocation_of(&map, None, Some(15), &table), None);
+        assert_eq!(
+            allocation_of(&map, Some("0000:40:00.0"), None, &table),
+            None
+        );
     }
 }

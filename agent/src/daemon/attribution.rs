@@ -13,15 +13,17 @@ use std::{
     time::{Duration, Instant},
 };
 
-use iommu_enforcer_schema::{Allocation, Line};
+use iommu_enforcer_schema::Allocation;
 use log::{debug, info, warn};
 
 use crate::{
     metrics::Metrics,
+    model::GroupMap,
     pods::{
         resources::{self, Table},
         CgroupIds, Failure,
     },
+    render::allocation_of,
 };
 
 /// The shortest time between two lists that events ask for.
@@ -83,21 +85,18 @@ impl Allocations {
         }
     }
 
-    /// The allocation of `device`, or else of the first allocated member of `group`.
-    fn find(&self, on: &Allocatable, members: &dyn Fn(&str) -> Vec<String>) -> Option<&Allocation> {
-        if let Some(a) = on.device.and_then(|d| self.table.get(d)) {
-            return Some(a);
-        }
-        members(on.group?).iter().find_map(|m| self.table.get(m))
+    /// The allocation of `on`'s device, or else of the first allocated member of its group.
+    fn find(&self, on: &Allocatable, map: &GroupMap) -> Option<Allocation> {
+        allocation_of(map, on.device, on.group, &|d| self.table.get(d).cloned())
     }
 }
 
-/// What an event is on, for its allocation: its device and group (spelled as in events), and
-/// whether it is a process using them through VFIO (the moment a pod's allocation matters: an
-/// unknown one is worth listing again).
+/// What an event is on, for its allocation: its device and group, and whether it is a process
+/// using them through VFIO (the moment a pod's allocation matters: an unknown one is worth
+/// listing again).
 pub struct Allocatable<'a> {
     pub device: Option<&'a str>,
-    pub group: Option<&'a str>,
+    pub group: Option<u32>,
     pub vfio_use: bool,
 }
 
@@ -153,40 +152,27 @@ impl Attribution {
         self.allocations.as_ref().map_or(0, |a| a.lists)
     }
 
-    /// The pod a device plugin allocated `on`'s device (or a member of its group, `members`)
+    /// The pod a device plugin allocated `on`'s device (or a member of its group in `map`)
     /// to, listing again first when `may_list` and `on` is a VFIO use the table does not know.
     pub fn allocation_of(
         &mut self,
         on: &Allocatable,
+        map: &GroupMap,
         metrics: Option<&Metrics>,
-        members: &dyn Fn(&str) -> Vec<String>,
         may_list: bool,
     ) -> Option<Allocation> {
         let a = self.allocations.as_mut()?;
-        let unknown = on.vfio_use && a.find(on, members).is_none();
+        let unknown = on.vfio_use && a.find(on, map).is_none();
         if may_list && unknown && a.may_list(Instant::now()) {
             a.list(metrics);
         }
-        a.find(on, members).cloned()
+        a.find(on, map)
     }
 
-    /// Fills `allocated_to` of the agent's own events (pins, rebinds), which the enforcer
-    /// renders without the table: from the table as it is, never listing for them.
-    pub fn allocate_agent_events(
-        &mut self,
-        lines: &mut [Line],
-        members: &dyn Fn(&str) -> Vec<String>,
-    ) {
-        for line in lines.iter_mut() {
-            if let Line::Event(e) = line {
-                let on = Allocatable {
-                    device: e.device.as_deref(),
-                    group: e.group.as_deref(),
-                    vfio_use: false,
-                };
-                e.allocated_to = self.allocation_of(&on, None, members, false);
-            }
-        }
+    /// The allocation of `device` in the table as it is (never listing): for the agent's own
+    /// events, built by the enforcer.
+    pub fn allocated(&self, device: &str) -> Option<Allocation> {
+        self.allocations.as_ref()?.table.get(device).cloned()
     }
 
     /// The pod (`metadata.uid`) and container of the cgroup `cgroup_id`: both `None` outside
@@ -287,54 +273,51 @@ mod tests {
             .insert("0000:41:00.0".into(), allocation.clone());
         // As if the last list had just succeeded: no list for RELIST.
         a.last = Some((Instant::now(), true));
-        let members = |g: &str| match g {
-            "14" => vec!["0000:40:00.0".to_string(), "0000:41:00.0".to_string()],
-            _ => vec!["0000:50:00.0".to_string()],
-        };
-        let on = |vfio_use, device: Option<&'static str>, group: &'static str| Allocatable {
+        let mut map = GroupMap::new();
+        for (address, group) in [
+            ("0000:40:00.0", 14),
+            ("0000:41:00.0", 14),
+            ("0000:50:00.0", 20),
+        ] {
+            map.add_device(crate::model::Device::new(address, group));
+        }
+        let on = |vfio_use, device: Option<&'static str>, group| Allocatable {
             device,
             group: Some(group),
             vfio_use,
         };
         let allocate = |a: &mut Attribution, on: Allocatable, may_list| {
-            a.allocation_of(&on, Some(&metrics), &members, may_list)
-        };
-        let bind = |device| {
-            on(
-                false,
-                device,
-                if device == Some("0000:50:00.0") {
-                    "20"
-                } else {
-                    "14"
-                },
-            )
+            a.allocation_of(&on, &map, Some(&metrics), may_list)
         };
         assert_eq!(
-            allocate(&mut attribution, bind(Some("0000:41:00.0")), true),
+            allocate(&mut attribution, on(false, Some("0000:41:00.0"), 14), true),
             Some(allocation.clone())
         );
         assert_eq!(
-            allocate(&mut attribution, on(true, None, "14"), true),
+            allocate(&mut attribution, on(true, None, 14), true),
             Some(allocation.clone())
         );
         assert_eq!(
-            allocate(&mut attribution, bind(Some("0000:50:00.0")), true),
+            allocate(&mut attribution, on(false, Some("0000:50:00.0"), 20), true),
             None
+        );
+        assert_eq!(
+            attribution.allocated("0000:41:00.0"),
+            Some(allocation.clone())
         );
         // Every device known or the event no VFIO use: no list.
         assert_eq!(attribution.pod_resources_lists(), 1);
         // A VFIO open of a group the table does not know, within RELIST of the last list: none.
-        allocate(&mut attribution, on(true, None, "20"), true);
+        allocate(&mut attribution, on(true, None, 20), true);
         assert_eq!(attribution.pod_resources_lists(), 1);
         // Past it: one list (failing here, counted), then none until RETRY.
         attribution.allocations.as_mut().unwrap().last = Some((Instant::now() - RELIST, true));
-        allocate(&mut attribution, on(true, None, "20"), true);
-        assert_eq!(allocate(&mut attribution, on(true, None, "20"), true), None);
+        allocate(&mut attribution, on(true, None, 20), true);
+        assert_eq!(allocate(&mut attribution, on(true, None, 20), true), None);
         assert_eq!(attribution.pod_resources_lists(), 2);
         // The table outlives a failed list.
         assert_eq!(
-            allocate(&mut attribution, on(true, None, "14"), false),
+            allocate(&mut attribution, on(true, None, 14), false),
             Some(allocation)
         );
         let text = metrics.render();

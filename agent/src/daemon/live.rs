@@ -33,16 +33,6 @@ use crate::{
     render::{self, Attributed},
 };
 
-/// The PCI members of group `group` (spelled as in events: `"14"`).
-pub(super) fn members(node: &NodeState, group: &str) -> Vec<String> {
-    group
-        .parse::<u32>()
-        .ok()
-        .and_then(|id| node.map().group(id))
-        .map(|g| g.devices.keys().cloned().collect())
-        .unwrap_or_default()
-}
-
 /// Where the agent reads the node from.
 pub struct Roots {
     pub sysfs: PathBuf,
@@ -251,13 +241,13 @@ impl Live {
                 return;
             }
             self.enforcer.set_write_armed(true);
-            let lines = self.enforcer.apply(&mut self.node);
+            let lines = self.enforce();
             self.sink.emit(&lines);
             info!("write-time check attached ({writers} descriptor(s) to judge at write)");
             HookState::Attached
         } else if !want && armed {
             self.enforcer.set_write_armed(false);
-            let lines = self.enforcer.apply(&mut self.node);
+            let lines = self.enforce();
             self.sink.emit(&lines);
             if !self.enforcer.kernel_write_armed_is(false) {
                 warn!("the kernel still counts on the write-time check; keeping it attached");
@@ -267,7 +257,7 @@ impl Live {
             if let Err(e) = self.loaded.disarm_write_check() {
                 warn!("detaching the write-time check: {e}; keeping it attached");
                 self.enforcer.set_write_armed(true);
-                let lines = self.enforcer.apply(&mut self.node);
+                let lines = self.enforce();
                 self.sink.emit(&lines);
                 return;
             }
@@ -346,17 +336,16 @@ impl Live {
     fn attributed(&mut self, ev: &KernelEvent, applied: &Applied) -> Attributed {
         let metrics = self.sink.metrics();
         let (pod_uid, container_id) = self.attribution.pod_of(ev.task.cgroup_id, metrics);
-        let group = applied.group.map(|g| g.to_string());
         let on = Allocatable {
             device: applied.device.as_deref(),
-            group: group.as_deref(),
+            group: applied.group,
             vfio_use: ev.record.is_vfio_use(),
         };
-        let members = |g: &str| members(&self.node, g);
+        let map = self.node.map();
         Attributed {
             pod_uid,
             container_id,
-            allocated_to: self.attribution.allocation_of(&on, metrics, &members, true),
+            allocated_to: self.attribution.allocation_of(&on, map, metrics, true),
         }
     }
 
@@ -368,6 +357,14 @@ impl Live {
             .get(&rdev)
             .cloned()
             .unwrap_or_else(|| format!("char {}:{}", rdev.0, rdev.1))
+    }
+
+    /// One pass of the enforcer over the node; its own events (pins, rebinds) name their
+    /// device's pod from the pod-resources table as it is.
+    pub fn enforce(&mut self) -> Vec<Line> {
+        let table = &self.attribution;
+        self.enforcer
+            .apply(&mut self.node, &|device| table.allocated(device))
     }
 
     /// Re-reads what changed, then lets the enforcer catch up with the node.
@@ -402,11 +399,7 @@ impl Live {
                 Err(stalled) => warn!("holders scan: {stalled}; keeping the holders known"),
             }
         }
-        lines.extend(self.enforcer.apply(&mut self.node));
-        // The agent's own events (pins, rebinds) name their device's pod too, from the table
-        // as it is.
-        let members = |g: &str| members(&self.node, g);
-        self.attribution.allocate_agent_events(&mut lines, &members);
+        lines.extend(self.enforce());
         lines.extend(self.stalled());
         let (said, unmatched) = self.unmatched.update(self.node.map(), self.node.policy());
         lines.extend(said);

@@ -150,7 +150,7 @@ mod tests {
         let policy = Policy::default();
         let mut node = NodeState::new(map, policy.clone(), ProbeConvention::ZeroIsBound);
         let mut enforcer = Enforcer::new(&built.sysfs, dir.path(), false, None, &policy);
-        enforcer.apply(&mut node);
+        enforcer.apply(&mut node, &|_| None);
         (dir, built, node, enforcer)
     }
 
@@ -191,7 +191,7 @@ mod tests {
             first.path.as_deref(),
             Some("/etc/iommu-enforcer/policy.toml")
         );
-        let pass = enforcer.apply(&mut node);
+        let pass = enforcer.apply(&mut node, &|_| None);
         assert_eq!(pins(&pass), [(NVME.to_string(), "nvme".to_string())]);
         assert!(enforcer.reserved().contains(&11), "reserved at once");
 
@@ -201,7 +201,7 @@ mod tests {
             lines[0].as_event().map(|e| e.kind),
             Some(Kind::PolicyApplied)
         );
-        let pass = enforcer.apply(&mut node);
+        let pass = enforcer.apply(&mut node, &|_| None);
         assert!(pins(&pass).is_empty(), "{pass:?}");
         assert!(!enforcer.reserved().contains(&11));
         let file = built
@@ -221,14 +221,17 @@ mod tests {
             !enforcer.pins_drifted(),
             "a pin it no longer keeps is not watched"
         );
-        assert!(pins(&enforcer.apply(&mut node)).is_empty(), "nor restored");
+        assert!(
+            pins(&enforcer.apply(&mut node, &|_| None)).is_empty(),
+            "nor restored"
+        );
     }
 
     #[test]
     fn an_invalid_file_is_rejected_with_line_and_column_and_the_old_policy_stays() {
         let (dir, built, mut node, mut enforcer) = node();
         put_in_force(&mut node, &mut enforcer, dir.path(), change(RESERVE_NVME));
-        enforcer.apply(&mut node);
+        enforcer.apply(&mut node, &|_| None);
         let before = node.policy().clone();
 
         let tmp = tempfile::tempdir().expect("tempdir");
@@ -246,7 +249,7 @@ mod tests {
         assert_eq!((e.line, e.column), (Some(2), Some(10)));
         assert_eq!(e.path.as_deref(), Some(path.to_str().unwrap()));
         assert_eq!(node.policy(), &before, "the old policy stays");
-        enforcer.apply(&mut node);
+        enforcer.apply(&mut node, &|_| None);
         assert!(enforcer.reserved().contains(&11));
         // Its pin is still kept: a cleared one is seen.
         let file = built

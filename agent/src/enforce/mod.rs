@@ -37,6 +37,7 @@ use crate::{
     model::driver::is_user_driver,
     node::NodeState,
     policy::Policy,
+    render::{allocation_of, Allocated},
 };
 
 /// The first retry of a failed pin or rebind write comes this long after the failure; each
@@ -369,7 +370,9 @@ impl Enforcer {
         plan
     }
 
-    pub fn apply(&mut self, node: &mut NodeState) -> Vec<Line> {
+    /// `allocated` is the pod a device plugin allocated a device to (the pod-resources
+    /// table): the events of this pass name it as they are built.
+    pub fn apply(&mut self, node: &mut NodeState, allocated: &Allocated<'_>) -> Vec<Line> {
         let mut lines = Vec::new();
         let in_use = self.in_use(node);
         let mut plan = self.plan(node, &in_use);
@@ -424,7 +427,7 @@ impl Enforcer {
                 continue;
             }
             let restore = restored.contains(r.device());
-            let (more, ok) = self.reserve(node, r, restore);
+            let (more, ok) = self.reserve(node, r, restore, allocated);
             lines.extend(more);
             if !ok {
                 failed.insert(r.device().to_string());
@@ -630,6 +633,7 @@ impl Enforcer {
         node: &mut NodeState,
         r: &Reservation,
         restore: bool,
+        allocated: &Allocated<'_>,
     ) -> (Vec<Line>, bool) {
         if !self.dry_run && self.already_in_place(r) {
             self.pinned
@@ -719,6 +723,7 @@ impl Enforcer {
         event.action = Some(action);
         event.bound_to = from.cloned();
         (event.pid, event.tgid, event.comm) = (pid, pid, "enforcer".into());
+        event.allocated_to = allocation_of(node.map(), Some(device), Some(group), allocated);
         lines.insert(0, Line::Event(Box::new(event)));
         (lines, ok)
     }
@@ -829,7 +834,7 @@ mod tests {
         let (dir, built) = fixture_node();
         let (mut node, mut enforcer) = reserve_group_12(&dir, &built);
 
-        let first = rebound(&enforcer.apply(&mut node));
+        let first = rebound(&enforcer.apply(&mut node, &|_| None));
         assert_eq!(first, ["0000:0a:00.1", "0000:0a:00.2", "0000:0a:00.3"]);
         for device in &first {
             assert_eq!(
@@ -843,7 +848,7 @@ mod tests {
         // The kernel has moved two of them; the model has not heard of it yet.
         relink(&built.sysfs, "0000:0a:00.1", "vfio-pci");
         relink(&built.sysfs, "0000:0a:00.2", "vfio-pci");
-        let second = rebound(&enforcer.apply(&mut node));
+        let second = rebound(&enforcer.apply(&mut node, &|_| None));
         assert_eq!(
             second,
             ["0000:0a:00.3"],
@@ -855,7 +860,7 @@ mod tests {
     fn the_pin_watch_sees_only_a_pin_changed_behind_its_back() {
         let (dir, built) = fixture_node();
         let (mut node, mut enforcer) = reserve_group_12(&dir, &built);
-        enforcer.apply(&mut node);
+        enforcer.apply(&mut node, &|_| None);
         assert!(enforcer.keeps_pins());
         assert!(!enforcer.pins_drifted(), "just written");
         // As the kernel shows a cleared override (a fixture file is not truncated by a write).
