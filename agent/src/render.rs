@@ -146,13 +146,11 @@ fn event(
         Record::ModuleLoad | Record::WriteCheck { .. } => return None,
     };
     Some(Event {
-        kind: body.kind,
         device: applied.device.clone(),
         driver: body.driver,
         group: applied.group.map(|g| g.to_string()),
         ret: body.ret,
         errno: body.errno.map(str::to_owned),
-        result: Outcome::of(body.ok),
         scope,
         path: applied.path.clone(),
         rule: veto.map(|v| v.rule),
@@ -165,11 +163,6 @@ fn event(
         }),
         fail_closed: veto.is_some_and(|v| v.fail_closed),
         why: veto.map(|v| v.why.clone()).unwrap_or_default(),
-        bound_to: None,
-        digest: None,
-        line: None,
-        column: None,
-        error: None,
         pid: ev.task.pid,
         tgid: ev.task.tgid,
         comm: ev.task.comm.clone(),
@@ -177,6 +170,8 @@ fn event(
         pod_uid: who.pod_uid.clone(),
         container_id: who.container_id.clone(),
         allocated_to: who.allocated_to.clone(),
+        // Reservation and policy fields: the agent's own events only.
+        ..Event::new(body.kind, Outcome::of(body.ok))
     })
 }
 
