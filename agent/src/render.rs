@@ -1,7 +1,7 @@
 //! Rendering: a decoded record, what applying it did to the node, and who caused it, as the
 //! `event` lines the agent prints. Pure: the daemon resolves the pod and allocation first, so
 //! every line leaves here final.
-use iommu_enforcer_schema::{Action, Allocation, Event, Kind, Line, Outcome};
+use iommu_enforcer_schema::{Action, Allocation, Body, Event, Kind, Line, Outcome};
 
 use crate::{
     bpf::record::{errno_name, errno_of_ret, KernelEvent, Record},
@@ -59,19 +59,20 @@ pub fn event_lines(
         .collect()
 }
 
-/// The kind-specific part of a record's event line.
-struct Body {
-    kind: Kind,
+/// A record's line before the fields every event has: its typed body, how the operation went,
+/// and the driver it names.
+struct Rendered {
+    body: Body,
     ok: bool,
     errno: Option<&'static str>,
     ret: i32,
     driver: Option<String>,
 }
 
-impl Body {
-    fn new(kind: Kind, ok: bool, errno: Option<&'static str>, ret: i32) -> Self {
+impl Rendered {
+    fn new(body: Body, ok: bool, errno: Option<&'static str>, ret: i32) -> Self {
         Self {
-            kind,
+            body,
             ok,
             errno,
             ret,
@@ -94,75 +95,74 @@ fn event(
     convention: ProbeConvention,
     who: &Attributed,
 ) -> Option<Event> {
-    let failed = |ret: i32| ret != 0;
-    let mut scope = None;
-    let mut veto = None;
-    let body = match &ev.record {
-        Record::Probe { driver, ret, .. } => Body::new(
-            Kind::Bind,
+    let path = || applied.path.clone();
+    let r = match &ev.record {
+        Record::Probe { driver, ret, .. } => Rendered::new(
+            Body::Bind,
             convention.bound(*ret),
             probe_errno(convention, *ret),
             *ret,
         )
         .driver(driver),
         Record::DmaRefused { driver, ret, .. } => {
-            Body::new(Kind::Refusal, false, errno_of_ret(*ret), *ret).driver(driver)
+            Rendered::new(Body::Refusal, false, errno_of_ret(*ret), *ret).driver(driver)
         }
-        Record::Unbind { driver, .. } => Body::new(Kind::Unbind, true, None, 0).driver(driver),
-        Record::Claim { scope: s, ret, .. } => {
-            scope = Some(*s);
-            Body::new(Kind::Claim, !failed(*ret), errno_of_ret(*ret), *ret)
+        Record::Unbind { driver, .. } => Rendered::new(Body::Unbind, true, None, 0).driver(driver),
+        Record::Claim { scope, ret, .. } => Rendered::new(
+            Body::Claim { scope: *scope },
+            *ret == 0,
+            errno_of_ret(*ret),
+            *ret,
+        ),
+        Record::Release { scope, .. } => {
+            Rendered::new(Body::Release { scope: *scope }, true, None, 0)
         }
-        Record::Release { scope: s, .. } => {
-            scope = Some(*s);
-            Body::new(Kind::Release, true, None, 0)
+        Record::DeviceAdded { .. } => Rendered::new(Body::DeviceAdded, true, None, 0),
+        Record::DeviceRemoved { .. } => Rendered::new(Body::DeviceRemoved, true, None, 0),
+        Record::VfioOpen { ret, .. } => Rendered::new(
+            Body::VfioOpen { path: path() },
+            *ret == 0,
+            errno_of_ret(*ret),
+            *ret,
+        ),
+        Record::VfioRelease { .. } => {
+            Rendered::new(Body::VfioRelease { path: path() }, true, None, 0)
         }
-        Record::DeviceAdded { .. } => Body::new(Kind::DeviceAdded, true, None, 0),
-        Record::DeviceRemoved { .. } => Body::new(Kind::DeviceRemoved, true, None, 0),
-        Record::VfioOpen { ret, .. } => {
-            Body::new(Kind::VfioOpen, !failed(*ret), errno_of_ret(*ret), *ret)
-        }
-        Record::VfioRelease { .. } => Body::new(Kind::VfioRelease, true, None, 0),
         Record::PinRefused { driver, ret, .. } => {
-            Body::new(Kind::PinRefused, false, errno_name(19), *ret).driver(driver)
+            Rendered::new(Body::PinRefused, false, errno_name(19), *ret).driver(driver)
         }
-        Record::OverrideWritten { value, ret, .. } => Body::new(
-            Kind::DriverOverrideWrite,
+        Record::OverrideWritten { value, ret, .. } => Rendered::new(
+            Body::DriverOverrideWrite,
             *ret >= 0,
             errno_of_ret(*ret),
             *ret,
         )
         .driver(value),
         Record::Veto {
-            driver,
-            veto: v,
-            ret,
-            ..
+            driver, veto, ret, ..
         } => {
-            veto = Some(v);
+            let body = Body::Veto {
+                path: path(),
+                rule: veto.rule,
+                action: if veto.denied {
+                    Action::Vetoed
+                } else {
+                    Action::WouldVeto
+                },
+                fail_closed: veto.fail_closed,
+                why: veto.why.clone(),
+            };
             // `result` is the vetoed operation's: refused, or (dry-run) let through.
-            Body::new(Kind::Veto, !v.denied, errno_of_ret(*ret), *ret).driver(driver)
+            Rendered::new(body, !veto.denied, errno_of_ret(*ret), *ret).driver(driver)
         }
         Record::ModuleLoad | Record::WriteCheck { .. } => return None,
     };
     Some(Event {
         device: applied.device.clone(),
-        driver: body.driver,
+        driver: r.driver,
         group: applied.group.map(|g| g.to_string()),
-        ret: body.ret,
-        errno: body.errno.map(str::to_owned),
-        scope,
-        path: applied.path.clone(),
-        rule: veto.map(|v| v.rule),
-        action: veto.map(|v| {
-            if v.denied {
-                Action::Vetoed
-            } else {
-                Action::WouldVeto
-            }
-        }),
-        fail_closed: veto.is_some_and(|v| v.fail_closed),
-        why: veto.map(|v| v.why.clone()).unwrap_or_default(),
+        ret: r.ret,
+        errno: r.errno.map(str::to_owned),
         pid: ev.task.pid,
         tgid: ev.task.tgid,
         comm: ev.task.comm.clone(),
@@ -170,8 +170,7 @@ fn event(
         pod_uid: who.pod_uid.clone(),
         container_id: who.container_id.clone(),
         allocated_to: who.allocated_to.clone(),
-        // Reservation and policy fields: the agent's own events only.
-        ..Event::new(body.kind, Outcome::of(body.ok))
+        ..Event::of(r.body, Outcome::of(r.ok))
     })
 }
 

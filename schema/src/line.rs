@@ -220,39 +220,54 @@ mod tests {
         assert_eq!(serde_json::to_string(&line).unwrap(), json);
     }
 
-    /// The agent's own events (enforce/, daemon/policy_reload.rs, daemon/unmatched.rs), as
-    /// printed before the typed-record refactor: byte for byte.
+    /// The agent's own events (enforce/, daemon/policy_reload.rs, daemon/unmatched.rs), built
+    /// from their typed bodies, print as before the typed-record refactor: byte for byte.
     #[test]
     fn agent_made_events_print_as_before() {
-        let agent = |kind, result| {
-            let mut e = Event::new(kind, result);
+        let agent = |body, result| {
+            let mut e = Event::of(body, result);
             (e.pid, e.tgid, e.comm) = (3, 3, "enforcer".into());
             e
         };
         let reservation = |kind, action, bound_to: Option<&str>| {
-            let mut e = agent(kind, Outcome::Ok);
+            let body = crate::Body::Reservation {
+                kind,
+                action,
+                bound_to: bound_to.map(Into::into),
+            };
+            let mut e = agent(body, Outcome::Ok);
             e.device = Some("0000:00:05.1".into());
             e.driver = Some("vfio-pci".into());
             e.group = Some("9".into());
-            e.rule = Some(Rule::Reservation);
-            e.action = Some(action);
-            e.bound_to = bound_to.map(Into::into);
             e
         };
         let mut failed_pin = reservation(Kind::Pin, Action::Pinned, None);
         (failed_pin.result, failed_pin.ret) = (Outcome::Error, -16);
         failed_pin.errno = Some("EBUSY".into());
-        let mut applied = agent(Kind::PolicyApplied, Outcome::Ok);
-        applied.path = Some("/etc/iommu-enforcer/policy.toml".into());
-        applied.digest = Some("e3b0c442".into());
-        let mut rejected = agent(Kind::PolicyRejected, Outcome::Error);
-        rejected.path = Some("/etc/p.toml".into());
-        (rejected.line, rejected.column) = (Some(7), Some(9));
-        rejected.error = Some("p.toml:7:9: bad".into());
-        let mut unmatched = agent(Kind::ReservationUnmatched, Outcome::Ok);
-        unmatched.path = Some("/etc/p.toml".into());
-        unmatched.line = Some(3);
-        unmatched.error = Some("no group 40".into());
+        let applied = agent(
+            crate::Body::PolicyApplied {
+                path: Some("/etc/iommu-enforcer/policy.toml".into()),
+                digest: "e3b0c442".into(),
+            },
+            Outcome::Ok,
+        );
+        let rejected = agent(
+            crate::Body::PolicyRejected {
+                path: Some("/etc/p.toml".into()),
+                line: Some(7),
+                column: Some(9),
+                error: "p.toml:7:9: bad".into(),
+            },
+            Outcome::Error,
+        );
+        let unmatched = agent(
+            crate::Body::ReservationUnmatched {
+                path: Some("/etc/p.toml".into()),
+                line: Some(3),
+                error: "no group 40".into(),
+            },
+            Outcome::Ok,
+        );
         let cases = [
             (
                 reservation(Kind::Pin, Action::WouldPin, None),

@@ -2,7 +2,7 @@
 //! pass, or refused (`policy_rejected`) with the old one left standing (policy::watch).
 use std::path::Path;
 
-use iommu_enforcer_schema::{Event, Kind, Line, Outcome};
+use iommu_enforcer_schema::{Body, Event, Line, Outcome};
 use log::{info, warn};
 
 use super::live::Live;
@@ -13,36 +13,37 @@ use crate::{
 };
 
 /// An agent-made policy event: no device, the agent's own process.
-fn event(kind: Kind, result: Outcome) -> Event {
-    let mut e = Event::new(kind, result);
+fn event(body: Body, result: Outcome) -> Line {
+    let mut e = Event::of(body, result);
     let pid = std::process::id();
     (e.pid, e.tgid, e.comm) = (pid, pid, "enforcer".into());
-    e
+    Line::Event(Box::new(e))
 }
 
 /// `policy_applied`: the file at `path` (`None`: the default policy) is in force.
 pub(super) fn applied(path: Option<&Path>, digest: &str) -> Line {
-    let mut e = event(Kind::PolicyApplied, Outcome::Ok);
-    e.path = path.map(|p| p.display().to_string());
-    e.digest = Some(digest.to_owned());
-    Line::Event(Box::new(e))
+    let body = Body::PolicyApplied {
+        path: path.map(|p| p.display().to_string()),
+        digest: digest.to_owned(),
+    };
+    event(body, Outcome::Ok)
 }
 
 /// `policy_rejected`: where the file is at fault, when it could be read.
 pub(super) fn rejected(error: &PolicyError) -> Line {
-    let mut e = event(Kind::PolicyRejected, Outcome::Error);
-    e.error = Some(error.to_string());
-    match error {
-        PolicyError::Read { path, .. } => e.path = Some(path.display().to_string()),
+    let (path, line, column) = match error {
+        PolicyError::Read { path, .. } => (path, None, None),
         PolicyError::Invalid {
             path, line, column, ..
-        } => {
-            e.path = Some(path.display().to_string());
-            e.line = u32::try_from(*line).ok();
-            e.column = u32::try_from(*column).ok();
-        }
-    }
-    Line::Event(Box::new(e))
+        } => (path, u32::try_from(*line).ok(), u32::try_from(*column).ok()),
+    };
+    let body = Body::PolicyRejected {
+        path: Some(path.display().to_string()),
+        line,
+        column,
+        error: error.to_string(),
+    };
+    event(body, Outcome::Error)
 }
 
 /// Acts on a changed policy file. A valid one moves the node state, the trusted writers, the
@@ -112,6 +113,7 @@ mod tests {
         node::ProbeConvention,
         policy::{watch, Policy},
     };
+    use iommu_enforcer_schema::Kind;
 
     #[test]
     fn a_rejection_carries_line_and_column_as_fields() {

@@ -21,7 +21,7 @@ use std::{
 };
 
 use iommu_enforcer_common::{config, watched, WatchedFile, ADDR_LEN};
-use iommu_enforcer_schema::{Action, Event, Kind, Line, Mechanism, MechanismState, Outcome, Rule};
+use iommu_enforcer_schema::{Action, Body, Event, Kind, Line, Mechanism, MechanismState, Outcome};
 use log::{info, warn};
 
 use self::{
@@ -713,15 +713,17 @@ impl Enforcer {
         }
         let os_errno = result.as_ref().err().and_then(|e| e.raw_os_error());
         let pid = std::process::id();
-        let mut event = Event::new(kind, Outcome::of(result.is_ok()));
+        let body = Body::Reservation {
+            kind,
+            action,
+            bound_to: from.cloned(),
+        };
+        let mut event = Event::of(body, Outcome::of(result.is_ok()));
         event.device = Some(device.clone());
         event.driver = Some(value.clone());
         event.group = Some(group.to_string());
         event.ret = os_errno.map_or(0, |e| -e);
         event.errno = os_errno.and_then(errno_name).map(str::to_owned);
-        event.rule = Some(Rule::Reservation);
-        event.action = Some(action);
-        event.bound_to = from.cloned();
         (event.pid, event.tgid, event.comm) = (pid, pid, "enforcer".into());
         event.allocated_to = allocation_of(node.map(), Some(device), Some(group), allocated);
         lines.insert(0, Line::Event(Box::new(event)));
