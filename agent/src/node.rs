@@ -192,10 +192,25 @@ impl NodeState {
     /// resolved and changed for [`crate::render`] and the daemon. `node` is the VFIO node the
     /// record concerned (and, for a cdev, the device behind it), resolved by the caller.
     pub fn apply(&mut self, ev: &KernelEvent, node: Option<VfioNode>) -> Applied {
+        // The daemon handles these before they get here.
+        if matches!(ev.record, Record::ModuleLoad | Record::WriteCheck { .. }) {
+            return Applied::default();
+        }
         // Judged on the state before the record applies.
         let handback = self.handback_step(&ev.record);
-        let (path, cdev_device) = node.map_or((None, None), |n| (Some(n.path), n.device));
-        let mut follow = FollowUp::default();
+        let follow = self.update(ev, node.as_ref());
+        let applied = self.resolve(&ev.record, node);
+        Applied {
+            handback,
+            follow,
+            verdict: applied.group.and_then(|g| self.verdict_if_changed(g)),
+            ..applied
+        }
+    }
+
+    /// The record's change to the drivers, claims and holders; what to re-read after it.
+    fn update(&mut self, ev: &KernelEvent, node: Option<&VfioNode>) -> FollowUp {
+        let path = node.map(|n| n.path.as_str());
         match &ev.record {
             Record::Probe {
                 target,
@@ -226,18 +241,21 @@ impl NodeState {
                 }
             }
             Record::DeviceAdded { .. } | Record::DeviceRemoved { .. } => {
-                follow.rescan_sysfs = true;
+                return FollowUp {
+                    rescan_sysfs: true,
+                    ..FollowUp::default()
+                };
             }
             Record::VfioOpen { ret: 0, .. } => {
-                if let Some(p) = &path {
+                if let Some(p) = path {
                     // The opener holds it now; its descriptor number is not in the record.
                     self.map.add_holder(Holder {
                         pid: ev.task.tgid,
                         comm: ev.task.comm.clone(),
                         fd: None,
-                        path: p.clone(),
+                        path: p.to_owned(),
                         group: group_of_node(p),
-                        device: cdev_device.clone(),
+                        device: node.and_then(|n| n.device.clone()),
                         // The event line carries the pod, resolved from its cgroup id.
                         pod: None,
                     });
@@ -246,24 +264,29 @@ impl NodeState {
             Record::VfioRelease { node, .. } => {
                 // The last reference went away (fds in flight included): nobody holds that
                 // file any more.
-                if let Some(p) = &path {
+                if let Some(p) = path {
                     let whole = *node == VfioNodeKind::Group;
                     self.map.release_holder(p, ev.task.tgid, whole);
                 }
             }
-            // The daemon handles these before they get here.
-            Record::ModuleLoad | Record::WriteCheck { .. } => return Applied::default(),
             // The rest only report (a kind that changes nothing needs no arm here). An
             // override write is followed by the daemon's pass after the drain, which re-reads
             // the pins against sysfs and restores a changed one (`pin_restored`).
             _ => {}
         }
+        FollowUp::default()
+    }
+
+    /// The device, group and VFIO node the record's line names, from the record, the map as
+    /// it is now, and the node the caller resolved.
+    fn resolve(&self, record: &Record, node: Option<VfioNode>) -> Applied {
+        let (path, cdev_device) = node.map_or((None, None), |n| (Some(n.path), n.device));
         let names_node = matches!(
-            ev.record,
+            record,
             Record::VfioOpen { .. } | Record::VfioRelease { .. } | Record::Veto { .. }
         );
         let path = path.filter(|_| names_node);
-        let target = ev.record.target();
+        let target = record.target();
         let own_device = target.and_then(|t| t.device.clone());
         let group = target
             .and_then(|t| t.group)
@@ -275,9 +298,7 @@ impl NodeState {
             device: own_device.or(cdev_device),
             group,
             path,
-            handback,
-            verdict: group.and_then(|g| self.verdict_if_changed(g)),
-            follow,
+            ..Applied::default()
         }
     }
 
