@@ -859,6 +859,26 @@ mod tests {
     }
 
     #[test]
+    fn the_agents_events_name_the_allocation_as_they_are_built() {
+        let (dir, built) = fixture_node();
+        let (mut node, mut enforcer) = reserve_group_12(&dir, &built);
+        let allocation = iommu_enforcer_schema::Allocation {
+            namespace: "vms".into(),
+            pod: "gpu-vm".into(),
+            container: "compute".into(),
+            resource: "nvidia.com/GPU".into(),
+        };
+        // Only one member is allocated: every event on the group names it.
+        let table = |d: &str| (d == "0000:0a:00.3").then(|| allocation.clone());
+        let lines = enforcer.apply(&mut node, &table);
+        let events: Vec<&Event> = lines.iter().filter_map(Line::as_event).collect();
+        assert!(!events.is_empty());
+        for e in events {
+            assert_eq!(e.allocated_to.as_ref(), Some(&allocation), "{e:?}");
+        }
+    }
+
+    #[test]
     fn the_pin_watch_sees_only_a_pin_changed_behind_its_back() {
         let (dir, built) = fixture_node();
         let (mut node, mut enforcer) = reserve_group_12(&dir, &built);
