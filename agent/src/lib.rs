@@ -8,6 +8,8 @@ pub mod cli;
 pub mod daemon;
 pub mod enforce;
 pub mod errno;
+#[cfg(test)]
+mod golden_tests;
 pub mod io_deadline;
 pub mod logging;
 pub mod metrics;
@@ -17,6 +19,7 @@ pub mod node;
 pub mod pci;
 pub mod pods;
 pub mod policy;
+pub mod render;
 pub mod report;
 pub mod sysfs;
 pub mod timestamp;

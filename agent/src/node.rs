@@ -3,13 +3,12 @@
 //! updates it. Its own module so that neither has to reach into the other for it.
 use std::collections::{BTreeMap, BTreeSet};
 
-use iommu_enforcer_common::{veto, watched, EventKind};
-use iommu_enforcer_schema::{Action, Event, Kind, Line, Outcome, Rule, Scope, Why};
+use iommu_enforcer_schema::Line;
 
 use crate::{
     bpf::{
         features::release_at_least,
-        record::{errno_name, errno_of_ret, KernelEvent},
+        record::{KernelEvent, Record, VfioNodeKind},
     },
     model::{driver::is_user_driver, GroupMap, Holder},
     policy::{Policy, Verdict},
@@ -33,7 +32,8 @@ impl ProbeConvention {
         }
     }
 
-    fn bound(self, ret: i32) -> bool {
+    /// Whether a probe that returned `ret` bound the driver.
+    pub fn bound(self, ret: i32) -> bool {
         match self {
             Self::OneIsBound => ret == 1,
             Self::ZeroIsBound => ret == 0,
@@ -49,6 +49,30 @@ pub struct FollowUp {
     /// Holders unknown (records lost): re-read them from procfs. Opens and releases do not
     /// ask for it: their records say who holds what.
     pub rescan_holders: bool,
+}
+
+/// What applying a record resolved and changed: what [`crate::render`] needs besides the
+/// record, and what the daemon acts on.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Applied {
+    /// The device the record names, or for a cdev the one behind the node.
+    pub device: Option<String>,
+    /// The group: the record's, else the device's in the map, else the node's.
+    pub group: Option<u32>,
+    /// The VFIO node (opens, releases and vetoes of opens).
+    pub path: Option<String>,
+    /// The record was a step of handing a device of an idle group back to the host.
+    pub handback: Option<HandbackStep>,
+    /// The group's verdict, when the record changed it.
+    pub verdict: Option<Line>,
+    pub follow: FollowUp,
+}
+
+/// A hand-back step: the user driver that let go, the new `driver_override` (`None`:
+/// cleared), or the host driver that bound.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HandbackStep {
+    pub driver: Option<String>,
 }
 
 /// The VFIO node a record concerned, resolved by the caller: its /dev path and, for a cdev,
@@ -89,6 +113,11 @@ impl NodeState {
 
     pub fn policy(&self) -> &Policy {
         &self.policy
+    }
+
+    /// How this kernel's `really_probe` says "bound".
+    pub fn convention(&self) -> ProbeConvention {
+        self.convention
     }
 
     /// Puts a new policy in force (a changed policy file); returns the verdicts it changed.
@@ -159,166 +188,118 @@ impl NodeState {
         lines
     }
 
-    /// Applies one kernel event; returns the lines to print and what to re-read.
-    /// `vfio_path` is the node a VFIO record concerned, resolved by the caller.
-    pub fn apply(&mut self, ev: &KernelEvent, vfio_path: Option<String>) -> (Vec<Line>, FollowUp) {
-        let node = vfio_path.map(|path| VfioNode { path, device: None });
-        self.apply_node(ev, node)
+    /// Applies one kernel record to the node: the state update alone, returning what it
+    /// resolved and changed for [`crate::render`] and the daemon. `node` is the VFIO node the
+    /// record concerned (and, for a cdev, the device behind it), resolved by the caller.
+    pub fn apply(&mut self, ev: &KernelEvent, node: Option<VfioNode>) -> Applied {
+        // The daemon handles these before they get here.
+        if matches!(ev.record, Record::ModuleLoad | Record::WriteCheck { .. }) {
+            return Applied::default();
+        }
+        // Judged on the state before the record applies.
+        let handback = self.handback_step(&ev.record);
+        let follow = self.update(ev, node.as_ref());
+        let applied = self.resolve(&ev.record, node);
+        Applied {
+            handback,
+            follow,
+            verdict: applied.group.and_then(|g| self.verdict_if_changed(g)),
+            ..applied
+        }
     }
 
-    /// [`Self::apply`] with the device behind a cdev resolved too.
-    pub fn apply_node(
-        &mut self,
-        ev: &KernelEvent,
-        node: Option<VfioNode>,
-    ) -> (Vec<Line>, FollowUp) {
-        let mut follow = FollowUp::default();
-        let step = self.handback_step(ev);
-        let cdev_device = node.as_ref().and_then(|n| n.device.clone());
-        let vfio_path = node.map(|n| n.path);
-        let mut scope = None;
-        let mut path = None;
-        let mut veto_of = None;
-        let failed = |ret: i32| ret != 0;
-        let (kind, ok, errno) = match ev.kind {
-            EventKind::Probe => {
-                let bound = self.convention.bound(ev.ret);
-                if bound {
-                    self.map.set_driver(&ev.device, ev.driver.as_deref());
+    /// The record's change to the drivers, claims and holders; what to re-read after it.
+    fn update(&mut self, ev: &KernelEvent, node: Option<&VfioNode>) -> FollowUp {
+        let path = node.map(|n| n.path.as_str());
+        match &ev.record {
+            Record::Probe {
+                target,
+                driver,
+                ret,
+            } => {
+                if let (true, Some(d)) = (self.convention.bound(*ret), &target.device) {
+                    self.map.set_driver(d, driver.as_deref());
                 }
-                (Kind::Bind, bound, probe_errno(self.convention, ev.ret))
             }
-            EventKind::UseDefaultDomain => (Kind::Refusal, false, errno_of_ret(ev.ret)),
-            EventKind::Unbind => {
-                self.map.set_driver(&ev.device, None);
-                (Kind::Unbind, true, None)
-            }
-            EventKind::GroupClaim | EventKind::DeviceClaim => {
-                scope = Some(scope_of(ev.kind));
-                if !failed(ev.ret) {
-                    if let Some(g) = ev.group {
-                        *self.claims.entry(g).or_default() += 1;
-                        self.map.record_claim(g, true);
-                    }
+            Record::Unbind { target, .. } => {
+                if let Some(d) = &target.device {
+                    self.map.set_driver(d, None);
                 }
-                (Kind::Claim, !failed(ev.ret), errno_of_ret(ev.ret))
             }
-            EventKind::GroupRelease | EventKind::DeviceRelease => {
-                scope = Some(scope_of(ev.kind));
-                if let Some(g) = ev.group {
+            Record::Claim { target, ret, .. } => {
+                if let (0, Some(g)) = (*ret, target.group) {
+                    *self.claims.entry(g).or_default() += 1;
+                    self.map.record_claim(g, true);
+                }
+            }
+            Record::Release { target, .. } => {
+                if let Some(g) = target.group {
                     let n = self.claims.entry(g).or_default();
                     *n = n.saturating_sub(1);
                     let still = *n > 0;
                     self.map.record_claim(g, still);
                 }
-                (Kind::Release, true, None)
             }
-            EventKind::DeviceAdded | EventKind::DeviceRemoved => {
-                follow.rescan_sysfs = true;
-                let kind = if ev.kind == EventKind::DeviceAdded {
-                    Kind::DeviceAdded
-                } else {
-                    Kind::DeviceRemoved
+            Record::DeviceAdded { .. } | Record::DeviceRemoved { .. } => {
+                return FollowUp {
+                    rescan_sysfs: true,
+                    ..FollowUp::default()
                 };
-                (kind, true, None)
             }
-            EventKind::VfioGroupOpen | EventKind::VfioCdevOpen => {
-                path = vfio_path;
-                if let (false, Some(p)) = (failed(ev.ret), &path) {
+            Record::VfioOpen { ret: 0, .. } => {
+                if let Some(p) = path {
                     // The opener holds it now; its descriptor number is not in the record.
                     self.map.add_holder(Holder {
-                        pid: ev.tgid,
-                        comm: ev.comm.clone(),
+                        pid: ev.task.tgid,
+                        comm: ev.task.comm.clone(),
                         fd: None,
-                        path: p.clone(),
+                        path: p.to_owned(),
                         group: group_of_node(p),
-                        device: cdev_device.clone(),
+                        device: node.and_then(|n| n.device.clone()),
                         // The event line carries the pod, resolved from its cgroup id.
                         pod: None,
                     });
                 }
-                (Kind::VfioOpen, !failed(ev.ret), errno_of_ret(ev.ret))
             }
-            EventKind::VfioGroupRelease | EventKind::VfioCdevRelease => {
+            Record::VfioRelease { node, .. } => {
                 // The last reference went away (fds in flight included): nobody holds that
                 // file any more.
-                path = vfio_path;
-                if let Some(p) = &path {
-                    let whole = ev.kind == EventKind::VfioGroupRelease;
-                    self.map.release_holder(p, ev.tgid, whole);
+                if let Some(p) = path {
+                    let whole = *node == VfioNodeKind::Group;
+                    self.map.release_holder(p, ev.task.tgid, whole);
                 }
-                (Kind::VfioRelease, true, None)
             }
-            // The daemon handles these before they get here; nothing to print.
-            EventKind::ModuleLoad | EventKind::WriteCheck => return (Vec::new(), follow),
-            EventKind::PinRefused => (Kind::PinRefused, false, errno_name(19)),
-            // The daemon's pass after the drain re-reads the pins against sysfs: a pin this
-            // write changed is restored there (`pin_restored`).
-            EventKind::OverrideWritten => {
-                (Kind::DriverOverrideWrite, ev.ret >= 0, errno_of_ret(ev.ret))
-            }
-            EventKind::Veto => {
-                path = vfio_path;
-                let veto = Veto::from_detail(ev.detail);
-                let ok = veto.action != Action::Vetoed;
-                veto_of = Some(veto);
-                // `result` is the vetoed operation's: refused, or (dry-run) let through.
-                (Kind::Veto, ok, errno_of_ret(ev.ret))
-            }
-        };
-        let group = ev
-            .group
-            .or_else(|| self.map.group_of(&ev.device))
+            // The rest only report (a kind that changes nothing needs no arm here). An
+            // override write is followed by the daemon's pass after the drain, which re-reads
+            // the pins against sysfs and restores a changed one (`pin_restored`).
+            _ => {}
+        }
+        FollowUp::default()
+    }
+
+    /// The device, group and VFIO node the record's line names, from the record, the map as
+    /// it is now, and the node the caller resolved.
+    fn resolve(&self, record: &Record, node: Option<VfioNode>) -> Applied {
+        let (path, cdev_device) = node.map_or((None, None), |n| (Some(n.path), n.device));
+        let names_node = matches!(
+            record,
+            Record::VfioOpen { .. } | Record::VfioRelease { .. } | Record::Veto { .. }
+        );
+        let path = path.filter(|_| names_node);
+        let target = record.target();
+        let own_device = target.and_then(|t| t.device.clone());
+        let group = target
+            .and_then(|t| t.group)
+            .or_else(|| own_device.as_deref().and_then(|d| self.map.group_of(d)))
             .or_else(|| cdev_device.as_deref().and_then(|d| self.map.group_of(d)))
             .or_else(|| path.as_deref().and_then(group_of_node));
-        let line = Line::Event(Box::new(Event {
-            kind,
+        Applied {
             // A cdev record carries no device of its own: the one behind the node is named.
-            device: (!ev.device.is_empty())
-                .then(|| ev.device.clone())
-                .or(cdev_device),
-            driver: if ev.kind == EventKind::OverrideWritten {
-                written_override(ev.driver.as_deref())
-            } else {
-                ev.driver.clone()
-            },
-            group: group.map(|g| g.to_string()),
-            ret: ev.ret,
-            errno: errno.map(str::to_owned),
-            result: Outcome::of(ok),
-            scope,
+            device: own_device.or(cdev_device),
+            group,
             path,
-            rule: veto_of.as_ref().map(|v| v.rule),
-            action: veto_of.as_ref().map(|v| v.action),
-            fail_closed: veto_of.as_ref().is_some_and(|v| v.fail_closed),
-            why: veto_of.map(|v| v.why).unwrap_or_default(),
-            bound_to: None,
-            digest: None,
-            line: None,
-            column: None,
-            error: None,
-            pid: ev.pid,
-            tgid: ev.tgid,
-            comm: ev.comm.clone(),
-            cgroup_id: ev.cgroup_id,
-            pod_uid: None,
-            container_id: None,
-            allocated_to: None,
-        }));
-        let handback = step.map(|driver| {
-            let mut line = line.clone();
-            if let Line::Event(e) = &mut line {
-                e.kind = Kind::Handback;
-                e.driver = driver;
-            }
-            line
-        });
-        let mut lines = vec![line];
-        lines.extend(handback);
-        if let Some(g) = group {
-            lines.extend(self.verdict_if_changed(g));
+            ..Applied::default()
         }
-        (lines, follow)
     }
 
     /// Whether user space uses `group`: a VFIO holder or a DMA-ownership claim, as the records
@@ -335,117 +316,42 @@ impl NodeState {
         })
     }
 
-    /// Whether `ev` is a step of handing a device of an idle group back to the host, judged on
-    /// the state before it applies; `Some(driver)` for the `handback` line.
-    fn handback_step(&mut self, ev: &KernelEvent) -> Option<Option<String>> {
-        let dev = self.map.device(&ev.device)?;
+    /// Whether `record` is a step of handing a device of an idle group back to the host,
+    /// judged on the state before it applies.
+    fn handback_step(&mut self, record: &Record) -> Option<HandbackStep> {
+        let device = record.target()?.device.as_deref()?;
+        let dev = self.map.device(device)?;
         // A reserved group's pins are the agent's to keep (a trusted writer's change is
         // restored); one in use cannot be handed back.
         if self.in_use(dev.group) || self.reserved(dev.group) {
             return None;
         }
         let user = |d: Option<&str>| d.is_some_and(is_user_driver);
-        match ev.kind {
-            EventKind::Unbind if user(ev.driver.as_deref()) => {
-                self.handing_back.insert(ev.device.clone());
-                Some(ev.driver.clone())
-            }
-            EventKind::OverrideWritten if ev.ret >= 0 => {
-                let new = written_override(ev.driver.as_deref());
-                let left = user(dev.driver_override.as_deref()) && !user(new.as_deref());
+        let driver = match record {
+            Record::Unbind { driver, .. } if user(driver.as_deref()) => driver.clone(),
+            Record::OverrideWritten { value, ret, .. } if *ret >= 0 => {
+                let left = user(dev.driver_override.as_deref()) && !user(value.as_deref());
                 // Nobody restores an idle group's pins: the model takes the new value now.
-                self.map.set_driver_override(&ev.device, new.as_deref());
-                left.then(|| {
-                    self.handing_back.insert(ev.device.clone());
-                    new
-                })
+                self.map.set_driver_override(device, value.as_deref());
+                if !left {
+                    return None;
+                }
+                value.clone()
             }
-            EventKind::Probe if self.convention.bound(ev.ret) && !user(ev.driver.as_deref()) => {
-                self.handing_back
-                    .remove(&ev.device)
-                    .then(|| ev.driver.clone())
+            Record::Probe { driver, ret, .. }
+                if self.convention.bound(*ret) && !user(driver.as_deref()) =>
+            {
+                if !self.handing_back.remove(device) {
+                    return None;
+                }
+                return Some(HandbackStep {
+                    driver: driver.clone(),
+                });
             }
-            _ => None,
-        }
-    }
-}
-
-/// What a `driver_override` write sets, as the kernel takes it: the written bytes up to a
-/// newline; nothing (or a lone newline) clears the override.
-fn written_override(written: Option<&str>) -> Option<String> {
-    let value = written?.split('\n').next().unwrap_or("");
-    (!value.is_empty()).then(|| value.to_owned())
-}
-
-/// A veto record's `detail`, spelled out.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Veto {
-    rule: Rule,
-    action: Action,
-    fail_closed: bool,
-    why: Vec<Why>,
-}
-
-impl Veto {
-    fn from_detail(detail: u32) -> Self {
-        let rule = match detail & veto::KIND_MASK {
-            watched::DRIVER_OVERRIDE => Rule::ProtectedDriverOverride,
-            watched::REMOVE => Rule::ProtectedRemove,
-            watched::BIND => Rule::ProtectedBind,
-            watched::UNBIND => Rule::ProtectedUnbind,
-            watched::NEW_ID => Rule::ProtectedNewId,
-            watched::DRIVERS_PROBE => Rule::ProtectedDriversProbe,
-            watched::VFIO_GROUP | watched::VFIO_CDEV if detail & veto::NOT_ARMED != 0 => {
-                Rule::VfioOpenUnarmed
-            }
-            watched::VFIO_GROUP | watched::VFIO_CDEV => Rule::VfioOpenNotViable,
-            watched::RESET => Rule::ProtectedReset,
-            watched::RESET_SUBORDINATE => Rule::ProtectedResetSubordinate,
-            watched::SLOT_POWER => Rule::ProtectedSlotPower,
-            watched::PROBE => Rule::ProtectedProbe,
-            watched::REMOVE_ID => Rule::ProtectedRemoveId,
-            watched::CONFIG => Rule::ProtectedConfig,
-            watched::RESOURCE => Rule::ProtectedResource,
-            watched::PINS => Rule::ProtectedPins,
-            _ => Rule::Unknown,
+            _ => return None,
         };
-        Self {
-            rule,
-            action: if detail & veto::DENIED != 0 {
-                Action::Vetoed
-            } else {
-                Action::WouldVeto
-            },
-            fail_closed: detail & veto::TARGET_UNKNOWN != 0,
-            why: [
-                (veto::ABOVE, Why::AboveProtectedGroup),
-                (veto::AT_OPEN, Why::OpenedForWriting),
-                (veto::NOT_THIS_WRITE, Why::NotThisWritesRegisters),
-                (veto::TRACED, Why::TrustedWriterTraced),
-                (veto::NOT_ARMED, Why::WriteCheckNotArmed),
-            ]
-            .into_iter()
-            .filter(|(bit, _)| detail & bit != 0)
-            .map(|(_, w)| w)
-            .collect(),
-        }
-    }
-}
-
-fn scope_of(kind: EventKind) -> Scope {
-    match kind {
-        EventKind::DeviceClaim | EventKind::DeviceRelease => Scope::Device,
-        _ => Scope::Group,
-    }
-}
-
-/// The errno of a failed probe: negative for driver-core errors, positive for the driver's own
-/// probe errors since 5.13; a 0 before 5.13 is a failure with no reason given.
-fn probe_errno(convention: ProbeConvention, ret: i32) -> Option<&'static str> {
-    match (convention, ret) {
-        (ProbeConvention::ZeroIsBound, r) if r > 0 => errno_name(r),
-        (_, r) if r < 0 => errno_of_ret(r),
-        _ => None,
+        self.handing_back.insert(device.to_owned());
+        Some(HandbackStep { driver })
     }
 }
 
@@ -457,7 +363,13 @@ pub fn group_of_node(path: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Device, Owner};
+    use crate::{
+        bpf::record::decode,
+        model::{Device, Owner},
+        render,
+    };
+    use iommu_enforcer_common::EventKind;
+    use iommu_enforcer_schema::{Event, Kind, Outcome, Scope};
 
     #[test]
     fn group_nodes() {
@@ -485,20 +397,40 @@ mod tests {
         driver: Option<&str>,
         group: Option<u32>,
     ) -> KernelEvent {
-        KernelEvent {
-            kind,
-            ret,
-            pid: 100,
-            tgid: 100,
-            cgroup_id: 1,
-            ktime_ns: 0,
-            group,
-            rdev: None,
-            detail: 0,
-            comm: "sh".into(),
-            device: device.into(),
-            driver: driver.map(Into::into),
-        }
+        let mut ev = iommu_enforcer_common::Event::zeroed();
+        ev.kind = kind as u32;
+        ev.ret = ret;
+        (ev.pid, ev.tgid, ev.cgroup_id) = (100, 100, 1);
+        ev.group = group.map_or(-1, |g| g as i32);
+        ev.comm[..2].copy_from_slice(b"sh");
+        ev.device[..device.len()].copy_from_slice(device.as_bytes());
+        let driver = driver.unwrap_or("");
+        ev.driver[..driver.len()].copy_from_slice(driver.as_bytes());
+        // SAFETY: the record is repr(C) plain data.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&ev as *const iommu_enforcer_common::Event).cast::<u8>(),
+                std::mem::size_of::<iommu_enforcer_common::Event>(),
+            )
+        };
+        decode(bytes).expect("decodes")
+    }
+
+    /// The state update and the render, as the daemon runs them (no pod).
+    fn apply(n: &mut NodeState, ev: &KernelEvent, path: Option<String>) -> (Vec<Line>, FollowUp) {
+        let node = path.map(|path| VfioNode { path, device: None });
+        apply_node(n, ev, node)
+    }
+
+    fn apply_node(
+        n: &mut NodeState,
+        ev: &KernelEvent,
+        node: Option<VfioNode>,
+    ) -> (Vec<Line>, FollowUp) {
+        let applied = n.apply(ev, node);
+        let mut lines = render::event_lines(ev, &applied, n.convention(), &Default::default());
+        lines.extend(applied.verdict);
+        (lines, applied.follow)
     }
 
     fn event_line(lines: &[Line]) -> &Event {
@@ -546,14 +478,22 @@ mod tests {
     #[test]
     fn claim_makes_the_group_user_owned_and_release_gives_it_back() {
         let mut n = node();
-        let (lines, _) = n.apply(&event(EventKind::GroupClaim, 0, "", None, Some(9)), None);
+        let (lines, _) = apply(
+            &mut n,
+            &event(EventKind::GroupClaim, 0, "", None, Some(9)),
+            None,
+        );
         let e = event_line(&lines);
         assert_eq!(
             (e.kind, e.result, e.scope, e.group.as_deref()),
             (Kind::Claim, Outcome::Ok, Some(Scope::Group), Some("9"))
         );
         assert_eq!(verdicts(&lines), [("9".to_string(), Owner::User, true)]);
-        let (lines, _) = n.apply(&event(EventKind::GroupRelease, 0, "", None, Some(9)), None);
+        let (lines, _) = apply(
+            &mut n,
+            &event(EventKind::GroupRelease, 0, "", None, Some(9)),
+            None,
+        );
         assert_eq!(event_line(&lines).kind, Kind::Release);
         assert_eq!(verdicts(&lines), [("9".to_string(), Owner::None, true)]);
     }
@@ -561,8 +501,13 @@ mod tests {
     #[test]
     fn refused_bind_is_reported_and_leaves_the_device_unbound() {
         let mut n = node();
-        n.apply(&event(EventKind::GroupClaim, 0, "", None, Some(9)), None);
-        let (lines, _) = n.apply(
+        apply(
+            &mut n,
+            &event(EventKind::GroupClaim, 0, "", None, Some(9)),
+            None,
+        );
+        let (lines, _) = apply(
+            &mut n,
             &event(
                 EventKind::UseDefaultDomain,
                 -16,
@@ -581,7 +526,8 @@ mod tests {
             (e.device.as_deref(), e.driver.as_deref()),
             (Some("0000:00:05.1"), Some("e1000"))
         );
-        let (lines, _) = n.apply(
+        let (lines, _) = apply(
+            &mut n,
             &event(
                 EventKind::Probe,
                 -16,
@@ -621,7 +567,7 @@ mod tests {
                 EventKind::Veto,
             ] {
                 let ev = event(kind, i32::MIN, "0000:00:05.1", Some("e1000"), Some(9));
-                let (lines, _) = n.apply(&ev, None);
+                let (lines, _) = apply(&mut n, &ev, None);
                 let e = event_line(&lines);
                 assert_eq!((e.ret, e.errno.as_deref()), (i32::MIN, None), "{kind:?}");
             }
@@ -633,20 +579,23 @@ mod tests {
                 "a failed probe binds nothing"
             );
         }
-        assert_eq!(probe_errno(ProbeConvention::ZeroIsBound, i32::MIN), None);
-        assert_eq!(probe_errno(ProbeConvention::OneIsBound, -16), Some("EBUSY"));
     }
 
     #[test]
     fn kernel_bind_then_claim_failure_leaves_a_non_viable_group() {
         let mut n = node();
-        let (lines, _) = n.apply(
+        let (lines, _) = apply(
+            &mut n,
             &event(EventKind::Probe, 0, "0000:00:05.1", Some("e1000"), Some(9)),
             None,
         );
         assert_eq!(event_line(&lines).result, Outcome::Ok);
         assert_eq!(verdicts(&lines), [("9".to_string(), Owner::Kernel, false)]);
-        let (lines, _) = n.apply(&event(EventKind::GroupClaim, -1, "", None, Some(9)), None);
+        let (lines, _) = apply(
+            &mut n,
+            &event(EventKind::GroupClaim, -1, "", None, Some(9)),
+            None,
+        );
         let e = event_line(&lines);
         assert_eq!(
             (e.result, e.errno.as_deref()),
@@ -664,7 +613,8 @@ mod tests {
     #[test]
     fn unbind_and_rebind_follow_the_driver() {
         let mut n = node();
-        n.apply(
+        apply(
+            &mut n,
             &event(
                 EventKind::Unbind,
                 0,
@@ -680,7 +630,8 @@ mod tests {
                 .and_then(|d| d.driver.clone()),
             None
         );
-        n.apply(
+        apply(
+            &mut n,
             &event(
                 EventKind::Probe,
                 0,
@@ -716,23 +667,27 @@ mod tests {
         let mut n = node();
         n.map.set_driver_override("0000:00:05.0", Some("vfio-pci"));
         let dev = "0000:00:05.0";
-        let (unbind, _) = n.apply(
+        let (unbind, _) = apply(
+            &mut n,
             &event(EventKind::Unbind, 0, dev, Some("vfio-pci"), Some(9)),
             None,
         );
         assert_eq!(handbacks(&unbind), [(dev.into(), Some("vfio-pci".into()))]);
-        let (clear, _) = n.apply(
+        let (clear, _) = apply(
+            &mut n,
             &event(EventKind::OverrideWritten, 1, dev, Some("\n"), Some(9)),
             None,
         );
         assert_eq!(handbacks(&clear), [(dev.into(), None)]);
-        let (bind, _) = n.apply(
+        let (bind, _) = apply(
+            &mut n,
             &event(EventKind::Probe, 0, dev, Some("e1000"), Some(9)),
             None,
         );
         assert_eq!(handbacks(&bind), [(dev.into(), Some("e1000".into()))]);
         // The same host driver binding again is no hand-back.
-        let (again, _) = n.apply(
+        let (again, _) = apply(
+            &mut n,
             &event(EventKind::Probe, 0, dev, Some("e1000"), Some(9)),
             None,
         );
@@ -743,7 +698,8 @@ mod tests {
     fn a_group_in_use_or_reserved_is_never_handed_back() {
         let mut n = node();
         n.map.record_claim(9, true);
-        let (lines, _) = n.apply(
+        let (lines, _) = apply(
+            &mut n,
             &event(
                 EventKind::Unbind,
                 0,
@@ -757,7 +713,8 @@ mod tests {
         let mut r = node();
         r.policy = Policy::parse("[[reserve]]\ngroup = 9\n", std::path::Path::new("t.toml"))
             .expect("valid policy");
-        let (lines, _) = r.apply(
+        let (lines, _) = apply(
+            &mut r,
             &event(
                 EventKind::Unbind,
                 0,
@@ -777,12 +734,14 @@ mod tests {
     fn five_ten_probe_returns_one_on_success() {
         let mut n = node();
         n.convention = ProbeConvention::OneIsBound;
-        let (lines, _) = n.apply(
+        let (lines, _) = apply(
+            &mut n,
             &event(EventKind::Probe, 1, "0000:00:05.1", Some("e1000"), Some(9)),
             None,
         );
         assert_eq!(event_line(&lines).result, Outcome::Ok);
-        let (lines, _) = n.apply(
+        let (lines, _) = apply(
+            &mut n,
             &event(EventKind::Probe, 0, "0000:00:05.1", Some("e1000"), Some(9)),
             None,
         );
@@ -798,9 +757,8 @@ mod tests {
     #[test]
     fn vfio_open_and_release_follow_the_holder_without_a_proc_scan() {
         let mut n = node();
-        let mut ev = event(EventKind::VfioGroupOpen, 0, "", None, None);
-        ev.rdev = Some((245, 0));
-        let (lines, follow) = n.apply(&ev, Some("/dev/vfio/9".into()));
+        let ev = event(EventKind::VfioGroupOpen, 0, "", None, None);
+        let (lines, follow) = apply(&mut n, &ev, Some("/dev/vfio/9".into()));
         let e = event_line(&lines);
         assert_eq!(
             (e.kind, e.group.as_deref(), e.path.as_deref()),
@@ -811,13 +769,13 @@ mod tests {
         assert_eq!(held, [(100, None)]);
         // A failed open holds nothing.
         let mut busy = event(EventKind::VfioGroupOpen, -16, "", None, None);
-        busy.tgid = 200;
-        n.apply(&busy, Some("/dev/vfio/9".into()));
+        busy.task.tgid = 200;
+        apply(&mut n, &busy, Some("/dev/vfio/9".into()));
         assert_eq!(n.map().holders(9).count(), 1);
         // The release is the file's last reference (another process may have closed it).
         let mut rel = event(EventKind::VfioGroupRelease, 0, "", None, None);
-        rel.tgid = 300;
-        let (lines, follow) = n.apply(&rel, Some("/dev/vfio/9".into()));
+        rel.task.tgid = 300;
+        let (lines, follow) = apply(&mut n, &rel, Some("/dev/vfio/9".into()));
         assert_eq!(event_line(&lines).kind, Kind::VfioRelease);
         assert_eq!(follow, FollowUp::default());
         assert_eq!(n.map().holders(9).count(), 0);
@@ -833,23 +791,27 @@ mod tests {
             })
         };
         let open = event(EventKind::VfioCdevOpen, 0, "", None, None);
-        let (lines, _) = n.apply_node(&open, cdev());
+        let (lines, _) = apply_node(&mut n, &open, cdev());
         assert_eq!(event_line(&lines).group.as_deref(), Some("9"));
         // The record names no device; the line names the one behind the cdev.
         assert_eq!(event_line(&lines).device.as_deref(), Some("0000:00:05.0"));
-        n.apply_node(&open, cdev());
+        apply_node(&mut n, &open, cdev());
         assert_eq!(n.map().holders(9).count(), 2);
         let release = event(EventKind::VfioCdevRelease, 0, "", None, None);
-        n.apply_node(&release, cdev());
+        apply_node(&mut n, &release, cdev());
         assert_eq!(n.map().holders(9).count(), 1);
-        n.apply_node(&release, cdev());
+        apply_node(&mut n, &release, cdev());
         assert_eq!(n.map().holders(9).count(), 0);
     }
 
     #[test]
     fn a_module_load_prints_nothing() {
         let mut n = node();
-        let (lines, follow) = n.apply(&event(EventKind::ModuleLoad, 0, "", None, None), None);
+        let (lines, follow) = apply(
+            &mut n,
+            &event(EventKind::ModuleLoad, 0, "", None, None),
+            None,
+        );
         assert!(lines.is_empty());
         assert_eq!(follow, FollowUp::default());
     }
@@ -857,7 +819,8 @@ mod tests {
     #[test]
     fn membership_changes_ask_for_a_resync() {
         let mut n = node();
-        let (_, follow) = n.apply(
+        let (_, follow) = apply(
+            &mut n,
             &event(EventKind::DeviceAdded, 0, "0000:00:06.0", None, Some(10)),
             None,
         );
@@ -894,7 +857,7 @@ mod tests {
                 Some(written),
                 Some(9),
             );
-            let (lines, follow) = n.apply(&ev, None);
+            let (lines, follow) = apply(&mut n, &ev, None);
             let line = event_line(&lines);
             assert_eq!(line.kind, Kind::DriverOverrideWrite);
             assert_eq!(line.driver.as_deref(), value, "{written:?}");

@@ -1,6 +1,6 @@
 //! Properties of the live model: the group map the agent keeps from bind and unbind records,
 //! applied in any order, equals a fresh scan of the tree those records leave behind.
-use iommu_enforcer::bpf::record::KernelEvent;
+use iommu_enforcer::bpf::record::{KernelEvent, Record, Target, Task};
 use iommu_enforcer::model::GroupMap;
 use iommu_enforcer::node::{NodeState, ProbeConvention};
 use iommu_enforcer::policy::Policy;
@@ -73,19 +73,28 @@ fn scan(drivers: &[Option<&str>]) -> GroupMap {
 }
 
 fn record(kind: EventKind, ret: i32, device: &str, driver: Option<&str>) -> KernelEvent {
-    KernelEvent {
-        kind,
-        ret,
-        pid: 1,
-        tgid: 1,
-        cgroup_id: 1,
-        ktime_ns: 0,
+    let target = Target {
+        device: Some(device.to_string()),
         group: None,
-        rdev: None,
-        detail: 0,
-        comm: "sh".into(),
-        device: device.into(),
-        driver: driver.map(str::to_string),
+    };
+    let driver = driver.map(str::to_string);
+    let record = match kind {
+        EventKind::Probe => Record::Probe {
+            target,
+            driver,
+            ret,
+        },
+        _ => Record::Unbind { target, driver },
+    };
+    KernelEvent {
+        task: Task {
+            pid: 1,
+            tgid: 1,
+            comm: "sh".into(),
+            cgroup_id: 1,
+        },
+        ktime_ns: 0,
+        record,
     }
 }
 

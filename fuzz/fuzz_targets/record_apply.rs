@@ -3,7 +3,8 @@
 //! `ret`, kind, group, name), and the map keeps every device in the group it was scanned in.
 #![no_main]
 use iommu_enforcer::bpf::record::decode;
-use iommu_enforcer::node::{NodeState, ProbeConvention};
+use iommu_enforcer::node::{NodeState, ProbeConvention, VfioNode};
+use iommu_enforcer::render;
 use iommu_enforcer::model::{Device, GroupMap};
 use iommu_enforcer::policy::Policy;
 use iommu_enforcer_common::Event;
@@ -48,8 +49,12 @@ fuzz_target!(|data: &[u8]| {
         let Ok(ev) = decode(&record) else {
             continue;
         };
-        let path = (first & 2 != 0).then(|| "/dev/vfio/9".to_string());
-        let _ = state.apply(&ev, path);
+        let node = (first & 2 != 0).then(|| VfioNode {
+            path: "/dev/vfio/9".to_string(),
+            device: None,
+        });
+        let applied = state.apply(&ev, node);
+        let _ = render::event_lines(&ev, &applied, state.convention(), &Default::default());
     }
     for (address, group, _) in DEVICES {
         assert_eq!(state.map().group_of(address), Some(group), "{address}");

@@ -244,6 +244,86 @@ pub struct Event {
     pub allocated_to: Option<Allocation>,
 }
 
+/// What an event carries beyond the fields every event has, by kind: only that kind's fields
+/// (docs/events.md). [`Event::of`] spreads it into the flat wire form, whose keys and their
+/// order stay as [`Event`] declares them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Body {
+    Bind,
+    Refusal,
+    Unbind,
+    DeviceAdded,
+    DeviceRemoved,
+    PinRefused,
+    DriverOverrideWrite,
+    Handback,
+    Claim {
+        scope: Scope,
+    },
+    Release {
+        scope: Scope,
+    },
+    VfioOpen {
+        path: Option<String>,
+    },
+    VfioRelease {
+        path: Option<String>,
+    },
+    Veto {
+        /// The VFIO node of a refused open.
+        path: Option<String>,
+        rule: Rule,
+        action: Action,
+        fail_closed: bool,
+        why: Vec<Why>,
+    },
+    /// `pin`, `pin_restored`, `rebind` or `reservation_blocked` ([`Kind::RESERVATION`]).
+    Reservation {
+        kind: Kind,
+        action: Action,
+        bound_to: Option<String>,
+    },
+    PolicyApplied {
+        path: Option<String>,
+        digest: String,
+    },
+    PolicyRejected {
+        path: Option<String>,
+        line: Option<u32>,
+        column: Option<u32>,
+        error: String,
+    },
+    ReservationUnmatched {
+        path: Option<String>,
+        line: Option<u32>,
+        error: String,
+    },
+}
+
+impl Body {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Body::Bind => Kind::Bind,
+            Body::Refusal => Kind::Refusal,
+            Body::Unbind => Kind::Unbind,
+            Body::DeviceAdded => Kind::DeviceAdded,
+            Body::DeviceRemoved => Kind::DeviceRemoved,
+            Body::PinRefused => Kind::PinRefused,
+            Body::DriverOverrideWrite => Kind::DriverOverrideWrite,
+            Body::Handback => Kind::Handback,
+            Body::Claim { .. } => Kind::Claim,
+            Body::Release { .. } => Kind::Release,
+            Body::VfioOpen { .. } => Kind::VfioOpen,
+            Body::VfioRelease { .. } => Kind::VfioRelease,
+            Body::Veto { .. } => Kind::Veto,
+            Body::Reservation { kind, .. } => *kind,
+            Body::PolicyApplied { .. } => Kind::PolicyApplied,
+            Body::PolicyRejected { .. } => Kind::PolicyRejected,
+            Body::ReservationUnmatched { .. } => Kind::ReservationUnmatched,
+        }
+    }
+}
+
 /// A device plugin's allocation of a PCI device, as the kubelet's pod-resources `List` says it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Allocation {
@@ -255,6 +335,50 @@ pub struct Allocation {
 }
 
 impl Event {
+    /// An event with `body`'s kind and fields; the builders fill in the fields every event
+    /// has (device, driver, group, ret, errno, process, pod).
+    pub fn of(body: Body, result: Outcome) -> Self {
+        let mut e = Event::new(body.kind(), result);
+        match body {
+            Body::Claim { scope } | Body::Release { scope } => e.scope = Some(scope),
+            Body::VfioOpen { path } | Body::VfioRelease { path } => e.path = path,
+            Body::Veto {
+                path,
+                rule,
+                action,
+                fail_closed,
+                why,
+            } => {
+                (e.path, e.rule, e.action) = (path, Some(rule), Some(action));
+                (e.fail_closed, e.why) = (fail_closed, why);
+            }
+            Body::Reservation {
+                action, bound_to, ..
+            } => {
+                (e.rule, e.action, e.bound_to) = (Some(Rule::Reservation), Some(action), bound_to);
+            }
+            Body::PolicyApplied { path, digest } => (e.path, e.digest) = (path, Some(digest)),
+            Body::PolicyRejected {
+                path,
+                line,
+                column,
+                error,
+            } => (e.path, e.line, e.column, e.error) = (path, line, column, Some(error)),
+            Body::ReservationUnmatched { path, line, error } => {
+                (e.path, e.line, e.error) = (path, line, Some(error));
+            }
+            Body::Bind
+            | Body::Refusal
+            | Body::Unbind
+            | Body::DeviceAdded
+            | Body::DeviceRemoved
+            | Body::PinRefused
+            | Body::DriverOverrideWrite
+            | Body::Handback => {}
+        }
+        e
+    }
+
     /// An event of `kind` with nothing else known yet: the builders fill in the rest.
     pub fn new(kind: Kind, result: Outcome) -> Self {
         Event {

@@ -8,6 +8,6 @@ mod line;
 mod states;
 mod text_enum;
 
-pub use event::{Action, Allocation, Event, Kind, Outcome, Rule, Scope, Why};
+pub use event::{Action, Allocation, Body, Event, Kind, Outcome, Rule, Scope, Why};
 pub use line::Line;
 pub use states::{HookState, Mechanism, MechanismState, Owner, ProgramState};

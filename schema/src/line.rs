@@ -220,6 +220,135 @@ mod tests {
         assert_eq!(serde_json::to_string(&line).unwrap(), json);
     }
 
+    /// The agent's own events (enforce/, daemon/policy_reload.rs, daemon/unmatched.rs), built
+    /// from their typed bodies, print as before the typed-record refactor: byte for byte.
+    #[test]
+    fn agent_made_events_print_as_before() {
+        let agent = |body, result| {
+            let mut e = Event::of(body, result);
+            (e.pid, e.tgid, e.comm) = (3, 3, "enforcer".into());
+            e
+        };
+        let reservation = |kind, action, bound_to: Option<&str>| {
+            let body = crate::Body::Reservation {
+                kind,
+                action,
+                bound_to: bound_to.map(Into::into),
+            };
+            let mut e = agent(body, Outcome::Ok);
+            e.device = Some("0000:00:05.1".into());
+            e.driver = Some("vfio-pci".into());
+            e.group = Some("9".into());
+            e
+        };
+        let mut failed_pin = reservation(Kind::Pin, Action::Pinned, None);
+        (failed_pin.result, failed_pin.ret) = (Outcome::Error, -16);
+        failed_pin.errno = Some("EBUSY".into());
+        let applied = agent(
+            crate::Body::PolicyApplied {
+                path: Some("/etc/iommu-enforcer/policy.toml".into()),
+                digest: "e3b0c442".into(),
+            },
+            Outcome::Ok,
+        );
+        let rejected = agent(
+            crate::Body::PolicyRejected {
+                path: Some("/etc/p.toml".into()),
+                line: Some(7),
+                column: Some(9),
+                error: "p.toml:7:9: bad".into(),
+            },
+            Outcome::Error,
+        );
+        let unmatched = agent(
+            crate::Body::ReservationUnmatched {
+                path: Some("/etc/p.toml".into()),
+                line: Some(3),
+                error: "no group 40".into(),
+            },
+            Outcome::Ok,
+        );
+        let cases = [
+            (
+                reservation(Kind::Pin, Action::WouldPin, None),
+                concat!(
+                    r#"{"type":"event","kind":"pin","device":"0000:00:05.1","driver":"vfio-pci","#,
+                    r#""group":"9","ret":0,"errno":null,"result":"ok","rule":"reservation","#,
+                    r#""action":"would_pin","pid":3,"tgid":3,"comm":"enforcer","cgroup_id":0,"#,
+                    r#""pod_uid":null,"container_id":null}"#
+                ),
+            ),
+            (
+                failed_pin,
+                concat!(
+                    r#"{"type":"event","kind":"pin","device":"0000:00:05.1","driver":"vfio-pci","#,
+                    r#""group":"9","ret":-16,"errno":"EBUSY","result":"error","rule":"reservation","#,
+                    r#""action":"pinned","pid":3,"tgid":3,"comm":"enforcer","cgroup_id":0,"#,
+                    r#""pod_uid":null,"container_id":null}"#
+                ),
+            ),
+            (
+                reservation(Kind::PinRestored, Action::Pinned, None),
+                concat!(
+                    r#"{"type":"event","kind":"pin_restored","device":"0000:00:05.1","#,
+                    r#""driver":"vfio-pci","group":"9","ret":0,"errno":null,"result":"ok","#,
+                    r#""rule":"reservation","action":"pinned","pid":3,"tgid":3,"comm":"enforcer","#,
+                    r#""cgroup_id":0,"pod_uid":null,"container_id":null}"#
+                ),
+            ),
+            (
+                reservation(Kind::Rebind, Action::Rebound, Some("e1000")),
+                concat!(
+                    r#"{"type":"event","kind":"rebind","device":"0000:00:05.1","driver":"vfio-pci","#,
+                    r#""group":"9","ret":0,"errno":null,"result":"ok","rule":"reservation","#,
+                    r#""action":"rebound","bound_to":"e1000","pid":3,"tgid":3,"comm":"enforcer","#,
+                    r#""cgroup_id":0,"pod_uid":null,"container_id":null}"#
+                ),
+            ),
+            (
+                reservation(Kind::ReservationBlocked, Action::Report, Some("nvidia")),
+                concat!(
+                    r#"{"type":"event","kind":"reservation_blocked","device":"0000:00:05.1","#,
+                    r#""driver":"vfio-pci","group":"9","ret":0,"errno":null,"result":"ok","#,
+                    r#""rule":"reservation","action":"report","bound_to":"nvidia","pid":3,"#,
+                    r#""tgid":3,"comm":"enforcer","cgroup_id":0,"pod_uid":null,"container_id":null}"#
+                ),
+            ),
+            (
+                applied,
+                concat!(
+                    r#"{"type":"event","kind":"policy_applied","device":null,"driver":null,"#,
+                    r#""group":null,"ret":0,"errno":null,"result":"ok","#,
+                    r#""path":"/etc/iommu-enforcer/policy.toml","digest":"e3b0c442","pid":3,"#,
+                    r#""tgid":3,"comm":"enforcer","cgroup_id":0,"pod_uid":null,"container_id":null}"#
+                ),
+            ),
+            (
+                rejected,
+                concat!(
+                    r#"{"type":"event","kind":"policy_rejected","device":null,"driver":null,"#,
+                    r#""group":null,"ret":0,"errno":null,"result":"error","path":"/etc/p.toml","#,
+                    r#""line":7,"column":9,"error":"p.toml:7:9: bad","pid":3,"tgid":3,"#,
+                    r#""comm":"enforcer","cgroup_id":0,"pod_uid":null,"container_id":null}"#
+                ),
+            ),
+            (
+                unmatched,
+                concat!(
+                    r#"{"type":"event","kind":"reservation_unmatched","device":null,"driver":null,"#,
+                    r#""group":null,"ret":0,"errno":null,"result":"ok","path":"/etc/p.toml","#,
+                    r#""line":3,"error":"no group 40","pid":3,"tgid":3,"comm":"enforcer","#,
+                    r#""cgroup_id":0,"pod_uid":null,"container_id":null}"#
+                ),
+            ),
+        ];
+        for (event, want) in cases {
+            let line = Line::Event(Box::new(event));
+            assert_eq!(serde_json::to_string(&line).unwrap(), want);
+            assert_eq!(serde_json::from_str::<Line>(want).unwrap(), line);
+        }
+    }
+
     #[test]
     fn every_kind_and_rule_has_its_own_spelling() {
         let mut seen = std::collections::BTreeSet::new();

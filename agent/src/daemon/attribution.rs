@@ -13,15 +13,17 @@ use std::{
     time::{Duration, Instant},
 };
 
-use iommu_enforcer_schema::{Allocation, Event, Kind, Line, Rule};
+use iommu_enforcer_schema::Allocation;
 use log::{debug, info, warn};
 
 use crate::{
     metrics::Metrics,
+    model::GroupMap,
     pods::{
         resources::{self, Table},
         CgroupIds, Failure,
     },
+    render::allocation_of,
 };
 
 /// The shortest time between two lists that events ask for.
@@ -83,45 +85,19 @@ impl Allocations {
         }
     }
 
-    /// The allocation of the event's device, or else of the first allocated member of its group.
-    fn find(&self, e: &Event, members: &dyn Fn(&str) -> Vec<String>) -> Option<&Allocation> {
-        if let Some(a) = e.device.as_deref().and_then(|d| self.table.get(d)) {
-            return Some(a);
-        }
-        let group = e.group.as_deref()?;
-        members(group).iter().find_map(|m| self.table.get(m))
-    }
-
-    fn annotate(
-        &mut self,
-        lines: &mut [Line],
-        metrics: Option<&Metrics>,
-        members: &dyn Fn(&str) -> Vec<String>,
-        may_list: bool,
-    ) {
-        let unknown = lines.iter().any(|l| match l {
-            Line::Event(e) => vfio_use(e) && self.find(e, members).is_none(),
-            _ => false,
-        });
-        if may_list && unknown && self.may_list(Instant::now()) {
-            self.list(metrics);
-        }
-        for line in lines.iter_mut() {
-            if let Line::Event(e) = line {
-                e.allocated_to = self.find(e, members).cloned();
-            }
-        }
+    /// The allocation of `on`'s device, or else of the first allocated member of its group.
+    fn find(&self, on: &Allocatable, map: &GroupMap) -> Option<Allocation> {
+        allocation_of(map, on.device, on.group, &|d| self.table.get(d).cloned())
     }
 }
 
-/// An event of a process using a device through VFIO: the moment a pod's allocation matters.
-fn vfio_use(e: &Event) -> bool {
-    matches!(e.kind, Kind::VfioOpen | Kind::Claim)
-        || (e.kind == Kind::Veto
-            && matches!(
-                e.rule,
-                Some(Rule::VfioOpenNotViable | Rule::VfioOpenUnarmed)
-            ))
+/// What an event is on, for its allocation: its device and group, and whether it is a process
+/// using them through VFIO (the moment a pod's allocation matters: an unknown one is worth
+/// listing again).
+pub struct Allocatable<'a> {
+    pub device: Option<&'a str>,
+    pub group: Option<u32>,
+    pub vfio_use: bool,
 }
 
 impl Attribution {
@@ -176,49 +152,53 @@ impl Attribution {
         self.allocations.as_ref().map_or(0, |a| a.lists)
     }
 
-    /// Fills `allocated_to` of every event in `lines` whose device (or a member of whose group,
-    /// `members`) is allocated, listing again first when a VFIO event names one the table does
-    /// not know and `may_list`.
-    pub fn allocate(
+    /// The pod a device plugin allocated `on`'s device (or a member of its group in `map`)
+    /// to, listing again first when `may_list` and `on` is a VFIO use the table does not know.
+    pub fn allocation_of(
         &mut self,
-        lines: &mut [Line],
+        on: &Allocatable,
+        map: &GroupMap,
         metrics: Option<&Metrics>,
-        members: &dyn Fn(&str) -> Vec<String>,
         may_list: bool,
-    ) {
-        if let Some(a) = &mut self.allocations {
-            a.annotate(lines, metrics, members, may_list);
+    ) -> Option<Allocation> {
+        let a = self.allocations.as_mut()?;
+        let unknown = on.vfio_use && a.find(on, map).is_none();
+        if may_list && unknown && a.may_list(Instant::now()) {
+            a.list(metrics);
         }
+        a.find(on, map)
     }
 
-    /// Fills `pod_uid` and `container_id` of every event in `lines`.
-    pub fn attribute(&mut self, lines: &mut [Line], metrics: Option<&Metrics>) {
-        let events = || {
-            lines.iter().filter_map(|l| match l {
-                Line::Event(e) if e.cgroup_id != 0 => Some(e.cgroup_id),
-                _ => None,
-            })
-        };
+    /// The allocation of `device` in the table as it is (never listing): for the agent's own
+    /// events, built by the enforcer.
+    pub fn allocated(&self, device: &str) -> Option<Allocation> {
+        self.allocations.as_ref()?.table.get(device).cloned()
+    }
+
+    /// The pod (`metadata.uid`) and container of the cgroup `cgroup_id`: both `None` outside
+    /// a pod, for id 0, and when the id cannot be answered (counted by reason).
+    pub fn pod_of(
+        &mut self,
+        cgroup_id: u64,
+        metrics: Option<&Metrics>,
+    ) -> (Option<String>, Option<String>) {
+        if cgroup_id == 0 {
+            return (None, None);
+        }
         let before = self.ids.walks;
-        self.ids.prepare(events().collect::<Vec<_>>());
+        self.ids.prepare(vec![cgroup_id]);
         if self.ids.walks != before {
             debug!(
                 "pod attribution: walked the cgroup2 tree ({} walks so far)",
                 self.ids.walks
             );
         }
-        for line in lines.iter_mut() {
-            let Line::Event(e) = line else { continue };
-            if e.cgroup_id == 0 {
-                continue;
-            }
-            match self.ids.lookup(e.cgroup_id) {
-                Ok(Some(pod)) => {
-                    e.pod_uid = Some(pod.pod_uid.clone());
-                    e.container_id.clone_from(&pod.container_id);
-                }
-                Ok(None) => {}
-                Err(f) => failed(metrics, f),
+        match self.ids.lookup(cgroup_id) {
+            Ok(Some(pod)) => (Some(pod.pod_uid.clone()), pod.container_id.clone()),
+            Ok(None) => (None, None),
+            Err(f) => {
+                failed(metrics, f);
+                (None, None)
             }
         }
     }
@@ -235,21 +215,6 @@ mod tests {
     use std::{fs, os::unix::fs::MetadataExt};
 
     use super::*;
-    use iommu_enforcer_schema::{Event, Kind, Outcome};
-
-    fn event(cgroup_id: u64) -> Line {
-        let mut e = Event::new(Kind::VfioOpen, Outcome::Ok);
-        e.group = Some("8".into());
-        (e.pid, e.tgid, e.comm, e.cgroup_id) = (1, 1, "vfio-holder".into(), cgroup_id);
-        Line::Event(Box::new(e))
-    }
-
-    fn pod_of(line: &Line) -> (Option<&str>, Option<&str>) {
-        match line {
-            Line::Event(e) => (e.pod_uid.as_deref(), e.container_id.as_deref()),
-            _ => panic!("not an event"),
-        }
-    }
 
     #[test]
     fn events_get_their_pod_and_failures_are_counted() {
@@ -267,21 +232,14 @@ mod tests {
         // The container exits, its cgroup goes: the walk at start already knew it.
         fs::remove_dir(&pod).unwrap();
         let metrics = Metrics::new().unwrap();
-        let mut lines = vec![
-            event(0),
-            event(container_cgroup),
-            event(pod_cgroup),
-            event(kubepods),
-            event(u64::MAX),
-        ];
-        attribution.attribute(&mut lines, Some(&metrics));
-        let uid = Some("1234abcd-0000-1111-2222-333344445555");
-        assert_eq!(pod_of(&lines[0]), (None, None));
-        assert_eq!(pod_of(&lines[1]), (uid, Some(id.as_str())));
-        assert_eq!(pod_of(&lines[2]), (uid, None));
+        let mut pod_of = |id| attribution.pod_of(id, Some(&metrics));
+        let uid = Some("1234abcd-0000-1111-2222-333344445555".to_string());
+        assert_eq!(pod_of(0), (None, None));
+        assert_eq!(pod_of(container_cgroup), (uid.clone(), Some(id.clone())));
+        assert_eq!(pod_of(pod_cgroup), (uid, None));
         // `kubepods` itself is no pod; u64::MAX is no cgroup there is.
-        assert_eq!(pod_of(&lines[3]), (None, None));
-        assert_eq!(pod_of(&lines[4]), (None, None));
+        assert_eq!(pod_of(kubepods), (None, None));
+        assert_eq!(pod_of(u64::MAX), (None, None));
         let text = metrics.render();
         assert!(
             text.contains(r#"iommu_enforcer_pod_attribution_failures_total{reason="not_found"} 1"#),
@@ -315,42 +273,53 @@ mod tests {
             .insert("0000:41:00.0".into(), allocation.clone());
         // As if the last list had just succeeded: no list for RELIST.
         a.last = Some((Instant::now(), true));
-        let members = |g: &str| match g {
-            "14" => vec!["0000:40:00.0".to_string(), "0000:41:00.0".to_string()],
-            _ => vec!["0000:50:00.0".to_string()],
+        let mut map = GroupMap::new();
+        for (address, group) in [
+            ("0000:40:00.0", 14),
+            ("0000:41:00.0", 14),
+            ("0000:50:00.0", 20),
+        ] {
+            map.add_device(crate::model::Device::new(address, group));
+        }
+        let on = |vfio_use, device: Option<&'static str>, group| Allocatable {
+            device,
+            group: Some(group),
+            vfio_use,
         };
-        let on = |kind, device: Option<&str>, group: &str| {
-            let mut e = Event::new(kind, iommu_enforcer_schema::Outcome::Ok);
-            e.device = device.map(Into::into);
-            e.group = Some(group.into());
-            Line::Event(Box::new(e))
+        let allocate = |a: &mut Attribution, on: Allocatable, may_list| {
+            a.allocation_of(&on, &map, Some(&metrics), may_list)
         };
-        let allocated = |l: &Line| l.as_event().unwrap().allocated_to.clone();
-        let mut lines = vec![
-            on(Kind::Bind, Some("0000:41:00.0"), "14"),
-            on(Kind::VfioOpen, None, "14"),
-            on(Kind::Bind, Some("0000:50:00.0"), "20"),
-        ];
-        attribution.allocate(&mut lines, Some(&metrics), &members, true);
-        assert_eq!(allocated(&lines[0]), Some(allocation.clone()));
-        assert_eq!(allocated(&lines[1]), Some(allocation.clone()));
-        assert_eq!(allocated(&lines[2]), None);
+        assert_eq!(
+            allocate(&mut attribution, on(false, Some("0000:41:00.0"), 14), true),
+            Some(allocation.clone())
+        );
+        assert_eq!(
+            allocate(&mut attribution, on(true, None, 14), true),
+            Some(allocation.clone())
+        );
+        assert_eq!(
+            allocate(&mut attribution, on(false, Some("0000:50:00.0"), 20), true),
+            None
+        );
+        assert_eq!(
+            attribution.allocated("0000:41:00.0"),
+            Some(allocation.clone())
+        );
         // Every device known or the event no VFIO use: no list.
         assert_eq!(attribution.pod_resources_lists(), 1);
         // A VFIO open of a group the table does not know, within RELIST of the last list: none.
-        let mut open = vec![on(Kind::VfioOpen, None, "20")];
-        attribution.allocate(&mut open, Some(&metrics), &members, true);
+        allocate(&mut attribution, on(true, None, 20), true);
         assert_eq!(attribution.pod_resources_lists(), 1);
         // Past it: one list (failing here, counted), then none until RETRY.
         attribution.allocations.as_mut().unwrap().last = Some((Instant::now() - RELIST, true));
-        attribution.allocate(&mut open, Some(&metrics), &members, true);
-        attribution.allocate(&mut open, Some(&metrics), &members, true);
+        allocate(&mut attribution, on(true, None, 20), true);
+        assert_eq!(allocate(&mut attribution, on(true, None, 20), true), None);
         assert_eq!(attribution.pod_resources_lists(), 2);
-        assert_eq!(allocated(&open[0]), None);
         // The table outlives a failed list.
-        let mut again = vec![on(Kind::Claim, None, "14")];
-        attribution.allocate(&mut again, Some(&metrics), &members, false);
-        assert_eq!(allocated(&again[0]), Some(allocation));
+        assert_eq!(
+            allocate(&mut attribution, on(true, None, 14), false),
+            Some(allocation)
+        );
         let text = metrics.render();
         assert!(
             text.contains(r#"iommu_enforcer_pod_resources_failures_total{reason="no_socket"} 2"#),

@@ -9,12 +9,11 @@ use std::{
 use aya::maps::{MapData, RingBuf};
 use log::{info, warn};
 
-use iommu_enforcer_common::EventKind;
-use iommu_enforcer_schema::{HookState, Kind, Line};
+use iommu_enforcer_schema::{HookState, Line};
 
 use super::{
     accounting::{self, Ledger},
-    attribution::Attribution,
+    attribution::{Allocatable, Attribution},
     output::Sink,
     scan, vfio_nodes,
 };
@@ -22,26 +21,17 @@ use crate::{
     bpf::{
         loader::Loaded,
         programs::WRITE_CHECK,
-        record::{self, KernelEvent},
+        record::{self, KernelEvent, Rdev, Record, VfioNodeKind},
     },
     enforce::{
         write_check::{Need, WriteCheck},
         Enforcer,
     },
     io_deadline,
-    node::{FollowUp, NodeState, VfioNode},
+    node::{Applied, FollowUp, NodeState, VfioNode},
     pods::containers::TrustedContainers,
+    render::{self, Attributed},
 };
-
-/// The PCI members of group `group` (spelled as in events: `"14"`).
-pub(super) fn members(node: &NodeState, group: &str) -> Vec<String> {
-    group
-        .parse::<u32>()
-        .ok()
-        .and_then(|id| node.map().group(id))
-        .map(|g| g.devices.keys().cloned().collect())
-        .unwrap_or_default()
-}
 
 /// Where the agent reads the node from.
 pub struct Roots {
@@ -156,33 +146,32 @@ impl Live {
                     continue;
                 }
             };
-            if ev.kind == EventKind::ModuleLoad {
+            if ev.record == Record::ModuleLoad {
                 drained.module_loaded = true;
                 continue;
             }
-            if asks_for_write_check(&ev) {
+            if ev.record.asks_for_write_check() {
                 self.write_check.hold(Instant::now());
             }
-            if ev.kind == EventKind::WriteCheck {
+            if let Record::WriteCheck { .. } = ev.record {
                 continue;
             }
             self.enforcer.observe(&ev);
-            let node = ev.rdev.map(|rdev| self.vfio_node(ev.kind, rdev));
-            let (mut lines, f) = self.node.apply_node(&ev, node);
-            self.attribution.attribute(&mut lines, self.sink.metrics());
-            if let Some(t) = &self.containers {
-                for l in &lines {
-                    let Line::Event(e) = l else { continue };
-                    if let (Kind::Veto, Some(id)) = (e.kind, &e.container_id) {
-                        if t.should_rescan_for(id) && !asked.contains(id) {
-                            asked.push(id.clone());
-                        }
-                    }
+            let node = ev
+                .record
+                .vfio_node()
+                .map(|(kind, rdev)| self.vfio_node(kind, rdev));
+            let applied = self.node.apply(&ev, node);
+            let who = self.attributed(&ev, &applied);
+            if let (Record::Veto { .. }, Some(id), Some(t)) =
+                (&ev.record, &who.container_id, &self.containers)
+            {
+                if t.should_rescan_for(id) && !asked.contains(id) {
+                    asked.push(id.clone());
                 }
             }
-            let members = |g: &str| members(&self.node, g);
-            self.attribution
-                .allocate(&mut lines, self.sink.metrics(), &members, true);
+            let mut lines = render::event_lines(&ev, &applied, self.node.convention(), &who);
+            lines.extend(applied.verdict);
             if !lines.is_empty() {
                 self.sink.track(&self.node);
             }
@@ -195,8 +184,8 @@ impl Live {
                 self.sink.flush_within(PRINTED_BEFORE_CONSUMED);
             }
             drop(item);
-            follow.rescan_sysfs |= f.rescan_sysfs;
-            follow.rescan_holders |= f.rescan_holders;
+            follow.rescan_sysfs |= applied.follow.rescan_sysfs;
+            follow.rescan_holders |= applied.follow.rescan_holders;
             // A flood can keep the ring from draining for seconds: losses are read and acted
             // on during the drain too, at most every LOSS_RESYNC.
             if read.is_multiple_of(LOSS_CHECK_EVERY) && self.loss_resync_allowed() {
@@ -252,13 +241,13 @@ impl Live {
                 return;
             }
             self.enforcer.set_write_armed(true);
-            let lines = self.enforcer.apply(&mut self.node);
+            let lines = self.enforce();
             self.sink.emit(&lines);
             info!("write-time check attached ({writers} descriptor(s) to judge at write)");
             HookState::Attached
         } else if !want && armed {
             self.enforcer.set_write_armed(false);
-            let lines = self.enforcer.apply(&mut self.node);
+            let lines = self.enforce();
             self.sink.emit(&lines);
             if !self.enforcer.kernel_write_armed_is(false) {
                 warn!("the kernel still counts on the write-time check; keeping it attached");
@@ -268,7 +257,7 @@ impl Live {
             if let Err(e) = self.loaded.disarm_write_check() {
                 warn!("detaching the write-time check: {e}; keeping it attached");
                 self.enforcer.set_write_armed(true);
-                let lines = self.enforcer.apply(&mut self.node);
+                let lines = self.enforce();
                 self.sink.emit(&lines);
                 return;
             }
@@ -334,12 +323,30 @@ impl Live {
     }
 
     /// The node a VFIO record names, and for a cdev the device behind it.
-    fn vfio_node(&mut self, kind: EventKind, rdev: (u32, u32)) -> VfioNode {
+    fn vfio_node(&mut self, kind: VfioNodeKind, rdev: Rdev) -> VfioNode {
         let path = self.node_path(rdev);
-        let device = matches!(kind, EventKind::VfioCdevOpen | EventKind::VfioCdevRelease)
+        let device = (kind == VfioNodeKind::Cdev)
             .then(|| vfio_nodes::cdev_device(&self.sysfs_root, &path))
             .flatten();
         VfioNode { path, device }
+    }
+
+    /// The pod of the record's task and the allocation of what it is on, resolved before it
+    /// is rendered (listing the pod-resources table again for a VFIO use it does not know).
+    fn attributed(&mut self, ev: &KernelEvent, applied: &Applied) -> Attributed {
+        let metrics = self.sink.metrics();
+        let (pod_uid, container_id) = self.attribution.pod_of(ev.task.cgroup_id, metrics);
+        let on = Allocatable {
+            device: applied.device.as_deref(),
+            group: applied.group,
+            vfio_use: ev.record.is_vfio_use(),
+        };
+        let map = self.node.map();
+        Attributed {
+            pod_uid,
+            container_id,
+            allocated_to: self.attribution.allocation_of(&on, map, metrics, true),
+        }
     }
 
     fn node_path(&mut self, rdev: (u32, u32)) -> String {
@@ -350,6 +357,14 @@ impl Live {
             .get(&rdev)
             .cloned()
             .unwrap_or_else(|| format!("char {}:{}", rdev.0, rdev.1))
+    }
+
+    /// One pass of the enforcer over the node; its own events (pins, rebinds) name their
+    /// device's pod from the pod-resources table as it is.
+    pub fn enforce(&mut self) -> Vec<Line> {
+        let table = &self.attribution;
+        self.enforcer
+            .apply(&mut self.node, &|device| table.allocated(device))
     }
 
     /// Re-reads what changed, then lets the enforcer catch up with the node.
@@ -384,12 +399,7 @@ impl Live {
                 Err(stalled) => warn!("holders scan: {stalled}; keeping the holders known"),
             }
         }
-        lines.extend(self.enforcer.apply(&mut self.node));
-        // The agent's own events (pins, rebinds) name their device's pod too, from the table
-        // as it is.
-        let members = |g: &str| members(&self.node, g);
-        self.attribution
-            .allocate(&mut lines, self.sink.metrics(), &members, false);
+        lines.extend(self.enforce());
         lines.extend(self.stalled());
         let (said, unmatched) = self.unmatched.update(self.node.map(), self.node.policy());
         lines.extend(said);
@@ -432,20 +442,5 @@ impl Live {
             rescan_sysfs: true,
             rescan_holders: true,
         });
-    }
-}
-
-/// Records after which the write-time check is held attached for a while: a descriptor it must
-/// judge, an open refused until it is armed, and a group going idle (a hand-back, whose
-/// bus-wide `unbind` only it can judge, usually follows).
-fn asks_for_write_check(ev: &KernelEvent) -> bool {
-    match ev.kind {
-        EventKind::WriteCheck => ev.detail != 0,
-        EventKind::Veto => ev.detail & iommu_enforcer_common::veto::NOT_ARMED != 0,
-        EventKind::VfioGroupRelease
-        | EventKind::VfioCdevRelease
-        | EventKind::GroupRelease
-        | EventKind::DeviceRelease => true,
-        _ => false,
     }
 }

@@ -288,14 +288,7 @@ async fn start(
     }
     // The maps hold the topology and policy before any program that reads them attaches; a
     // previous agent's programs stay attached until these replace them.
-    let mut first = live.enforcer.apply(&mut live.node);
-    let node = &live.node;
-    live.attribution.allocate(
-        &mut first,
-        Some(&metrics),
-        &|g| live::members(node, g),
-        false,
-    );
+    let mut first = live.enforce();
     live.loaded.attach_all(&features);
     // Opens are counted once the open hook runs and something that outlives the agent uncounts
     // them (the free hook, attached first, or from 5.15 VFIO's release kprobe, a pinned link):
@@ -317,7 +310,7 @@ async fn start(
             "are not counted by anything that outlives the agent: a group bound to a user driver stays protected"
         }
     );
-    first.extend(live.enforcer.apply(&mut live.node));
+    first.extend(live.enforce());
     let caps = capabilities(&features, &live.loaded, args.dry_run);
     live.sink.track(&live.node);
     live.sink.emit(&[caps, policy_line]);

@@ -2,7 +2,7 @@
 //! pass, or refused (`policy_rejected`) with the old one left standing (policy::watch).
 use std::path::Path;
 
-use iommu_enforcer_schema::{Event, Kind, Line, Outcome};
+use iommu_enforcer_schema::{Body, Event, Line, Outcome};
 use log::{info, warn};
 
 use super::live::Live;
@@ -13,36 +13,37 @@ use crate::{
 };
 
 /// An agent-made policy event: no device, the agent's own process.
-fn event(kind: Kind, result: Outcome) -> Event {
-    let mut e = Event::new(kind, result);
+fn event(body: Body, result: Outcome) -> Line {
+    let mut e = Event::of(body, result);
     let pid = std::process::id();
     (e.pid, e.tgid, e.comm) = (pid, pid, "enforcer".into());
-    e
+    Line::Event(Box::new(e))
 }
 
 /// `policy_applied`: the file at `path` (`None`: the default policy) is in force.
 pub(super) fn applied(path: Option<&Path>, digest: &str) -> Line {
-    let mut e = event(Kind::PolicyApplied, Outcome::Ok);
-    e.path = path.map(|p| p.display().to_string());
-    e.digest = Some(digest.to_owned());
-    Line::Event(Box::new(e))
+    let body = Body::PolicyApplied {
+        path: path.map(|p| p.display().to_string()),
+        digest: digest.to_owned(),
+    };
+    event(body, Outcome::Ok)
 }
 
 /// `policy_rejected`: where the file is at fault, when it could be read.
 pub(super) fn rejected(error: &PolicyError) -> Line {
-    let mut e = event(Kind::PolicyRejected, Outcome::Error);
-    e.error = Some(error.to_string());
-    match error {
-        PolicyError::Read { path, .. } => e.path = Some(path.display().to_string()),
+    let (path, line, column) = match error {
+        PolicyError::Read { path, .. } => (path, None, None),
         PolicyError::Invalid {
             path, line, column, ..
-        } => {
-            e.path = Some(path.display().to_string());
-            e.line = u32::try_from(*line).ok();
-            e.column = u32::try_from(*column).ok();
-        }
-    }
-    Line::Event(Box::new(e))
+        } => (path, u32::try_from(*line).ok(), u32::try_from(*column).ok()),
+    };
+    let body = Body::PolicyRejected {
+        path: Some(path.display().to_string()),
+        line,
+        column,
+        error: error.to_string(),
+    };
+    event(body, Outcome::Error)
 }
 
 /// Acts on a changed policy file. A valid one moves the node state, the trusted writers, the
@@ -112,6 +113,7 @@ mod tests {
         node::ProbeConvention,
         policy::{watch, Policy},
     };
+    use iommu_enforcer_schema::Kind;
 
     #[test]
     fn a_rejection_carries_line_and_column_as_fields() {
@@ -150,7 +152,7 @@ mod tests {
         let policy = Policy::default();
         let mut node = NodeState::new(map, policy.clone(), ProbeConvention::ZeroIsBound);
         let mut enforcer = Enforcer::new(&built.sysfs, dir.path(), false, None, &policy);
-        enforcer.apply(&mut node);
+        enforcer.apply(&mut node, &|_| None);
         (dir, built, node, enforcer)
     }
 
@@ -191,7 +193,7 @@ mod tests {
             first.path.as_deref(),
             Some("/etc/iommu-enforcer/policy.toml")
         );
-        let pass = enforcer.apply(&mut node);
+        let pass = enforcer.apply(&mut node, &|_| None);
         assert_eq!(pins(&pass), [(NVME.to_string(), "nvme".to_string())]);
         assert!(enforcer.reserved().contains(&11), "reserved at once");
 
@@ -201,7 +203,7 @@ mod tests {
             lines[0].as_event().map(|e| e.kind),
             Some(Kind::PolicyApplied)
         );
-        let pass = enforcer.apply(&mut node);
+        let pass = enforcer.apply(&mut node, &|_| None);
         assert!(pins(&pass).is_empty(), "{pass:?}");
         assert!(!enforcer.reserved().contains(&11));
         let file = built
@@ -221,14 +223,17 @@ mod tests {
             !enforcer.pins_drifted(),
             "a pin it no longer keeps is not watched"
         );
-        assert!(pins(&enforcer.apply(&mut node)).is_empty(), "nor restored");
+        assert!(
+            pins(&enforcer.apply(&mut node, &|_| None)).is_empty(),
+            "nor restored"
+        );
     }
 
     #[test]
     fn an_invalid_file_is_rejected_with_line_and_column_and_the_old_policy_stays() {
         let (dir, built, mut node, mut enforcer) = node();
         put_in_force(&mut node, &mut enforcer, dir.path(), change(RESERVE_NVME));
-        enforcer.apply(&mut node);
+        enforcer.apply(&mut node, &|_| None);
         let before = node.policy().clone();
 
         let tmp = tempfile::tempdir().expect("tempdir");
@@ -246,7 +251,7 @@ mod tests {
         assert_eq!((e.line, e.column), (Some(2), Some(10)));
         assert_eq!(e.path.as_deref(), Some(path.to_str().unwrap()));
         assert_eq!(node.policy(), &before, "the old policy stays");
-        enforcer.apply(&mut node);
+        enforcer.apply(&mut node, &|_| None);
         assert!(enforcer.reserved().contains(&11));
         // Its pin is still kept: a cleared one is seen.
         let file = built

@@ -4,7 +4,7 @@
 //! and counted in `iommu_enforcer_unmatched_reservations`. Pure: fed the group map and policy.
 use std::collections::BTreeSet;
 
-use iommu_enforcer_schema::{Event, Kind, Line, Outcome};
+use iommu_enforcer_schema::{Body, Event, Line, Outcome};
 
 use crate::model::GroupMap;
 use crate::policy::{self, Policy};
@@ -26,14 +26,16 @@ impl Unmatched {
         let lines = now
             .difference(&self.said)
             .map(|(line, selector)| {
-                let mut e = Event::new(Kind::ReservationUnmatched, Outcome::Ok);
+                let body = Body::ReservationUnmatched {
+                    path: path.clone(),
+                    line: u32::try_from(*line).ok(),
+                    error: format!(
+                        "reservation of {selector} (policy line {line}) matches nothing on this node"
+                    ),
+                };
+                let mut e = Event::of(body, Outcome::Ok);
                 let pid = std::process::id();
                 (e.pid, e.tgid, e.comm) = (pid, pid, "enforcer".into());
-                e.path.clone_from(&path);
-                e.line = u32::try_from(*line).ok();
-                e.error = Some(format!(
-                    "reservation of {selector} (policy line {line}) matches nothing on this node"
-                ));
                 Line::Event(Box::new(e))
             })
             .collect();
@@ -49,6 +51,7 @@ mod tests {
 
     use super::*;
     use crate::model::Device;
+    use iommu_enforcer_schema::Kind;
 
     #[test]
     fn said_once_while_unmatched_and_again_after_it_matched() {

@@ -20,8 +20,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use iommu_enforcer_common::{config, override_written, watched, EventKind, WatchedFile, ADDR_LEN};
-use iommu_enforcer_schema::{Action, Event, Kind, Line, Mechanism, MechanismState, Outcome, Rule};
+use iommu_enforcer_common::{config, watched, WatchedFile, ADDR_LEN};
+use iommu_enforcer_schema::{Action, Body, Event, Kind, Line, Mechanism, MechanismState, Outcome};
 use log::{info, warn};
 
 use self::{
@@ -32,11 +32,12 @@ use self::{
     sysfs_files::{exe_key, node_rdev},
 };
 use crate::{
-    bpf::record::{errno_name, KernelEvent},
+    bpf::record::{errno_name, KernelEvent, Record},
     metrics::Metrics,
     model::driver::is_user_driver,
     node::NodeState,
     policy::Policy,
+    render::{allocation_of, Allocated},
 };
 
 /// The first retry of a failed pin or rebind write comes this long after the failure; each
@@ -201,20 +202,26 @@ impl Enforcer {
     /// device's pin owns its binding (vfio-manager's `unbind --all`) until the device is on a
     /// user driver again (its `bind --all`).
     pub fn observe(&mut self, ev: &KernelEvent) {
-        match ev.kind {
-            EventKind::OverrideWritten
-                if ev.ret >= 0 && ev.detail & override_written::TRUSTED_CONTAINER != 0 =>
-            {
-                if self.yielded.insert(ev.device.clone()) {
+        match &ev.record {
+            Record::OverrideWritten {
+                target,
+                ret,
+                by_trusted_container: true,
+                ..
+            } if *ret >= 0 => {
+                let device = target.device.clone().unwrap_or_default();
+                if self.yielded.insert(device.clone()) {
                     info!(
-                        "{}: a trusted container changed its pin; the reservation gives way until it is on a user driver again",
-                        ev.device
+                        "{device}: a trusted container changed its pin; the reservation gives way until it is on a user driver again"
                     );
                 }
-                self.pinned.remove(&ev.device);
+                self.pinned.remove(&device);
             }
-            EventKind::Probe if ev.driver.as_deref().is_some_and(is_user_driver) => {
-                self.yielded.remove(&ev.device);
+            Record::Probe { target, driver, .. }
+                if driver.as_deref().is_some_and(is_user_driver) =>
+            {
+                self.yielded
+                    .remove(target.device.as_deref().unwrap_or_default());
             }
             _ => {}
         }
@@ -363,7 +370,9 @@ impl Enforcer {
         plan
     }
 
-    pub fn apply(&mut self, node: &mut NodeState) -> Vec<Line> {
+    /// `allocated` is the pod a device plugin allocated a device to (the pod-resources
+    /// table): the events of this pass name it as they are built.
+    pub fn apply(&mut self, node: &mut NodeState, allocated: &Allocated<'_>) -> Vec<Line> {
         let mut lines = Vec::new();
         let in_use = self.in_use(node);
         let mut plan = self.plan(node, &in_use);
@@ -418,7 +427,7 @@ impl Enforcer {
                 continue;
             }
             let restore = restored.contains(r.device());
-            let (more, ok) = self.reserve(node, r, restore);
+            let (more, ok) = self.reserve(node, r, restore, allocated);
             lines.extend(more);
             if !ok {
                 failed.insert(r.device().to_string());
@@ -624,6 +633,7 @@ impl Enforcer {
         node: &mut NodeState,
         r: &Reservation,
         restore: bool,
+        allocated: &Allocated<'_>,
     ) -> (Vec<Line>, bool) {
         if !self.dry_run && self.already_in_place(r) {
             self.pinned
@@ -703,16 +713,19 @@ impl Enforcer {
         }
         let os_errno = result.as_ref().err().and_then(|e| e.raw_os_error());
         let pid = std::process::id();
-        let mut event = Event::new(kind, Outcome::of(result.is_ok()));
+        let body = Body::Reservation {
+            kind,
+            action,
+            bound_to: from.cloned(),
+        };
+        let mut event = Event::of(body, Outcome::of(result.is_ok()));
         event.device = Some(device.clone());
         event.driver = Some(value.clone());
         event.group = Some(group.to_string());
         event.ret = os_errno.map_or(0, |e| -e);
         event.errno = os_errno.and_then(errno_name).map(str::to_owned);
-        event.rule = Some(Rule::Reservation);
-        event.action = Some(action);
-        event.bound_to = from.cloned();
         (event.pid, event.tgid, event.comm) = (pid, pid, "enforcer".into());
+        event.allocated_to = allocation_of(node.map(), Some(device), Some(group), allocated);
         lines.insert(0, Line::Event(Box::new(event)));
         (lines, ok)
     }
@@ -823,7 +836,7 @@ mod tests {
         let (dir, built) = fixture_node();
         let (mut node, mut enforcer) = reserve_group_12(&dir, &built);
 
-        let first = rebound(&enforcer.apply(&mut node));
+        let first = rebound(&enforcer.apply(&mut node, &|_| None));
         assert_eq!(first, ["0000:0a:00.1", "0000:0a:00.2", "0000:0a:00.3"]);
         for device in &first {
             assert_eq!(
@@ -837,7 +850,7 @@ mod tests {
         // The kernel has moved two of them; the model has not heard of it yet.
         relink(&built.sysfs, "0000:0a:00.1", "vfio-pci");
         relink(&built.sysfs, "0000:0a:00.2", "vfio-pci");
-        let second = rebound(&enforcer.apply(&mut node));
+        let second = rebound(&enforcer.apply(&mut node, &|_| None));
         assert_eq!(
             second,
             ["0000:0a:00.3"],
@@ -846,10 +859,30 @@ mod tests {
     }
 
     #[test]
+    fn the_agents_events_name_the_allocation_as_they_are_built() {
+        let (dir, built) = fixture_node();
+        let (mut node, mut enforcer) = reserve_group_12(&dir, &built);
+        let allocation = iommu_enforcer_schema::Allocation {
+            namespace: "vms".into(),
+            pod: "gpu-vm".into(),
+            container: "compute".into(),
+            resource: "nvidia.com/GPU".into(),
+        };
+        // Only one member is allocated: every event on the group names it.
+        let table = |d: &str| (d == "0000:0a:00.3").then(|| allocation.clone());
+        let lines = enforcer.apply(&mut node, &table);
+        let events: Vec<&Event> = lines.iter().filter_map(Line::as_event).collect();
+        assert!(!events.is_empty());
+        for e in events {
+            assert_eq!(e.allocated_to.as_ref(), Some(&allocation), "{e:?}");
+        }
+    }
+
+    #[test]
     fn the_pin_watch_sees_only_a_pin_changed_behind_its_back() {
         let (dir, built) = fixture_node();
         let (mut node, mut enforcer) = reserve_group_12(&dir, &built);
-        enforcer.apply(&mut node);
+        enforcer.apply(&mut node, &|_| None);
         assert!(enforcer.keeps_pins());
         assert!(!enforcer.pins_drifted(), "just written");
         // As the kernel shows a cleared override (a fixture file is not truncated by a write).
