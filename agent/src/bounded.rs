@@ -184,6 +184,7 @@ pub fn excerpt(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsFd;
 
     #[test]
     fn reads_up_to_the_bound_and_refuses_more() {
@@ -220,6 +221,31 @@ mod tests {
             read(&dir.path().join("absent"), 4096),
             Err(BoundedError::NotFound)
         ));
+    }
+
+    #[test]
+    fn reads_relative_to_a_directory_with_the_same_checks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("vendor"), "0x10de\n").expect("write");
+        std::fs::write(dir.path().join("long"), vec![b'a'; 4097]).expect("write");
+        std::fs::create_dir(dir.path().join("sub")).expect("mkdir");
+        let c = std::ffi::CString::new(dir.path().join("fifo").as_os_str().as_encoded_bytes())
+            .expect("path");
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        let d = File::open(dir.path()).expect("open dir");
+        let at = |name: &CStr| read_at(d.as_fd(), name, 4096);
+        assert_eq!(at(c"vendor").expect("reads"), b"0x10de\n");
+        assert!(matches!(
+            at(c"long"),
+            Err(BoundedError::TooLong { limit: 4096 })
+        ));
+        assert!(matches!(at(c"fifo"), Err(BoundedError::NotRegular("FIFO"))));
+        assert!(matches!(
+            at(c"sub"),
+            Err(BoundedError::NotRegular("directory"))
+        ));
+        assert!(matches!(at(c"absent"), Err(BoundedError::NotFound)));
     }
 
     #[test]
