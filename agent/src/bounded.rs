@@ -7,8 +7,10 @@
 //! Kept rather than `std::fs::read` (issue 23): that opens whatever the path names and reads
 //! to the end, so a FIFO blocks forever and `/dev/zero` behind an attribute's name fills
 //! memory; the tests below show both refused without a blocking read.
+use std::ffi::CStr;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 
@@ -101,6 +103,65 @@ pub fn read(path: &Path, limit: usize) -> Result<Vec<u8>, BoundedError> {
     Ok(data)
 }
 
+/// What kind of non-regular file a `st_mode` is.
+fn kind_of_mode(mode: libc::mode_t) -> Option<&'static str> {
+    match mode & libc::S_IFMT {
+        libc::S_IFREG => None,
+        libc::S_IFDIR => Some("directory"),
+        libc::S_IFIFO => Some("FIFO"),
+        libc::S_IFCHR => Some("character device"),
+        libc::S_IFBLK => Some("block device"),
+        libc::S_IFSOCK => Some("socket"),
+        _ => Some("special file"),
+    }
+}
+
+fn last_error() -> BoundedError {
+    BoundedError::from(io::Error::last_os_error())
+}
+
+/// [`read`] of the file `name` in the directory open as `dir` (an `O_PATH` descriptor is
+/// enough): the same checks (regular before the open and again after it, `O_NONBLOCK`, the
+/// bound), but each call walks one path component instead of the whole path. The sysfs scan
+/// reads five attributes of each device this way: the path walks were most of its system time.
+pub fn read_at(dir: BorrowedFd<'_>, name: &CStr, limit: usize) -> Result<Vec<u8>, BoundedError> {
+    // SAFETY: `stat` is plain data, written by the kernel; `name` is NUL-terminated.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstatat(dir.as_raw_fd(), name.as_ptr(), &mut st, 0) } != 0 {
+        return Err(last_error());
+    }
+    if let Some(kind) = kind_of_mode(st.st_mode) {
+        return Err(BoundedError::NotRegular(kind));
+    }
+    let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC;
+    // SAFETY: as above; the descriptor returned is owned by `file` at once.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(last_error());
+    }
+    // SAFETY: `fd` was just opened and is not owned elsewhere.
+    let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    if let Some(kind) = kind_of(file.metadata()?.file_type()) {
+        return Err(BoundedError::NotRegular(kind));
+    }
+    // One byte past the bound tells a file that is too long; no growth, no probe reads.
+    let mut data = vec![0u8; limit + 1];
+    let mut len = 0;
+    while len < data.len() {
+        match (&file).read(&mut data[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if len > limit {
+        return Err(BoundedError::TooLong { limit });
+    }
+    data.truncate(len);
+    Ok(data)
+}
+
 /// [`read`] as text; bytes that are not UTF-8 become U+FFFD.
 pub fn read_text(path: &Path, limit: usize) -> Result<String, BoundedError> {
     read(path, limit).map(|b| String::from_utf8_lossy(&b).into_owned())
@@ -123,6 +184,7 @@ pub fn excerpt(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsFd;
 
     #[test]
     fn reads_up_to_the_bound_and_refuses_more() {
@@ -159,6 +221,31 @@ mod tests {
             read(&dir.path().join("absent"), 4096),
             Err(BoundedError::NotFound)
         ));
+    }
+
+    #[test]
+    fn reads_relative_to_a_directory_with_the_same_checks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("vendor"), "0x10de\n").expect("write");
+        std::fs::write(dir.path().join("long"), vec![b'a'; 4097]).expect("write");
+        std::fs::create_dir(dir.path().join("sub")).expect("mkdir");
+        let c = std::ffi::CString::new(dir.path().join("fifo").as_os_str().as_encoded_bytes())
+            .expect("path");
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        let d = File::open(dir.path()).expect("open dir");
+        let at = |name: &CStr| read_at(d.as_fd(), name, 4096);
+        assert_eq!(at(c"vendor").expect("reads"), b"0x10de\n");
+        assert!(matches!(
+            at(c"long"),
+            Err(BoundedError::TooLong { limit: 4096 })
+        ));
+        assert!(matches!(at(c"fifo"), Err(BoundedError::NotRegular("FIFO"))));
+        assert!(matches!(
+            at(c"sub"),
+            Err(BoundedError::NotRegular("directory"))
+        ));
+        assert!(matches!(at(c"absent"), Err(BoundedError::NotFound)));
     }
 
     #[test]

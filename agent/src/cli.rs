@@ -457,14 +457,31 @@ pub fn audit(args: &ReportArgs) -> u8 {
     let Some((map, problems, policy)) = load(common) else {
         return EXIT_ERROR;
     };
-    let mut audit = crate::report::Audit::new(&map, problems, &policy);
+    // The JSON is written group by group as each is judged (`StreamedAudit`), the text from
+    // the whole report.
+    let mut audit = if args.json {
+        crate::report::Audit::without_groups(&map, problems, &policy)
+    } else {
+        crate::report::Audit::new(&map, problems, &policy)
+    };
     audit.enforcement = crate::report::Enforcement::probe(&common.sysfs_root);
     audit.unknown_drivers = common.unknown_drivers(&policy);
     for d in &audit.unknown_drivers {
         eprintln!("enforcer: warning: {}", d.message);
     }
-    allocations(args, &mut audit.groups);
-    if !print(args, &audit, crate::report::Audit::text) {
+    let printed = if args.json {
+        let table = allocation_table(args);
+        write_json(&crate::report::StreamedAudit {
+            map: &map,
+            policy: &policy,
+            allocations: table.as_ref(),
+            rest: &audit,
+        })
+    } else {
+        allocations(args, &mut audit.groups);
+        print(args, &audit, crate::report::Audit::text)
+    };
+    if !printed {
         return EXIT_ERROR;
     }
     for r in &audit.unmatched_reservations {
@@ -498,17 +515,25 @@ pub fn groups(args: &ReportArgs) -> u8 {
 /// With `--pod-resources-socket`: the pod each device is allocated to. A kubelet that does not
 /// answer is said on stderr; the report goes on without.
 fn allocations(args: &ReportArgs, groups: &mut [crate::report::GroupReport]) {
+    if let Some(table) = allocation_table(args) {
+        crate::report::set_allocations(groups, &table);
+    }
+}
+
+/// The allocation table asked for with `--pod-resources-socket`, if the kubelet answers.
+fn allocation_table(args: &ReportArgs) -> Option<crate::pods::resources::Table> {
     use crate::pods::resources;
-    let Some(socket) = &args.pod_resources_socket else {
-        return;
-    };
+    let socket = args.pod_resources_socket.as_ref()?;
     match resources::list_blocking(socket, resources::DEADLINE) {
-        Ok(pods) => crate::report::set_allocations(groups, &resources::Table::from_pods(&pods)),
-        Err(e) => eprintln!(
-            "enforcer: pod-resources {} ({}): {e}; devices name no pod",
-            socket.display(),
-            e.reason()
-        ),
+        Ok(pods) => Some(resources::Table::from_pods(&pods)),
+        Err(e) => {
+            eprintln!(
+                "enforcer: pod-resources {} ({}): {e}; devices name no pod",
+                socket.display(),
+                e.reason()
+            );
+            None
+        }
     }
 }
 
@@ -554,8 +579,9 @@ fn load(
             return None;
         }
     };
-    let mut map = scan.to_map();
-    let mut problems = scan.problems;
+    let mut scan = scan;
+    let mut problems = std::mem::take(&mut scan.problems);
+    let mut map = scan.into_map();
     let (proc_root, sysfs_root) = (common.proc_root.clone(), common.sysfs_root.clone());
     let holders =
         match crate::io_deadline::run("holders scan", crate::io_deadline::SCAN, move || {
@@ -584,20 +610,25 @@ fn load(
 /// Prints `report` as JSON or text; `false` when it could not be serialized or written.
 fn print<T: serde::Serialize>(args: &ReportArgs, report: &T, text: fn(&T) -> String) -> bool {
     if args.json {
-        // Written as it is serialized, not built in memory first: the JSON of a
-        // 100,000-device node is about 60 MB.
-        use std::io::Write;
-        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-        let written = serde_json::to_writer_pretty(&mut out, report)
-            .map_err(std::io::Error::from)
-            .and_then(|()| writeln!(out))
-            .and_then(|()| out.flush());
-        if let Err(e) = written {
-            eprintln!("enforcer: cannot write the report: {e}");
-            return false;
-        }
-    } else {
-        print!("{}", text(report));
+        return write_json(report);
+    }
+    print!("{}", text(report));
+    true
+}
+
+/// Writes `report` as pretty JSON on stdout; `false` when it could not be serialized or written.
+fn write_json<T: serde::Serialize>(report: &T) -> bool {
+    // Written as it is serialized, not built in memory first: the JSON of a
+    // 100,000-device node is about 70 MB.
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let written = serde_json::to_writer_pretty(&mut out, report)
+        .map_err(std::io::Error::from)
+        .and_then(|()| writeln!(out))
+        .and_then(|()| out.flush());
+    if let Err(e) = written {
+        eprintln!("enforcer: cannot write the report: {e}");
+        return false;
     }
     true
 }

@@ -31,6 +31,9 @@
 //! }
 //! ```
 //! `enforcer groups --json` prints `{groups, scan_problems}` of the same shape.
+use std::collections::BTreeSet;
+
+use serde::ser::{SerializeStruct, Serializer};
 use serde::Serialize;
 
 use crate::model::{Acs, Device, GroupMap, Owner};
@@ -193,44 +196,52 @@ pub fn set_allocations(groups: &mut [GroupReport], table: &crate::pods::resource
 pub fn group_reports(map: &GroupMap, policy: &Policy) -> Vec<GroupReport> {
     let reserved = policy::reserved_groups(map, policy);
     map.groups()
-        .filter_map(|g| {
-            let verdict = policy.verdict(map, g.id)?;
-            Some(GroupReport {
-                id: g.id.to_string(),
-                owner: verdict.owner,
-                viable: verdict.viable,
-                reasons: verdict.reasons,
-                why_shared: map.why_shared(g.id),
-                reserved: reserved.contains(&g.id),
-                claimed: map.is_claimed(g.id),
-                holders: map
-                    .holders(g.id)
-                    .map(|h| HolderReport {
-                        pid: h.pid,
-                        comm: h.comm.clone(),
-                        fd: h.fd,
-                        path: h.path.clone(),
-                        device: h.device.clone(),
-                        pod_uid: h.pod.as_ref().map(|p| p.pod_uid.clone()),
-                        container_id: h.pod.as_ref().and_then(|p| p.container_id.clone()),
-                    })
-                    .collect(),
-                devices: g
-                    .devices
-                    .values()
-                    .map(|d| device_report(map, policy, d))
-                    .collect(),
-                others: g
-                    .others
-                    .iter()
-                    .map(|m| OtherReport {
-                        name: m.name.clone(),
-                        driver: m.driver.clone(),
-                    })
-                    .collect(),
-            })
-        })
+        .filter_map(|g| group_report(map, policy, &reserved, g))
         .collect()
+}
+
+/// The report of group `g`; `None` when the policy gives it no verdict.
+fn group_report(
+    map: &GroupMap,
+    policy: &Policy,
+    reserved: &BTreeSet<u32>,
+    g: &crate::model::Group,
+) -> Option<GroupReport> {
+    let verdict = policy.verdict(map, g.id)?;
+    Some(GroupReport {
+        id: g.id.to_string(),
+        owner: verdict.owner,
+        viable: verdict.viable,
+        reasons: verdict.reasons,
+        why_shared: map.why_shared(g.id),
+        reserved: reserved.contains(&g.id),
+        claimed: map.is_claimed(g.id),
+        holders: map
+            .holders(g.id)
+            .map(|h| HolderReport {
+                pid: h.pid,
+                comm: h.comm.clone(),
+                fd: h.fd,
+                path: h.path.clone(),
+                device: h.device.clone(),
+                pod_uid: h.pod.as_ref().map(|p| p.pod_uid.clone()),
+                container_id: h.pod.as_ref().and_then(|p| p.container_id.clone()),
+            })
+            .collect(),
+        devices: g
+            .devices
+            .values()
+            .map(|d| device_report(map, policy, d))
+            .collect(),
+        others: g
+            .others
+            .iter()
+            .map(|m| OtherReport {
+                name: m.name.clone(),
+                driver: m.driver.clone(),
+            })
+            .collect(),
+    })
 }
 
 impl Audit {
@@ -238,6 +249,18 @@ impl Audit {
     pub fn new(map: &GroupMap, scan_problems: Vec<ScanProblem>, policy: &Policy) -> Audit {
         Audit {
             groups: group_reports(map, policy),
+            ..Audit::without_groups(map, scan_problems, policy)
+        }
+    }
+
+    /// [`Audit::new`] with no group reports, for [`StreamedAudit`].
+    pub fn without_groups(
+        map: &GroupMap,
+        scan_problems: Vec<ScanProblem>,
+        policy: &Policy,
+    ) -> Audit {
+        Audit {
+            groups: Vec::new(),
             violations: policy::violations(map, policy),
             pins: policy::pins(map, policy),
             unmatched_reservations: policy::unmatched(map, policy)
@@ -253,6 +276,49 @@ impl Audit {
     /// The operator's report.
     pub fn text(&self) -> String {
         text::audit(self)
+    }
+}
+
+/// `enforcer audit --json` with its groups reported one at a time as they are written, not all
+/// held first (a 100,000-device node's reports were tens of MB): the JSON of [`Audit`], field
+/// for field, from `rest` (an audit without groups) and the map the groups come from.
+pub struct StreamedAudit<'a> {
+    pub map: &'a GroupMap,
+    pub policy: &'a Policy,
+    /// Each device's pod, with `--pod-resources-socket`.
+    pub allocations: Option<&'a crate::pods::resources::Table>,
+    pub rest: &'a Audit,
+}
+
+struct GroupStream<'a>(&'a StreamedAudit<'a>);
+
+impl Serialize for GroupStream<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let a = self.0;
+        let reserved = policy::reserved_groups(a.map, a.policy);
+        s.collect_seq(a.map.groups().filter_map(|g| {
+            let mut r = group_report(a.map, a.policy, &reserved, g)?;
+            if let Some(table) = a.allocations {
+                set_allocations(std::slice::from_mut(&mut r), table);
+            }
+            Some(r)
+        }))
+    }
+}
+
+impl Serialize for StreamedAudit<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // The fields of `Audit`, in its order.
+        let r = self.rest;
+        let mut st = s.serialize_struct("Audit", 7)?;
+        st.serialize_field("groups", &GroupStream(self))?;
+        st.serialize_field("violations", &r.violations)?;
+        st.serialize_field("pins", &r.pins)?;
+        st.serialize_field("unmatched_reservations", &r.unmatched_reservations)?;
+        st.serialize_field("unknown_drivers", &r.unknown_drivers)?;
+        st.serialize_field("scan_problems", &r.scan_problems)?;
+        st.serialize_field("enforcement", &r.enforcement)?;
+        st.end()
     }
 }
 

@@ -127,3 +127,36 @@ fn groups_json_is_the_map_alone() {
     assert!(json.get("violations").is_none());
     assert!(!groups.text().contains("not viable:"));
 }
+
+#[test]
+fn the_streamed_json_is_the_audit_json_byte_for_byte() {
+    let map = split_map();
+    let policy = Policy::default();
+    let mut table = crate::pods::resources::Table::default();
+    table.devices.insert(
+        "0000:01:00.0".to_string(),
+        iommu_enforcer_schema::Allocation {
+            namespace: "vms".into(),
+            pod: "vm-0".into(),
+            container: "compute".into(),
+            resource: "nvidia.com/GA102".into(),
+        },
+    );
+    for allocations in [None, Some(&table)] {
+        let mut whole = Audit::new(&map, Vec::new(), &policy);
+        if let Some(t) = allocations {
+            set_allocations(&mut whole.groups, t);
+        }
+        let rest = Audit::without_groups(&map, Vec::new(), &policy);
+        let streamed = StreamedAudit {
+            map: &map,
+            policy: &policy,
+            allocations,
+            rest: &rest,
+        };
+        assert_eq!(
+            serde_json::to_string_pretty(&streamed).expect("json"),
+            serde_json::to_string_pretty(&whole).expect("json")
+        );
+    }
+}

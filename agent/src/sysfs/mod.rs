@@ -24,7 +24,11 @@ use crate::model::{Acs, Device, GroupMap, OtherMember};
 use crate::pci::PciAddress;
 
 pub mod config;
+mod dir;
 mod holders;
+
+use dir::DeviceDir;
+use std::ffi::CStr;
 
 pub use holders::{scan_holders, HolderScan};
 
@@ -252,6 +256,21 @@ impl Scan {
         }
         map
     }
+
+    /// [`Scan::to_map`] without copying the devices: the audit of a large node held both.
+    pub fn into_map(self) -> GroupMap {
+        let mut map = GroupMap::new();
+        for g in self.groups {
+            map.add_group(g);
+        }
+        for d in self.devices {
+            map.add_device(d);
+        }
+        for m in self.others {
+            map.add_other(m);
+        }
+        map
+    }
 }
 
 /// The group number of a directory under `kernel/iommu_groups`, spelled as the kernel spells
@@ -442,15 +461,19 @@ fn sorted_names(dir: &Path) -> Result<Vec<Result<String, SysfsError>>, SysfsErro
 
 /// Reads the attribute `file` of device directory `dir`, at most `limit` bytes: `Ok(None)` when
 /// the file does not exist, `Err(Vanished)` when the directory itself is gone.
-fn read_attribute(dir: &Path, file: &str, limit: usize) -> Result<Option<Vec<u8>>, SysfsError> {
-    let path = dir.join(file);
-    match bounded::read(&path, limit) {
+fn read_attribute(
+    dir: &DeviceDir,
+    file: &CStr,
+    limit: usize,
+) -> Result<Option<Vec<u8>>, SysfsError> {
+    match dir.read(file, limit) {
         Ok(b) => Ok(Some(b)),
-        Err(BoundedError::NotFound) if !dir.exists() => Err(SysfsError::Vanished {
-            path: dir.to_path_buf(),
+        // By its path: the open descriptor outlives a removed directory.
+        Err(BoundedError::NotFound) if !dir.path.exists() => Err(SysfsError::Vanished {
+            path: dir.path.clone(),
         }),
         Err(BoundedError::NotFound) => Ok(None),
-        Err(e) => Err(SysfsError::bounded(&path, e)),
+        Err(e) => Err(SysfsError::bounded(&dir.join(file), e)),
     }
 }
 
@@ -498,7 +521,14 @@ fn read_member(
 ) -> Result<Member, SysfsError> {
     crate::io_deadline::SCAN_PROGRESS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = member_dir(root, root_canon, link).map_err(|e| SysfsError::io(link, e))?;
-    let driver = read_driver(&dir)?;
+    let dir = match DeviceDir::open(dir.clone()) {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(SysfsError::Vanished { path: dir })
+        }
+        Err(e) => return Err(SysfsError::io(&dir, e)),
+    };
+    let driver = driver_at(&dir)?;
     if PciAddress::parse(name).is_none() {
         return Ok(Member::Other(OtherMember {
             name: name.to_string(),
@@ -510,12 +540,12 @@ fn read_member(
         |e: SysfsError| problems.push(ScanProblem::from_error(Some(group), Some(name), &e));
 
     let vendor =
-        required_hex(&dir, "vendor", 0xffff, &mut problem)?.and_then(|v| u16::try_from(v).ok());
+        required_hex(&dir, c"vendor", 0xffff, &mut problem)?.and_then(|v| u16::try_from(v).ok());
     let device =
-        required_hex(&dir, "device", 0xffff, &mut problem)?.and_then(|v| u16::try_from(v).ok());
-    let class = required_hex(&dir, "class", 0x00ff_ffff, &mut problem)?;
+        required_hex(&dir, c"device", 0xffff, &mut problem)?.and_then(|v| u16::try_from(v).ok());
+    let class = required_hex(&dir, c"class", 0x00ff_ffff, &mut problem)?;
 
-    let config = match read_attribute(&dir, "config", CONFIG_LIMIT) {
+    let config = match read_attribute(&dir, c"config", CONFIG_LIMIT) {
         Ok(c) => c,
         Err(e @ SysfsError::Vanished { .. }) => return Err(e),
         Err(e) => {
@@ -525,7 +555,7 @@ fn read_member(
     };
     let config = config.as_deref();
 
-    let driver_override = match read_attribute(&dir, "driver_override", ATTRIBUTE_LIMIT) {
+    let driver_override = match read_attribute(&dir, c"driver_override", ATTRIBUTE_LIMIT) {
         Ok(s) => s.and_then(|s| parse_driver_override(&String::from_utf8_lossy(&s))),
         Err(e @ SysfsError::Vanished { .. }) => return Err(e),
         Err(e) => {
@@ -534,7 +564,8 @@ fn read_member(
         }
     };
 
-    let relative = dir.strip_prefix(root_canon).unwrap_or(&dir);
+    let dir = &dir.path;
+    let relative = dir.strip_prefix(root_canon).unwrap_or(dir);
     let mut parents: Vec<String> = relative
         .components()
         .filter_map(|c| c.as_os_str().to_str())
@@ -549,7 +580,7 @@ fn read_member(
         || config.and_then(config::bridge_header) == Some(true);
     let multifunction = match config.and_then(config::multifunction) {
         Some(m) => m,
-        None => has_sibling_functions(&dir, name),
+        None => has_sibling_functions(dir, name),
     };
 
     Ok(Member::Pci(Device {
@@ -574,16 +605,17 @@ fn read_member(
 /// device directory is gone, a problem and `None` when the file is missing, unreadable,
 /// malformed or out of range.
 fn required_hex(
-    dir: &Path,
-    file: &'static str,
+    dir: &DeviceDir,
+    file: &'static CStr,
     max: u32,
     problem: &mut impl FnMut(SysfsError),
 ) -> Result<Option<u32>, SysfsError> {
-    let path = dir.join(file);
-    let text = match read_attribute(dir, file, ATTRIBUTE_LIMIT) {
-        Ok(Some(b)) => String::from_utf8_lossy(&b).into_owned(),
+    let path = || dir.join(file);
+    let what = file.to_str().unwrap_or("attribute");
+    let bytes = match read_attribute(dir, file, ATTRIBUTE_LIMIT) {
+        Ok(Some(b)) => b,
         Ok(None) => {
-            problem(SysfsError::Missing { path });
+            problem(SysfsError::Missing { path: path() });
             return Ok(None);
         }
         Err(e @ SysfsError::Vanished { .. }) => return Err(e),
@@ -592,19 +624,20 @@ fn required_hex(
             return Ok(None);
         }
     };
+    let text = String::from_utf8_lossy(&bytes);
     match parse_hex(&text) {
         Some(value) if value <= max => Ok(Some(value)),
         Some(value) => {
             problem(SysfsError::OutOfRange {
-                path,
-                what: file,
+                path: path(),
+                what,
                 value,
                 max,
             });
             Ok(None)
         }
         None => {
-            problem(SysfsError::malformed(path, file, &text));
+            problem(SysfsError::malformed(path(), what, &text));
             Ok(None)
         }
     }
@@ -641,6 +674,23 @@ pub fn read_driver(dir: &Path) -> Result<Option<String>, SysfsError> {
             }
         }
         Err(e) => Err(SysfsError::io(&link, e)),
+    }
+}
+
+/// [`read_driver`] of a directory held open.
+fn driver_at(dir: &DeviceDir) -> Result<Option<String>, SysfsError> {
+    match dir.read_link(c"driver") {
+        Ok(target) => Ok(target.file_name().map(|n| n.to_string_lossy().into_owned())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if dir.path.exists() {
+                Ok(None)
+            } else {
+                Err(SysfsError::Vanished {
+                    path: dir.path.clone(),
+                })
+            }
+        }
+        Err(e) => Err(SysfsError::io(&dir.join(c"driver"), e)),
     }
 }
 
