@@ -327,6 +327,107 @@ pub fn folder(name: &str) -> std::path::PathBuf {
 mod tests {
     use super::{folder, FOLDERS};
 
+    /// The keys a check reads by name (`c.fact("k")`, `expect_fact(c, "k", ..)`, ...), from its
+    /// source with whitespace folded; keys built with format! are left to the boots.
+    fn read_keys(check: &str) -> Vec<String> {
+        let text = check.split_whitespace().collect::<Vec<_>>().join(" ");
+        let text = text.replace("( ", "(");
+        let mut keys = Vec::new();
+        for call in [
+            "fact(\"",
+            "fact_opt(\"",
+            "expect_fact(c, \"",
+            "count_fact(c, \"",
+        ] {
+            for (at, _) in text.match_indices(call) {
+                let rest = &text[at + call.len()..];
+                if let Some(end) = rest.find('"') {
+                    keys.push(rest[..end].to_string());
+                }
+            }
+        }
+        keys
+    }
+
+    /// The keys a script prints (`fact KEY VALUE`), a shell expansion in one as `*`.
+    fn printed_keys(script: &str) -> Vec<String> {
+        let mut keys = Vec::new();
+        let words: Vec<&str> = script
+            .split(|c: char| c.is_whitespace() || c == ';')
+            .filter(|w| !w.is_empty())
+            .collect();
+        for pair in words.windows(2) {
+            if pair[0] == "fact" {
+                let mut key = String::new();
+                let mut chars = pair[1].chars().peekable();
+                while let Some(c) = chars.next() {
+                    if c != '$' {
+                        key.push(c);
+                        continue;
+                    }
+                    if chars.peek() == Some(&'{') {
+                        for c in chars.by_ref() {
+                            if c == '}' {
+                                break;
+                            }
+                        }
+                    } else {
+                        while chars
+                            .next_if(|c| c.is_ascii_alphanumeric() || *c == '_')
+                            .is_some()
+                        {}
+                    }
+                    key.push('*');
+                }
+                keys.push(key);
+            }
+        }
+        keys
+    }
+
+    /// `*` matches one or more characters.
+    fn matches(pattern: &str, key: &str) -> bool {
+        match pattern.split_once('*') {
+            None => pattern == key,
+            Some((head, tail)) => {
+                key.starts_with(head)
+                    && (head.len() + 1..=key.len()).any(|i| matches(tail, &key[i..]))
+            }
+        }
+    }
+
+    #[test]
+    fn the_patterns_of_printed_keys() {
+        assert_eq!(
+            printed_keys("\tfact ${1}_pin_0 $x; fact fds_$1 3\nfact(){ :; }"),
+            ["*_pin_0", "fds_*"]
+        );
+        assert!(matches("*_pin_0", "start_pin_0"));
+        assert!(matches("fds_*", "fds_during"));
+        assert!(!matches("fds_*", "fds_"));
+        assert!(!matches("group", "groups"));
+    }
+
+    #[test]
+    fn every_fact_a_check_names_is_printed_by_its_scripts() {
+        let vm = folder("").join("..");
+        let shared: String = ["lib.sh", "burst.sh"]
+            .iter()
+            .map(|f| std::fs::read_to_string(vm.join(f)).expect("shared script"))
+            .collect();
+        for (name, _) in FOLDERS {
+            let dir = folder(name);
+            let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
+            let printed = printed_keys(&(read("guest.sh") + &read("setup.sh") + &shared));
+            for key in read_keys(&read("check.rs")) {
+                assert!(
+                    printed.iter().any(|p| matches(p, &key)),
+                    "{name}/check.rs reads fact {key}, which no script of it prints"
+                );
+            }
+        }
+    }
+
     #[test]
     fn every_folder_is_listed_and_every_listed_folder_has_its_guest_script() {
         let mut on_disk: Vec<String> = std::fs::read_dir(folder(""))
