@@ -1,4 +1,4 @@
-# Helpers of the burst scenarios (burst.sh, kill-mid-burst.sh): after lib.sh.
+# Helpers of the burst scenarios (scenarios/burst, scenarios/kill-mid-burst): after lib.sh.
 # BURST_DEV cycles between pci-stub and no driver; BURST_VFIO is on vfio-pci, its group file
 # the flood's target. Counts land in /tmp/burst.* and become facts in burst_facts.
 BURST_DEV=$VM_DEV_SWITCH

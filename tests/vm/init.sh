@@ -59,7 +59,7 @@ if [ "$VM_ARCH" = arm64 ]; then
 	done
 fi
 
-# A scenario's setup (tests/vm/scenarios/<name>.setup.sh): what the agent needs at start, such
+# A scenario's setup (tests/vm/scenarios/<name>/setup.sh): what the agent needs at start, such
 # as a fake kubelet; it may add to VM_AGENT_ARGS.
 if [ -e /scenario-setup.sh ]; then
 	log "scenario setup"

@@ -1,6 +1,7 @@
 # Helpers for guest scripts: `. /lib/vm/lib.sh`. Every action prints what it did and how it ended,
 # so the script output (target/vm/runs/<run>/script.out) reads as a transcript.
-# `fact KEY VALUE` lines (`@fact KEY=VALUE`) are read by the host-side checks.
+# `fact KEY VALUE` lines (`@fact KEY=VALUE`) are read by the host-side checks (check.rs); a
+# fact a check reads and the script never printed fails the boot.
 
 fact() { echo "@fact $1=$2"; }
 

@@ -1,9 +1,11 @@
 //! Host-side view of one boot for scenario checks: the agent's lines (docs/events.md) read back
 //! into the schema's types, the final audit JSON and the `@fact key=value` lines a guest script
 //! printed. Problems are collected behind a RefCell, so a query borrowing the checker can write
-//! its own failure message.
+//! its own failure message. A fact a check reads that the script never printed is a problem (a
+//! missing or misspelt key must not read as "" and let an assertion pass); a fact that a script
+//! prints only on some paths is read with [`Checker::fact_opt`].
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use iommu_enforcer_schema::{Event, Kind, Line};
 use serde_json::Value;
@@ -24,6 +26,8 @@ pub struct Checker {
     pub audit: Option<Value>,
     pub facts: HashMap<String, String>,
     problems: RefCell<Vec<String>>,
+    /// Facts read and found missing, each reported once.
+    missing: RefCell<BTreeSet<String>>,
 }
 
 impl Checker {
@@ -40,13 +44,15 @@ impl Checker {
             }
         }
         let audit = serde_json::from_str::<Value>(ch.audit.trim()).ok();
-        let facts = ch
-            .script
-            .lines()
-            .filter_map(|l| l.strip_prefix("@fact "))
-            .filter_map(|kv| kv.split_once('='))
-            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-            .collect();
+        let mut facts = HashMap::new();
+        for line in ch.script.lines().filter_map(|l| l.strip_prefix("@fact ")) {
+            match line.split_once('=') {
+                Some((k, v)) if !k.trim().is_empty() => {
+                    facts.insert(k.trim().to_string(), v.trim().to_string());
+                }
+                _ => problems.push(format!("script line `@fact {line}` is not KEY=VALUE")),
+            }
+        }
         Checker {
             series: series.to_string(),
             cmdline: cmdline.map(str::to_string),
@@ -54,6 +60,7 @@ impl Checker {
             audit,
             facts,
             problems: RefCell::new(problems),
+            missing: RefCell::new(BTreeSet::new()),
         }
     }
 
@@ -88,8 +95,23 @@ impl Checker {
         crate::kernels::version_of(&self.series)
     }
 
+    /// The fact `key` the script printed. One it never printed is a problem (reported once per
+    /// key) and reads as "", so whatever the check then expects of it fails or is moot.
     pub fn fact(&self, key: &str) -> String {
-        self.facts.get(key).cloned().unwrap_or_default()
+        match self.facts.get(key) {
+            Some(v) => v.clone(),
+            None => {
+                if self.missing.borrow_mut().insert(key.to_string()) {
+                    self.problem(format!("fact {key} missing: the script never printed it"));
+                }
+                String::new()
+            }
+        }
+    }
+
+    /// A fact the script prints only on some paths: None when it did not.
+    pub fn fact_opt(&self, key: &str) -> Option<&str> {
+        self.facts.get(key).map(String::as_str)
     }
 
     /// A device address from the topology (VM_DEV_FN1 ...).
@@ -154,7 +176,7 @@ impl Checker {
             format!("expected one `ready` line, got {ready}"),
         );
         // A scenario that kill -9s the agent on purpose says so in a fact.
-        let want = usize::from(self.fact("agent_killed") != "yes");
+        let want = usize::from(self.fact_opt("agent_killed") != Some("yes"));
         let shutdown = self.of_type(|l| matches!(l, Line::Shutdown { .. })).len();
         self.expect(
             shutdown == want,
@@ -182,5 +204,51 @@ impl Checker {
             }
         }
         self.audit.as_ref().and_then(|a| find(a, device))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Checker;
+    use crate::qemu::Channel;
+
+    fn checker(script: &str) -> Checker {
+        let ch = Channel {
+            script: script.to_string(),
+            ..Channel::default()
+        };
+        Checker::new("6.12", None, &ch)
+    }
+
+    #[test]
+    fn a_printed_fact_reads_back_trimmed() {
+        let c = checker("noise\n@fact group=8 \n@fact alive=yes\n");
+        assert_eq!(c.fact("group"), "8");
+        assert_eq!(c.fact_opt("alive"), Some("yes"));
+        assert_eq!(c.into_problems(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_missing_or_misspelt_fact_is_a_problem_once() {
+        let c = checker("@fact group=8\n");
+        assert_eq!(c.fact("gruop"), "");
+        assert_eq!(c.fact("gruop"), "");
+        assert_eq!(c.fact_opt("agent_killed"), None);
+        assert_eq!(
+            c.into_problems(),
+            ["fact gruop missing: the script never printed it"]
+        );
+    }
+
+    #[test]
+    fn a_fact_line_without_a_key_is_a_problem() {
+        let c = checker("@fact group\n@fact =8\n");
+        assert_eq!(
+            c.into_problems(),
+            [
+                "script line `@fact group` is not KEY=VALUE",
+                "script line `@fact =8` is not KEY=VALUE"
+            ]
+        );
     }
 }

@@ -168,7 +168,7 @@ pub fn base(kernel: &Kernel, bins: &GuestBins) -> Result<PathBuf> {
 /// What one boot runs.
 pub struct BootFiles<'a> {
     pub script: &'a [u8],
-    /// tests/vm/scenarios/<name>.setup.sh when the scenario has one: /init sources it before it
+    /// tests/vm/scenarios/<name>/setup.sh when the scenario has one: /init sources it before it
     /// starts the agent (helpers the agent needs at start; it may add to VM_AGENT_ARGS).
     pub setup: Option<&'a [u8]>,
     pub policy: Option<&'a [u8]>,

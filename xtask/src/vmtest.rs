@@ -12,7 +12,7 @@ use crate::arch::Arch;
 use crate::checks::Checker;
 use crate::initramfs::{self, BootFiles};
 use crate::kernels::{self, Kernel};
-use crate::scenarios::{Scenario, LSM_BPF, SCENARIOS};
+use crate::scenarios::{self, Scenario, LSM_BPF};
 use crate::util::{say, workspace_root};
 use crate::vm::{self, ending_problem};
 
@@ -58,8 +58,8 @@ pub struct Filter {
 /// Runs the boots; returns how many passed and failed (the caller prints the closing line).
 pub fn vm_test(filter: &Filter) -> Result<(usize, usize)> {
     let started = Instant::now();
-    let jobs: Vec<Job> = SCENARIOS
-        .iter()
+    let jobs: Vec<Job> = scenarios::all()
+        .into_iter()
         .flat_map(|s| {
             s.boots.iter().map(move |(series, cmdline)| Job {
                 scenario: s,
@@ -194,12 +194,11 @@ fn boot_and_check(
     bases: &HashMap<&str, (Kernel, PathBuf)>,
 ) -> Result<Vec<String>> {
     let (kernel, base) = bases.get(job.series).context("kernel not prepared")?;
-    let script_path = workspace_root()
-        .join("tests/vm/scenarios")
-        .join(format!("{}.sh", job.scenario.name));
+    let dir = scenarios::folder(job.scenario.name);
+    let script_path = dir.join("guest.sh");
     let script =
         fs::read(&script_path).with_context(|| format!("reading {}", script_path.display()))?;
-    let setup_path = script_path.with_extension("setup.sh");
+    let setup_path = dir.join("setup.sh");
     let setup = if setup_path.is_file() {
         Some(fs::read(&setup_path).with_context(|| format!("reading {}", setup_path.display()))?)
     } else {

@@ -1,5 +1,5 @@
 # Device-plugin attribution from the kubelet's pod-resources socket: the setup
-# (pod-resources.setup.sh) started a fake kubelet allocating VM_DEV_FN0 to
+# (setup.sh) started a fake kubelet allocating VM_DEV_FN0 to
 # vms/virt-launcher-vm-a (plus a GPU UUID, an id the agent ignores) and the agent with
 # --pod-resources-socket. A VM claims FN0's group: its events name that pod. A device nobody
 # was allocated (VM_DEV_SWITCH, a group of its own) goes to vfio-pci: its events name none.
