@@ -1,58 +1,26 @@
 //! Reading kernel structures without CO-RE (aya issue 349): only first-field reads at offset 0,
-//! plus offsets the agent resolved from the running kernel's BTF and wrote into these globals
-//! before load (`EbpfLoader::override_global`). The agent refuses to load the object when one
+//! plus offsets the agent resolved from the running kernel's BTF and wrote into the globals of
+//! the kernel-field table (`iommu_enforcer_common::kernel_fields`) before load
+//! (`EbpfLoader::override_global`). The agent refuses to load the object when one
 //! is unresolved, so no read tests for it.
 use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes};
 use iommu_enforcer_common::offsets::UNRESOLVED;
 
 use crate::record::NO_GROUP;
 
-/// `offsetof(struct device, driver)`.
-#[unsafe(no_mangle)]
-static OFF_DEVICE_DRIVER: u32 = UNRESOLVED;
-/// `offsetof(struct device, iommu_group)`.
-#[unsafe(no_mangle)]
-static OFF_DEVICE_IOMMU_GROUP: u32 = UNRESOLVED;
-/// `offsetof(struct iommu_group, id)`.
-#[unsafe(no_mangle)]
-static OFF_GROUP_ID: u32 = UNRESOLVED;
-/// `offsetof(struct inode, i_rdev)`.
-#[unsafe(no_mangle)]
-static OFF_INODE_RDEV: u32 = UNRESOLVED;
+/// Defines one `u32` global per row of the kernel-field table, `UNRESOLVED` until the agent
+/// writes it (`#[no_mangle]` keeps each in the object under its name).
+macro_rules! define_globals {
+    ($($(#[$doc:meta])* $name:ident = [$($lookup:tt)+];)+) => {
+        $(
+            $(#[$doc])*
+            #[unsafe(no_mangle)]
+            pub static $name: u32 = UNRESOLVED;
+        )+
+    };
+}
 
-/// `offsetof(struct file, f_inode)`.
-#[unsafe(no_mangle)]
-static OFF_FILE_INODE: u32 = UNRESOLVED;
-/// `offsetof(struct inode, i_sb)`.
-#[unsafe(no_mangle)]
-static OFF_INODE_SB: u32 = UNRESOLVED;
-/// `offsetof(struct inode, i_ino)`.
-#[unsafe(no_mangle)]
-static OFF_INODE_INO: u32 = UNRESOLVED;
-/// `offsetof(struct super_block, s_magic)`.
-#[unsafe(no_mangle)]
-static OFF_SB_MAGIC: u32 = UNRESOLVED;
-/// `offsetof(struct super_block, s_dev)`.
-#[unsafe(no_mangle)]
-static OFF_SB_DEV: u32 = UNRESOLVED;
-/// `offsetof(struct device, devt)`.
-#[unsafe(no_mangle)]
-static OFF_DEVICE_DEVT: u32 = UNRESOLVED;
-/// `offsetof(struct device, class)`.
-#[unsafe(no_mangle)]
-static OFF_DEVICE_CLASS: u32 = UNRESOLVED;
-/// `offsetof(struct vfsmount, mnt_sb)`.
-#[unsafe(no_mangle)]
-static OFF_MNT_SB: u32 = UNRESOLVED;
-/// `offsetof(struct task_struct, mm)`.
-#[unsafe(no_mangle)]
-static OFF_TASK_MM: u32 = UNRESOLVED;
-/// `offsetof(struct task_struct, stack)`.
-#[unsafe(no_mangle)]
-static OFF_TASK_STACK: u32 = UNRESOLVED;
-/// `offsetof(struct mm_struct, exe_file)`.
-#[unsafe(no_mangle)]
-static OFF_MM_EXE_FILE: u32 = UNRESOLVED;
+iommu_enforcer_common::kernel_fields!(define_globals);
 
 #[inline(always)]
 pub fn global(g: &'static u32) -> u32 {
@@ -206,46 +174,6 @@ pub unsafe fn file_ino_on_direct(file: *const u8, magic: u64) -> Option<u64> {
     }
 }
 
-/// `offsetof(struct inode, i_private)` (kernfs keeps the `kernfs_node` there).
-#[unsafe(no_mangle)]
-static OFF_INODE_PRIVATE: u32 = UNRESOLVED;
-/// `offsetof(struct kernfs_node, name)`.
-#[unsafe(no_mangle)]
-static OFF_KN_NAME: u32 = UNRESOLVED;
-/// `offsetof(struct kernfs_node, parent)` (`__parent` from 6.15).
-#[unsafe(no_mangle)]
-static OFF_KN_PARENT: u32 = UNRESOLVED;
-/// `offsetof(struct file, f_mode)`.
-#[unsafe(no_mangle)]
-static OFF_FILE_MODE: u32 = UNRESOLVED;
-/// `offsetof(struct task_struct, files)`.
-#[unsafe(no_mangle)]
-static OFF_TASK_FILES: u32 = UNRESOLVED;
-/// `offsetof(struct files_struct, fdt)`.
-#[unsafe(no_mangle)]
-static OFF_FILES_FDT: u32 = UNRESOLVED;
-/// `offsetof(struct fdtable, fd)`.
-#[unsafe(no_mangle)]
-static OFF_FDT_FD: u32 = UNRESOLVED;
-/// `offsetof(struct fdtable, max_fds)`.
-#[unsafe(no_mangle)]
-static OFF_FDT_MAX_FDS: u32 = UNRESOLVED;
-/// `offsetof(struct task_struct, flags)`.
-#[unsafe(no_mangle)]
-static OFF_TASK_FLAGS: u32 = UNRESOLVED;
-/// `offsetof(struct task_struct, ptrace)`.
-#[unsafe(no_mangle)]
-static OFF_TASK_PTRACE: u32 = UNRESOLVED;
-/// What to subtract from a `struct device *` to reach the struct holding the override's
-/// pointer: `offsetof(struct pci_dev, dev)`, or 0 where the driver core keeps it in
-/// `struct device` (6.19, backported by Debian to 6.12.118).
-#[unsafe(no_mangle)]
-static OFF_PCI_DEV_DEV: u32 = UNRESOLVED;
-/// The override pointer's offset in that struct: `pci_dev.driver_override` or
-/// `device.driver_override.name`.
-#[unsafe(no_mangle)]
-static OFF_PCI_DEV_OVERRIDE: u32 = UNRESOLVED;
-
 /// Reads the NUL-terminated string at `ptr` into `out` (zero-filled first by the caller).
 #[inline(always)]
 pub unsafe fn read_str(ptr: *const u8, out: &mut [u8]) -> bool {
@@ -329,16 +257,10 @@ pub unsafe fn pci_driver_override(dev: *const u8, out: &mut [u8]) -> bool {
     }
 }
 
-/// `offsetof(struct file, f_count)`, or of `f_ref` from 6.13 (`file_ref_t`, its counter first).
-#[unsafe(no_mangle)]
-static OFF_FILE_COUNT: u32 = UNRESOLVED;
 /// The counter's value for a single reference: 1 in `f_count`; 0 in `f_ref`, which stores the
 /// count minus one (`file_ref_init(ref, cnt)` sets `cnt - 1`).
 #[unsafe(no_mangle)]
 static FILE_COUNT_ONE: u32 = 1;
-/// `offsetof(struct file, f_pos_lock) + offsetof(struct mutex, owner)`.
-#[unsafe(no_mangle)]
-static OFF_FILE_POS_OWNER: u32 = UNRESOLVED;
 
 /// Whether the current task is inside the write(2) syscall on `file` itself: a file with one
 /// reference has no other user (io_uring requests hold their own), and with more the syscall

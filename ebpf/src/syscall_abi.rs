@@ -18,7 +18,9 @@ use aya_ebpf::{
 };
 use iommu_enforcer_common::{offsets::UNRESOLVED, pt_regs_mode};
 
-use crate::kernel::{self, global, read_at};
+use crate::kernel::{
+    self, global, read_at, OFF_REGS_DI, OFF_REGS_DX, OFF_REGS_ORIG_AX, OFF_REGS_SI, PT_REGS_SIZE,
+};
 
 #[cfg(not(any(bpf_target_arch = "x86_64", bpf_target_arch = "aarch64")))]
 compile_error!(
@@ -39,19 +41,9 @@ pub const NR_WRITEV: u64 = 66;
 
 #[unsafe(no_mangle)]
 static PT_REGS_MODE: u32 = pt_regs_mode::STACK;
-#[unsafe(no_mangle)]
-static PT_REGS_SIZE: u32 = UNRESOLVED;
 /// 16 KiB on x86_64 and on arm64 with 4 KiB pages (Debian's kernels; no KASAN).
 #[unsafe(no_mangle)]
 static THREAD_SIZE: u32 = 16384;
-#[unsafe(no_mangle)]
-static OFF_REGS_ORIG_AX: u32 = UNRESOLVED;
-#[unsafe(no_mangle)]
-static OFF_REGS_DI: u32 = UNRESOLVED;
-#[unsafe(no_mangle)]
-static OFF_REGS_SI: u32 = UNRESOLVED;
-#[unsafe(no_mangle)]
-static OFF_REGS_DX: u32 = UNRESOLVED;
 
 /// The user registers the current syscall entered with.
 #[inline(always)]
