@@ -5,8 +5,7 @@
 //! cheapest test that lets unrelated operations go.
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task,
-        bpf_probe_read_user, generated as gen,
+        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_probe_read_user, generated as gen,
     },
     macros::{fentry, lsm, map},
     maps::HashMap,
@@ -61,8 +60,8 @@ pub fn trusted_container() -> bool {
     if unsafe { TRUSTED_CGROUP.get(&cgroup) }.is_none() {
         return false;
     }
-    let task = unsafe { bpf_get_current_task() } as *const u8;
-    !unsafe { kernel::task_traced(task) }
+    let task = kernel::current_task();
+    !kernel::task_traced(task)
 }
 
 /// `int security_file_open(struct file *file)`: VFIO group and cdev opens, and sysfs control
@@ -112,7 +111,7 @@ fn file_open_decide(ctx: &LsmContext) -> i32 {
     if unsafe { kernel::file_ino_on_direct(file, SYSFS_MAGIC) }.is_none() {
         return 0;
     }
-    let Some((kind, kn)) = (unsafe { classify(file) }) else {
+    let Some((kind, kn)) = classify(file) else {
         return 0;
     };
     control_file_open(ctx, file, kind, kn)
@@ -195,7 +194,7 @@ fn control_file_open(ctx: &LsmContext, file: *const u8, kind: u32, kn: *const u8
             // widen what it may bind.
             if kind != watched::UNBIND {
                 let mut driver = [0u8; DRIVER_KEY_LEN];
-                unsafe { kernel::kn_name(kn, &mut driver) };
+                kernel::kn_name(kn, &mut driver);
                 if state::driver_allowed(&driver) {
                     return 0;
                 }
@@ -286,7 +285,7 @@ fn mmap_file_decide(ctx: &LsmContext) -> i32 {
     if unsafe { kernel::file_ino_on_direct(file, SYSFS_MAGIC) }.is_none() {
         return 0;
     }
-    match unsafe { classify(file) } {
+    match classify(file) {
         Some((kind, kn)) if kind == watched::RESOURCE || kind == watched::CONFIG => {
             per_device(ctx, kind, kn, 0, true).unwrap_or(0)
         }
@@ -350,7 +349,7 @@ fn file_permission_decide(ctx: &LsmContext) -> i32 {
     if unsafe { kernel::file_ino_on_direct(file, SYSFS_MAGIC) }.is_none() {
         return 0;
     }
-    let Some((kind, kn)) = (unsafe { classify(file) }) else {
+    let Some((kind, kn)) = classify(file) else {
         return 0;
     };
     match kind {
@@ -394,9 +393,9 @@ const DRIVERS: Name = name(b"drivers");
 const PCI: Name = name(b"pci");
 
 #[inline(always)]
-unsafe fn node_name(kn: *const u8) -> Name {
+fn node_name(kn: *const u8) -> Name {
     let mut n = [0u8; 24];
-    unsafe { kernel::kn_name(kn, &mut n) };
+    kernel::kn_name(kn, &mut n);
     n
 }
 
@@ -410,13 +409,13 @@ fn is_resource(leaf: &Name) -> bool {
 /// What a sysfs file is, from its kernfs node and its parents, and the node of its directory
 /// (the device, slot or driver it belongs to).
 #[inline(always)]
-unsafe fn classify(file: *const u8) -> Option<(u32, *const u8)> {
-    let kn = unsafe { kernel::file_kn(file) };
+fn classify(file: *const u8) -> Option<(u32, *const u8)> {
+    let kn = kernel::file_kn(file);
     if kn.is_null() {
         return None;
     }
-    let leaf = unsafe { node_name(kn) };
-    let dir = unsafe { kernel::kn_parent(kn) };
+    let leaf = node_name(kn);
+    let dir = kernel::kn_parent(kn);
     let kind = if leaf == DRIVER_OVERRIDE {
         watched::DRIVER_OVERRIDE
     } else if leaf == REMOVE {
@@ -430,20 +429,18 @@ unsafe fn classify(file: *const u8) -> Option<(u32, *const u8)> {
     } else if leaf == ROM || is_resource(&leaf) {
         watched::RESOURCE
     } else if leaf == POWER {
-        if unsafe { node_name(kernel::kn_parent(dir)) } != SLOTS {
+        if node_name(kernel::kn_parent(dir)) != SLOTS {
             return None;
         }
         watched::SLOT_POWER
     } else if leaf == DRIVERS_PROBE {
-        if unsafe { node_name(dir) } != PCI {
+        if node_name(dir) != PCI {
             return None;
         }
         watched::DRIVERS_PROBE
     } else if leaf == BIND || leaf == UNBIND || leaf == NEW_ID {
-        let drivers = unsafe { kernel::kn_parent(dir) };
-        if unsafe { node_name(drivers) } != DRIVERS
-            || unsafe { node_name(kernel::kn_parent(drivers)) } != PCI
-        {
+        let drivers = kernel::kn_parent(dir);
+        if node_name(drivers) != DRIVERS || node_name(kernel::kn_parent(drivers)) != PCI {
             return None;
         }
         if leaf == BIND {
@@ -466,7 +463,7 @@ unsafe fn classify(file: *const u8) -> Option<(u32, *const u8)> {
 #[inline(always)]
 fn per_device(ctx: &LsmContext, kind: u32, dir: *const u8, flags: u32, armed: bool) -> Option<i32> {
     let mut target = [0u8; ADDR_LEN];
-    unsafe { kernel::kn_name(dir, &mut target) };
+    kernel::kn_name(dir, &mut target);
     let info = if kind == watched::SLOT_POWER {
         state::slot_info(&target)
     } else {
@@ -501,7 +498,7 @@ fn bus_address(ctx: &LsmContext, kind: u32, dir: *const u8, file: *const u8) -> 
     if kind == watched::BIND {
         // A user driver (vfio-pci) binding a protected member keeps it user-owned.
         let mut driver = [0u8; DRIVER_KEY_LEN];
-        unsafe { kernel::kn_name(dir, &mut driver) };
+        kernel::kn_name(dir, &mut driver);
         if state::driver_allowed(&driver) {
             return 0;
         }
@@ -530,7 +527,7 @@ fn bus_address(ctx: &LsmContext, kind: u32, dir: *const u8, file: *const u8) -> 
 #[inline(always)]
 fn bus_new_id(ctx: &LsmContext, dir: *const u8) -> i32 {
     let mut driver = [0u8; DRIVER_KEY_LEN];
-    unsafe { kernel::kn_name(dir, &mut driver) };
+    kernel::kn_name(dir, &mut driver);
     if state::driver_allowed(&driver) || !state::any_protected() {
         return 0;
     }
@@ -602,11 +599,12 @@ enum Trust {
 
 #[inline(always)]
 fn trusted_writer() -> Trust {
-    let task = unsafe { bpf_get_current_task() } as *const u8;
-    let inode = unsafe { kernel::task_exe_inode(task) };
-    let (Some(ino), Some(dev)) = (unsafe { kernel::inode_ino(inode) }, unsafe {
-        kernel::sb_dev(kernel::inode_sb(inode))
-    }) else {
+    let task = kernel::current_task();
+    let inode = kernel::task_exe_inode(task);
+    let (Some(ino), Some(dev)) = (
+        kernel::inode_ino(inode),
+        kernel::sb_dev(kernel::inode_sb(inode)),
+    ) else {
         return Trust::No;
     };
     let key = ExeKey {
@@ -621,7 +619,7 @@ fn trusted_writer() -> Trust {
         return Trust::No;
     }
     // A tracer decides what a traced process writes.
-    if unsafe { kernel::task_traced(task) } {
+    if kernel::task_traced(task) {
         Trust::Traced
     } else {
         Trust::Trusted
@@ -635,8 +633,8 @@ fn trusted_writer() -> Trust {
 #[inline(always)]
 fn read_written<const N: usize>(file: *const u8, out: &mut [u8; N]) -> u32 {
     const UNTRUSTED: u32 = veto::TARGET_UNKNOWN | veto::NOT_THIS_WRITE;
-    let task = unsafe { bpf_get_current_task() } as *const u8;
-    if unsafe { kernel::task_flags(task) } & (PF_KTHREAD | PF_IO_WORKER) != 0 {
+    let task = kernel::current_task();
+    if kernel::task_flags(task) & (PF_KTHREAD | PF_IO_WORKER) != 0 {
         return UNTRUSTED;
     }
     // (number, fd, buffer or iovec, count): the architecture's registers (syscall_abi).
@@ -644,8 +642,8 @@ fn read_written<const N: usize>(file: *const u8, out: &mut [u8; N]) -> u32 {
         return UNTRUSTED;
     };
     if !(nr == NR_WRITE || nr == NR_WRITEV)
-        || !unsafe { kernel::fd_is(task, fd, file) }
-        || !unsafe { kernel::in_own_write(file, task) }
+        || !kernel::fd_is(task, fd, file)
+        || !kernel::in_own_write(file, task)
     {
         return UNTRUSTED;
     }

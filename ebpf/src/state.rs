@@ -359,7 +359,7 @@ pub fn driver_allowed(name: &[u8; DRIVER_KEY_LEN]) -> bool {
 #[inline(always)]
 pub fn driver_key(drv: *const u8) -> [u8; DRIVER_KEY_LEN] {
     let mut key = [0u8; DRIVER_KEY_LEN];
-    unsafe { kernel::read_first_field_name(drv, &mut key) };
+    kernel::read_first_field_name(drv, &mut key);
     key
 }
 

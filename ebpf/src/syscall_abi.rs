@@ -14,12 +14,12 @@
 //! | `OFF_REGS_DX` (argument 2) | `dx` | `regs[2]` |
 use aya_ebpf::{
     bindings::task_struct,
-    helpers::{bpf_get_current_task, bpf_get_current_task_btf, generated as gen},
+    helpers::{bpf_get_current_task_btf, generated as gen},
 };
 use iommu_enforcer_common::{offsets::UNRESOLVED, pt_regs_mode};
 
 use crate::kernel::{
-    self, global, read_at, OFF_REGS_DI, OFF_REGS_DX, OFF_REGS_ORIG_AX, OFF_REGS_SI, PT_REGS_SIZE,
+    self, global, OFF_REGS_DI, OFF_REGS_DX, OFF_REGS_ORIG_AX, OFF_REGS_SI, PT_REGS_SIZE,
 };
 
 #[cfg(not(any(bpf_target_arch = "x86_64", bpf_target_arch = "aarch64")))]
@@ -51,16 +51,20 @@ fn syscall_regs() -> *const u8 {
     if global(&PT_REGS_MODE) == pt_regs_mode::HELPER {
         // 5.15+. The verifier never sees this branch on older kernels: PT_REGS_MODE is a frozen
         // constant there, and the helper would not exist.
+        // SAFETY: both helpers take and return kernel addresses the verifier checks; the
+        // result is only handed to bpf_probe_read_kernel, never dereferenced by Rust.
         unsafe {
             gen::bpf_task_pt_regs(bpf_get_current_task_btf() as *mut task_struct) as *const u8
         }
     } else {
         let size = global(&PT_REGS_SIZE);
-        let stack = unsafe { kernel::task_stack(bpf_get_current_task() as *const u8) };
+        let stack = kernel::task_stack(kernel::current_task());
         if stack.is_null() || size == UNRESOLVED {
             return core::ptr::null();
         }
         // task_pt_regs(): the top of the thread's stack, on x86_64 without FRED and on arm64.
+        // SAFETY: the result is only an address handed to bpf_probe_read_kernel (`current`),
+        // never dereferenced by Rust.
         unsafe { stack.add((global(&THREAD_SIZE) - size) as usize) }
     }
 }
@@ -68,14 +72,14 @@ fn syscall_regs() -> *const u8 {
 /// The syscall number as its register holds it: a u64 on x86_64, an s32 on arm64 (the
 /// 32 bits after it are padding, never written).
 #[inline(always)]
-unsafe fn read_nr(regs: *const u8) -> Option<u64> {
+fn read_nr(regs: *const u8) -> Option<u64> {
     #[cfg(bpf_target_arch = "x86_64")]
     {
-        unsafe { read_at::<u64>(regs, global(&OFF_REGS_ORIG_AX)) }
+        kernel::field_u64(regs, &OFF_REGS_ORIG_AX)
     }
     #[cfg(bpf_target_arch = "aarch64")]
     {
-        unsafe { read_at::<i32>(regs, global(&OFF_REGS_ORIG_AX)) }.map(|nr| nr as i64 as u64)
+        kernel::field_i32(regs, &OFF_REGS_ORIG_AX).map(|nr| nr as i64 as u64)
     }
 }
 
@@ -84,12 +88,10 @@ unsafe fn read_nr(regs: *const u8) -> Option<u64> {
 #[inline(always)]
 pub fn current() -> Option<(u64, u64, u64, u64)> {
     let regs = syscall_regs();
-    unsafe {
-        Some((
-            read_nr(regs)?,
-            read_at::<u64>(regs, global(&OFF_REGS_DI))?,
-            read_at::<u64>(regs, global(&OFF_REGS_SI))?,
-            read_at::<u64>(regs, global(&OFF_REGS_DX))?,
-        ))
-    }
+    Some((
+        read_nr(regs)?,
+        kernel::field_u64(regs, &OFF_REGS_DI)?,
+        kernel::field_u64(regs, &OFF_REGS_SI)?,
+        kernel::field_u64(regs, &OFF_REGS_DX)?,
+    ))
 }
