@@ -3,6 +3,8 @@
 //! Everything here is `#[repr(C)]` plain data: the eBPF side writes these bytes into the ring
 //! buffer and the agent reads them back, so both sides must agree on layout bit for bit.
 #![no_std]
+// Every unsafe block or impl says why it is sound (`// SAFETY:`).
+#![deny(clippy::undocumented_unsafe_blocks, unsafe_op_in_unsafe_fn)]
 
 /// Bytes kept of a kernel device name (`dev->kobj.name`, e.g. `0000:01:00.1`) or driver name.
 pub const NAME_LEN: usize = 48;
@@ -457,14 +459,24 @@ pub mod pins {
     ];
 }
 
+// SAFETY: `#[repr(C)]` of integers and integer arrays only: every bit pattern is a valid
+// `Event`, which is what aya reads out of a map or the ring buffer.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for Event {}
+// SAFETY: `#[repr(C)]` of integers and integer arrays only: every bit pattern is a valid
+// `WatchedFile`, which is what aya reads out of a map or the ring buffer.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for WatchedFile {}
+// SAFETY: `#[repr(C)]` of integers and integer arrays only: every bit pattern is a valid
+// `ExeKey`, which is what aya reads out of a map or the ring buffer.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for ExeKey {}
+// SAFETY: `#[repr(C)]` of integers and integer arrays only: every bit pattern is a valid
+// `GroupState`, which is what aya reads out of a map or the ring buffer.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for GroupState {}
+// SAFETY: `#[repr(C)]` of integers and integer arrays only: every bit pattern is a valid
+// `DeviceInfo`, which is what aya reads out of a map or the ring buffer.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for DeviceInfo {}
 

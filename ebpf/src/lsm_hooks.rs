@@ -57,6 +57,8 @@ static TRUSTED_CGROUP: HashMap<u64, u8> = HashMap::with_max_entries(1024, 0);
 pub fn trusted_container() -> bool {
     // SAFETY: a helper with no arguments, allowed in tracing and LSM programs (5.10+).
     let cgroup = unsafe { bpf_get_current_cgroup_id() };
+    // SAFETY: only the entry's presence is used, never the reference that aya-ebpf's `get` is
+    // unsafe for (a value another CPU may update or delete).
     if unsafe { TRUSTED_CGROUP.get(&cgroup) }.is_none() {
         return false;
     }
@@ -82,6 +84,8 @@ pub fn file_open(ctx: LsmContext) -> i32 {
     let regular = global(&FMODE_REGULAR);
     if prev == 0 && regular != 0 {
         let file: *const u8 = ctx.arg(0);
+        // SAFETY: `file` is this LSM hook's own `struct file *` argument, BTF-typed for the
+        // verifier, as kernel::load_direct requires.
         if unsafe { kernel::file_mode_unchecked(file) } & (regular | FMODE_WRITE) == regular {
             return 0;
         }
@@ -101,13 +105,19 @@ fn file_open_decide(ctx: &LsmContext) -> i32 {
         return crate::record::lsm_ret(prev);
     }
     let file: *const u8 = ctx.arg(0);
+    // SAFETY: `file` is this LSM hook's own `struct file *` argument, BTF-typed for the verifier,
+    // as kernel::load_direct requires.
     let rdev = unsafe { kernel::file_rdev_direct(file) };
     if rdev != 0 {
         return device_node_open(ctx, file, rdev);
     }
+    // SAFETY: `file` is this LSM hook's own `struct file *` argument, BTF-typed for the verifier,
+    // as kernel::load_direct requires.
     if unsafe { kernel::file_mode_direct(file) } & FMODE_WRITE == 0 {
         return 0;
     }
+    // SAFETY: `file` is this LSM hook's own `struct file *` argument, BTF-typed for the verifier,
+    // as kernel::load_direct requires.
     if unsafe { kernel::file_ino_on_direct(file, SYSFS_MAGIC) }.is_none() {
         return 0;
     }
@@ -282,6 +292,8 @@ fn mmap_file_decide(ctx: &LsmContext) -> i32 {
     if prot & PROT_WRITE == 0 || file.is_null() {
         return 0;
     }
+    // SAFETY: `file` is this LSM hook's own `struct file *` argument, BTF-typed for the verifier,
+    // as kernel::load_direct requires.
     if unsafe { kernel::file_ino_on_direct(file, SYSFS_MAGIC) }.is_none() {
         return 0;
     }
@@ -300,6 +312,8 @@ fn mmap_file_decide(ctx: &LsmContext) -> i32 {
 #[lsm(hook = "file_free_security")]
 pub fn file_free_security(ctx: LsmContext) -> i32 {
     let file: *const u8 = ctx.arg(0);
+    // SAFETY: `file` is this LSM hook's own `struct file *` argument, BTF-typed for the verifier,
+    // as kernel::load_direct requires.
     let rdev = unsafe { kernel::file_rdev_direct(file) };
     let vfio_major = state::config(config::VFIO_MAJOR);
     if rdev != 0 && vfio_major != 0 && dev_major(rdev) == vfio_major {
@@ -346,6 +360,8 @@ fn file_permission_decide(ctx: &LsmContext) -> i32 {
         return 0;
     }
     let file: *const u8 = ctx.arg(0);
+    // SAFETY: `file` is this LSM hook's own `struct file *` argument, BTF-typed for the verifier,
+    // as kernel::load_direct requires.
     if unsafe { kernel::file_ino_on_direct(file, SYSFS_MAGIC) }.is_none() {
         return 0;
     }
@@ -613,7 +629,11 @@ fn trusted_writer() -> Trust {
     };
     // SAFETY: a helper with no arguments; LSM programs may call it (5.10+).
     let cgroup = unsafe { bpf_get_current_cgroup_id() };
+    // SAFETY: only the entry's presence is used, never the reference that aya-ebpf's `get` is
+    // unsafe for (a value another CPU may update or delete).
     if unsafe { TRUSTED_EXE.get(&key) }.is_none()
+        // SAFETY: only the entry's presence is used, never the reference that aya-ebpf's `get` is
+        // unsafe for (a value another CPU may update or delete).
         && unsafe { TRUSTED_CGROUP.get(&cgroup) }.is_none()
     {
         return Trust::No;
@@ -654,6 +674,8 @@ fn read_written<const N: usize>(file: *const u8, out: &mut [u8; N]) -> u32 {
         if dx != 1 {
             return veto::TARGET_UNKNOWN;
         }
+        // SAFETY: bpf_probe_read_user copies from a user address with fault handling (Err on a bad
+        // one), and `[u64; 2]` is valid for any bytes.
         match unsafe { bpf_probe_read_user(si as *const [u64; 2]) } {
             Ok(iov) => (iov[0], iov[1]),
             Err(_) => return veto::TARGET_UNKNOWN,
@@ -667,6 +689,8 @@ fn read_written<const N: usize>(file: *const u8, out: &mut [u8; N]) -> u32 {
     if n == 0 {
         return 0;
     }
+    // SAFETY: the helper writes `n` bytes into `out`, and `n` is clamped to N, its length, above; a
+    // bad user `buf` makes it fail (rc != 0), not fault.
     let rc =
         unsafe { gen::bpf_probe_read_user(out.as_mut_ptr() as *mut _, n as u32, buf as *const _) };
     if rc != 0 {

@@ -12,10 +12,7 @@
 //! | `OFF_REGS_DI` (argument 0) | `di` | `orig_x0` (`regs[0]` is the return value after the call) |
 //! | `OFF_REGS_SI` (argument 1) | `si` | `regs[1]` |
 //! | `OFF_REGS_DX` (argument 2) | `dx` | `regs[2]` |
-use aya_ebpf::{
-    bindings::task_struct,
-    helpers::{bpf_get_current_task_btf, generated as gen},
-};
+use aya_ebpf::helpers::{bpf_get_current_task_btf, generated as gen};
 use iommu_enforcer_common::{offsets::UNRESOLVED, pt_regs_mode};
 
 use crate::kernel::{
@@ -53,9 +50,7 @@ fn syscall_regs() -> *const u8 {
         // constant there, and the helper would not exist.
         // SAFETY: both helpers take and return kernel addresses the verifier checks; the
         // result is only handed to bpf_probe_read_kernel, never dereferenced by Rust.
-        unsafe {
-            gen::bpf_task_pt_regs(bpf_get_current_task_btf() as *mut task_struct) as *const u8
-        }
+        unsafe { gen::bpf_task_pt_regs(bpf_get_current_task_btf()) as *const u8 }
     } else {
         let size = global(&PT_REGS_SIZE);
         let stack = kernel::task_stack(kernel::current_task());
