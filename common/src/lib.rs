@@ -3,6 +3,8 @@
 //! Everything here is `#[repr(C)]` plain data: the eBPF side writes these bytes into the ring
 //! buffer and the agent reads them back, so both sides must agree on layout bit for bit.
 #![no_std]
+// Every unsafe block or impl says why it is sound (`// SAFETY:`).
+#![deny(clippy::undocumented_unsafe_blocks, unsafe_op_in_unsafe_fn)]
 
 /// Bytes kept of a kernel device name (`dev->kobj.name`, e.g. `0000:01:00.1`) or driver name.
 pub const NAME_LEN: usize = 48;
@@ -361,9 +363,12 @@ pub mod pt_regs_mode {
     pub const STACK: u32 = 1;
 }
 
+pub mod kernel_fields;
+
 /// Field offsets the agent resolves from the running kernel's BTF and hands to the programs as
-/// globals (Rust eBPF cannot emit CO-RE relocations yet; see docs/design.md section 3).
-/// `u32::MAX` means "not resolved": the program then leaves the field empty.
+/// globals (Rust eBPF cannot emit CO-RE relocations yet; see docs/design.md section 3 and
+/// [`kernel_fields`]). `u32::MAX` means "not resolved": the agent refuses to load the object
+/// with one.
 pub mod offsets {
     pub const UNRESOLVED: u32 = u32::MAX;
 }
@@ -371,29 +376,12 @@ pub mod offsets {
 /// Names of the ring buffer, the loss counter and the offset globals, shared so a rename on one
 /// side cannot silently break the other.
 pub mod names {
+    /// The kernel field offsets (`OFF_*`, `PT_REGS_SIZE`): one per row of the table.
+    pub use crate::kernel_fields::globals::*;
     pub const EVENTS: &str = "EVENTS";
     pub const LOST: &str = "LOST";
     pub const AGENT_LOG: &str = "AGENT_LOG";
-    pub const OFF_DEVICE_DRIVER: &str = "OFF_DEVICE_DRIVER";
-    pub const OFF_DEVICE_IOMMU_GROUP: &str = "OFF_DEVICE_IOMMU_GROUP";
-    pub const OFF_GROUP_ID: &str = "OFF_GROUP_ID";
-    pub const OFF_INODE_RDEV: &str = "OFF_INODE_RDEV";
-    pub const OFF_FILE_INODE: &str = "OFF_FILE_INODE";
-    pub const OFF_INODE_SB: &str = "OFF_INODE_SB";
-    pub const OFF_INODE_INO: &str = "OFF_INODE_INO";
-    pub const OFF_SB_MAGIC: &str = "OFF_SB_MAGIC";
-    pub const OFF_SB_DEV: &str = "OFF_SB_DEV";
-    pub const OFF_MNT_SB: &str = "OFF_MNT_SB";
-    pub const OFF_DEVICE_DEVT: &str = "OFF_DEVICE_DEVT";
-    pub const OFF_DEVICE_CLASS: &str = "OFF_DEVICE_CLASS";
-    pub const OFF_TASK_MM: &str = "OFF_TASK_MM";
-    pub const OFF_TASK_STACK: &str = "OFF_TASK_STACK";
-    pub const OFF_MM_EXE_FILE: &str = "OFF_MM_EXE_FILE";
-    pub const OFF_REGS_ORIG_AX: &str = "OFF_REGS_ORIG_AX";
-    pub const OFF_REGS_SI: &str = "OFF_REGS_SI";
-    pub const OFF_REGS_DX: &str = "OFF_REGS_DX";
     pub const PT_REGS_MODE: &str = "PT_REGS_MODE";
-    pub const PT_REGS_SIZE: &str = "PT_REGS_SIZE";
     pub const THREAD_SIZE: &str = "THREAD_SIZE";
     pub const AGENT_TGID: &str = "AGENT_TGID";
     pub const DRY_RUN: &str = "DRY_RUN";
@@ -421,23 +409,8 @@ pub mod names {
     pub const SLOTS: &str = "SLOTS";
     pub const USER_DRIVERS: &str = "USER_DRIVERS";
     pub const PROBE_OK: &str = "PROBE_OK";
-    pub const OFF_INODE_PRIVATE: &str = "OFF_INODE_PRIVATE";
-    pub const OFF_KN_NAME: &str = "OFF_KN_NAME";
-    pub const OFF_KN_PARENT: &str = "OFF_KN_PARENT";
-    pub const OFF_FILE_MODE: &str = "OFF_FILE_MODE";
-    pub const OFF_FILE_COUNT: &str = "OFF_FILE_COUNT";
     pub const FILE_COUNT_ONE: &str = "FILE_COUNT_ONE";
     pub const FMODE_REGULAR: &str = "FMODE_REGULAR";
-    pub const OFF_FILE_POS_OWNER: &str = "OFF_FILE_POS_OWNER";
-    pub const OFF_TASK_FILES: &str = "OFF_TASK_FILES";
-    pub const OFF_FILES_FDT: &str = "OFF_FILES_FDT";
-    pub const OFF_FDT_FD: &str = "OFF_FDT_FD";
-    pub const OFF_FDT_MAX_FDS: &str = "OFF_FDT_MAX_FDS";
-    pub const OFF_TASK_FLAGS: &str = "OFF_TASK_FLAGS";
-    pub const OFF_TASK_PTRACE: &str = "OFF_TASK_PTRACE";
-    pub const OFF_PCI_DEV_DEV: &str = "OFF_PCI_DEV_DEV";
-    pub const OFF_PCI_DEV_OVERRIDE: &str = "OFF_PCI_DEV_OVERRIDE";
-    pub const OFF_REGS_DI: &str = "OFF_REGS_DI";
 }
 
 /// Slots of the pinned `AGENT_LOG` array (u64 each), written by the agents only: how a new
@@ -486,14 +459,24 @@ pub mod pins {
     ];
 }
 
+// SAFETY: `#[repr(C)]` of integers and integer arrays only: every bit pattern is a valid
+// `Event`, which is what aya reads out of a map or the ring buffer.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for Event {}
+// SAFETY: `#[repr(C)]` of integers and integer arrays only: every bit pattern is a valid
+// `WatchedFile`, which is what aya reads out of a map or the ring buffer.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for WatchedFile {}
+// SAFETY: `#[repr(C)]` of integers and integer arrays only: every bit pattern is a valid
+// `ExeKey`, which is what aya reads out of a map or the ring buffer.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for ExeKey {}
+// SAFETY: `#[repr(C)]` of integers and integer arrays only: every bit pattern is a valid
+// `GroupState`, which is what aya reads out of a map or the ring buffer.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for GroupState {}
+// SAFETY: `#[repr(C)]` of integers and integer arrays only: every bit pattern is a valid
+// `DeviceInfo`, which is what aya reads out of a map or the ring buffer.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for DeviceInfo {}
 

@@ -5,8 +5,7 @@
 //! cheapest test that lets unrelated operations go.
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task,
-        bpf_probe_read_user, generated as gen,
+        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_probe_read_user, generated as gen,
     },
     macros::{fentry, lsm, map},
     maps::HashMap,
@@ -58,11 +57,13 @@ static TRUSTED_CGROUP: HashMap<u64, u8> = HashMap::with_max_entries(1024, 0);
 pub fn trusted_container() -> bool {
     // SAFETY: a helper with no arguments, allowed in tracing and LSM programs (5.10+).
     let cgroup = unsafe { bpf_get_current_cgroup_id() };
+    // SAFETY: only the entry's presence is used, never the reference that aya-ebpf's `get` is
+    // unsafe for (a value another CPU may update or delete).
     if unsafe { TRUSTED_CGROUP.get(&cgroup) }.is_none() {
         return false;
     }
-    let task = unsafe { bpf_get_current_task() } as *const u8;
-    !unsafe { kernel::task_traced(task) }
+    let task = kernel::current_task();
+    !kernel::task_traced(task)
 }
 
 /// `int security_file_open(struct file *file)`: VFIO group and cdev opens, and sysfs control
@@ -83,6 +84,8 @@ pub fn file_open(ctx: LsmContext) -> i32 {
     let regular = global(&FMODE_REGULAR);
     if prev == 0 && regular != 0 {
         let file: *const u8 = ctx.arg(0);
+        // SAFETY: `file` is this LSM hook's own `struct file *` argument, BTF-typed for the
+        // verifier, as kernel::load_direct requires.
         if unsafe { kernel::file_mode_unchecked(file) } & (regular | FMODE_WRITE) == regular {
             return 0;
         }
@@ -102,17 +105,23 @@ fn file_open_decide(ctx: &LsmContext) -> i32 {
         return crate::record::lsm_ret(prev);
     }
     let file: *const u8 = ctx.arg(0);
+    // SAFETY: `file` is this LSM hook's own `struct file *` argument, BTF-typed for the verifier,
+    // as kernel::load_direct requires.
     let rdev = unsafe { kernel::file_rdev_direct(file) };
     if rdev != 0 {
         return device_node_open(ctx, file, rdev);
     }
+    // SAFETY: `file` is this LSM hook's own `struct file *` argument, BTF-typed for the verifier,
+    // as kernel::load_direct requires.
     if unsafe { kernel::file_mode_direct(file) } & FMODE_WRITE == 0 {
         return 0;
     }
+    // SAFETY: `file` is this LSM hook's own `struct file *` argument, BTF-typed for the verifier,
+    // as kernel::load_direct requires.
     if unsafe { kernel::file_ino_on_direct(file, SYSFS_MAGIC) }.is_none() {
         return 0;
     }
-    let Some((kind, kn)) = (unsafe { classify(file) }) else {
+    let Some((kind, kn)) = classify(file) else {
         return 0;
     };
     control_file_open(ctx, file, kind, kn)
@@ -195,7 +204,7 @@ fn control_file_open(ctx: &LsmContext, file: *const u8, kind: u32, kn: *const u8
             // widen what it may bind.
             if kind != watched::UNBIND {
                 let mut driver = [0u8; DRIVER_KEY_LEN];
-                unsafe { kernel::kn_name(kn, &mut driver) };
+                kernel::kn_name(kn, &mut driver);
                 if state::driver_allowed(&driver) {
                     return 0;
                 }
@@ -283,10 +292,12 @@ fn mmap_file_decide(ctx: &LsmContext) -> i32 {
     if prot & PROT_WRITE == 0 || file.is_null() {
         return 0;
     }
+    // SAFETY: `file` is this LSM hook's own `struct file *` argument, BTF-typed for the verifier,
+    // as kernel::load_direct requires.
     if unsafe { kernel::file_ino_on_direct(file, SYSFS_MAGIC) }.is_none() {
         return 0;
     }
-    match unsafe { classify(file) } {
+    match classify(file) {
         Some((kind, kn)) if kind == watched::RESOURCE || kind == watched::CONFIG => {
             per_device(ctx, kind, kn, 0, true).unwrap_or(0)
         }
@@ -301,6 +312,8 @@ fn mmap_file_decide(ctx: &LsmContext) -> i32 {
 #[lsm(hook = "file_free_security")]
 pub fn file_free_security(ctx: LsmContext) -> i32 {
     let file: *const u8 = ctx.arg(0);
+    // SAFETY: `file` is this LSM hook's own `struct file *` argument, BTF-typed for the verifier,
+    // as kernel::load_direct requires.
     let rdev = unsafe { kernel::file_rdev_direct(file) };
     let vfio_major = state::config(config::VFIO_MAJOR);
     if rdev != 0 && vfio_major != 0 && dev_major(rdev) == vfio_major {
@@ -347,10 +360,12 @@ fn file_permission_decide(ctx: &LsmContext) -> i32 {
         return 0;
     }
     let file: *const u8 = ctx.arg(0);
+    // SAFETY: `file` is this LSM hook's own `struct file *` argument, BTF-typed for the verifier,
+    // as kernel::load_direct requires.
     if unsafe { kernel::file_ino_on_direct(file, SYSFS_MAGIC) }.is_none() {
         return 0;
     }
-    let Some((kind, kn)) = (unsafe { classify(file) }) else {
+    let Some((kind, kn)) = classify(file) else {
         return 0;
     };
     match kind {
@@ -394,9 +409,9 @@ const DRIVERS: Name = name(b"drivers");
 const PCI: Name = name(b"pci");
 
 #[inline(always)]
-unsafe fn node_name(kn: *const u8) -> Name {
+fn node_name(kn: *const u8) -> Name {
     let mut n = [0u8; 24];
-    unsafe { kernel::kn_name(kn, &mut n) };
+    kernel::kn_name(kn, &mut n);
     n
 }
 
@@ -410,13 +425,13 @@ fn is_resource(leaf: &Name) -> bool {
 /// What a sysfs file is, from its kernfs node and its parents, and the node of its directory
 /// (the device, slot or driver it belongs to).
 #[inline(always)]
-unsafe fn classify(file: *const u8) -> Option<(u32, *const u8)> {
-    let kn = unsafe { kernel::file_kn(file) };
+fn classify(file: *const u8) -> Option<(u32, *const u8)> {
+    let kn = kernel::file_kn(file);
     if kn.is_null() {
         return None;
     }
-    let leaf = unsafe { node_name(kn) };
-    let dir = unsafe { kernel::kn_parent(kn) };
+    let leaf = node_name(kn);
+    let dir = kernel::kn_parent(kn);
     let kind = if leaf == DRIVER_OVERRIDE {
         watched::DRIVER_OVERRIDE
     } else if leaf == REMOVE {
@@ -430,20 +445,18 @@ unsafe fn classify(file: *const u8) -> Option<(u32, *const u8)> {
     } else if leaf == ROM || is_resource(&leaf) {
         watched::RESOURCE
     } else if leaf == POWER {
-        if unsafe { node_name(kernel::kn_parent(dir)) } != SLOTS {
+        if node_name(kernel::kn_parent(dir)) != SLOTS {
             return None;
         }
         watched::SLOT_POWER
     } else if leaf == DRIVERS_PROBE {
-        if unsafe { node_name(dir) } != PCI {
+        if node_name(dir) != PCI {
             return None;
         }
         watched::DRIVERS_PROBE
     } else if leaf == BIND || leaf == UNBIND || leaf == NEW_ID {
-        let drivers = unsafe { kernel::kn_parent(dir) };
-        if unsafe { node_name(drivers) } != DRIVERS
-            || unsafe { node_name(kernel::kn_parent(drivers)) } != PCI
-        {
+        let drivers = kernel::kn_parent(dir);
+        if node_name(drivers) != DRIVERS || node_name(kernel::kn_parent(drivers)) != PCI {
             return None;
         }
         if leaf == BIND {
@@ -466,7 +479,7 @@ unsafe fn classify(file: *const u8) -> Option<(u32, *const u8)> {
 #[inline(always)]
 fn per_device(ctx: &LsmContext, kind: u32, dir: *const u8, flags: u32, armed: bool) -> Option<i32> {
     let mut target = [0u8; ADDR_LEN];
-    unsafe { kernel::kn_name(dir, &mut target) };
+    kernel::kn_name(dir, &mut target);
     let info = if kind == watched::SLOT_POWER {
         state::slot_info(&target)
     } else {
@@ -501,7 +514,7 @@ fn bus_address(ctx: &LsmContext, kind: u32, dir: *const u8, file: *const u8) -> 
     if kind == watched::BIND {
         // A user driver (vfio-pci) binding a protected member keeps it user-owned.
         let mut driver = [0u8; DRIVER_KEY_LEN];
-        unsafe { kernel::kn_name(dir, &mut driver) };
+        kernel::kn_name(dir, &mut driver);
         if state::driver_allowed(&driver) {
             return 0;
         }
@@ -530,7 +543,7 @@ fn bus_address(ctx: &LsmContext, kind: u32, dir: *const u8, file: *const u8) -> 
 #[inline(always)]
 fn bus_new_id(ctx: &LsmContext, dir: *const u8) -> i32 {
     let mut driver = [0u8; DRIVER_KEY_LEN];
-    unsafe { kernel::kn_name(dir, &mut driver) };
+    kernel::kn_name(dir, &mut driver);
     if state::driver_allowed(&driver) || !state::any_protected() {
         return 0;
     }
@@ -602,11 +615,12 @@ enum Trust {
 
 #[inline(always)]
 fn trusted_writer() -> Trust {
-    let task = unsafe { bpf_get_current_task() } as *const u8;
-    let inode = unsafe { kernel::task_exe_inode(task) };
-    let (Some(ino), Some(dev)) = (unsafe { kernel::inode_ino(inode) }, unsafe {
-        kernel::sb_dev(kernel::inode_sb(inode))
-    }) else {
+    let task = kernel::current_task();
+    let inode = kernel::task_exe_inode(task);
+    let (Some(ino), Some(dev)) = (
+        kernel::inode_ino(inode),
+        kernel::sb_dev(kernel::inode_sb(inode)),
+    ) else {
         return Trust::No;
     };
     let key = ExeKey {
@@ -615,13 +629,17 @@ fn trusted_writer() -> Trust {
     };
     // SAFETY: a helper with no arguments; LSM programs may call it (5.10+).
     let cgroup = unsafe { bpf_get_current_cgroup_id() };
+    // SAFETY: only the entry's presence is used, never the reference that aya-ebpf's `get` is
+    // unsafe for (a value another CPU may update or delete).
     if unsafe { TRUSTED_EXE.get(&key) }.is_none()
+        // SAFETY: only the entry's presence is used, never the reference that aya-ebpf's `get` is
+        // unsafe for (a value another CPU may update or delete).
         && unsafe { TRUSTED_CGROUP.get(&cgroup) }.is_none()
     {
         return Trust::No;
     }
     // A tracer decides what a traced process writes.
-    if unsafe { kernel::task_traced(task) } {
+    if kernel::task_traced(task) {
         Trust::Traced
     } else {
         Trust::Trusted
@@ -635,8 +653,8 @@ fn trusted_writer() -> Trust {
 #[inline(always)]
 fn read_written<const N: usize>(file: *const u8, out: &mut [u8; N]) -> u32 {
     const UNTRUSTED: u32 = veto::TARGET_UNKNOWN | veto::NOT_THIS_WRITE;
-    let task = unsafe { bpf_get_current_task() } as *const u8;
-    if unsafe { kernel::task_flags(task) } & (PF_KTHREAD | PF_IO_WORKER) != 0 {
+    let task = kernel::current_task();
+    if kernel::task_flags(task) & (PF_KTHREAD | PF_IO_WORKER) != 0 {
         return UNTRUSTED;
     }
     // (number, fd, buffer or iovec, count): the architecture's registers (syscall_abi).
@@ -644,8 +662,8 @@ fn read_written<const N: usize>(file: *const u8, out: &mut [u8; N]) -> u32 {
         return UNTRUSTED;
     };
     if !(nr == NR_WRITE || nr == NR_WRITEV)
-        || !unsafe { kernel::fd_is(task, fd, file) }
-        || !unsafe { kernel::in_own_write(file, task) }
+        || !kernel::fd_is(task, fd, file)
+        || !kernel::in_own_write(file, task)
     {
         return UNTRUSTED;
     }
@@ -656,6 +674,8 @@ fn read_written<const N: usize>(file: *const u8, out: &mut [u8; N]) -> u32 {
         if dx != 1 {
             return veto::TARGET_UNKNOWN;
         }
+        // SAFETY: bpf_probe_read_user copies from a user address with fault handling (Err on a bad
+        // one), and `[u64; 2]` is valid for any bytes.
         match unsafe { bpf_probe_read_user(si as *const [u64; 2]) } {
             Ok(iov) => (iov[0], iov[1]),
             Err(_) => return veto::TARGET_UNKNOWN,
@@ -669,6 +689,8 @@ fn read_written<const N: usize>(file: *const u8, out: &mut [u8; N]) -> u32 {
     if n == 0 {
         return 0;
     }
+    // SAFETY: the helper writes `n` bytes into `out`, and `n` is clamped to N, its length, above; a
+    // bad user `buf` makes it fail (rc != 0), not fault.
     let rc =
         unsafe { gen::bpf_probe_read_user(out.as_mut_ptr() as *mut _, n as u32, buf as *const _) };
     if rc != 0 {

@@ -33,7 +33,7 @@ fn kernfs_init_security_decide(ctx: &LsmContext) -> i32 {
     // Only the link named after the device, in the driver's directory.
     let kn: *const u8 = ctx.arg(1);
     let mut name = [0u8; ADDR_LEN];
-    if !unsafe { kernel::kn_name(kn, &mut name) } || name != p.device {
+    if !kernel::kn_name(kn, &mut name) || name != p.device {
         return 0;
     }
     veto(ctx, watched::PROBE, p.group as i32, |ev| {

@@ -6,6 +6,10 @@
 // atomic_xadd: the bpf target has no core::sync::atomic integer types.
 #![feature(core_intrinsics, adt_const_params)]
 #![allow(internal_features)]
+// Every unsafe block says why it is sound (`// SAFETY:`); `cargo xtask lint` runs clippy here.
+#![deny(clippy::undocumented_unsafe_blocks, unsafe_op_in_unsafe_fn)]
+// Map keys are passed by reference as aya-ebpf's API takes them; the object is kept as verified.
+#![allow(clippy::needless_borrows_for_generic_args)]
 
 mod kernel;
 mod lifecycle;

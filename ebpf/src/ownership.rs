@@ -14,7 +14,7 @@ use crate::{kernel, record::emit, state};
 pub fn group_claim_exit(ctx: FExitContext) -> i32 {
     let group: *const u8 = ctx.arg(0);
     let ret: i64 = ctx.arg(2);
-    let id = unsafe { kernel::group_id(group) };
+    let id = kernel::group_id(group);
     if ret == 0 && id >= 0 {
         state::claim(id as u32, 1);
     }
@@ -26,7 +26,7 @@ pub fn group_claim_exit(ctx: FExitContext) -> i32 {
 #[fentry(function = "iommu_group_release_dma_owner")]
 pub fn group_release_entry(ctx: FEntryContext) -> i32 {
     let group: *const u8 = ctx.arg(0);
-    let id = unsafe { kernel::group_id(group) };
+    let id = kernel::group_id(group);
     if id >= 0 {
         state::claim(id as u32, -1);
     }
@@ -39,11 +39,11 @@ pub fn group_release_entry(ctx: FEntryContext) -> i32 {
 pub fn device_claim_exit(ctx: FExitContext) -> i32 {
     let dev: *const u8 = ctx.arg(0);
     let ret: i64 = ctx.arg(2);
-    let id = unsafe { kernel::device_group_id(dev) };
+    let id = kernel::device_group_id(dev);
     if ret == 0 && id >= 0 {
         state::claim(id as u32, 1);
     }
-    emit(&ctx, EventKind::DeviceClaim, ret as i32, id, |ev| unsafe {
+    emit(&ctx, EventKind::DeviceClaim, ret as i32, id, |ev| {
         kernel::read_first_field_name(dev, &mut ev.device);
     });
     0
@@ -53,11 +53,11 @@ pub fn device_claim_exit(ctx: FExitContext) -> i32 {
 #[fentry(function = "iommu_device_release_dma_owner")]
 pub fn device_release_entry(ctx: FEntryContext) -> i32 {
     let dev: *const u8 = ctx.arg(0);
-    let id = unsafe { kernel::device_group_id(dev) };
+    let id = kernel::device_group_id(dev);
     if id >= 0 {
         state::claim(id as u32, -1);
     }
-    emit(&ctx, EventKind::DeviceRelease, 0, id, |ev| unsafe {
+    emit(&ctx, EventKind::DeviceRelease, 0, id, |ev| {
         kernel::read_first_field_name(dev, &mut ev.device);
     });
     0

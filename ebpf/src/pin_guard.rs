@@ -22,7 +22,7 @@ pub fn sb_umount(ctx: LsmContext) -> i32 {
         return crate::record::lsm_verdict(crate::record::lsm_ret(prev));
     }
     let mnt: *const u8 = ctx.arg(0);
-    crate::record::lsm_verdict(guard(&ctx, unsafe { kernel::mnt_sb(mnt) }))
+    crate::record::lsm_verdict(guard(&ctx, kernel::mnt_sb(mnt)))
 }
 
 /// `int security_inode_unlink(struct inode *dir, struct dentry *dentry)`.
@@ -36,7 +36,7 @@ pub fn inode_unlink(ctx: LsmContext) -> i32 {
     if !is_pin_dir(dir) {
         return 0;
     }
-    crate::record::lsm_verdict(guard(&ctx, unsafe { kernel::inode_sb(dir) }))
+    crate::record::lsm_verdict(guard(&ctx, kernel::inode_sb(dir)))
 }
 
 /// `int security_inode_rename(struct inode *old_dir, struct dentry *old_dentry,
@@ -57,7 +57,7 @@ pub fn inode_rename(ctx: LsmContext) -> i32 {
     } else {
         return 0;
     };
-    crate::record::lsm_verdict(guard(&ctx, unsafe { kernel::inode_sb(dir) }))
+    crate::record::lsm_verdict(guard(&ctx, kernel::inode_sb(dir)))
 }
 
 /// Whether `dir` is one of the agent's pin directories (by inode number; the device is checked
@@ -67,7 +67,7 @@ fn is_pin_dir(dir: *const u8) -> bool {
     if state::config(config::PIN_DEV) == 0 || dir.is_null() {
         return false;
     }
-    let Some(ino) = (unsafe { kernel::inode_ino(dir) }) else {
+    let Some(ino) = kernel::inode_ino(dir) else {
         return false;
     };
     config::PIN_DIRS
@@ -82,7 +82,7 @@ fn guard(ctx: &LsmContext, sb: *const u8) -> i32 {
     if pins == 0 || sb.is_null() {
         return 0;
     }
-    if unsafe { kernel::sb_dev(sb) } != Some(pins) {
+    if kernel::sb_dev(sb) != Some(pins) {
         return 0;
     }
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;

@@ -27,7 +27,7 @@ pub fn dev_attr_store_exit(ctx: FExitContext) -> i32 {
     let mut name = [0u64; 3];
     // SAFETY: a zeroed local of 24 bytes viewed as bytes; the helper writes within it.
     let bytes = unsafe { core::slice::from_raw_parts_mut(name.as_mut_ptr().cast::<u8>(), 24) };
-    unsafe { kernel::read_first_field_name(attr, bytes) };
+    kernel::read_first_field_name(attr, bytes);
     if name[0] != NAME_WORDS[0] || name[1] != NAME_WORDS[1] {
         return 0;
     }
@@ -40,23 +40,17 @@ pub fn dev_attr_store_exit(ctx: FExitContext) -> i32 {
     let buf: *const u8 = ctx.arg(2);
     // The return value sits after the last argument (5.10 has no bpf_get_func_ret).
     let ret: i64 = ctx.arg(4);
-    let group = unsafe { kernel::device_group_id(dev) };
+    let group = kernel::device_group_id(dev);
     // A trusted container's change of a reserved group's pin stands (the agent gives way).
     let detail = if crate::lsm_hooks::trusted_container() {
         override_written::TRUSTED_CONTAINER
     } else {
         0
     };
-    emit(
-        &ctx,
-        EventKind::OverrideWritten,
-        ret as i32,
-        group,
-        |ev| unsafe {
-            ev.detail = detail;
-            kernel::read_first_field_name(dev, &mut ev.device);
-            let _ = kernel::read_str(buf, &mut ev.driver);
-        },
-    );
+    emit(&ctx, EventKind::OverrideWritten, ret as i32, group, |ev| {
+        ev.detail = detail;
+        kernel::read_first_field_name(dev, &mut ev.device);
+        let _ = kernel::read_str(buf, &mut ev.driver);
+    });
     0
 }

@@ -45,7 +45,7 @@ pub static PROBING: LruHashMap<u64, Probing> = LruHashMap::with_max_entries(1024
 pub fn really_probe_entry(ctx: FEntryContext) -> i32 {
     let dev: *const u8 = ctx.arg(0);
     let drv: *const u8 = ctx.arg(1);
-    let group = unsafe { kernel::device_group_id(dev) };
+    let group = kernel::device_group_id(dev);
     let mut p = Probing {
         group: group as u32,
         deny: 0,
@@ -65,7 +65,7 @@ pub fn really_probe_entry(ctx: FEntryContext) -> i32 {
             p.deny = 1;
         }
     }
-    unsafe { kernel::read_first_field_name(dev, &mut p.device) };
+    kernel::read_first_field_name(dev, &mut p.device);
     let _ = PROBING.insert(&bpf_get_current_pid_tgid(), &p, 0);
     0
 }
@@ -85,7 +85,7 @@ pub fn really_probe_exit(ctx: FExitContext) -> i32 {
         }
     }
     let _ = PROBING.remove(&key);
-    let group = unsafe { kernel::device_group_id(dev) };
+    let group = kernel::device_group_id(dev);
     let bound = ret == global(&PROBE_OK) as i64;
     if bound
         && group != NO_GROUP
@@ -93,7 +93,7 @@ pub fn really_probe_exit(ctx: FExitContext) -> i32 {
     {
         state::user_bound(group as u32, 1);
     }
-    emit(&ctx, EventKind::Probe, ret as i32, group, |ev| unsafe {
+    emit(&ctx, EventKind::Probe, ret as i32, group, |ev| {
         kernel::read_first_field_name(dev, &mut ev.device);
         kernel::read_first_field_name(drv, &mut ev.driver);
     });
@@ -110,18 +110,12 @@ pub fn use_default_domain_exit(ctx: FExitContext) -> i32 {
     if ret == 0 {
         return 0;
     }
-    let group = unsafe { kernel::device_group_id(dev) };
-    emit(
-        &ctx,
-        EventKind::UseDefaultDomain,
-        ret as i32,
-        group,
-        |ev| unsafe {
-            kernel::read_first_field_name(dev, &mut ev.device);
-            // really_probe sets dev->driver before dma_configure runs: the driver being refused.
-            kernel::read_first_field_name(kernel::device_driver(dev), &mut ev.driver);
-        },
-    );
+    let group = kernel::device_group_id(dev);
+    emit(&ctx, EventKind::UseDefaultDomain, ret as i32, group, |ev| {
+        kernel::read_first_field_name(dev, &mut ev.device);
+        // really_probe sets dev->driver before dma_configure runs: the driver being refused.
+        kernel::read_first_field_name(kernel::device_driver(dev), &mut ev.driver);
+    });
     0
 }
 
@@ -132,12 +126,12 @@ pub fn use_default_domain_exit(ctx: FExitContext) -> i32 {
 #[fentry(function = "pci_device_remove")]
 pub fn pci_remove_entry(ctx: FEntryContext) -> i32 {
     let dev: *const u8 = ctx.arg(0);
-    let bound = unsafe { kernel::device_driver(dev) };
+    let bound = kernel::device_driver(dev);
     if bound.is_null() {
         return 0;
     }
-    let group = unsafe { kernel::device_group_id(dev) };
-    emit(&ctx, EventKind::Unbind, 0, group, |ev| unsafe {
+    let group = kernel::device_group_id(dev);
+    emit(&ctx, EventKind::Unbind, 0, group, |ev| {
         kernel::read_first_field_name(dev, &mut ev.device);
         kernel::read_first_field_name(bound, &mut ev.driver);
     });
@@ -149,11 +143,11 @@ pub fn pci_remove_entry(ctx: FEntryContext) -> i32 {
 #[fexit(function = "pci_device_remove")]
 pub fn pci_remove_exit(ctx: FExitContext) -> i32 {
     let dev: *const u8 = ctx.arg(0);
-    let bound = unsafe { kernel::device_driver(dev) };
+    let bound = kernel::device_driver(dev);
     if bound.is_null() {
         return 0;
     }
-    let group = unsafe { kernel::device_group_id(dev) };
+    let group = kernel::device_group_id(dev);
     if group != NO_GROUP && state::driver_flags(&state::driver_key(bound)) & driver_class::USER != 0
     {
         state::user_bound(group as u32, -1);
@@ -173,18 +167,18 @@ pub fn pci_bus_match_exit(ctx: FExitContext) -> i32 {
         return 0;
     }
     let mut over = [0u8; DRIVER_KEY_LEN];
-    if !unsafe { kernel::pci_driver_override(dev, &mut over) } || over[0] == 0 {
+    if !kernel::pci_driver_override(dev, &mut over) || over[0] == 0 {
         return 0;
     }
     let driver = state::driver_key(drv);
     if over == driver {
         return 0;
     }
-    let group = unsafe { kernel::device_group_id(dev) };
+    let group = kernel::device_group_id(dev);
     if group == NO_GROUP || !state::group_protected(group as u32) {
         return 0;
     }
-    emit(&ctx, EventKind::PinRefused, -19, group, |ev| unsafe {
+    emit(&ctx, EventKind::PinRefused, -19, group, |ev| {
         kernel::read_first_field_name(dev, &mut ev.device);
         ev.driver[..DRIVER_KEY_LEN].copy_from_slice(&driver);
     });

@@ -38,7 +38,8 @@ pub fn emit<C: EbpfContext>(
 ) {
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         if let Some(lost) = LOST.get_ptr_mut(0) {
-            // Per-CPU slot: no other writer can race this increment.
+            // SAFETY: `lost` points at this CPU's slot of a per-CPU array, alive while the
+            // program runs: no other writer can race this increment.
             unsafe { *lost += 1 };
         }
         // Counted, not logged: a log line per lost record would flood the log ring in the

@@ -102,6 +102,8 @@ fn slot(group: u32) -> u32 {
 /// (fail closed).
 #[inline(always)]
 pub fn group_protected(group: u32) -> bool {
+    // SAFETY: only the entry's presence is used, never the reference that aya-ebpf's `get` is
+    // unsafe for (a value another CPU may update or delete).
     if unsafe { RESERVED.get(&group) }.is_some() {
         return true;
     }
@@ -123,6 +125,8 @@ pub fn group_in_use(group: u32) -> bool {
         }
         None => false,
     };
+    // SAFETY: the value is copied out at once, while the program holds the RCU read lock that keeps
+    // a map value alive; another CPU's update only changes which value is read.
     let Some(rdev) = (unsafe { GROUP_RDEV.get(&group) }).copied() else {
         return bound;
     };
@@ -134,7 +138,11 @@ pub fn group_in_use(group: u32) -> bool {
 
 #[inline(always)]
 fn opens_of(rdev: u32) -> i32 {
+    // SAFETY: the value is copied out at once, while the program holds the RCU read lock that keeps
+    // a map value alive; another CPU's update only changes which value is read.
     let counted = unsafe { RDEV_OPENS.get(&rdev) }.copied().unwrap_or(0);
+    // SAFETY: the value is copied out at once, while the program holds the RCU read lock that keeps
+    // a map value alive; another CPU's update only changes which value is read.
     let seeded = unsafe { SEEDED_OPENS.get(&rdev) }.copied().unwrap_or(0);
     counted | seeded
 }
@@ -177,9 +185,13 @@ pub fn user_bound(group: u32, delta: i32) {
     if let Some(st) = GROUPS.get_ptr_mut(slot(group)) {
         // A decrement below what was seen stays protecting (fail closed) rather than wrapping
         // a count the agent seeded low; the check-then-add race only errs towards protection.
+        // SAFETY: the pointer comes from get_ptr_mut: an aligned map value, alive while the program
+        // runs (RCU); a racing atomic add on another CPU only changes the value read.
         if delta < 0 && unsafe { (*st).user_bound } == 0 {
             return;
         }
+        // SAFETY: the address of a field of that same live map value; no reference is formed, the
+        // add is atomic.
         add(unsafe { &raw mut (*st).user_bound }, delta);
         refs(delta);
     }
@@ -189,9 +201,13 @@ pub fn user_bound(group: u32, delta: i32) {
 #[inline(always)]
 pub fn claim(group: u32, delta: i32) {
     if let Some(st) = GROUPS.get_ptr_mut(slot(group)) {
+        // SAFETY: the pointer comes from get_ptr_mut: an aligned map value, alive while the program
+        // runs (RCU); a racing atomic add on another CPU only changes the value read.
         if delta < 0 && unsafe { (*st).claims } == 0 {
             return;
         }
+        // SAFETY: the address of a field of that same live map value; no reference is formed, the
+        // add is atomic.
         add(unsafe { &raw mut (*st).claims }, delta);
         refs(delta);
     }
@@ -203,6 +219,8 @@ fn count(map: &HashMap<u32, i32>, rdev: u32, delta: i32) {
     match map.get_ptr_mut(&rdev) {
         Some(n) => {
             // Never below zero: a release without its open stays protecting (fail closed).
+            // SAFETY: the pointer comes from get_ptr_mut: an aligned map value, alive while the
+            // program runs (RCU); a racing atomic add on another CPU only changes the value read.
             if delta < 0 && unsafe { *n } <= 0 {
                 return;
             }
@@ -240,6 +258,8 @@ pub fn count_open(file: u64, rdev: u32) -> bool {
 /// A file's last reference is gone: uncounts it if [`count_open`] counted it.
 #[inline(always)]
 pub fn count_free(file: u64) {
+    // SAFETY: the value is copied out at once, while the program holds the RCU read lock that keeps
+    // a map value alive; another CPU's update only changes which value is read.
     let Some(rdev) = (unsafe { COUNTED_FILES.get(&file) }).copied() else {
         return;
     };
@@ -251,9 +271,13 @@ pub fn count_free(file: u64) {
 /// (they uncount it when it is freed).
 #[inline(always)]
 pub fn seeded_release(file: u64, rdev: u32) {
+    // SAFETY: only the entry's presence is used, never the reference that aya-ebpf's `get` is
+    // unsafe for (a value another CPU may update or delete).
     if rdev == 0 || unsafe { COUNTED_FILES.get(&file) }.is_some() {
         return;
     }
+    // SAFETY: only the entry's presence is used, never the reference that aya-ebpf's `get` is
+    // unsafe for (a value another CPU may update or delete).
     if unsafe { SEEDED_OPENS.get(&rdev) }.is_some() {
         count(&SEEDED_OPENS, rdev, -1);
     }
@@ -277,6 +301,8 @@ pub fn count_writer(file: u64, kind: u32) -> bool {
     if WRITE_FILES.insert(&file, &kind, 1).is_err() {
         // Already counted (a reused `struct file` whose free was not seen) or full: full
         // refuses, a stale entry stands for this file.
+        // SAFETY: only the entry's presence is used, never the reference that aya-ebpf's `get` is
+        // unsafe for (a value another CPU may update or delete).
         return unsafe { WRITE_FILES.get(&file) }.is_some();
     }
     if let Some(p) = WRITERS.get_ptr_mut(0) {
@@ -289,15 +315,21 @@ pub fn count_writer(file: u64, kind: u32) -> bool {
 /// the last one.
 #[inline(always)]
 pub fn uncount_writer(file: u64) -> bool {
+    // SAFETY: only the entry's presence is used, never the reference that aya-ebpf's `get` is
+    // unsafe for (a value another CPU may update or delete).
     if unsafe { WRITE_FILES.get(&file) }.is_none() || WRITE_FILES.remove(&file).is_err() {
         return false;
     }
     match WRITERS.get_ptr_mut(0) {
         Some(p) => {
+            // SAFETY: the pointer comes from get_ptr_mut: an aligned map value, alive while the
+            // program runs (RCU); a racing atomic add on another CPU only changes the value read.
             if unsafe { *p } <= 0 {
                 return true;
             }
             add(p, -1);
+            // SAFETY: the pointer comes from get_ptr_mut: an aligned map value, alive while the
+            // program runs (RCU); a racing atomic add on another CPU only changes the value read.
             unsafe { *p <= 0 }
         }
         None => false,
@@ -317,6 +349,8 @@ pub fn name_node(group: u32, devt: u32) {
 pub fn host_probe(group: u32, delta: i32) {
     for index in [slot(group) + 1, 0] {
         if let Some(p) = HOST_PROBES.get_ptr_mut(index) {
+            // SAFETY: the pointer comes from get_ptr_mut: an aligned map value, alive while the
+            // program runs (RCU); a racing atomic add on another CPU only changes the value read.
             if delta < 0 && unsafe { *p } <= 0 {
                 continue;
             }
@@ -329,6 +363,8 @@ pub fn host_probe(group: u32, delta: i32) {
 /// group, when the node is not named yet).
 #[inline(always)]
 pub fn host_probing_for_node(rdev: u32) -> bool {
+    // SAFETY: the value is copied out at once, while the program holds the RCU read lock that keeps
+    // a map value alive; another CPU's update only changes which value is read.
     let index = match unsafe { NODE_GROUP.get(&rdev) } {
         Some(group) => slot(*group) + 1,
         None => 0,
@@ -341,6 +377,8 @@ pub fn host_probing_for_node(rdev: u32) -> bool {
 /// puts every driver the policy denies in the map, so an entry there always wins.
 #[inline(always)]
 pub fn driver_flags(name: &[u8; DRIVER_KEY_LEN]) -> u32 {
+    // SAFETY: the value is copied out at once, while the program holds the RCU read lock that keeps
+    // a map value alive; another CPU's update only changes which value is read.
     match unsafe { USER_DRIVERS.get(name) } {
         Some(flags) => *flags,
         None if iommu_enforcer_common::is_user_driver_key(name) => {
@@ -359,15 +397,19 @@ pub fn driver_allowed(name: &[u8; DRIVER_KEY_LEN]) -> bool {
 #[inline(always)]
 pub fn driver_key(drv: *const u8) -> [u8; DRIVER_KEY_LEN] {
     let mut key = [0u8; DRIVER_KEY_LEN];
-    unsafe { kernel::read_first_field_name(drv, &mut key) };
+    kernel::read_first_field_name(drv, &mut key);
     key
 }
 
 pub fn device_info(address: &[u8; ADDR_LEN]) -> Option<DeviceInfo> {
+    // SAFETY: the value is copied out at once, while the program holds the RCU read lock that keeps
+    // a map value alive; another CPU's update only changes which value is read.
     unsafe { TOPOLOGY.get(address) }.copied()
 }
 
 pub fn slot_info(name: &[u8; ADDR_LEN]) -> Option<DeviceInfo> {
+    // SAFETY: the value is copied out at once, while the program holds the RCU read lock that keeps
+    // a map value alive; another CPU's update only changes which value is read.
     unsafe { SLOTS.get(name) }.copied()
 }
 
@@ -400,6 +442,8 @@ pub fn protected_at_or_below(info: &DeviceInfo) -> Option<(u32, bool)> {
 #[inline(always)]
 pub fn clear_detacher() {
     if let Some(p) = CONFIG.get_ptr_mut(config::DETACH_TGID) {
+        // SAFETY: `p` comes from get_ptr_mut: an aligned u32 slot of an array map, alive while the
+        // program runs; the store is a single aligned write.
         unsafe { *p = 0 };
     }
 }
@@ -408,6 +452,8 @@ pub fn clear_detacher() {
 #[inline(always)]
 pub fn clear_agent() {
     if let Some(p) = CONFIG.get_ptr_mut(config::AGENT_TGID) {
+        // SAFETY: `p` comes from get_ptr_mut: an aligned u32 slot of an array map, alive while the
+        // program runs; the store is a single aligned write.
         unsafe { *p = 0 };
     }
 }

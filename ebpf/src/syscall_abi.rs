@@ -12,13 +12,12 @@
 //! | `OFF_REGS_DI` (argument 0) | `di` | `orig_x0` (`regs[0]` is the return value after the call) |
 //! | `OFF_REGS_SI` (argument 1) | `si` | `regs[1]` |
 //! | `OFF_REGS_DX` (argument 2) | `dx` | `regs[2]` |
-use aya_ebpf::{
-    bindings::task_struct,
-    helpers::{bpf_get_current_task, bpf_get_current_task_btf, generated as gen},
-};
+use aya_ebpf::helpers::{bpf_get_current_task_btf, generated as gen};
 use iommu_enforcer_common::{offsets::UNRESOLVED, pt_regs_mode};
 
-use crate::kernel::{self, global, read_at};
+use crate::kernel::{
+    self, global, OFF_REGS_DI, OFF_REGS_DX, OFF_REGS_ORIG_AX, OFF_REGS_SI, PT_REGS_SIZE,
+};
 
 #[cfg(not(any(bpf_target_arch = "x86_64", bpf_target_arch = "aarch64")))]
 compile_error!(
@@ -39,19 +38,9 @@ pub const NR_WRITEV: u64 = 66;
 
 #[unsafe(no_mangle)]
 static PT_REGS_MODE: u32 = pt_regs_mode::STACK;
-#[unsafe(no_mangle)]
-static PT_REGS_SIZE: u32 = UNRESOLVED;
 /// 16 KiB on x86_64 and on arm64 with 4 KiB pages (Debian's kernels; no KASAN).
 #[unsafe(no_mangle)]
 static THREAD_SIZE: u32 = 16384;
-#[unsafe(no_mangle)]
-static OFF_REGS_ORIG_AX: u32 = UNRESOLVED;
-#[unsafe(no_mangle)]
-static OFF_REGS_DI: u32 = UNRESOLVED;
-#[unsafe(no_mangle)]
-static OFF_REGS_SI: u32 = UNRESOLVED;
-#[unsafe(no_mangle)]
-static OFF_REGS_DX: u32 = UNRESOLVED;
 
 /// The user registers the current syscall entered with.
 #[inline(always)]
@@ -59,16 +48,18 @@ fn syscall_regs() -> *const u8 {
     if global(&PT_REGS_MODE) == pt_regs_mode::HELPER {
         // 5.15+. The verifier never sees this branch on older kernels: PT_REGS_MODE is a frozen
         // constant there, and the helper would not exist.
-        unsafe {
-            gen::bpf_task_pt_regs(bpf_get_current_task_btf() as *mut task_struct) as *const u8
-        }
+        // SAFETY: both helpers take and return kernel addresses the verifier checks; the
+        // result is only handed to bpf_probe_read_kernel, never dereferenced by Rust.
+        unsafe { gen::bpf_task_pt_regs(bpf_get_current_task_btf()) as *const u8 }
     } else {
         let size = global(&PT_REGS_SIZE);
-        let stack = unsafe { kernel::task_stack(bpf_get_current_task() as *const u8) };
+        let stack = kernel::task_stack(kernel::current_task());
         if stack.is_null() || size == UNRESOLVED {
             return core::ptr::null();
         }
         // task_pt_regs(): the top of the thread's stack, on x86_64 without FRED and on arm64.
+        // SAFETY: the result is only an address handed to bpf_probe_read_kernel (`current`),
+        // never dereferenced by Rust.
         unsafe { stack.add((global(&THREAD_SIZE) - size) as usize) }
     }
 }
@@ -76,14 +67,14 @@ fn syscall_regs() -> *const u8 {
 /// The syscall number as its register holds it: a u64 on x86_64, an s32 on arm64 (the
 /// 32 bits after it are padding, never written).
 #[inline(always)]
-unsafe fn read_nr(regs: *const u8) -> Option<u64> {
+fn read_nr(regs: *const u8) -> Option<u64> {
     #[cfg(bpf_target_arch = "x86_64")]
     {
-        unsafe { read_at::<u64>(regs, global(&OFF_REGS_ORIG_AX)) }
+        kernel::field_u64(regs, &OFF_REGS_ORIG_AX)
     }
     #[cfg(bpf_target_arch = "aarch64")]
     {
-        unsafe { read_at::<i32>(regs, global(&OFF_REGS_ORIG_AX)) }.map(|nr| nr as i64 as u64)
+        kernel::field_i32(regs, &OFF_REGS_ORIG_AX).map(|nr| nr as i64 as u64)
     }
 }
 
@@ -92,12 +83,10 @@ unsafe fn read_nr(regs: *const u8) -> Option<u64> {
 #[inline(always)]
 pub fn current() -> Option<(u64, u64, u64, u64)> {
     let regs = syscall_regs();
-    unsafe {
-        Some((
-            read_nr(regs)?,
-            read_at::<u64>(regs, global(&OFF_REGS_DI))?,
-            read_at::<u64>(regs, global(&OFF_REGS_SI))?,
-            read_at::<u64>(regs, global(&OFF_REGS_DX))?,
-        ))
-    }
+    Some((
+        read_nr(regs)?,
+        kernel::field_u64(regs, &OFF_REGS_DI)?,
+        kernel::field_u64(regs, &OFF_REGS_SI)?,
+        kernel::field_u64(regs, &OFF_REGS_DX)?,
+    ))
 }

@@ -19,7 +19,7 @@ pub fn device_removed(ctx: BtfTracePointContext) -> i32 {
 fn report(ctx: &BtfTracePointContext, kind: EventKind) -> i32 {
     let group: i32 = ctx.arg(0);
     let dev: *const u8 = ctx.arg(1);
-    emit(ctx, kind, 0, group, |ev| unsafe {
+    emit(ctx, kind, 0, group, |ev| {
         kernel::read_first_field_name(dev, &mut ev.device);
     });
     0

@@ -41,17 +41,17 @@ pub fn vfio_node_added(ctx: FExitContext) -> i32 {
         return 0;
     }
     let mut class = [0u8; 8];
-    unsafe { kernel::read_first_field_name(kernel::device_class(dev), &mut class) };
+    kernel::read_first_field_name(kernel::device_class(dev), &mut class);
     if class != *b"vfio\0\0\0\0" {
         return 0;
     }
     let mut name = [0u8; 12];
-    unsafe { kernel::read_first_field_name(dev, &mut name) };
+    kernel::read_first_field_name(dev, &mut name);
     let Some(group) = decimal(&name) else {
         // `noiommu-N`: no IOMMU, nothing to protect.
         return 0;
     };
-    let devt = unsafe { kernel::device_devt(dev) };
+    let devt = kernel::device_devt(dev);
     if devt != 0 {
         state::name_node(group, devt);
     }
@@ -109,7 +109,7 @@ pub fn vfio_group_release(ctx: ProbeContext) -> u32 {
         return 0;
     };
     let file = ctx.arg::<u64>(1).unwrap_or(0);
-    let rdev = unsafe { kernel::inode_rdev(inode) };
+    let rdev = kernel::inode_rdev(inode);
     // Seeded first: it tells a counted file from a seeded one by the count being there.
     state::seeded_release(file, rdev);
     state::count_free(file);
@@ -127,7 +127,7 @@ pub fn vfio_cdev_release(ctx: ProbeContext) -> u32 {
     let Some(inode) = ctx.arg::<*const u8>(0) else {
         return 0;
     };
-    let rdev = unsafe { kernel::inode_rdev(inode) };
+    let rdev = kernel::inode_rdev(inode);
     if rdev != 0 {
         emit(&ctx, EventKind::VfioCdevRelease, 0, NO_GROUP, |ev| {
             ev.rdev = rdev
@@ -152,7 +152,7 @@ fn remember(ctx: &ProbeContext) -> u32 {
     let Some(inode) = ctx.arg::<*const u8>(0) else {
         return 0;
     };
-    let rdev = unsafe { kernel::inode_rdev(inode) };
+    let rdev = kernel::inode_rdev(inode);
     let file = ctx.arg::<u64>(1).unwrap_or(0);
     let o = Opening {
         file,

@@ -1,7 +1,7 @@
 //! Builds what goes into the guest: the eBPF object, and static `enforcer` and `vfio-holder`
 //! binaries (the guest has no libc, only busybox).
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
@@ -13,6 +13,35 @@ use crate::util::{clean_cargo_env, run, say, target_dir, workspace_root};
 /// object to `target/ebpf/iommu-enforcer.bpf.o`.
 pub fn build_ebpf() -> Result<()> {
     build_ebpf_for(Arch::X86_64)
+}
+
+/// `cargo +nightly SUBCOMMAND --release` on ebpf/ for bpfel-unknown-none (build-std=core), with
+/// the RUSTFLAGS of `arch`: what `build-ebpf` builds with and `lint` runs clippy with.
+pub fn ebpf_cargo(arch: Arch, subcommand: &str, cargo_target: &Path) -> Command {
+    let mut cmd = Command::new("cargo");
+    clean_cargo_env(&mut cmd)
+        .args([
+            "+nightly",
+            subcommand,
+            "--release",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+        ])
+        .arg("--target-dir")
+        .arg(cargo_target)
+        .current_dir(workspace_root().join("ebpf"))
+        // A parent `cargo run` pins the stable toolchain through this; `+nightly` must win.
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env(
+            "RUSTFLAGS",
+            format!(
+                r#"--cfg=bpf_target_arch="{}" -Cdebuginfo=2 -Clink-arg=--btf"#,
+                arch.bpf_target_arch()
+            ),
+        );
+    cmd
 }
 
 /// The eBPF object of `arch` (`--cfg bpf_target_arch`), each in its own cargo target dir so
@@ -31,26 +60,7 @@ pub fn build_ebpf_for(arch: Arch) -> Result<()> {
         Arch::X86_64 => dir.join("target"),
         Arch::Arm64 => dir.join("target/aarch64"),
     };
-    let mut cmd = Command::new("cargo");
-    clean_cargo_env(&mut cmd)
-        .args([
-            "+nightly",
-            "build",
-            "--release",
-            "--target",
-            "bpfel-unknown-none",
-            "-Z",
-            "build-std=core",
-        ])
-        .arg("--target-dir")
-        .arg(&cargo_target)
-        .current_dir(&dir)
-        // A parent `cargo run` pins the stable toolchain through this; `+nightly` must win.
-        .env_remove("RUSTUP_TOOLCHAIN")
-        .env(
-            "RUSTFLAGS",
-            format!(r#"--cfg=bpf_target_arch="{bpf_arch}" -Cdebuginfo=2 -Clink-arg=--btf"#),
-        );
+    let mut cmd = ebpf_cargo(arch, "build", &cargo_target);
     run(&mut cmd).context("building the eBPF programs failed")?;
     let built = cargo_target.join("bpfel-unknown-none/release/iommu-enforcer-ebpf");
     let dest = arch.ebpf_object();

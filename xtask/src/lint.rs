@@ -1,11 +1,16 @@
 //! `cargo xtask lint`, the first step of `cargo xtask test`: `cargo fmt --check`, `cargo clippy
-//! --workspace -- -D warnings`, shellcheck on every shell script in the tree (tracked `*.sh`
-//! files and scripts with a sh/bash shebang under .ci/), and no doc citing a missing file. tests/vm/.shellcheckrc says what the
-//! guest scripts (busybox ash) leave unquoted on purpose.
+//! --workspace -- -D warnings`, the same two on ebpf/ (nightly, for the bpf target of each
+//! architecture, as `build-ebpf` builds it; its `#![deny(clippy::undocumented_unsafe_blocks)]`
+//! holds every unsafe block to a `// SAFETY:` reason), shellcheck on every shell script in the
+//! tree (tracked `*.sh` files and scripts with a sh/bash shebang under .ci/), and no doc citing
+//! a missing file. tests/vm/.shellcheckrc says what the guest scripts (busybox ash) leave
+//! unquoted on purpose.
 use std::process::Command;
 
 use anyhow::Result;
 
+use crate::arch::Arch;
+use crate::artifacts::ebpf_cargo;
 use crate::util::{output, say, workspace_root};
 
 /// The shell scripts shellcheck checks, relative to the workspace root.
@@ -38,7 +43,7 @@ pub fn markdown_files() -> Result<Vec<String>> {
     Ok(listed.lines().map(str::to_owned).collect())
 }
 
-/// Runs the four checks; `false` when one failed (each says why on its own output).
+/// Runs the checks; `false` when one failed (each says why on its own output).
 pub fn lint() -> Result<bool> {
     let root = workspace_root();
     let mut ok = true;
@@ -54,6 +59,27 @@ pub fn lint() -> Result<bool> {
         .current_dir(&root)
         .status()?
         .success();
+    // ebpf/ is outside the workspace (nightly, bpf target): its own fmt, and clippy for each
+    // architecture (syscall_abi.rs differs), which also enforces its `// SAFETY:` comments.
+    let ebpf = root.join("ebpf");
+    say("lint: cargo +nightly fmt --check in ebpf/");
+    ok &= Command::new("cargo")
+        .args(["+nightly", "fmt", "--check"])
+        .current_dir(&ebpf)
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .status()?
+        .success();
+    for arch in [Arch::X86_64, Arch::Arm64] {
+        let bpf_arch = arch.bpf_target_arch();
+        say(format!(
+            "lint: cargo +nightly clippy on ebpf/ for {bpf_arch} -- -D warnings"
+        ));
+        let target = ebpf.join("target/clippy").join(bpf_arch);
+        ok &= ebpf_cargo(arch, "clippy", &target)
+            .args(["--", "-D", "warnings"])
+            .status()?
+            .success();
+    }
     crate::setup::ensure_packages(&["shellcheck"])?;
     let scripts = scripts()?;
     say(format!("lint: shellcheck on {} scripts", scripts.len()));

@@ -7,50 +7,29 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use iommu_enforcer_common::kernel_fields::{Lookup, FIELDS};
+
 use super::btf::KernelBtf;
 use crate::bounded;
 
-/// Field offsets handed to the eBPF programs (see common::names).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// The values of the kernel-field globals for this kernel, one per row of
+/// `iommu_enforcer_common::kernel_fields` (in its order); `None` where the BTF lacks the field.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Offsets {
-    pub device_driver: Option<u32>,
-    pub device_iommu_group: Option<u32>,
-    pub group_id: Option<u32>,
-    pub inode_rdev: Option<u32>,
-    pub file_inode: Option<u32>,
-    pub inode_sb: Option<u32>,
-    pub inode_ino: Option<u32>,
-    pub sb_magic: Option<u32>,
-    pub sb_dev: Option<u32>,
-    pub mnt_sb: Option<u32>,
-    pub device_devt: Option<u32>,
-    pub device_class: Option<u32>,
-    pub task_mm: Option<u32>,
-    pub task_stack: Option<u32>,
-    pub mm_exe_file: Option<u32>,
-    pub regs_orig_ax: Option<u32>,
-    pub regs_si: Option<u32>,
-    pub regs_dx: Option<u32>,
-    pub regs_di: Option<u32>,
-    pub pt_regs_size: Option<u32>,
-    pub inode_private: Option<u32>,
-    pub kn_name: Option<u32>,
-    pub kn_parent: Option<u32>,
-    pub file_mode: Option<u32>,
-    /// `f_count` up to 6.12, `f_ref` (a `file_ref_t`, counter at offset 0) from 6.13.
-    pub file_count: Option<u32>,
-    /// What that counter reads for one reference: 1 for `f_count`, 0 for `f_ref` (count - 1).
+    pub fields: Vec<(&'static str, Option<u32>)>,
+    /// What `OFF_FILE_COUNT`'s counter reads for one reference: 1 for `f_count`, 0 for `f_ref`
+    /// (count - 1).
     pub file_count_one: u32,
-    /// `f_pos_lock.owner` within `struct file`.
-    pub file_pos_owner: Option<u32>,
-    pub task_files: Option<u32>,
-    pub files_fdt: Option<u32>,
-    pub fdt_fd: Option<u32>,
-    pub fdt_max_fds: Option<u32>,
-    pub task_flags: Option<u32>,
-    pub task_ptrace: Option<u32>,
-    pub pci_dev_dev: Option<u32>,
-    pub pci_dev_override: Option<u32>,
+}
+
+impl Offsets {
+    /// The value resolved for one global.
+    pub fn get(&self, global: &str) -> Option<u32> {
+        self.fields
+            .iter()
+            .find(|(g, _)| *g == global)
+            .and_then(|(_, v)| *v)
+    }
 }
 
 pub struct Features {
@@ -200,67 +179,16 @@ impl Features {
     }
 
     pub fn offsets(&self) -> Offsets {
-        let Ok(btf) = &self.btf else {
-            return Offsets::default();
-        };
+        // Without BTF every row is there, unresolved: the loader names them all.
+        let btf = self.btf.as_ref().ok();
         Offsets {
-            device_driver: btf.member_offset("device", "driver"),
-            device_iommu_group: btf.member_offset("device", "iommu_group"),
-            group_id: btf.member_offset("iommu_group", "id"),
-            inode_rdev: btf.member_offset("inode", "i_rdev"),
-            file_inode: btf.member_offset("file", "f_inode"),
-            inode_sb: btf.member_offset("inode", "i_sb"),
-            inode_ino: btf.member_offset("inode", "i_ino"),
-            sb_magic: btf.member_offset("super_block", "s_magic"),
-            sb_dev: btf.member_offset("super_block", "s_dev"),
-            mnt_sb: btf.member_offset("vfsmount", "mnt_sb"),
-            device_devt: btf.member_offset("device", "devt"),
-            device_class: btf.member_offset("device", "class"),
-            task_mm: btf.member_offset("task_struct", "mm"),
-            task_stack: btf.member_offset("task_struct", "stack"),
-            mm_exe_file: btf.member_offset("mm_struct", "exe_file"),
-            regs_orig_ax: syscall_regs::nr(btf),
-            regs_si: syscall_regs::arg(btf, 1),
-            regs_dx: syscall_regs::arg(btf, 2),
-            regs_di: syscall_regs::arg(btf, 0),
-            pt_regs_size: btf.struct_size("pt_regs"),
-            inode_private: btf.member_offset("inode", "i_private"),
-            kn_name: btf.member_offset("kernfs_node", "name"),
-            // Renamed `__parent` in 6.15 (RCU-protected).
-            kn_parent: btf
-                .member_offset("kernfs_node", "parent")
-                .or_else(|| btf.member_offset("kernfs_node", "__parent")),
-            file_mode: btf.member_offset("file", "f_mode"),
-            file_count: btf
-                .member_offset("file", "f_count")
-                .or_else(|| btf.member_offset("file", "f_ref")),
-            file_count_one: if btf.member_offset("file", "f_count").is_some() {
-                1
-            } else {
-                0
-            },
-            file_pos_owner: btf
-                .member_offset("file", "f_pos_lock")
-                .zip(btf.member_offset("mutex", "owner"))
-                .map(|(lock, owner)| lock + owner),
-            task_files: btf.member_offset("task_struct", "files"),
-            files_fdt: btf.member_offset("files_struct", "fdt"),
-            fdt_fd: btf.member_offset("fdtable", "fd"),
-            fdt_max_fds: btf.member_offset("fdtable", "max_fds"),
-            task_flags: btf.member_offset("task_struct", "flags"),
-            task_ptrace: btf.member_offset("task_struct", "ptrace"),
-            // Where the override string's pointer is: `pci_dev.driver_override`, or since the
-            // driver core took it over (6.19; Debian backports it, 6.12.118 has it)
-            // `device.driver_override.name`, read from the device itself.
-            pci_dev_dev: if btf.member_offset("pci_dev", "driver_override").is_some() {
-                btf.member_offset("pci_dev", "dev")
-            } else {
-                btf.member_path_offset("device", &["driver_override", "name"])
-                    .map(|_| 0)
-            },
-            pci_dev_override: btf
-                .member_offset("pci_dev", "driver_override")
-                .or_else(|| btf.member_path_offset("device", &["driver_override", "name"])),
+            fields: FIELDS
+                .iter()
+                .map(|f| (f.global, btf.and_then(|b| resolve(b, f.lookup))))
+                .collect(),
+            file_count_one: u32::from(
+                btf.is_some_and(|b| b.member_offset("file", "f_count").is_some()),
+            ),
         }
     }
 
@@ -304,6 +232,33 @@ impl Features {
             0x8000
         } else {
             0
+        }
+    }
+}
+
+/// The value of one row of the kernel-field table in `btf`.
+pub fn resolve(btf: &KernelBtf, lookup: Lookup) -> Option<u32> {
+    match lookup {
+        Lookup::Member(alternatives) => alternatives
+            .iter()
+            .find_map(|(name, path)| btf.member_path_offset(name, path)),
+        Lookup::Sum((a, a_path), (b, b_path)) => btf
+            .member_path_offset(a, a_path)
+            .zip(btf.member_path_offset(b, b_path))
+            .map(|(a, b)| a + b),
+        Lookup::Size(name) => btf.struct_size(name),
+        Lookup::SyscallNr => syscall_regs::nr(btf),
+        Lookup::SyscallArg(n) => syscall_regs::arg(btf, n),
+        // Where the override string's pointer is: `pci_dev.driver_override`, or since the
+        // driver core took it over (6.19; Debian backports it, 6.12.118 has it)
+        // `device.driver_override.name`, read from the device itself.
+        Lookup::PciOverrideBase => {
+            if btf.member_offset("pci_dev", "driver_override").is_some() {
+                btf.member_offset("pci_dev", "dev")
+            } else {
+                btf.member_path_offset("device", &["driver_override", "name"])
+                    .map(|_| 0)
+            }
         }
     }
 }
@@ -482,7 +437,10 @@ mod tests {
             .is_some_and(|e| e.contains("CONFIG_DEBUG_INFO_BTF")));
         assert!(!f.bpf_lsm_active());
         assert!(!f.has_function("really_probe"));
-        assert_eq!(f.offsets(), Offsets::default());
+        let offsets = f.offsets();
+        assert_eq!(offsets.fields.len(), FIELDS.len());
+        assert!(offsets.fields.iter().all(|(_, v)| v.is_none()));
+        assert_eq!(offsets.file_count_one, 0);
         assert_eq!(f.kernel_release, "unknown");
     }
 }

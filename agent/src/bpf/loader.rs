@@ -297,46 +297,18 @@ pub fn globals(features: &Features) -> Vec<(&'static str, u32)> {
     } else {
         pt_regs_mode::STACK
     };
-    vec![
-        (names::OFF_DEVICE_DRIVER, u(off.device_driver)),
-        (names::OFF_DEVICE_IOMMU_GROUP, u(off.device_iommu_group)),
-        (names::OFF_GROUP_ID, u(off.group_id)),
-        (names::OFF_INODE_RDEV, u(off.inode_rdev)),
-        (names::OFF_FILE_INODE, u(off.file_inode)),
-        (names::OFF_INODE_SB, u(off.inode_sb)),
-        (names::OFF_INODE_INO, u(off.inode_ino)),
-        (names::OFF_SB_MAGIC, u(off.sb_magic)),
-        (names::OFF_SB_DEV, u(off.sb_dev)),
-        (names::OFF_MNT_SB, u(off.mnt_sb)),
-        (names::OFF_DEVICE_DEVT, u(off.device_devt)),
-        (names::OFF_DEVICE_CLASS, u(off.device_class)),
-        (names::OFF_TASK_MM, u(off.task_mm)),
-        (names::OFF_TASK_STACK, u(off.task_stack)),
-        (names::OFF_MM_EXE_FILE, u(off.mm_exe_file)),
-        (names::OFF_REGS_ORIG_AX, u(off.regs_orig_ax)),
-        (names::OFF_REGS_DI, u(off.regs_di)),
-        (names::OFF_REGS_SI, u(off.regs_si)),
-        (names::OFF_REGS_DX, u(off.regs_dx)),
-        (names::PT_REGS_SIZE, u(off.pt_regs_size)),
+    let mut rows: Vec<(&'static str, u32)> = off
+        .fields
+        .iter()
+        .map(|(name, value)| (*name, u(*value)))
+        .collect();
+    rows.extend([
         (names::PT_REGS_MODE, regs_mode),
-        (names::OFF_INODE_PRIVATE, u(off.inode_private)),
-        (names::OFF_KN_NAME, u(off.kn_name)),
-        (names::OFF_KN_PARENT, u(off.kn_parent)),
-        (names::OFF_FILE_MODE, u(off.file_mode)),
-        (names::OFF_FILE_COUNT, u(off.file_count)),
         (names::FILE_COUNT_ONE, off.file_count_one),
-        (names::OFF_FILE_POS_OWNER, u(off.file_pos_owner)),
-        (names::OFF_TASK_FILES, u(off.task_files)),
-        (names::OFF_FILES_FDT, u(off.files_fdt)),
-        (names::OFF_FDT_FD, u(off.fdt_fd)),
-        (names::OFF_FDT_MAX_FDS, u(off.fdt_max_fds)),
-        (names::OFF_TASK_FLAGS, u(off.task_flags)),
-        (names::OFF_TASK_PTRACE, u(off.task_ptrace)),
-        (names::OFF_PCI_DEV_DEV, u(off.pci_dev_dev)),
-        (names::OFF_PCI_DEV_OVERRIDE, u(off.pci_dev_override)),
         (names::PROBE_OK, features.probe_ok_ret()),
         (names::FMODE_REGULAR, features.fmode_regular()),
-    ]
+    ]);
+    rows
 }
 
 /// Names this process in the pinned `CONFIG` as the one `enforcer detach` run, so that the
