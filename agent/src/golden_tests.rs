@@ -8,26 +8,12 @@ use iommu_enforcer_schema::Allocation;
 
 use crate::{
     bpf::record::decode,
-    model::{Device, GroupMap},
-    node::{NodeState, ProbeConvention, VfioNode},
-    policy::Policy,
+    node::{tests::node, NodeState, VfioNode},
     render::{self, Attributed},
 };
 
 const GOLDEN: &str = include_str!("golden_events.txt");
 const POD_CGROUP: u64 = 4242;
-
-/// The VM test node: group 9 with .0 on vfio-pci and .1 unbound.
-fn node() -> NodeState {
-    let mut map = GroupMap::new();
-    let mut f0 = Device::new("0000:00:05.0", 9);
-    f0.driver = Some("vfio-pci".into());
-    map.add_device(f0);
-    map.add_device(Device::new("0000:00:05.1", 9));
-    let mut n = NodeState::new(map, Policy::default(), ProbeConvention::ZeroIsBound);
-    n.changed_verdicts();
-    n
-}
 
 struct Rec {
     kind: EventKind,

@@ -361,7 +361,7 @@ pub fn group_of_node(path: &str) -> Option<u32> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::{
         bpf::record::decode,
@@ -379,7 +379,7 @@ mod tests {
     }
 
     /// The two-function device of the VM test node: .0 on vfio-pci, .1 unbound, group 9.
-    fn node() -> NodeState {
+    pub(crate) fn node() -> NodeState {
         let mut map = GroupMap::new();
         let mut f0 = Device::new("0000:00:05.0", 9);
         f0.driver = Some("vfio-pci".into());
